@@ -1,0 +1,35 @@
+"""Helpers shared by the bound families: norm checks and result construction."""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+import sympy
+
+from ..errors import NotApplicableError
+from ..norms import NormLike, NormName, parse_norm
+from ..result import Bound, float_up
+
+
+def require_norm(method: str, norm: NormLike, supported: tuple[str, ...], why: str = "") -> NormName:
+    """Parse ``norm`` and raise :class:`NotApplicableError` when ``method`` does not support it."""
+    name = parse_norm(norm)
+    if name not in supported:
+        listed = ", ".join(f"l{n}" for n in supported)
+        raise NotApplicableError(
+            f"{method} is defined for the {listed} norm(s) only, not l{name}" + (f": {why}" if why else "")
+        )
+    return name
+
+
+def exact_upper_bound(method: str, norm: str, value: Fraction, started: float, assumptions=()) -> Bound:
+    """A bound computed in exact rational arithmetic, reported with its float rounded upward."""
+    exact = sympy.Rational(value.numerator, value.denominator)
+    return Bound(float_up(exact), norm, method, "upper", time.perf_counter() - started, exact_value=exact,
+                 assumptions=tuple(assumptions) + ("exact rational arithmetic",))
+
+
+def float_upper_bound(method: str, norm: str, value: float, started: float, assumptions=(), **extra) -> Bound:
+    return Bound(float(value), norm, method, "upper", time.perf_counter() - started,
+                 assumptions=tuple(assumptions) + ("floating point with rigorous rounding-error bounds",), **extra)

@@ -1,0 +1,130 @@
+"""K2, the Virmaux–Scaman bound, by an anytime branch-and-bound (proof: ``proofs/k2.md``)."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+
+import numpy as np
+
+from ..network import Network
+from ..norms import NormLike
+from ..result import Bound
+from ..rigorous import nonneg_spectral_upper, sum_down, sum_up, up
+from .chain import LinearChain, linear_chain
+from .common import require_norm
+from .enclosure import enclose, layer_slopes
+
+
+def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = 20_000, time_limit: float = 10.0,
+       rel_tol: float = 1e-9, seed: int = 0) -> Bound:
+    """K2 = ``max_{D_l ∈ {α_l, β_l}^{n_l}} ||W_L D_{L-1} ⋯ D_1 W_1||_p`` (the sup over the slope box is
+    attained at a vertex because the norm is convex), for p in {1, 2, ∞}.
+
+    Best-first branch-and-bound over activation patterns.  A node fixes the first neurons to ``α`` or
+    ``β`` and is bounded by the interval enclosure of :mod:`lipverify.bounds.enclosure` (the K4 bound
+    with per-neuron slopes; for l2 the spectral norm of its magnitude), a leaf is evaluated with
+    rigorous rounding.  l∞ splits by output row and l1 by input column.  Anytime: when ``max_nodes`` or
+    ``time_limit`` runs out the result is a certified upper bound (``kind="upper"``) with the best
+    vertex value as ``lower``; ``kind="exact"`` only when the search closed (value and lower then agree
+    up to ``rel_tol``).  NP-hard in general.  Proof: ``proofs/k2.md``.
+    """
+    started = time.perf_counter()
+    p = require_norm("k2", norm, ("1", "2", "inf"))
+    if max_nodes < 1 or time_limit <= 0:
+        raise ValueError(f"k2: max_nodes must be >= 1 and time_limit > 0, got {max_nodes}, {time_limit}")
+    chain = linear_chain(net, "k2")
+    if p == "inf":
+        chain = chain.transpose()
+    search = _Search(chain, "2" if p == "2" else "1", max_nodes, started + time_limit, rel_tol, seed)
+    upper, lower, closed, nodes = search.run()
+    assumptions = ("floating point with rigorous rounding-error bounds",)
+    if not closed and p == "2":
+        from .kstar import kstar
+
+        upper = min(upper, float(kstar(net, "2").value))
+    kind = "exact" if closed and upper - lower <= 4 * rel_tol * upper + 1e-300 else "upper"
+    return Bound(upper, p, "k2", kind, time.perf_counter() - started, lower=lower, assumptions=assumptions,
+                 status="closed" if closed else "budget exhausted",
+                 details={"nodes": nodes, "closed": closed, "gap": upper - lower})
+
+
+class _Search:
+    """Best-first search over the vertices of the slope box (one problem per column for l1)."""
+
+    def __init__(self, chain: LinearChain, p: str, max_nodes: int, deadline: float, rel_tol: float, seed: int):
+        self.chain, self.p, self.max_nodes, self.deadline, self.rel_tol = chain, p, max_nodes, deadline, rel_tol
+        self.rng = np.random.default_rng(seed)
+        self.alphas, self.betas = layer_slopes(chain)
+        # neurons whose slope interval is a point need no branching
+        self.order = [(l, i) for l, a in enumerate(self.alphas) for i in range(a.size) if a[i] != self.betas[l][i]]
+        self.problems = list(range(chain.n_in)) if p == "1" else [None]
+
+    def _slopes(self, decisions: tuple[int, ...]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        a = [x.copy() for x in self.alphas]
+        b = [x.copy() for x in self.betas]
+        for (l, i), d in zip(self.order, decisions):
+            if d:
+                a[l][i] = b[l][i]
+            else:
+                b[l][i] = a[l][i]
+        return a, b
+
+    def evaluate(self, problem, decisions) -> tuple[float, float]:
+        """``(upper, lower)`` for the node; ``lower`` is only meaningful at a leaf (else 0)."""
+        a, b = self._slopes(decisions)
+        cols = [problem] if problem is not None else slice(None)
+        enc = enclose(self.chain, cols, a, b)
+        leaf = len(decisions) == len(self.order)
+        if self.p == "1":
+            upper = float(np.max(sum_up(enc.magnitude(), axis=0)))
+            lower = float(np.max(sum_down(np.maximum(np.abs(enc.mid) - enc.rad, 0.0), axis=0))) if leaf else 0.0
+            return upper, lower
+        upper = nonneg_spectral_upper(enc.magnitude())
+        if not leaf:
+            return upper, 0.0
+        rad = nonneg_spectral_upper(enc.rad) if np.any(enc.rad) else 0.0
+        sigma = float(np.linalg.norm(enc.mid, 2)) if enc.mid.size else 0.0
+        return upper, max(sigma * (1 - 1e-10) - float(up(rad)), 0.0)
+
+    def run(self) -> tuple[float, float, bool, int]:
+        """Returns ``(upper, lower, closed, nodes)``; see ``proofs/k2.md`` for why ``upper`` is certified."""
+        counter = itertools.count()
+        heap: list = []
+        best_lower, best_leaf_upper, nodes = 0.0, 0.0, 0
+        n = len(self.order)
+        # a few vertices first, for a good incumbent: all-beta, all-alpha and random patterns
+        starts = [tuple([1] * n), tuple([0] * n)] + [tuple(int(v) for v in self.rng.integers(0, 2, n)) for _ in range(4)]
+        for problem in self.problems:
+            for dec in starts if n else [()]:
+                if dec != starts[0] and time.perf_counter() > self.deadline:
+                    break
+                u, lo = self.evaluate(problem, dec)
+                nodes += 1
+                best_lower, best_leaf_upper = max(best_lower, lo), max(best_leaf_upper, u)
+            if n:
+                u, _ = self.evaluate(problem, ())
+                nodes += 1
+                heapq.heappush(heap, (-u, next(counter), problem, ()))
+
+        def threshold() -> float:
+            # every node dropped so far had an upper bound <= this value
+            return best_lower * (1 + self.rel_tol)
+
+        while heap and -heap[0][0] > threshold():
+            if nodes >= self.max_nodes or time.perf_counter() > self.deadline:
+                break
+            _, _, problem, dec = heapq.heappop(heap)
+            for choice in (1, 0):
+                child = dec + (choice,)
+                cu, clo = self.evaluate(problem, child)
+                nodes += 1
+                if len(child) == n:
+                    best_lower, best_leaf_upper = max(best_lower, clo), max(best_leaf_upper, cu)
+                elif cu > threshold():
+                    heapq.heappush(heap, (-cu, next(counter), problem, child))
+        open_upper = -heap[0][0] if heap else 0.0
+        closed = open_upper <= threshold()
+        upper = max(best_leaf_upper, float(up(threshold())), open_upper)
+        return upper, best_lower, closed, nodes

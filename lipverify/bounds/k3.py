@@ -1,0 +1,54 @@
+"""K3, the absolute-value path bound for l1 and l∞ (proof: ``proofs/k3.md``)."""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+import numpy as np
+
+from ..network import Network
+from ..norms import NormLike
+from ..result import Bound, float_up
+from ..rigorous import add_up, matmul_up, up
+from .chain import EXACT_WORK_LIMIT, exact_work, linear_chain, to_fraction
+from .common import exact_upper_bound, float_upper_bound, require_norm
+
+
+def k3(net: Network, norm: NormLike = "inf") -> Bound:
+    """K3 = ``prod_l max(|α_l|, |β_l|) * || |W_L| |W_{L-1}| ⋯ |W_1| ||_p`` for p in {1, ∞}.
+
+    One pass of a ones vector through the absolute weights: forward for l∞ (max row sum), backward for
+    l1 (max column sum).  Valid for all slope intervals; ``K4 <= K3 <= K*``.  Proof: ``proofs/k3.md``.
+
+    >>> import lipverify as lv
+    >>> net = lv.Network([lv.Dense([[1, -2], [0, 1]]), lv.ReLU(), lv.Dense([[1, 1]])])
+    >>> float(lv.bound(net, "k3", norm="inf").value)
+    4.0
+    """
+    started = time.perf_counter()
+    p = require_norm("k3", norm, ("1", "inf"), "K3 bounds an l1/l∞ induced norm by a nonnegative matrix's row/column sums")
+    chain = linear_chain(net, "k3")
+    if p == "1":
+        chain = chain.transpose()
+    scale = 1.0
+    for s in chain.slopes:
+        scale = float(up(scale * float_up(s.magnitude)))
+    if chain.exact is not None and exact_work(chain) <= EXACT_WORK_LIMIT:
+        v = np.array([Fraction(1)] * chain.n_in, dtype=object)
+        for w in chain.exact:
+            v = np.abs(w) @ v
+        value = max(v) if len(v) else Fraction(0)
+        for s in chain.slopes:
+            value *= to_fraction(s.magnitude)
+        return exact_upper_bound("k3", p, value, started)
+    v = np.ones((chain.n_in, 1))
+    for w, r in zip(chain.weights, chain.radii):
+        a = abs(w)
+        if r is not None:
+            a = add_up(a.toarray() if hasattr(a, "toarray") else a, r)
+        v = matmul_up(a, v)
+    value = float(up(float(np.max(v)) * scale)) if v.size else 0.0
+    return float_upper_bound("k3", p, value, started)
+
+
