@@ -93,6 +93,8 @@ class _Search:
         counter = itertools.count()
         heap: list = []
         best_lower, best_leaf_upper, nodes = 0.0, 0.0, 0
+        pruned_max = 0.0  # the largest upper bound of a node dropped without being explored
+        root_max = 0.0  # the largest root bound: a valid bound for every problem
         n = len(self.order)
         # a few vertices first, for a good incumbent: all-beta, all-alpha and random patterns
         starts = [tuple([1] * n), tuple([0] * n)] + [tuple(int(v) for v in self.rng.integers(0, 2, n)) for _ in range(4)]
@@ -106,6 +108,7 @@ class _Search:
             if n:
                 u, _ = self.evaluate(problem, ())
                 nodes += 1
+                root_max = max(root_max, u)
                 heapq.heappush(heap, (-u, next(counter), problem, ()))
 
         def threshold() -> float:
@@ -124,7 +127,11 @@ class _Search:
                     best_lower, best_leaf_upper = max(best_lower, clo), max(best_leaf_upper, cu)
                 elif cu > threshold():
                     heapq.heappush(heap, (-cu, next(counter), problem, child))
+                else:
+                    pruned_max = max(pruned_max, cu)
         open_upper = -heap[0][0] if heap else 0.0
         closed = open_upper <= threshold()
-        upper = max(best_leaf_upper, float(up(threshold())), open_upper)
+        upper = max(best_leaf_upper, pruned_max, open_upper)
+        if n:
+            upper = min(upper, root_max)
         return upper, best_lower, closed, nodes
