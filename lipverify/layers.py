@@ -86,6 +86,8 @@ def as_param(data: Any, *, ndim: int, where: str) -> ParamMatrix:
             arr = np.array(data, dtype=object)
         except ValueError as exc:  # ragged nested lists
             raise ShapeError(f"{where}: not a rectangular array ({exc})") from None
+        if any(isinstance(v, (list, tuple, np.ndarray)) for v in arr.flat):
+            raise ShapeError(f"{where}: not a rectangular array (rows of different lengths)")
         if arr.size and all(_is_exact_scalar(v) for v in arr.flat):
             if arr.ndim != ndim:
                 raise ShapeError(f"{where}: expected a rank-{ndim} array, got shape {arr.shape}")
@@ -285,7 +287,10 @@ class Dense(Layer):
         if len(input_shape) != 1:
             raise ValueError(f"Dense expects a vector input but receives shape {input_shape}; insert Flatten() before it")
         if input_shape[0] != self.n_in:
-            raise ValueError(f"Dense weight has shape {(self.n_out, self.n_in)} and needs {self.n_in} inputs, but receives shape {input_shape}")
+            raise ValueError(
+                f"Dense weight has shape {(self.n_out, self.n_in)} and needs {self.n_in} inputs, "
+                f"but receives shape {input_shape}"
+            )
         return (self.n_out,)
 
     def forward(self, x: np.ndarray) -> np.ndarray:

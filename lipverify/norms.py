@@ -23,9 +23,7 @@ def parse_norm(norm: NormLike) -> NormName:
     >>> parse_norm("linf"), parse_norm(2), parse_norm(float("inf"))
     ('inf', '2', 'inf')
     """
-    if isinstance(norm, bool):
-        raise ValueError(f"norm must be one of 1, 2, 'inf' (or 'l1', 'l2', 'linf'), got {norm!r}")
-    if isinstance(norm, (int, float)):
+    if isinstance(norm, (int, float)) and not isinstance(norm, bool):
         if norm == 1:
             return "1"
         if norm == 2:

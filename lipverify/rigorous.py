@@ -85,12 +85,14 @@ def matmul_up(a, b) -> Array:
     (Higham, Accuracy and Stability, eq. (3.13), with gradual underflow) for the inner dimension ``k``.
     """
     k = a.shape[-1]
-    c = a @ b
-    if sp.issparse(c):
-        c = c.toarray()
-    c = np.asarray(c, dtype=np.float64)
-    c = up(c + 2.0 * (k + 1) * ETA)
-    return _check_finite(scale_up(c, relative_factor(k)), "matmul_up")
+    with np.errstate(over="ignore", invalid="ignore"):
+        c = a @ b
+        if sp.issparse(c):
+            c = c.toarray()
+        c = np.asarray(c, dtype=np.float64)
+        c = up(c + 2.0 * (k + 1) * ETA)
+        c = scale_up(c, relative_factor(k))
+    return _check_finite(c, "matmul_up")
 
 
 def sum_up(x: Array, axis=None) -> Array:

@@ -56,15 +56,18 @@ class Comparison(tuple):
 
     def table(self) -> str:
         """An aligned text table."""
-        lines = [f"{'method':<10} {'norm':<5} {'kind':<9} {'value':>14} {'seconds':>9}  note"]
+        lines = [f"{'method':<12} {'norm':<5} {'kind':<9} {'value':>14} {'seconds':>9}  note"]
         for row in self:
             if isinstance(row, Skipped):
-                lines.append(f"{row.method:<10} {'l' + row.norm:<5} {'-':<9} {'-':>14} {row.seconds:>9.3f}  {row.error}")
+                lines.append(f"{row.method:<12} {'l' + row.norm:<5} {'-':<9} {'-':>14} {row.seconds:>9.3f}  {row.error}")
             else:
                 note = ""
-                if row.lower is not None and row.kind != "exact":
-                    note = f"best vertex {row.lower:.6g}"
-                lines.append(f"{row.method:<10} {'l' + row.norm:<5} {row.kind:<9} {float(row.value):>14.6g} "
+                if row.method == "k2":
+                    note = ("K2 closed: exact value of the bias-free bound" if row.kind == "exact"
+                            else f"K2 not closed; best vertex {row.lower:.6g}")
+                elif row.exact_value is not None:
+                    note = f"exact: {row.exact_value}"
+                lines.append(f"{row.method:<12} {'l' + row.norm:<5} {row.kind:<9} {float(row.value):>14.6g} "
                              f"{row.seconds:>9.3f}  {note}")
         return "\n".join(lines)
 

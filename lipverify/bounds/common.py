@@ -10,6 +10,7 @@ import sympy
 from ..errors import NotApplicableError
 from ..norms import NormLike, NormName, parse_norm
 from ..result import Bound, float_up
+from .chain import EXACT_WORK_LIMIT, LinearChain, exact_work
 
 
 def require_norm(method: str, norm: NormLike, supported: tuple[str, ...], why: str = "") -> NormName:
@@ -33,3 +34,23 @@ def exact_upper_bound(method: str, norm: str, value: Fraction, started: float, a
 def float_upper_bound(method: str, norm: str, value: float, started: float, assumptions=(), **extra) -> Bound:
     return Bound(float(value), norm, method, "upper", time.perf_counter() - started,
                  assumptions=tuple(assumptions) + ("floating point with rigorous rounding-error bounds",), **extra)
+
+
+def choose_arithmetic(method: str, arithmetic: str, chain: LinearChain, norm: str) -> bool:
+    """Whether to compute in exact rational arithmetic.
+
+    ``"auto"``: exactly when every weight was given exactly, the norm is l1/l∞ and the work is small;
+    ``"exact"``: always (raises if impossible); ``"float"``: rigorous floating point.
+    """
+    possible = chain.exact is not None and norm != "2"
+    if arithmetic == "float":
+        return False
+    if arithmetic == "exact":
+        if not possible:
+            raise NotApplicableError(
+                f"{method}: exact arithmetic needs exact (integer/Fraction/sympy Rational) weights and the l1 or l∞ norm"
+            )
+        return True
+    if arithmetic != "auto":
+        raise ValueError(f"{method}: arithmetic must be 'auto', 'exact' or 'float', got {arithmetic!r}")
+    return possible and exact_work(chain) * (chain.depth if method == "k1" else 1) <= EXACT_WORK_LIMIT

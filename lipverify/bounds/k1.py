@@ -9,11 +9,11 @@ from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
 from ..rigorous import Interval, abs_norm_upper, up
-from .chain import EXACT_WORK_LIMIT, LinearChain, exact_norm, exact_work, linear_chain, to_fraction
-from .common import exact_upper_bound, float_upper_bound, require_norm
+from .chain import LinearChain, exact_norm, linear_chain, to_fraction
+from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, require_norm
 
 
-def k1(net: Network, norm: NormLike = 2) -> Bound:
+def k1(net: Network, norm: NormLike = 2, *, arithmetic: str = "auto") -> Bound:
     """K1: every ``D_l = c_l I + r_l Δ_l`` with ``c = (α+β)/2``, ``r = (β-α)/2``, ``||Δ_l|| <= 1``; expanding
     the product and bounding each term by the norms of its uncut groups gives the recursion
 
@@ -25,7 +25,8 @@ def k1(net: Network, norm: NormLike = 2) -> Bound:
     started = time.perf_counter()
     p = require_norm("k1", norm, ("1", "2", "inf"))
     chain = linear_chain(net, "k1")
-    if chain.exact is not None and p != "2" and exact_work(chain) * chain.depth <= EXACT_WORK_LIMIT:
+    use_exact = choose_arithmetic("k1", arithmetic, chain, p)
+    if use_exact:
         return exact_upper_bound("k1", p, _k1_exact(chain, p), started)
     return float_upper_bound("k1", p, _k1_float(chain, p), started)
 

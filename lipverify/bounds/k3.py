@@ -11,11 +11,11 @@ from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
 from ..rigorous import add_up, matmul_up, up
-from .chain import EXACT_WORK_LIMIT, exact_work, linear_chain, to_fraction
-from .common import exact_upper_bound, float_upper_bound, require_norm
+from .chain import linear_chain, to_fraction
+from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, require_norm
 
 
-def k3(net: Network, norm: NormLike = "inf") -> Bound:
+def k3(net: Network, norm: NormLike = "inf", *, arithmetic: str = "auto") -> Bound:
     """K3 = ``prod_l max(|α_l|, |β_l|) * || |W_L| |W_{L-1}| ⋯ |W_1| ||_p`` for p in {1, ∞}.
 
     One pass of a ones vector through the absolute weights: forward for l∞ (max row sum), backward for
@@ -29,12 +29,13 @@ def k3(net: Network, norm: NormLike = "inf") -> Bound:
     started = time.perf_counter()
     p = require_norm("k3", norm, ("1", "inf"), "K3 bounds an l1/l∞ induced norm by a nonnegative matrix's row/column sums")
     chain = linear_chain(net, "k3")
+    use_exact = choose_arithmetic("k3", arithmetic, chain, p)
     if p == "1":
         chain = chain.transpose()
     scale = 1.0
     for s in chain.slopes:
         scale = float(up(scale * float_up(s.magnitude)))
-    if chain.exact is not None and exact_work(chain) <= EXACT_WORK_LIMIT:
+    if use_exact:
         v = np.array([Fraction(1)] * chain.n_in, dtype=object)
         for w in chain.exact:
             v = np.abs(w) @ v

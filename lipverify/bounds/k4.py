@@ -11,15 +11,15 @@ from ..network import Network
 from ..norms import NormLike
 from ..result import Bound
 from ..rigorous import sum_up
-from .chain import EXACT_WORK_LIMIT, exact_work, linear_chain
-from .common import exact_upper_bound, float_upper_bound, require_norm
+from .chain import linear_chain
+from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, require_norm
 from .enclosure import enclose, enclose_exact
 
 #: columns propagated together (memory: two float matrices of width x batch per layer)
 BATCH = 512
 
 
-def k4(net: Network, norm: NormLike = "inf") -> Bound:
+def k4(net: Network, norm: NormLike = "inf", *, arithmetic: str = "auto") -> Bound:
     """K4 = ``|| max(P_L, N_L) ||_p`` for p in {1, ∞}, where ``[-N_L, P_L]`` encloses every
     ``W_L D_{L-1} ⋯ D_1 W_1`` with ``D_l`` in its slope box.
 
@@ -36,9 +36,10 @@ def k4(net: Network, norm: NormLike = "inf") -> Bound:
     started = time.perf_counter()
     p = require_norm("k4", norm, ("1", "inf"), "K4 bounds an l1/l∞ induced norm by entrywise magnitudes")
     chain = linear_chain(net, "k4")
+    use_exact = choose_arithmetic("k4", arithmetic, chain, p)
     if p == "inf":
         chain = chain.transpose()
-    if chain.exact is not None and exact_work(chain) <= EXACT_WORK_LIMIT:
+    if use_exact:
         lo, hi = enclose_exact(chain)
         mag = np.maximum(np.abs(lo), np.abs(hi))
         value = max((sum(col, Fraction(0)) for col in mag.T), default=Fraction(0))

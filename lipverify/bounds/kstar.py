@@ -9,11 +9,11 @@ from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
 from ..rigorous import abs_norm_upper, up
-from .chain import EXACT_WORK_LIMIT, exact_norm, exact_work, linear_chain, to_fraction
-from .common import exact_upper_bound, float_upper_bound, require_norm
+from .chain import exact_norm, linear_chain, to_fraction
+from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, require_norm
 
 
-def kstar(net: Network, norm: NormLike = 2) -> Bound:
+def kstar(net: Network, norm: NormLike = 2, *, arithmetic: str = "auto") -> Bound:
     """K* = ``prod_l ||W_l||_p * prod_l max(|alpha_l|, |beta_l|)``, an upper bound of the Lipschitz constant.
 
     Valid for every norm p in {1, 2, ∞} and all slope intervals; see ``proofs/kstar.md``.  With exact
@@ -27,7 +27,8 @@ def kstar(net: Network, norm: NormLike = 2) -> Bound:
     started = time.perf_counter()
     p = require_norm("kstar", norm, ("1", "2", "inf"))
     chain = linear_chain(net, "kstar")
-    if chain.exact is not None and p != "2" and exact_work(chain) <= EXACT_WORK_LIMIT:
+    use_exact = choose_arithmetic("kstar", arithmetic, chain, p)
+    if use_exact:
         value = Fraction(1)
         for w in chain.exact:
             value *= exact_norm(w, p)
