@@ -213,10 +213,11 @@ def verify_positive_definite(h: Array, *, err: float = 0.0) -> bool:
     return margin > 0
 
 
-def spectral_norm_upper(a, *, rel_margin: float = 1e-9) -> float:
+def spectral_norm_upper(a, *, rel_margin: float | None = None) -> float:
     """A float ``s`` with ``||a||_2 <= s`` in exact arithmetic, for a float matrix ``a``.
 
-    ``s`` is about ``(1 + rel_margin) ||a||_2``: the estimate from LAPACK is inflated and then proved by
+    ``s`` is about ``(1 + rel_margin) ||a||_2`` (default margin ``16 (n+2)^2 u``, enlarged until the proof
+    succeeds): the estimate from LAPACK is inflated and then proved by
     :func:`verify_positive_definite` applied to ``s^2 I - a^T a`` (the smaller Gram matrix), with the
     rounding error of forming the Gram matrix, ``gamma_m ||a||_F^2``, accounted for.
     Proof: ``proofs/rigorous_arithmetic.md``.
@@ -227,7 +228,8 @@ def spectral_norm_upper(a, *, rel_margin: float = 1e-9) -> float:
     _check_finite(a, "spectral_norm_upper")
     if a.size == 0 or not np.any(a):
         return 0.0
-    if a.ndim == 1:
+    if a.ndim == 1 or 1 in a.shape:
+        # a vector: the spectral norm is the Euclidean norm
         return float(up(math.sqrt(fro_sq_upper(a))))
     if a.shape[0] < a.shape[1]:
         a = a.T
@@ -242,7 +244,7 @@ def spectral_norm_upper(a, *, rel_margin: float = 1e-9) -> float:
     gram_err = float(up(gram_err + up(UNIT_ROUNDOFF * fro_sq_upper(a) * 2)))
     est = float(np.linalg.norm(a, 2))
     n = gram.shape[0]
-    margin = rel_margin
+    margin = rel_margin if rel_margin is not None else 16.0 * (n + 2) ** 2 * UNIT_ROUNDOFF
     for _ in range(60):
         s = float(up(est * (1.0 + margin) + 1e-300))
         s2 = float(up(s * s))

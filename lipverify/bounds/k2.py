@@ -11,7 +11,7 @@ import numpy as np
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound
-from ..rigorous import nonneg_spectral_upper, sum_down, sum_up, up
+from ..rigorous import nonneg_spectral_upper, spectral_norm_upper, sum_down, sum_up, up
 from .chain import LinearChain, linear_chain
 from .common import require_norm
 from .enclosure import enclose, layer_slopes
@@ -81,10 +81,11 @@ class _Search:
             upper = float(np.max(sum_up(enc.magnitude(), axis=0)))
             lower = float(np.max(sum_down(np.maximum(np.abs(enc.mid) - enc.rad, 0.0), axis=0))) if leaf else 0.0
             return upper, lower
-        upper = nonneg_spectral_upper(enc.magnitude())
         if not leaf:
-            return upper, 0.0
+            return nonneg_spectral_upper(enc.magnitude()), 0.0
+        # a leaf is a point matrix up to rounding: ||mid||_2 -/+ ||rad||_2
         rad = nonneg_spectral_upper(enc.rad) if np.any(enc.rad) else 0.0
+        upper = float(up(spectral_norm_upper(enc.mid) + rad))
         sigma = float(np.linalg.norm(enc.mid, 2)) if enc.mid.size else 0.0
         return upper, max(sigma * (1 - 1e-10) - float(up(rad)), 0.0)
 

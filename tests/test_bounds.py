@@ -1,0 +1,188 @@
+"""Known answers for the FC bound family, the registry and the error messages."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import sympy
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lipverify as lv
+from lipverify.strategies import networks, weight_matrices
+
+L1_LINF = ("1", "inf")
+
+
+def _product(weights):
+    m = np.eye(weights[0].shape[1])
+    for w in weights:
+        m = w @ m
+    return m
+
+
+def _norm(m, p):
+    return np.linalg.norm(m, {"1": 1, "2": 2, "inf": np.inf}[p])
+
+
+def _relu_net(weights, biases=None):
+    layers = []
+    for i, w in enumerate(weights):
+        if i:
+            layers.append(lv.ReLU())
+        layers.append(lv.Dense(w, None if biases is None else biases[i]))
+    return lv.Network(layers)
+
+
+def test_docstring_example_values():
+    net = lv.Network([lv.Dense([[1, -2], [0, 1]]), lv.ReLU(), lv.Dense([[1, 1]])])
+    assert lv.bound(net, "kstar", norm="inf").exact_value == 6
+    assert lv.bound(net, "k3", norm="inf").exact_value == 4
+    assert lv.bound(net, "k4", norm="inf").exact_value == 3
+    assert lv.bound(net, "k1", norm="inf").exact_value == 4
+    k2 = lv.bound(net, "k2", norm="inf")
+    assert k2.kind == "exact" and k2.value == pytest.approx(3, rel=1e-12) and k2.value >= 3
+
+
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=3), st.data())
+def test_nonnegative_weights_k2_k3_k4_equal_the_product_norm(dims, data):
+    widths = [dims[0][0]] + [d[1] for d in dims]
+    weights = [np.abs(data.draw(weight_matrices(widths[i + 1], widths[i]))) for i in range(len(dims))]
+    net = _relu_net(weights)
+    for p in L1_LINF:
+        exact = _norm(_product(weights), p)
+        for m in ("k2", "k3", "k4"):
+            v = float(lv.bound(net, m, norm=p).value)
+            assert exact * (1 - 1e-12) <= v <= exact * (1 + 1e-9) + 1e-300, (m, p)
+
+
+def _exact_scalar_lipschitz(w, b, a, c=0):
+    """max |f'| of f(x) = sum_i a_i relu(w_i x + b_i) + c over R, in exact rationals (slopes between breakpoints)."""
+    w = [Fraction(v) for v in w]
+    b = [Fraction(v) for v in b]
+    a = [Fraction(v) for v in a]
+    points = sorted({-bi / wi for wi, bi in zip(w, b) if wi != 0})
+    probes = [points[0] - 1] + [(x + y) / 2 for x, y in zip(points, points[1:])] + [points[-1] + 1] if points else [Fraction(0)]
+    return max(abs(sum(ai * wi for wi, bi, ai in zip(w, b, a) if wi * x + bi > 0)) for x in probes)
+
+
+@given(st.integers(1, 6), st.data())
+def test_k4_is_exact_for_scalar_one_hidden_layer_nets_with_nonnegative_output_weights(n, data):
+    ints = st.integers(-5, 5)
+    w = data.draw(st.lists(ints, min_size=n, max_size=n))
+    b = data.draw(st.lists(ints, min_size=n, max_size=n))
+    a = data.draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))
+    net = lv.Network([lv.Dense([[v] for v in w], b), lv.ReLU(), lv.Dense([a])])
+    true = _exact_scalar_lipschitz(w, b, a)
+    for p in ("1", "inf"):
+        k4 = lv.bound(net, "k4", norm=p)
+        assert k4.exact_value == sympy.Rational(true.numerator, true.denominator)
+
+
+@given(networks(activations=("identity",), max_depth=4))
+def test_linear_network_every_bound_is_at_least_the_product_norm(net):
+    weights = [layer.weight for layer in net.layers if isinstance(layer, lv.Dense)]
+    for p in ("1", "2", "inf"):
+        exact = _norm(_product(weights), p)
+        for row in lv.compare(net, norms=[p]):
+            if row.value is not None:
+                assert float(row.value) >= exact * (1 - 1e-12), (row.method, p)
+        k1 = lv.bound(net, "k1", norm=p).value
+        assert k1 == pytest.approx(exact, rel=1e-9, abs=1e-12)  # identity slopes: K1 collapses to the product
+
+
+@given(networks(exact=True, max_depth=3, max_width=4,
+                activations=("relu", "leakyrelu", "identity", "tanh", "sigmoid", "gelu", "silu")))
+def test_float_arithmetic_is_at_least_the_exact_rational_value(net):
+    for method in ("kstar", "k1", "k3", "k4"):
+        for p in L1_LINF:
+            exact = lv.bound(net, method, norm=p, arithmetic="exact")
+            flt = lv.bound(net, method, norm=p, arithmetic="float")
+            assert sympy.Rational(flt.value) >= exact.exact_value, (method, p)
+            assert sympy.Rational(exact.value) >= exact.exact_value
+            assert flt.value <= float(exact.exact_value) * (1 + 1e-9) + 1e-12
+
+
+def test_exact_rational_weights_that_floats_cannot_represent():
+    third = Fraction(1, 3)
+    net = lv.Network([lv.Dense([[third, -third], [third, third]]), lv.ReLU(), lv.Dense([[3, 3]])])
+    b = lv.bound(net, "k3", norm="inf")
+    assert b.exact_value == 4 and b.value == 4.0
+    flt = lv.bound(net, "k3", norm="inf", arithmetic="float")
+    assert flt.value >= 4.0
+
+
+def test_unknown_method_and_norm_list_the_valid_ones():
+    net = _relu_net([np.eye(2)])
+    with pytest.raises(ValueError, match="valid methods are kstar, k1, k2, k3, k4"):
+        lv.bound(net, "k9")
+    with pytest.raises(ValueError, match="valid norms"):
+        lv.bound(net, "k4", norm=3)
+
+
+@pytest.mark.parametrize("method", ["k3", "k4"])
+def test_l2_not_applicable_raises_in_bound_and_is_a_row_in_compare(method):
+    net = _relu_net([np.eye(2)])
+    with pytest.raises(lv.NotApplicableError, match="l1, linf norm"):
+        lv.bound(net, method, norm=2)
+    rows = lv.compare(net, norms=[2])
+    (row,) = [r for r in rows if r.method == method]
+    assert isinstance(row, lv.Skipped) and "l1, linf" in row.error
+
+
+def test_every_registered_method_is_in_compare():
+    rows = lv.compare(_relu_net([np.eye(2), np.ones((1, 2))]))
+    assert {r.method for r in rows} == set(lv.METHODS)
+    assert len(rows) == 3 * len(lv.METHODS)
+
+
+def test_k2_budget_gives_a_certified_upper_bound_with_gap():
+    rng = np.random.default_rng(0)
+    ws = [rng.standard_normal((8, 5)), rng.standard_normal((8, 8)), rng.standard_normal((2, 8))]
+    net = _relu_net(ws)
+    partial = lv.bound(net, "k2", norm="inf", max_nodes=5)
+    full = lv.bound(net, "k2", norm="inf", max_nodes=10**6, time_limit=60)
+    assert partial.kind == "upper" and partial.lower <= full.value <= partial.value
+    assert full.kind == "exact" and full.gap <= 1e-8 * full.value
+    assert full.value <= lv.bound(net, "k4", norm="inf").value * (1 + 1e-12)
+
+
+def test_k2_brute_force_agrees_on_small_nets():
+    rng = np.random.default_rng(1)
+    ws = [rng.standard_normal((4, 3)), rng.standard_normal((3, 4)), rng.standard_normal((2, 3))]
+    net = _relu_net(ws)
+    import itertools
+
+    for p in ("1", "2", "inf"):
+        best = 0.0
+        for d1 in itertools.product([0, 1], repeat=4):
+            for d2 in itertools.product([0, 1], repeat=3):
+                best = max(best, _norm(ws[2] @ np.diag(d2) @ ws[1] @ np.diag(d1) @ ws[0], p))
+        k2 = lv.bound(net, "k2", norm=p, max_nodes=10**6, time_limit=60)
+        assert k2.value >= best * (1 - 1e-12) and k2.value == pytest.approx(best, rel=1e-6)
+
+
+def test_general_slope_interval_bounds():
+    w1 = np.array([[1.0, -2.0], [0.5, 1.0]])
+    w2 = np.array([[1.0, -1.0]])
+    net = lv.Network([lv.Dense(w1), lv.LeakyReLU(Fraction(1, 10)), lv.Dense(w2)])
+    k2 = lv.bound(net, "k2", norm="inf", max_nodes=10**5)
+    import itertools
+
+    brute = max(_norm(w2 @ np.diag(d) @ w1, "inf") for d in itertools.product([0.1, 1.0], repeat=2))
+    assert k2.value == pytest.approx(brute, rel=1e-9)
+    assert lv.bound(net, "k4", norm="inf").value >= brute
+
+
+def test_network_starting_or_ending_with_an_activation():
+    net = lv.Network([lv.ReLU(), lv.Dense([[1, -1]]), lv.Tanh()], input_shape=(2,))
+    assert lv.bound(net, "kstar", norm="inf").exact_value == 2
+    assert lv.bound(net, "k4", norm="inf").exact_value == 2  # D_1 = I, D_2 = I attain ||W||
+
+
+def test_lower_bound_is_labelled_and_below_the_bounds():
+    rng = np.random.default_rng(2)
+    net = _relu_net([rng.standard_normal((5, 3)), rng.standard_normal((2, 5))], [rng.standard_normal(5), None])
+    for p in ("1", "2", "inf"):
+        lo = lv.lower_bound(net, p)
+        assert lo.kind == "lower" and 0 < lo.value <= lv.bound(net, "k2", norm=p).value
