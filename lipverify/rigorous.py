@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+import scipy.sparse.linalg
 
 from .errors import CertificationError, NumericalError
 
@@ -242,8 +243,9 @@ def spectral_norm_upper(a, *, rel_margin: float | None = None) -> float:
     # |fl(a^T a) - a^T a| <= gamma_m |a|^T |a| and the averaging adds at most u per entry
     gram_err = float(up(up(gamma_up(m) * fro_sq_upper(a)) * (1 + 4 * UNIT_ROUNDOFF)))
     gram_err = float(up(gram_err + up(UNIT_ROUNDOFF * fro_sq_upper(a) * 2)))
-    est = float(np.linalg.norm(a, 2))
     n = gram.shape[0]
+    # the largest eigenvalue of the float Gram matrix (LAPACK, accurate to about n u relative)
+    est = math.sqrt(max(_largest_eigenvalue(gram), 0.0))
     margin = rel_margin if rel_margin is not None else 16.0 * (n + 2) ** 2 * UNIT_ROUNDOFF
     for _ in range(60):
         s = float(up(est * (1.0 + margin) + 1e-300))
@@ -258,6 +260,17 @@ def spectral_norm_upper(a, *, rel_margin: float | None = None) -> float:
             return float(up(up(s + underflow) / scale))
         margin *= 4.0
     raise CertificationError("could not certify an upper bound of the spectral norm")
+
+
+def _largest_eigenvalue(sym: Array) -> float:
+    """An accurate estimate (not a bound) of the largest eigenvalue of a symmetric PSD float matrix."""
+    n = sym.shape[0]
+    if n > 32:
+        try:
+            return float(scipy.sparse.linalg.eigsh(sym, k=1, which="LA", tol=1e-14, return_eigenvectors=False)[0])
+        except scipy.sparse.linalg.ArpackNoConvergence:
+            pass
+    return float(scipy.linalg.eigvalsh(sym, subset_by_index=[n - 1, n - 1], check_finite=False)[0])
 
 
 @dataclass(frozen=True)

@@ -43,14 +43,13 @@ def weight_matrices(rows: int, cols: int, *, exact: bool = False, max_abs: float
         lambda v: np.array(v, dtype=np.float64).reshape(rows, cols))
 
 
-@st.composite
-def networks(draw, *, min_depth: int = 1, max_depth: int = 4, min_width: int = 1, max_width: int = 5,
+def networks(*, min_depth: int = 1, max_depth: int = 4, min_width: int = 1, max_width: int = 5,
              min_inputs: int = 1, max_inputs: int = 4, min_outputs: int = 1, max_outputs: int = 3,
              activations: tuple[str, ...] = ("relu", "leakyrelu", "identity", "tanh", "sigmoid", "gelu", "silu"),
-             exact: bool = False, biases: bool = True) -> Network:
-    """Fully connected networks ``Dense (act Dense)*`` with ``depth`` Dense layers.
+             exact: bool = False, biases: bool = True) -> st.SearchStrategy[Network]:
+    """Fully connected networks ``Dense (act Dense)*`` with between ``min_depth`` and ``max_depth`` Dense layers.
 
-    ``exact=True`` gives Fraction weights (kept exactly by the layers).
+    ``exact=True`` gives Fraction weights (kept exactly by the layers).  Bad arguments raise ``ValueError`` here.
     """
     _check_range("depth", min_depth, max_depth, 1)
     _check_range("width", min_width, max_width, 1)
@@ -59,6 +58,13 @@ def networks(draw, *, min_depth: int = 1, max_depth: int = 4, min_width: int = 1
     unknown = [a for a in activations if a not in ACTIVATION_FACTORIES]
     if unknown or not activations:
         raise ValueError(f"networks(): unknown activations {unknown}; choose from {list(ACTIVATION_FACTORIES)}")
+    return _networks(min_depth, max_depth, min_width, max_width, min_inputs, max_inputs, min_outputs, max_outputs,
+                     tuple(activations), exact, biases)
+
+
+@st.composite
+def _networks(draw, min_depth, max_depth, min_width, max_width, min_inputs, max_inputs, min_outputs, max_outputs,
+              activations, exact, biases) -> Network:
     depth = draw(st.integers(min_depth, max_depth))
     widths = [draw(st.integers(min_inputs, max_inputs))]
     widths += [draw(st.integers(min_width, max_width)) for _ in range(depth - 1)]
