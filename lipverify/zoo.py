@@ -49,7 +49,8 @@ def _tanh_unit() -> Network:
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in [
-        ZooEntry("abs", "|x| = relu(x) + relu(-x)", _abs, {"1": sympy.Integer(1), "2": sympy.Integer(1), "inf": sympy.Integer(1)}),
+        ZooEntry("abs", "|x| = relu(x) + relu(-x)", _abs,
+                 {"1": sympy.Integer(1), "2": sympy.Integer(1), "inf": sympy.Integer(1)}),
         ZooEntry("identity_relu", "x = relu(x) - relu(-x)", _identity_two_relus,
                  {"1": sympy.Integer(1), "2": sympy.Integer(1), "inf": sympy.Integer(1)}),
         ZooEntry("hat", "Yarotsky's hat function on [0, 1] (slopes 2, -2, 0)", _hat,
