@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import sympy
 
-from .errors import ShapeError
-from .layers import Activation, Dense, Layer, Shape
+from .errors import ShapeError, UnsupportedLayerError
+from .layers import Activation, Dense, Flatten, Layer, Shape
 
 
 class Network:
@@ -155,10 +155,8 @@ class Network:
         linear = getattr(layer, "linear_jvp", None)
         if linear is not None:
             return linear(h, jac, self._shapes[i], self._shapes[i + 1])
-        if getattr(layer, "is_reshape", False) or type(layer).__name__ == "Flatten":
+        if isinstance(layer, Flatten):
             return jac.reshape(n, *self._shapes[i + 1], self.n_in)
-        from .errors import UnsupportedLayerError
-
         raise UnsupportedLayerError(f"layer {i} ({layer.describe()}): no Jacobian rule")
 
     # ------------------------------------------------------------------ symbolic
@@ -184,11 +182,9 @@ class Network:
                 h = w * h + b
             elif hasattr(layer, "sympy_apply_vector"):
                 h = layer.sympy_apply_vector(h, self._shapes[i], self._shapes[i + 1])
-            elif type(layer).__name__ == "Flatten":
+            elif isinstance(layer, Flatten):
                 pass
             else:
-                from .errors import UnsupportedLayerError
-
                 raise UnsupportedLayerError(f"layer {i} ({layer.describe()}): no sympy form")
         return h
 
