@@ -51,7 +51,36 @@ def _parser() -> argparse.ArgumentParser:
     common(p_bound, ["inf"])
     p_compare = sub.add_parser("compare", help="compare every method in every norm")
     common(p_compare, list(NORMS))
+    p_report = sub.add_parser("report", help="regenerate the bound-comparison report (Markdown + PNG)")
+    p_report.add_argument("--suite", default="paper", help="paper (minutes) or quick (seconds); default: %(default)s")
+    p_report.add_argument("--out", default="docs/reports", help="output folder; default: %(default)s")
     return parser
+
+
+def _report(args) -> int:
+    from .report import SUITES, generate
+
+    if args.suite not in SUITES:
+        raise BadInput(f"unknown suite {args.suite!r}; valid suites are {', '.join(SUITES)}")
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(file=sys.stderr, leave=False, desc="report", unit="step")
+
+    def progress(message: str) -> None:
+        if bar is not None:
+            bar.set_postfix_str(message[:60])
+            bar.update(1)
+
+    try:
+        pages = generate(args.out, args.suite, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    for page in pages:
+        print(page)
+    return EXIT_OK
 
 
 def _models(args) -> list[tuple[str, Network, dict]]:
@@ -117,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "report":
+            return _report(args)
         norms = [parse_norm(n) for n in args.norm]
         if args.method is not None:
             unknown = [m for m in args.method if m not in METHODS]

@@ -1,0 +1,41 @@
+"""The report command on the reduced ``quick`` suite."""
+
+import re
+
+from lipverify.cli import main
+from lipverify.report import sawtooth_net, scalar_lipschitz, scalar_nonnegative_net
+
+
+def test_report_quick_suite_writes_every_test_page(tmp_path, capsys):
+    assert main(["report", "--suite", "quick", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert [p.rsplit("/", 1)[-1] for p in printed] == ["index.md", "test1.md", "test2.md", "test3.md"]
+    for i in (1, 2, 3):
+        text = (tmp_path / f"test{i}.md").read_text()
+        assert text.startswith(f"# Test {i}")
+        assert "seed 0" in text and "numpy" in text
+        for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+            assert (tmp_path / image).stat().st_size > 1000
+    assert "**Holds:** K4 is exact" in (tmp_path / "test1.md").read_text()
+    index = (tmp_path / "index.md").read_text()
+    assert "[Test 3: random weight matrices](test3.md)" in index
+
+
+def test_unknown_suite_is_bad_input(tmp_path, capsys):
+    assert main(["report", "--suite", "huge", "--out", str(tmp_path)]) == 2
+    assert "valid suites are paper, quick" in capsys.readouterr().err
+
+
+def test_analytic_families_have_the_stated_constants():
+    import numpy as np
+
+    import lipverify as lv
+
+    for k in (1, 2, 3):
+        net = sawtooth_net(k)
+        x = np.linspace(-0.5, 1.5, 20001)
+        slopes = np.abs(np.diff(net(x[:, None])[:, 0]) / np.diff(x))
+        assert abs(slopes.max() - 2**k) < 1e-6
+    rng = np.random.default_rng(0)
+    net = scalar_nonnegative_net(rng, 4)
+    assert lv.bound(net, "k4", norm="inf").exact_value == scalar_lipschitz(net)
