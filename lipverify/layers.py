@@ -169,6 +169,8 @@ class Activation(Layer):
     """
 
     kind: ClassVar[str] = "Activation"
+    #: an upper bound of sup |σ''| away from kinks (0 for piecewise-linear activations)
+    curvature: ClassVar[float] = 0.0
 
     @property
     def slopes(self) -> tuple[sympy.Rational, sympy.Rational]:
@@ -256,6 +258,11 @@ class Dense(Layer):
     @property
     def weight_radius(self) -> np.ndarray | None:
         return self._weight.radius
+
+    @property
+    def bias_radius(self) -> np.ndarray | None:
+        """Entrywise bound of ``|bias_exact - bias|`` (``None`` when the float bias is exact)."""
+        return None if self._bias is None else self._bias.radius
 
     @property
     def has_bias(self) -> bool:
@@ -434,6 +441,7 @@ class Tanh(Activation):
     """``tanh``; slopes ``[0, 1]``."""
 
     kind: ClassVar[str] = "Tanh"
+    curvature: ClassVar[float] = 0.77  # 4 / (3 sqrt 3) = 0.7698...
     slopes: ClassVar = (sympy.Integer(0), sympy.Integer(1))
 
     def forward(self, x):
@@ -451,6 +459,7 @@ class Sigmoid(Activation):
     """The logistic function ``1 / (1 + exp(-x))``; slopes ``[0, 1/4]``."""
 
     kind: ClassVar[str] = "Sigmoid"
+    curvature: ClassVar[float] = 0.0963  # 1 / (6 sqrt 3) = 0.09623...
     slopes: ClassVar = (sympy.Integer(0), sympy.Rational(1, 4))
 
     def forward(self, x):
@@ -473,6 +482,7 @@ class GELU(Activation):
     """
 
     kind: ClassVar[str] = "GELU"
+    curvature: ClassVar[float] = 0.8  # |phi(x) (2 - x^2)| <= 2 phi(0) = 0.7979...
     slopes: ClassVar = (sympy.Rational(-1290, 10000), sympy.Rational(11290, 10000))
 
     def forward(self, x):
@@ -494,6 +504,7 @@ class SiLU(Activation):
     """``x sigmoid(x)`` (swish); slopes enclosed by ``[-0.0999, 1.0999]`` (extremes ±1.099839…, see proofs)."""
 
     kind: ClassVar[str] = "SiLU"
+    curvature: ClassVar[float] = 0.51  # |s(1-s)(2 + x(1-2s))| <= 1/2, attained at 0
     slopes: ClassVar = (sympy.Rational(-999, 10000), sympy.Rational(10999, 10000))
 
     def forward(self, x):

@@ -87,7 +87,7 @@ class Skipped:
 
 def float_up(x: sympy.Expr) -> float:
     """The smallest float ``>= x`` for a real sympy number ``x`` (a rigorous upward rounding)."""
-    x = sympy.nsimplify(x) if isinstance(x, sympy.Float) else sympy.sympify(x)
+    x = sympy.Rational(x) if isinstance(x, sympy.Float) else sympy.sympify(x)  # a Float's exact binary value
     f = float(sympy.N(x, 30))
     if not math.isfinite(f):
         return f
@@ -103,4 +103,5 @@ def float_up(x: sympy.Expr) -> float:
 
 def float_down(x: sympy.Expr) -> float:
     """The largest float ``<= x`` for a real sympy number ``x``."""
-    return -float_up(-sympy.sympify(x))
+    x = sympy.Rational(x) if isinstance(x, sympy.Float) else sympy.sympify(x)
+    return -float_up(-x)

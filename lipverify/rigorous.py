@@ -44,6 +44,13 @@ def _check_finite(x: Array, what: str) -> Array:
     return x
 
 
+def _finite_float(x, what: str) -> float:
+    x = float(x)
+    if not math.isfinite(x):
+        raise NumericalError(f"{what}: the bound overflowed the float range; no bound is reported")
+    return x
+
+
 def up(x):
     """The next float above ``x`` (entrywise): an upper bound of any real rounded to nearest as ``x``."""
     return np.nextafter(x, np.inf)
@@ -67,7 +74,7 @@ def gamma_up(k: int) -> float:
 
 
 def scale_up(x: Array, factor: float) -> Array:
-    """Entrywise upper bound of ``x * factor`` for ``x >= 0`` and ``factor >= 1``."""
+    """Entrywise upper bound of ``x * factor`` for ``x >= 0`` and ``factor >= 0``."""
     return up(np.asarray(x, dtype=np.float64) * factor)
 
 
@@ -113,9 +120,15 @@ def sum_up(x: Array, axis=None) -> Array:
 
 def sum_down(x: Array, axis=None) -> Array:
     """Lower bound of the exact sum of a nonnegative array along ``axis``."""
-    x = np.asarray(x, dtype=np.float64)
-    k = x.size if axis is None else x.shape[axis]
-    s = np.sum(x, axis=axis)
+    if sp.issparse(x):
+        k = int(np.prod(x.shape)) if axis is None else x.shape[axis]
+        s = np.asarray(x.sum(axis=axis), dtype=np.float64).ravel()
+        if axis is None:
+            s = s[0]
+    else:
+        x = np.asarray(x, dtype=np.float64)
+        k = x.size if axis is None else x.shape[axis]
+        s = np.sum(x, axis=axis)
     return np.maximum(down(s * (2.0 - relative_factor(k))), 0.0)
 
 
@@ -146,6 +159,7 @@ def nonneg_spectral_upper(a, iterations: int = 60) -> float:
     cheap = float(up(math.sqrt(up(float(np.max(sum_up(a, axis=0))) * float(np.max(sum_up(a, axis=1)))))))
     if cheap == 0.0:
         return 0.0
+    _finite_float(cheap, "nonneg_spectral_upper")
     x = np.ones(a.shape[1])
     for _ in range(iterations):
         y = a.T @ (a @ x)
@@ -157,7 +171,7 @@ def nonneg_spectral_upper(a, iterations: int = 60) -> float:
     bx = matmul_up(a.T, matmul_up(a, x[:, None]))[:, 0]
     x_low = x  # x is exact as stored; the quotient below is rounded up
     rho = float(np.max(up(bx / x_low)))
-    return min(cheap, float(up(math.sqrt(rho))))
+    return _finite_float(min(cheap, float(up(math.sqrt(rho)))), "nonneg_spectral_upper")
 
 
 def abs_norm_upper(mid: Array, rad: Array | None, norm: str) -> float:
@@ -208,7 +222,7 @@ def verify_positive_definite(h: Array, *, err: float = 0.0) -> bool:
         return False
     if not np.all(np.isfinite(r)) or np.any(np.diag(r) <= 0):
         return False
-    backward = float(up(g * fro_sq_upper(r) + n * n * 4 * ETA))
+    backward = float(up(g * fro_sq_upper(r) + up(2.0 * n * (n + float(np.max(np.diag(r)))) * ETA)))
     # lambda_min(H_true) >= c - backward - shift_err - err
     margin = c - float(up(up(backward + shift_err) + err))
     return margin > 0
@@ -236,20 +250,21 @@ def spectral_norm_upper(a, *, rel_margin: float | None = None) -> float:
         a = a.T
     m = a.shape[0]
     # scale by a power of two (exact) so that the Gram matrix stays in the normal range
-    scale = 2.0 ** -math.frexp(float(np.max(np.abs(a))))[1]
-    a = a * scale
+    exponent = math.frexp(float(np.max(np.abs(a))))[1]
+    a = np.ldexp(a, -exponent)
     gram = a.T @ a
     gram = (gram + gram.T) / 2  # symmetric; the error bound below covers every entry either way
     # |fl(a^T a) - a^T a| <= gamma_m |a|^T |a| and the averaging adds at most u per entry
     gram_err = float(up(up(gamma_up(m) * fro_sq_upper(a)) * (1 + 4 * UNIT_ROUNDOFF)))
     gram_err = float(up(gram_err + up(UNIT_ROUNDOFF * fro_sq_upper(a) * 2)))
+    gram_err = float(up(gram_err + 2.0 * a.shape[1] * (m + 1) * ETA))  # underflow in the Gram product
     n = gram.shape[0]
     # the largest eigenvalue of the float Gram matrix (LAPACK, accurate to about n u relative)
     est = math.sqrt(max(_largest_eigenvalue(gram), 0.0))
     margin = rel_margin if rel_margin is not None else 16.0 * (n + 2) ** 2 * UNIT_ROUNDOFF
     for _ in range(60):
         s = float(up(est * (1.0 + margin) + 1e-300))
-        s2 = float(up(s * s))
+        s2 = float(down(s * s))  # s2 <= s^2: proving s2 I - a^T a > 0 proves ||a|| < s
         h = -gram
         h[np.diag_indices(n)] += s2
         # forming s^2 - gram_ii rounds: at most u * |h_ii| per diagonal entry
@@ -257,7 +272,8 @@ def spectral_norm_upper(a, *, rel_margin: float | None = None) -> float:
         if verify_positive_definite(h, err=float(up(gram_err + diag_err))):
             # scaling by a power of two is exact except for underflow, at most eta/2 per entry
             underflow = math.sqrt(a.size) * ETA
-            return float(up(up(s + underflow) / scale))
+            with np.errstate(over="ignore"):
+                return _finite_float(up(np.ldexp(up(s + underflow), exponent)), "spectral_norm_upper")
         margin *= 4.0
     raise CertificationError("could not certify an upper bound of the spectral norm")
 
@@ -303,7 +319,8 @@ class Interval:
     def left_matmul(self, w: Array, w_rad: Array | None = None) -> Interval:
         """Enclosure of ``{W X : |W - w| <= w_rad, X in self}``."""
         k = w.shape[-1]
-        mid = np.asarray(w @ self.mid, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mid = np.asarray(w @ self.mid, dtype=np.float64)
         absw = abs(w)
         absm = np.abs(self.mid)
         rad = matmul_up(absw, self.rad)

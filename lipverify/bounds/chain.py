@@ -72,6 +72,8 @@ class LinearChain:
     radii: tuple
     slopes: tuple[Slopes, ...]
     exact: tuple | None
+    #: for each slope slot, the indices (in ``net.layers``) of the activations composed into it
+    slot_layers: tuple[tuple[int, ...], ...] = ()
 
     @property
     def depth(self) -> int:
@@ -96,6 +98,7 @@ class LinearChain:
             tuple(None if r is None else r.T for r in reversed(self.radii)),
             tuple(reversed(self.slopes)),
             None if self.exact is None else tuple(w.T for w in reversed(self.exact)),
+            tuple(reversed(self.slot_layers)),
         )
 
     @property
@@ -115,6 +118,8 @@ def linear_chain(net: Network, method: str = "this method") -> LinearChain:
     exact: list | None = []
     slopes: list[Slopes] = []
     pending: Slopes | None = None  # activation slopes waiting for the next affine layer
+    pending_layers: list[int] = []
+    slot_layers: list[tuple[int, ...]] = []
     width = net.n_in
     for i, layer in enumerate(net.layers):
         if isinstance(layer, Dense):
@@ -124,15 +129,18 @@ def linear_chain(net: Network, method: str = "this method") -> LinearChain:
                 if not weights:  # the network starts with an activation
                     _append_identity(weights, radii, exact, width)
                 slopes.append(pending)
-                pending = None
+                slot_layers.append(tuple(pending_layers))
+                pending, pending_layers = None, []
             weights.append(layer.weight)
             radii.append(layer.weight_radius)
             if exact is not None:
-                exact = exact + [_fractions(layer)] if layer.is_exact else None
+                rational = layer.is_exact and all(v.is_Rational for v in layer.weight_exact)
+                exact = exact + [_fractions(layer)] if rational else None
             width = layer.n_out
         elif isinstance(layer, Activation):
             s = Slopes(*layer.slopes)
             pending = s if pending is None else pending.compose(s)
+            pending_layers.append(i)
         elif isinstance(layer, Flatten):
             continue
         else:
@@ -144,8 +152,10 @@ def linear_chain(net: Network, method: str = "this method") -> LinearChain:
         _append_identity(weights, radii, exact, width)
     if pending is not None:
         slopes.append(pending)
+        slot_layers.append(tuple(pending_layers))
         _append_identity(weights, radii, exact, width)
-    return LinearChain(tuple(weights), tuple(radii), tuple(slopes), None if exact is None else tuple(exact))
+    return LinearChain(tuple(weights), tuple(radii), tuple(slopes), None if exact is None else tuple(exact),
+                       tuple(slot_layers))
 
 
 def _append_identity(weights: list, radii: list, exact: list | None, n: int) -> None:

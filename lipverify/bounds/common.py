@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from fractions import Fraction
 
 import sympy
 
-from ..errors import NotApplicableError
+from ..errors import NotApplicableError, NumericalError
 from ..norms import NormLike, NormName, parse_norm
 from ..result import Bound, float_up
 from .chain import EXACT_WORK_LIMIT, LinearChain, exact_work
@@ -32,6 +33,10 @@ def exact_upper_bound(method: str, norm: str, value: Fraction, started: float, a
 
 
 def float_upper_bound(method: str, norm: str, value: float, started: float, assumptions=(), **extra) -> Bound:
+    """A bound computed in rigorously rounded floating point; an overflow raises instead of reporting inf."""
+    if not math.isfinite(value):
+        raise NumericalError(f"{method}: the l{norm} bound overflowed the float range; no bound is reported "
+                             "(rescale the network or give exact rational weights)")
     return Bound(float(value), norm, method, "upper", time.perf_counter() - started,
                  assumptions=tuple(assumptions) + ("floating point with rigorous rounding-error bounds",), **extra)
 

@@ -11,7 +11,7 @@ import numpy as np
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound
-from ..rigorous import nonneg_spectral_upper, spectral_norm_upper, sum_down, sum_up, up
+from ..rigorous import down, nonneg_spectral_upper, spectral_norm_upper, sum_down, sum_up, up
 from .chain import LinearChain, linear_chain
 from .common import require_norm
 from .enclosure import enclose, layer_slopes
@@ -79,7 +79,7 @@ class _Search:
         leaf = len(decisions) == len(self.order)
         if self.p == "1":
             upper = float(np.max(sum_up(enc.magnitude(), axis=0)))
-            lower = float(np.max(sum_down(np.maximum(np.abs(enc.mid) - enc.rad, 0.0), axis=0))) if leaf else 0.0
+            lower = float(np.max(sum_down(np.maximum(down(np.abs(enc.mid) - enc.rad), 0.0), axis=0))) if leaf else 0.0
             return upper, lower
         if not leaf:
             return nonneg_spectral_upper(enc.magnitude()), 0.0
