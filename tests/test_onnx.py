@@ -285,6 +285,19 @@ def test_input_shape_errors(tmp_path):
         lv.load(path, input_shape=(4, 1))
 
 
+def test_nan_weights_and_unknown_domains_name_the_node():
+    w = np.array([[1.0, np.nan]], np.float32)
+    model = _model([helper.make_node("Gemm", ["x", "W"], ["y"], transB=1, name="fc")],
+                   [helper.make_tensor_value_info("x", FLOAT, ["N", 2])],
+                   [helper.make_tensor_value_info("y", FLOAT, ["N", 1])], {"W": w})
+    with pytest.raises(lv.ModelFormatError, match=r"node 0 'fc' \(Gemm\): cannot convert: Dense weight: entry \(0, 1\) "
+                                                  r"is nan"):
+        lv.io.onnx.from_onnx_model(model)
+    model.graph.node[0].domain = "com.example"
+    with pytest.raises(lv.ModelFormatError, match=r"node 0 'fc' \(Gemm\): operator domain 'com.example'"):
+        lv.io.onnx.from_onnx_model(model)
+
+
 def test_reshape_that_does_not_flatten_and_unused_extra_outputs():
     model = _model([helper.make_node("Reshape", ["x", "s"], ["y"], name="rs")],
                    [helper.make_tensor_value_info("x", FLOAT, ["N", 4])],

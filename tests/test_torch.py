@@ -102,6 +102,26 @@ def test_torch_onnx_export_and_from_torch_give_the_same_network(tmp_path):
     np.testing.assert_allclose(from_onnx(x), direct(x), rtol=1e-7)
 
 
+@needs_conv
+def test_cnn_through_torch_onnx_export_matches_from_torch(tmp_path):
+    module = _cnn().eval()
+    path = tmp_path / "cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, torch.zeros(1, 2, 8, 8), str(path), dynamo=False, opset_version=17)
+    from_onnx = lv.load(path)  # the exporter folds BatchNorm into the convolution, in float32
+    direct = lv.from_torch(module, input_shape=(2, 8, 8))
+    x = np.random.default_rng(4).standard_normal((3, 2, 8, 8))
+    np.testing.assert_allclose(from_onnx(x), _torch_out(module, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(from_onnx(x), direct(x), rtol=1e-5, atol=1e-5)
+    rows_onnx = lv.compare(from_onnx, norms=["inf"], methods=["kstar", "k4"])
+    rows_direct = lv.compare(direct, norms=["inf"], methods=["kstar", "k4"])
+    numeric = [(a.value, b.value) for a, b in zip(rows_onnx, rows_direct) if a.value is not None]
+    assert numeric, [r.error for r in rows_onnx]  # the CNN bounds apply to both imports
+    for a, b in numeric:
+        assert a == pytest.approx(b, rel=1e-4)
+
+
 def test_pt_files_pickled_and_torchscript(tmp_path, capsys):
     module = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.1), nn.Linear(4, 2)).eval()
     x = np.random.default_rng(3).standard_normal((4, 3))

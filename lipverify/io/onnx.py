@@ -67,6 +67,12 @@ def load_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Network:
     ``input_shape`` (without the batch dimension) is needed only when the graph input's shape is not fully
     static; when given it must agree with the static dimensions.  Every problem raises
     :class:`~lipverify.ModelFormatError` naming the file and, for graph problems, the node.
+
+    >>> import os, tempfile, lipverify as lv
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.onnx")
+    >>> lv.save(lv.Network([lv.Dense([[1.0, -2.0]], [0.5]), lv.GELU()]), path)
+    >>> lv.load(path)
+    Network([Dense(2->1), GELU], input_shape=(2,))
     """
     import onnx
 
