@@ -7,11 +7,15 @@ from fractions import Fraction
 import numpy as np
 import onnx
 import pytest
+import sympy
+from hypothesis import given
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import lipverify as lv
 from lipverify.cli import main
+from lipverify.io.onnx import from_onnx_model, to_onnx_model
+from lipverify.strategies import networks
 
 HAS_CONV = importlib.util.find_spec("lipverify.conv") is not None
 needs_conv = pytest.mark.skipif(not HAS_CONV, reason="lipverify.conv (CNN layers) is not on this branch yet")
@@ -66,6 +70,21 @@ def test_fc_round_trip_gives_identical_forward_and_bounds(tmp_path):
     # the exported file computes the same function in an independent evaluator
     ref = ReferenceEvaluator(onnx.load(path)).run(None, {"input": x})[0]
     np.testing.assert_allclose(ref, net(x), rtol=1e-7, atol=1e-9)
+
+
+@given(networks(max_depth=3))
+def test_round_trip_property(net):
+    model = to_onnx_model(net)
+    onnx.checker.check_model(model, full_check=True)
+    back = from_onnx_model(model)
+    x = np.random.default_rng(0).uniform(-3, 3, (4, *net.input_shape))
+    np.testing.assert_array_equal(back(x), net(x))
+    # a LeakyReLU slope such as 1/10 is stored as its nearest float, like every exact weight
+    float_slopes = all(sympy.Rational(float(lo)) == lo and sympy.Rational(float(hi)) == hi
+                       for lo, hi in (a.slopes for a in net.activations))
+    if float_slopes:
+        for method, norm in (("kstar", "2"), ("k1", "inf"), ("k4", "1")):
+            assert lv.bound(back, method, norm=norm).value == lv.bound(net, method, norm=norm).value
 
 
 def test_float32_export_rounds_weights_and_loads_as_float32_values(tmp_path):
@@ -174,8 +193,8 @@ def _conv_model(pads=(1, 1, 1, 1), strides=(1, 1)):
     kb = rng.standard_normal(4).astype(np.float32)
     gamma, beta = rng.uniform(0.5, 2, 4).astype(np.float32), rng.standard_normal(4).astype(np.float32)
     mean, var = rng.standard_normal(4).astype(np.float32), rng.uniform(0.5, 2, 4).astype(np.float32)
-    conv_out = (6 + pads[0] + pads[2] - 3) // strides[0] + 1
-    n_flat = 4 * ((conv_out - 2) // 2 + 1) ** 2
+    conv_out = [(6 + pads[i] + pads[i + 2] - 3) // strides[i] + 1 for i in (0, 1)]
+    n_flat = 4 * ((conv_out[0] - 2) // 2 + 1) * ((conv_out[1] - 2) // 2 + 1)
     w = rng.standard_normal((3, n_flat)).astype(np.float32)
     nodes = [
         helper.make_node("Conv", ["x", "K", "KB"], ["c"], kernel_shape=[3, 3], pads=list(pads), strides=list(strides),
@@ -214,6 +233,17 @@ def test_helper_built_conv_bn_maxpool_matches_the_reference_evaluator(tmp_path):
 def test_conv_strides_and_asymmetric_padding(tmp_path):
     net = lv.io.onnx.from_onnx_model(_conv_model(pads=(0, 0, 0, 0), strides=(2, 2)))
     assert net.shapes[1] == (4, 2, 2)
+    # different strides per axis: passed as a tuple; a layer that takes only ints gives an error naming the node
+    try:
+        net = lv.io.onnx.from_onnx_model(_conv_model(pads=(1, 0, 1, 0), strides=(2, 1)))
+    except lv.ModelFormatError as exc:
+        assert "node 0 'conv' (Conv): Conv2d(array(4, 2, 3, 3), array(4,), stride=(2, 1), padding=(1, 0)" in str(exc)
+    else:
+        assert net.shapes[1] == (4, 3, 4)
+        x = np.random.default_rng(7).standard_normal((2, 2, 6, 6))
+        model = _conv_model(pads=(1, 0, 1, 0), strides=(2, 1))
+        ref = ReferenceEvaluator(model).run(None, {"x": x.astype(np.float32)})[0]
+        np.testing.assert_allclose(net(x), ref, rtol=1e-4, atol=1e-4)
     with pytest.raises(lv.ModelFormatError, match=r"node 0 'conv' \(Conv\): asymmetric padding \(0, 1, 1, 0\)"):
         lv.io.onnx.from_onnx_model(_conv_model(pads=(0, 1, 1, 0)))
 
