@@ -252,9 +252,12 @@ class _Importer:
         if node.domain not in ("", "ai.onnx"):
             raise self.err(f"operator domain {node.domain!r} is not supported; supported: {SUPPORTED}", i)
         data = [t for t in node.input if t and t not in self.consts]
-        if data != [x]:
-            raise self.err(f"takes the chain tensor {x!r} {data.count(x)} times and other non-constant inputs "
-                           f"{[t for t in data if t != x]}; only a single chain is supported", i)
+        others = [t for t in data if t != x]
+        if others:
+            raise self.err(f"has the non-constant inputs {others} besides the chain tensor {x!r} (a branch, or a "
+                           "shape computed at run time); only a single chain with constant parameters is supported", i)
+        if len(data) != 1:
+            raise self.err(f"takes the chain tensor {x!r} {len(data)} times; only a single chain is supported", i)
         graph_outputs = {o.name for o in self.graph.output}
         for t in list(node.output)[1:]:
             if t and (self.consumers.get(t) or t in graph_outputs):
@@ -309,7 +312,7 @@ class _Importer:
                 return [self._batchnorm(i, a, shape)], out
         except ModelFormatError:
             raise
-        except (ValueError, TypeError, LipVerifyError) as exc:
+        except (ValueError, TypeError, ArithmeticError, LipVerifyError) as exc:
             raise self.err(f"cannot convert: {exc}", i) from None
         raise self.err(f"unsupported operator {op}; supported: {SUPPORTED}", i)
 
@@ -330,7 +333,7 @@ class _Importer:
                 bias = c if bias is None else _exact_sum(bias, c)
                 self.used.add(j)
                 out = self.nodes[j].output[0]
-        return [_dense(w, bias)], out
+        return [Dense(w, bias)], out
 
     def _gemm(self, i: int, a: dict, x: str, out: str) -> tuple[list[Layer], str]:
         node = self.nodes[i]
@@ -607,10 +610,6 @@ def _exact_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if np.all(err == 0) and np.all(np.isfinite(s)):
         return s
     return np.array([Fraction(float(u)) + Fraction(float(v)) for u, v in zip(a.flat, b.flat)], dtype=object)
-
-
-def _dense(w: np.ndarray, b: np.ndarray | None) -> Dense:
-    return Dense(w, b)
 
 
 def _close(a: float, b: float) -> bool:

@@ -131,7 +131,7 @@ def _array(t: Any, path: str, what: str) -> np.ndarray | None:
         return None
     if t.is_complex() or not t.is_floating_point():
         raise ModelFormatError(f"module {path!r}: {what} has dtype {t.dtype}; expected a real floating point tensor")
-    return t.detach().cpu().to(dtype=__import__("torch").float64).numpy().copy()
+    return t.detach().cpu().double().numpy().copy()  # float16/bfloat16/float32 -> float64 is exact
 
 
 def _pair(v: Any) -> tuple[int, ...]:
