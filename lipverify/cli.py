@@ -153,6 +153,7 @@ def _plot(models: list[tuple[str, Comparison]], norms: list[str], out: str) -> N
     for ax, (name, rows) in zip(axes, models):
         methods = list(dict.fromkeys(r.method for r in rows))
         width = 0.8 / max(len(methods), 1)
+        positive = [float(r.value) for r in rows if r.value is not None and float(r.value) > 0]
         for g, norm in enumerate(norms):
             for k, method in enumerate(methods):
                 row = next((r for r in rows if r.method == method and r.norm == norm), None)
@@ -166,13 +167,14 @@ def _plot(models: list[tuple[str, Comparison]], norms: list[str], out: str) -> N
                     continue
                 colour, hatch = _KIND_STYLE[row.kind]
                 ax.bar(x, value, width * 0.9, color=colour, hatch=hatch, edgecolor="black", linewidth=0.4)
-                ax.annotate(method, (x, value), rotation=90, ha="center", va="bottom", fontsize=7,
+                ax.annotate(f"{method} {value:.4g}", (x, value), rotation=90, ha="center", va="bottom", fontsize=7,
                             xytext=(0, 2), textcoords="offset points")
         ax.set_yscale("log")
+        if positive:  # at least a factor 10 on the axis, room above the bars for the labels
+            ax.set_ylim(min(positive) / 3, max(positive) * 6)
         ax.set_xticks(range(len(norms)), [f"l{n}" for n in norms])
         ax.set_ylabel("Lipschitz constant (bound)")
         ax.set_title(name, fontsize=10)
-        ax.margins(y=0.25)
     kinds = [k for k in _KIND_STYLE if any(r.kind == k for _, rows in models for r in rows)]
     fig.legend(handles=[Patch(facecolor=_KIND_STYLE[k][0], hatch=_KIND_STYLE[k][1], edgecolor="black", label=k)
                         for k in kinds], loc="outside upper right", ncols=len(kinds) or 1)
