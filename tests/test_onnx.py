@@ -315,6 +315,24 @@ def test_input_shape_errors(tmp_path):
         lv.load(path, input_shape=(4, 1))
 
 
+def test_view_flatten_of_a_static_batch_is_folded():
+    """``x.view(x.size(0), -1)`` exported with a fixed batch size: Shape -> Gather -> Unsqueeze -> Concat -> Reshape."""
+    w = np.arange(12, dtype=np.float32).reshape(2, 6)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]), helper.make_node("Concat", ["n1", "minus1"], ["t"], axis=0),
+             helper.make_node("Reshape", ["x", "t"], ["f"]), helper.make_node("Gemm", ["f", "W"], ["y"], transB=1)]
+    consts = {"W": w, "zero": np.array(0, np.int64), "axes": np.array([0], np.int64), "minus1": np.array([-1], np.int64)}
+    model = _model(nodes, [helper.make_tensor_value_info("x", FLOAT, [1, 2, 3])],
+                   [helper.make_tensor_value_info("y", FLOAT, [1, 2])], consts)
+    net = from_onnx_model(model)
+    assert [type(layer) for layer in net.layers] == [lv.Flatten, lv.Dense] and net.input_shape == (2, 3)
+    x = np.random.default_rng(8).standard_normal((1, 2, 3))
+    np.testing.assert_allclose(net(x), ReferenceEvaluator(model).run(None, {"x": x.astype(np.float32)})[0], rtol=1e-5)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"  # a dynamic batch: the shape is not constant
+    with pytest.raises(lv.ModelFormatError, match=r"tensor 'x' branches into node 0 '\(unnamed\)' \(Shape\)"):
+        from_onnx_model(model)
+
+
 def test_nan_weights_and_unknown_domains_name_the_node():
     w = np.array([[1.0, np.nan]], np.float32)
     model = _model([helper.make_node("Gemm", ["x", "W"], ["y"], transB=1, name="fc")],

@@ -99,6 +99,7 @@ def from_onnx_model(model: Any, name: str = "<onnx model>", input_shape: tuple[i
 
 class _Importer:
     def __init__(self, model: Any, name: str):
+        self.model = model
         self.graph = model.graph
         self.name = name
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET)
@@ -139,6 +140,14 @@ class _Importer:
             if node.op_type == "Constant":
                 self.consts[node.output[0]] = self._constant_value(i)
                 self.used.add(i)
+            elif node.op_type == "Shape" and node.input and node.input[0] not in self.consts:
+                # the shape of a data tensor is a constant when the graph's shapes are static (batch included),
+                # as in models exported with a fixed batch size: x.view(x.size(0), -1)
+                shape = self._static_shapes().get(node.input[0])
+                if shape is not None:
+                    a = self.attrs(i)
+                    self.consts[node.output[0]] = np.array(shape, dtype=np.int64)[a.get("start", 0):a.get("end")]
+                    self.used.add(i)
             elif node.op_type in _FOLDABLE and node.input and all(t == "" or t in self.consts for t in node.input):
                 from onnx.reference import ReferenceEvaluator
 
@@ -150,6 +159,21 @@ class _Importer:
                 for t, v in zip(node.output, outs):
                     self.consts[t] = np.asarray(v)
                 self.used.add(i)
+
+    def _static_shapes(self) -> dict[str, tuple[int, ...]]:
+        if not hasattr(self, "_shapes"):
+            import onnx
+
+            self._shapes: dict[str, tuple[int, ...]] = {}
+            try:
+                inferred = onnx.shape_inference.infer_shapes(self.model)
+            except Exception:  # shape inference failures leave the shapes unknown
+                return self._shapes
+            for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+                t = v.type.tensor_type
+                if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+                    self._shapes[v.name] = tuple(int(d.dim_value) for d in t.shape.dim)
+        return self._shapes
 
     def _constant_value(self, i: int) -> np.ndarray:
         a = self.attrs(i)
