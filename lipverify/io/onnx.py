@@ -2,7 +2,8 @@
 
 Import reads a *single chain*: one graph input, one graph output, and between them nodes each of which
 takes the previous node's output as its only non-constant input.  Constants (initializers, ``Constant``
-nodes and subgraphs computed from them only) are folded first.  Supported on the chain:
+nodes, ``Shape`` of tensors whose shape is static, and subgraphs computed from these only) are folded
+first.  Supported on the chain:
 
 * ``Gemm`` (``transA = 0``, any ``transB``, ``alpha``, ``beta``), ``MatMul`` followed by an optional
   ``Add`` of a constant (the bias) -> :class:`~lipverify.Dense`;
@@ -224,9 +225,13 @@ class _Importer:
             else:
                 match = self.match_pattern(x, cons)
                 if match is None:
+                    hint = ""
+                    if any(self.nodes[c].op_type == "Shape" for c in cons):
+                        hint = ("; the Shape node reads a dynamic shape: export with a fixed batch size, or flatten "
+                                "with Flatten instead of x.view(x.size(0), -1)")
                     raise self.err(
                         f"tensor {x!r} branches into {', '.join(self.label(c) for c in cons)}; only a single chain "
-                        f"is supported (and the GELU, SiLU and LeakyReLU patterns). Supported: {SUPPORTED}"
+                        f"is supported (and the GELU, SiLU and LeakyReLU patterns){hint}. Supported: {SUPPORTED}"
                     )
                 new, x, nodes = match
                 self.used.update(nodes)
