@@ -218,6 +218,8 @@ class _Importer:
                 break
             if not cons:
                 raise self.err(f"tensor {x!r} feeds no node and is not the graph output {output!r}")
+            if any(c in self.used for c in cons):  # impossible in a valid (acyclic) graph; never loop
+                raise self.err(f"tensor {x!r} feeds {self.label(cons[0])} a second time; the graph has a cycle")
             if len(cons) == 1:
                 new, x = self.convert(cons[0], x, shape)
                 self.used.add(cons[0])
