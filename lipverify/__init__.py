@@ -17,7 +17,7 @@ from .errors import (
     SolverError,
     UnsupportedLayerError,
 )
-from .io import load, save
+from .io import from_torch, load, save
 from .layers import GELU, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
 from .lower import lower_bound
 from .network import Network
@@ -30,5 +30,5 @@ __all__ = [
     "METHODS", "NORMS", "Activation", "Bound", "CertificationError", "Comparison", "Dense", "Flatten", "GELU",
     "Identity", "Layer", "LeakyReLU", "LipVerifyError", "ModelFormatError", "Network", "NotApplicableError",
     "NumericalError", "ReLU", "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
-    "UnsupportedLayerError", "bound", "compare", "load", "lower_bound", "parse_norm", "save",
+    "UnsupportedLayerError", "bound", "compare", "from_torch", "load", "lower_bound", "parse_norm", "save",
 ]

@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, norms_default: Sequence[str]) -> None:
-        p.add_argument("model", nargs="?", help="model file (.npz; see lipverify.io.npz for the format)")
+        p.add_argument("model", nargs="?", help="model file: .npz (see lipverify.io.npz), .onnx, .pt/.pth (needs torch)")
+        p.add_argument("--input-shape", default=None, metavar="SHAPE",
+                       help="per-sample input shape, e.g. 1,28,28 (for .pt files and dynamic ONNX inputs)")
         p.add_argument("--zoo", action="store_true", help="run on every built-in analytic network instead of MODEL")
         p.add_argument("--norm", nargs="+", default=list(norms_default), metavar="NORM",
                        help="norms: 1, 2, inf (also l1, l2, linf); default: %(default)s")
@@ -51,10 +53,24 @@ def _parser() -> argparse.ArgumentParser:
     common(p_bound, ["inf"])
     p_compare = sub.add_parser("compare", help="compare every method in every norm")
     common(p_compare, list(NORMS))
+    p_compare.add_argument("--plot", metavar="OUT.png", default=None,
+                           help="also draw a bar chart (log scale, one group per norm) to this file; needs matplotlib")
     p_report = sub.add_parser("report", help="regenerate the bound-comparison report (Markdown + PNG)")
     p_report.add_argument("--suite", default="paper", help="paper (minutes) or quick (seconds); default: %(default)s")
     p_report.add_argument("--out", default="docs/reports", help="output folder; default: %(default)s")
     return parser
+
+
+def _input_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise BadInput(f"--input-shape {text!r}: expected positive integers separated by commas, e.g. 1,28,28")
+    return shape
 
 
 def _report(args) -> int:
@@ -92,7 +108,7 @@ def _models(args) -> list[tuple[str, Network, dict]]:
         return [(name, entry.build(), dict(entry.constants)) for name, entry in ZOO.items()]
     if not args.model:
         raise BadInput("a MODEL file is required (or --zoo for the built-in networks)")
-    return [(args.model, load(args.model), {})]
+    return [(args.model, load(args.model, input_shape=_input_shape(args.input_shape)), {})]
 
 
 def _run(net: Network, norms: list[str], methods: list[str] | None, conv: str | None, with_lower: bool,
@@ -141,6 +157,62 @@ def _json_object(name: str, net: Network, rows: Comparison) -> dict:
     return {"model": name, "input_shape": list(net.input_shape), "results": rows.to_dicts()}
 
 
+_KIND_STYLE = {  # colour and hatch per result kind, so upper / exact / lower / estimate read apart in grey too
+    "upper": ("#4c72b0", ""), "exact": ("#55a868", "//"), "lower": ("#c44e52", ".."), "estimate": ("#8c8c8c", "xx"),
+}
+
+
+def _check_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise BadInput("--plot needs matplotlib, which is not installed: pip install 'lipverify[plot]' "
+                       "(or pip install matplotlib)") from None
+
+
+def _plot(models: list[tuple[str, Comparison]], norms: list[str], out: str) -> None:
+    """Bar chart of every numeric row: one group per norm, one bar per method, coloured by kind, log scale."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    fig = Figure(figsize=(9, 3.6 * len(models)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(models), 1, squeeze=False)[:, 0]
+    for ax, (name, rows) in zip(axes, models):
+        methods = list(dict.fromkeys(r.method for r in rows))
+        width = 0.8 / max(len(methods), 1)
+        positive = [float(r.value) for r in rows if r.value is not None and float(r.value) > 0]
+        for g, norm in enumerate(norms):
+            for k, method in enumerate(methods):
+                row = next((r for r in rows if r.method == method and r.norm == norm), None)
+                x = g + (k - (len(methods) - 1) / 2) * width
+                if row is None or row.value is None:
+                    continue
+                value = float(row.value)
+                if not value > 0:  # a zero lower bound has no place on a log axis: label it instead
+                    ax.annotate(f"{method}=0", (x, 0), xycoords=("data", "axes fraction"), rotation=90,
+                                ha="center", va="bottom", fontsize=7)
+                    continue
+                colour, hatch = _KIND_STYLE[row.kind]
+                ax.bar(x, value, width * 0.9, color=colour, hatch=hatch, edgecolor="black", linewidth=0.4)
+                ax.annotate(f"{method} {value:.4g}", (x, value), rotation=90, ha="center", va="bottom", fontsize=7,
+                            xytext=(0, 2), textcoords="offset points")
+        ax.set_yscale("log")
+        if positive:  # at least a factor 10 on the axis, room above the bars for the labels
+            ax.set_ylim(min(positive) / 3, max(positive) * 6)
+        ax.set_xticks(range(len(norms)), [f"l{n}" for n in norms])
+        ax.set_ylabel("Lipschitz constant (bound)")
+        ax.set_title(name, fontsize=10)
+    kinds = [k for k in _KIND_STYLE if any(r.kind == k for _, rows in models for r in rows)]
+    fig.legend(handles=[Patch(facecolor=_KIND_STYLE[k][0], hatch=_KIND_STYLE[k][1], edgecolor="black", label=k)
+                        for k in kinds], loc="outside upper right", ncols=len(kinds) or 1)
+    try:
+        fig.savefig(out, dpi=110)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--plot {out}: cannot write the figure ({exc})") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = _parser()
@@ -153,8 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             unknown = [m for m in args.method if m not in METHODS]
             if unknown:
                 raise BadInput(f"unknown method(s) {', '.join(unknown)}; valid methods are {', '.join(METHODS)}")
+        plot = getattr(args, "plot", None)
+        if plot is not None:
+            _check_matplotlib()
         models = _models(args)
         outputs = []
+        plotted = []
         for name, net, constants in models:
             rows = _run(net, norms, args.method, args.conv, not args.no_lower,
                         show_progress=not args.json and sys.stderr.isatty())
@@ -162,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed = [r for r in rows if isinstance(r, Skipped) and r.method == args.method[0]]
                 if failed and len(failed) == len(norms):
                     raise BadInput(failed[0].error)
+            plotted.append((name, rows))
             if args.json:
                 outputs.append(_json_object(name, net, rows))
             else:
@@ -169,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print()
         if args.json:
             print(json.dumps(outputs if args.zoo else outputs[0], indent=2))
+        if plot is not None:
+            _plot(plotted, norms, plot)
         return EXIT_OK
     except (BadInput, ModelFormatError, ShapeError, NotApplicableError, ValueError, FileNotFoundError) as exc:
         print(f"lipverify: error: {exc}", file=sys.stderr)

@@ -79,3 +79,35 @@ def test_python_dash_m_entry_point(model):
                          capture_output=True, text=True, check=True)
     _check_schema(json.loads(out.stdout))
     assert out.stderr == ""
+
+
+def test_compare_plot_writes_a_png(model, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bars.png"
+    assert main(["compare", model, "--plot", str(out), "--json"]) == 0
+    _check_schema(json.loads(capsys.readouterr().out))
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 400 and height > 200
+    zoo = tmp_path / "zoo.png"
+    assert main(["compare", "--zoo", "--norm", "inf", "--method", "k4", "kstar", "--plot", str(zoo)]) == 0
+    assert int.from_bytes(zoo.read_bytes()[20:24], "big") > height  # one panel per network
+    assert main(["compare", model, "--plot", str(tmp_path / "no-such-dir" / "x.png")]) == 2
+    assert "cannot write the figure" in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_exits_2(model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    assert main(["compare", model, "--plot", str(tmp_path / "x.png")]) == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_input_shape_option(model, capsys):
+    assert main(["bound", model, "--input-shape", "2", "--json", "--method", "k4", "--no-lower"]) == 0
+    capsys.readouterr()
+    assert main(["bound", model, "--input-shape", "3"]) == 2
+    assert "the model's input shape is (2,), not (3,)" in capsys.readouterr().err
+    assert main(["bound", model, "--input-shape", "a,b"]) == 2
+    assert "expected positive integers" in capsys.readouterr().err

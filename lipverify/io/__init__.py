@@ -1,4 +1,5 @@
-"""Reading and writing networks: the documented ``.npz`` format (see :mod:`lipverify.io.npz`)."""
+"""Reading and writing networks: the documented ``.npz`` format (:mod:`lipverify.io.npz`), ONNX
+(:mod:`lipverify.io.onnx`) and PyTorch ``.pt``/``.pth`` files (:mod:`lipverify.io.torch`, optional extra)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,21 @@ import os
 from ..errors import ModelFormatError
 from ..network import Network
 from .npz import load_npz, save_npz
+from .onnx import load_onnx, save_onnx
+from .torch import from_torch, load_torch
 
 #: loaders by file suffix
-LOADERS = {".npz": load_npz}
+LOADERS = {".npz": load_npz, ".onnx": load_onnx, ".pt": load_torch, ".pth": load_torch}
 #: writers by file suffix
-SAVERS = {".npz": save_npz}
+SAVERS = {".npz": save_npz, ".onnx": save_onnx}
+_TAKES_INPUT_SHAPE = {".onnx", ".pt", ".pth"}
 
 
-def load(path: str | os.PathLike) -> Network:
-    """Load a network from a model file, chosen by its suffix (``.npz``).
+def load(path: str | os.PathLike, *, input_shape: tuple[int, ...] | None = None) -> Network:
+    """Load a network from a model file, chosen by its suffix (``.npz``, ``.onnx``, ``.pt``, ``.pth``).
 
+    ``input_shape`` (without the batch dimension) is needed for ONNX graphs with a dynamic input shape and
+    for PyTorch files that do not start with ``Linear``; for other files it is checked against the file's.
     Raises :class:`~lipverify.ModelFormatError` naming the file for a missing, corrupt or unsupported file.
     """
     path = os.fspath(path)
@@ -25,11 +31,18 @@ def load(path: str | os.PathLike) -> Network:
         raise ModelFormatError(f"{path}: unsupported model format {suffix!r}; supported: {', '.join(LOADERS)}")
     if not os.path.isfile(path):
         raise ModelFormatError(f"{path}: no such file")
-    return LOADERS[suffix](path)
+    if input_shape is None:
+        return LOADERS[suffix](path)
+    if suffix in _TAKES_INPUT_SHAPE:
+        return LOADERS[suffix](path, input_shape=tuple(input_shape))
+    net = LOADERS[suffix](path)
+    if tuple(net.input_shape) != tuple(int(d) for d in input_shape):
+        raise ModelFormatError(f"{path}: the model's input shape is {net.input_shape}, not {tuple(input_shape)}")
+    return net
 
 
 def save(net: Network, path: str | os.PathLike) -> None:
-    """Save a network; the format is chosen by the suffix (``.npz``)."""
+    """Save a network; the format is chosen by the suffix (``.npz``, ``.onnx``)."""
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in SAVERS:
@@ -37,4 +50,5 @@ def save(net: Network, path: str | os.PathLike) -> None:
     SAVERS[suffix](net, path)
 
 
-__all__ = ["LOADERS", "SAVERS", "load", "load_npz", "save", "save_npz"]
+__all__ = ["LOADERS", "SAVERS", "from_torch", "load", "load_npz", "load_onnx", "load_torch", "save", "save_npz",
+           "save_onnx"]

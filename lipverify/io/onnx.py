@@ -1,0 +1,788 @@
+"""ONNX import (:func:`load_onnx`) and export (:func:`save_onnx`) of sequential networks.
+
+Import reads a *single chain*: one graph input, one graph output, and between them nodes each of which
+takes the previous node's output as its only non-constant input.  Constants (initializers, ``Constant``
+nodes, ``Shape`` of tensors whose shape is static, and subgraphs computed from these only) are folded
+first.  Supported on the chain:
+
+* ``Gemm`` (``transA = 0``, any ``transB``, ``alpha``, ``beta``), ``MatMul`` followed by an optional
+  ``Add`` of a constant (the bias) -> :class:`~lipverify.Dense`;
+* ``Conv`` (2-D), ``MaxPool``, ``AveragePool``, ``BatchNormalization`` (inference) -> the layers of
+  :mod:`lipverify.conv`;
+* ``Relu``, ``LeakyRelu``, ``Tanh``, ``Sigmoid``, ``Gelu`` (``approximate="none"``), and the patterns
+  ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` (GELU), ``x * Sigmoid(x)`` (SiLU), ``Max(x, a x)`` / ``Min(x, a x)``
+  (LeakyReLU with slope ``a``);
+* ``Flatten`` (``axis = 1``) and ``Reshape`` to ``(batch, -1)``; ``Identity`` and ``Dropout`` (the identity
+  at inference) add no layer.
+
+Anything else raises :class:`~lipverify.ModelFormatError` naming the node (index, name and op type) and
+listing what is supported.  Weights are converted to float64 exactly; where the model scales them
+(``alpha``, ``beta`` of ``Gemm``, a bias added in a second node) the float64 result is used only when it
+is exact, else the weights are kept as exact rationals, so the loaded network *is* the file's network in
+real arithmetic (up to the ``sqrt(2)`` constant of the GELU pattern, which is accepted within a relative
+``1e-6``: it rescales the input of ``erf`` and leaves the slope interval of GELU unchanged).
+
+Export writes opset 17 with float64 tensors (exact weights; ``dtype="float32"`` rounds them), using the
+patterns above for GELU (the ``Gelu`` op needs opset 20), SiLU and LeakyReLU slopes that are not float32.
+
+Example::
+
+    lv.save(net, "net.onnx")          # or lipverify.io.onnx.save_onnx(net, "net.onnx", dtype="float32")
+    net2 = lv.load("net.onnx")        # identical forward outputs and bounds
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from ..errors import LipVerifyError, ModelFormatError
+from ..layers import GELU, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
+from ..network import Network
+
+OPSET = 17
+SUPPORTED = (
+    "Gemm, MatMul (+ Add of a constant bias), Conv, MaxPool, AveragePool, BatchNormalization, Relu, LeakyRelu, "
+    "Tanh, Sigmoid, Gelu, the patterns x*0.5*(1+Erf(x/sqrt(2))) (GELU), x*Sigmoid(x) (SiLU), Max(x, a*x) "
+    "(LeakyReLU), Flatten, Reshape to (batch, -1), Identity, Dropout, and constant subgraphs; "
+    "the graph must be a single chain"
+)
+#: ops folded when all their inputs are constants
+_FOLDABLE = {
+    "Identity", "Cast", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Mul", "Add", "Sub", "Div",
+    "Neg", "Sqrt", "Gather", "Slice", "Flatten", "Shape", "Pow", "Reciprocal", "ConstantOfShape", "Expand",
+}
+_ACTIVATION_OPS = {"Relu": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid}
+_SQRT2 = math.sqrt(2.0)
+
+
+# =========================================================================== import
+
+
+def load_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Network:
+    """Read an ONNX file as a :class:`~lipverify.Network` (see the module docstring for what is supported).
+
+    ``input_shape`` (without the batch dimension) is needed only when the graph input's shape is not fully
+    static; when given it must agree with the static dimensions.  Every problem raises
+    :class:`~lipverify.ModelFormatError` naming the file and, for graph problems, the node.
+
+    >>> import os, tempfile, lipverify as lv
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.onnx")
+    >>> lv.save(lv.Network([lv.Dense([[1.0, -2.0]], [0.5]), lv.GELU()]), path)
+    >>> lv.load(path)
+    Network([Dense(2->1), GELU], input_shape=(2,))
+    """
+    import onnx
+
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # protobuf decode errors, truncated files, missing external data
+        raise ModelFormatError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx.checker.ValidationError and friends
+        raise ModelFormatError(f"{path}: not a valid ONNX model (truncated or corrupt?): {exc}") from None
+    return from_onnx_model(model, name=str(path), input_shape=input_shape)
+
+
+def from_onnx_model(model: Any, name: str = "<onnx model>", input_shape: tuple[int, ...] | None = None) -> Network:
+    """Convert an in-memory ``onnx.ModelProto`` (see :func:`load_onnx`)."""
+    try:
+        return _Importer(model, name).run(input_shape)
+    except ModelFormatError:
+        raise
+    except LipVerifyError as exc:
+        raise ModelFormatError(f"{name}: {exc}") from None
+
+
+class _Importer:
+    def __init__(self, model: Any, name: str):
+        self.model = model
+        self.graph = model.graph
+        self.name = name
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET)
+        self.nodes = list(self.graph.node)
+        self.consts: dict[str, np.ndarray] = {}
+        self.used: set[int] = set()
+
+    # ------------------------------------------------------------------ helpers
+    def err(self, msg: str, node_index: int | None = None) -> ModelFormatError:
+        where = f"{self.name}: "
+        if node_index is not None:
+            where += f"{self.label(node_index)}: "
+        return ModelFormatError(where + msg)
+
+    def label(self, i: int) -> str:
+        node = self.nodes[i]
+        return f"node {i} {node.name or '(unnamed)'!r} ({node.op_type})"
+
+    def attrs(self, i: int) -> dict[str, Any]:
+        from onnx import helper
+
+        return {a.name: helper.get_attribute_value(a) for a in self.nodes[i].attribute}
+
+    def const(self, tensor: str, i: int) -> np.ndarray:
+        if tensor not in self.consts:
+            raise self.err(f"input {tensor!r} must be a constant (an initializer or Constant node)", i)
+        return self.consts[tensor]
+
+    # ------------------------------------------------------------------ constants
+    def fold_constants(self) -> None:
+        from onnx import numpy_helper
+
+        for init in self.graph.initializer:
+            self.consts[init.name] = numpy_helper.to_array(init)
+        for i, node in enumerate(self.nodes):
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            if node.op_type == "Constant":
+                self.consts[node.output[0]] = self._constant_value(i)
+                self.used.add(i)
+            elif node.op_type == "Shape" and node.input and node.input[0] not in self.consts:
+                # the shape of a data tensor is a constant when the graph's shapes are static (batch included),
+                # as in models exported with a fixed batch size: x.view(x.size(0), -1)
+                shape = self._static_shapes().get(node.input[0])
+                if shape is not None:
+                    a = self.attrs(i)
+                    self.consts[node.output[0]] = np.array(shape, dtype=np.int64)[a.get("start", 0):a.get("end")]
+                    self.used.add(i)
+            elif node.op_type in _FOLDABLE and node.input and all(t == "" or t in self.consts for t in node.input):
+                from onnx.reference import ReferenceEvaluator
+
+                feeds = {t: self.consts[t] for t in node.input if t}
+                try:
+                    outs = ReferenceEvaluator(node).run(None, feeds)
+                except Exception as exc:  # the reference evaluator's own errors
+                    raise self.err(f"cannot fold this constant node ({type(exc).__name__}: {exc})", i) from None
+                for t, v in zip(node.output, outs):
+                    self.consts[t] = np.asarray(v)
+                self.used.add(i)
+
+    def _static_shapes(self) -> dict[str, tuple[int, ...]]:
+        if not hasattr(self, "_shapes"):
+            import onnx
+
+            self._shapes: dict[str, tuple[int, ...]] = {}
+            try:
+                inferred = onnx.shape_inference.infer_shapes(self.model)
+            except Exception:  # shape inference failures leave the shapes unknown
+                return self._shapes
+            for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+                t = v.type.tensor_type
+                if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+                    self._shapes[v.name] = tuple(int(d.dim_value) for d in t.shape.dim)
+        return self._shapes
+
+    def _constant_value(self, i: int) -> np.ndarray:
+        a = self.attrs(i)
+        from onnx import numpy_helper
+
+        if "value" in a:
+            return numpy_helper.to_array(a["value"])
+        for key, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64),
+                           ("value_ints", np.int64)):
+            if key in a:
+                return np.asarray(a[key], dtype=dtype)
+        raise self.err(f"unsupported Constant attributes {sorted(a)}", i)
+
+    # ------------------------------------------------------------------ graph
+    def run(self, input_shape: tuple[int, ...] | None) -> Network:
+        self.fold_constants()
+        inputs = [v for v in self.graph.input if v.name not in self.consts]
+        if len(inputs) != 1:
+            raise self.err(f"the graph has {len(inputs)} data inputs ({', '.join(v.name for v in inputs)}); "
+                           "only single-input sequential models are supported")
+        if len(self.graph.output) != 1:
+            raise self.err(f"the graph has {len(self.graph.output)} outputs; only single-output models are supported")
+        shape = self._input_shape(inputs[0], input_shape)
+        self.consumers: dict[str, list[int]] = {}
+        for i, node in enumerate(self.nodes):
+            if i in self.used:
+                continue
+            for t in set(node.input):
+                if t and t not in self.consts:
+                    self.consumers.setdefault(t, []).append(i)
+        output = self.graph.output[0].name
+        x = inputs[0].name
+        layers: list[Layer] = []
+        input_shape_final = shape
+        while True:
+            cons = self.consumers.get(x, [])
+            if x == output:
+                if cons:
+                    raise self.err(f"the graph output {x!r} also feeds {self.label(cons[0])}; "
+                                   "only a single chain is supported")
+                break
+            if not cons:
+                raise self.err(f"tensor {x!r} feeds no node and is not the graph output {output!r}")
+            if any(c in self.used for c in cons):  # impossible in a valid (acyclic) graph; never loop
+                raise self.err(f"tensor {x!r} feeds {self.label(cons[0])} a second time; the graph has a cycle")
+            if len(cons) == 1:
+                new, x = self.convert(cons[0], x, shape)
+                self.used.add(cons[0])
+                origin = cons[0]
+            else:
+                match = self.match_pattern(x, cons)
+                if match is None:
+                    hint = ""
+                    if any(self.nodes[c].op_type == "Shape" for c in cons):
+                        hint = ("; the Shape node reads a dynamic shape: export with a fixed batch size, or flatten "
+                                "with Flatten instead of x.view(x.size(0), -1)")
+                    raise self.err(
+                        f"tensor {x!r} branches into {', '.join(self.label(c) for c in cons)}; only a single chain "
+                        f"is supported (and the GELU, SiLU and LeakyReLU patterns){hint}. Supported: {SUPPORTED}"
+                    )
+                new, x, nodes = match
+                self.used.update(nodes)
+                origin = nodes[-1]
+            for layer in new:
+                try:
+                    shape = tuple(layer.output_shape(shape))
+                except (ValueError, LipVerifyError) as exc:
+                    raise self.err(f"layer {len(layers)} ({layer.describe()}) does not fit the input shape "
+                                   f"{shape}: {exc}", origin) from None
+                layers.append(layer)
+        left = [i for i in range(len(self.nodes)) if i not in self.used]
+        if left:
+            raise self.err(f"{self.label(left[0])} is not on the chain from the input to the output; "
+                           "only a single chain is supported")
+        if not layers:
+            layers = [Identity()]
+        return Network(layers, input_shape=input_shape_final)
+
+    def _input_shape(self, value_info: Any, given: tuple[int, ...] | None) -> tuple[int, ...]:
+        t = value_info.type.tensor_type
+        if not t.HasField("shape"):
+            if given is None:
+                raise self.err(f"the graph input {value_info.name!r} has no shape; pass input_shape=(...)")
+            return tuple(int(d) for d in given)
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        if len(dims) < 2:
+            raise self.err(f"the graph input {value_info.name!r} has rank {len(dims)}; expected a batch "
+                           "dimension followed by the input shape, e.g. (N, 784) or (N, 1, 28, 28)")
+        rest = dims[1:]
+        if given is not None:
+            given = tuple(int(d) for d in given)
+            if len(given) != len(rest) or any(d is not None and d != g for d, g in zip(rest, given)):
+                raise self.err(f"the given input_shape {given} does not match the graph input "
+                               f"{value_info.name!r} of shape {tuple('?' if d is None else d for d in rest)} "
+                               "(batch dimension dropped)")
+            return given
+        if any(d is None or d <= 0 for d in rest):
+            raise self.err(f"the graph input {value_info.name!r} has the dynamic shape "
+                           f"{tuple('?' if d is None else d for d in rest)} (batch dimension dropped); "
+                           "pass input_shape=(...)")
+        return tuple(int(d) for d in rest)
+
+    # ------------------------------------------------------------------ single nodes
+    def _check_io(self, i: int, x: str, extra_outputs_ok: bool = False) -> None:
+        node = self.nodes[i]
+        if node.domain not in ("", "ai.onnx"):
+            raise self.err(f"operator domain {node.domain!r} is not supported; supported: {SUPPORTED}", i)
+        data = [t for t in node.input if t and t not in self.consts]
+        others = [t for t in data if t != x]
+        if others:
+            raise self.err(f"has the non-constant inputs {others} besides the chain tensor {x!r} (a branch, or a "
+                           "shape computed at run time); only a single chain with constant parameters is supported", i)
+        if len(data) != 1:
+            raise self.err(f"takes the chain tensor {x!r} {len(data)} times; only a single chain is supported", i)
+        graph_outputs = {o.name for o in self.graph.output}
+        for t in list(node.output)[1:]:
+            if t and (self.consumers.get(t) or t in graph_outputs):
+                raise self.err(f"its extra output {t!r} is used; only the first output of {node.op_type} is supported", i)
+
+    def convert(self, i: int, x: str, shape: tuple[int, ...]) -> tuple[list[Layer], str]:
+        node = self.nodes[i]
+        op = node.op_type
+        self._check_io(i, x)
+        out = node.output[0]
+        a = self.attrs(i)
+        try:
+            if op in ("Identity", "Dropout"):
+                if op == "Dropout" and len(node.input) > 2 and node.input[2]:
+                    if bool(np.asarray(self.const(node.input[2], i)).item()):
+                        raise self.err("training_mode = true is not supported (inference only)", i)
+                return [], out
+            if op in _ACTIVATION_OPS:
+                return [_ACTIVATION_OPS[op]()], out
+            if op == "LeakyRelu":
+                return [LeakyReLU(float(a.get("alpha", 0.01)))], out
+            if op == "Gelu":
+                approx = a.get("approximate", b"none")
+                approx = approx.decode() if isinstance(approx, bytes) else str(approx)
+                if approx != "none":
+                    raise self.err(f"Gelu with approximate={approx!r} is not supported (only 'none', the erf form)", i)
+                return [GELU()], out
+            if op == "Gemm":
+                return self._gemm(i, a, x, out)
+            if op == "MatMul":
+                if node.input[0] != x:
+                    raise self.err("MatMul with the chain tensor as second operand is not supported", i)
+                w = self.const(node.input[1], i)
+                if w.ndim != 2:
+                    raise self.err(f"MatMul weight has shape {w.shape}; expected a matrix (n_in, n_out)", i)
+                return self._with_bias(_as_f64(w).T, None, out)
+            if op == "Flatten":
+                axis = int(a.get("axis", 1))
+                if axis < 0:
+                    axis += len(shape) + 1
+                if axis != 1:
+                    raise self.err(f"Flatten with axis={a.get('axis')} does not keep the batch dimension; "
+                                   "only axis=1 is supported", i)
+                return ([] if len(shape) == 1 else [Flatten()]), out
+            if op == "Reshape":
+                return self._reshape(i, shape, a), out
+            if op == "Conv":
+                return [self._conv(i, a, shape)], out
+            if op in ("MaxPool", "AveragePool"):
+                return [self._pool(i, op, a, shape)], out
+            if op == "BatchNormalization":
+                return [self._batchnorm(i, a, shape)], out
+        except ModelFormatError:
+            raise
+        except (ValueError, TypeError, ArithmeticError, LipVerifyError) as exc:
+            raise self.err(f"cannot convert: {exc}", i) from None
+        raise self.err(f"unsupported operator {op}; supported: {SUPPORTED}", i)
+
+    def _with_bias(self, w: np.ndarray, bias: np.ndarray | None, out: str) -> tuple[list[Layer], str]:
+        """``Dense(w, bias)``; when the only consumer of ``out`` adds a constant vector, it joins the bias."""
+        j = self._only_consumer(out)
+        if j is not None and self._op(j) == "Add" and len(self.nodes[j].output) == 1:
+            other = self._binary(j, "Add", out)
+            c = None
+            if isinstance(other, float):
+                c = np.full(w.shape[0], other)
+            elif isinstance(other, str) and other in self.consts:
+                v = self.consts[other]
+                if v.ndim <= 2 and v.size == w.shape[0] and (v.ndim < 2 or v.shape[0] == 1):
+                    c = v.reshape(-1)
+            if c is not None:
+                c = _as_f64(c)
+                bias = c if bias is None else _exact_sum(bias, c)
+                self.used.add(j)
+                out = self.nodes[j].output[0]
+        return [Dense(w, bias)], out
+
+    def _gemm(self, i: int, a: dict, x: str, out: str) -> tuple[list[Layer], str]:
+        node = self.nodes[i]
+        if int(a.get("transA", 0)):
+            raise self.err("transA = 1 is not supported (the chain tensor must be the first operand, untransposed)", i)
+        if node.input[0] != x or len(node.input) < 2 or node.input[1] not in self.consts:
+            raise self.err("Gemm needs the chain tensor as A and a constant B", i)
+        b = _as_f64(self.const(node.input[1], i))
+        if b.ndim != 2:
+            raise self.err(f"B has shape {b.shape}; expected a matrix", i)
+        w = b if int(a.get("transB", 0)) else b.T
+        w = _scaled(float(a.get("alpha", 1.0)), w)
+        bias = None
+        if len(node.input) > 2 and node.input[2]:
+            c = _as_f64(self.const(node.input[2], i))
+            if c.size not in (1, w.shape[0]) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
+                raise self.err(f"bias C has shape {c.shape}; expected ({w.shape[0]},) or broadcastable", i)
+            bias = _scaled(float(a.get("beta", 1.0)), np.broadcast_to(c.reshape(-1), (w.shape[0],)).copy())
+        return self._with_bias(w, bias, out)
+
+    def _reshape(self, i: int, shape: tuple[int, ...], a: dict) -> list[Layer]:
+        target = [int(v) for v in self.const(self.nodes[i].input[1], i).reshape(-1)]
+        n = int(np.prod(shape))
+        allowzero = int(a.get("allowzero", 0))
+        ok = (len(target) == 2 and (target[0] in (-1, 1) or (target[0] == 0 and not allowzero))
+              and (target[1] == n or (target[1] == -1 and target[0] != -1)))
+        if not ok:
+            raise self.err(f"Reshape to {target} from per-sample shape {shape} is not a flatten; only reshapes to "
+                           f"(batch, -1) or (batch, {n}) are supported", i)
+        # target[0] == 1: a static batch dimension of 1 (common in exported models); the network works per sample
+        return [] if len(shape) == 1 else [Flatten()]
+
+    def _spatial(self, i: int, a: dict, shape: tuple[int, ...], kernel: tuple[int, int],
+                 dilation: tuple[int, int] = (1, 1)) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(stride, padding)`` pairs; asymmetric pads raise."""
+        if len(shape) != 3:
+            raise self.err(f"expects a per-sample input (C, H, W) but receives shape {shape}", i)
+        stride = tuple(int(s) for s in a.get("strides", (1, 1)))
+        auto = a.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        if auto in ("NOTSET", ""):
+            pads = tuple(int(p) for p in a.get("pads", (0, 0, 0, 0)))
+        elif auto == "VALID":
+            pads = (0, 0, 0, 0)
+        elif auto in ("SAME_UPPER", "SAME_LOWER"):
+            begin, end = [], []
+            for size, s, k, d in zip(shape[1:], stride, kernel, dilation):
+                total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+                small = total // 2
+                begin.append(small if auto == "SAME_UPPER" else total - small)
+                end.append(total - begin[-1])
+            pads = (*begin, *end)
+        else:
+            raise self.err(f"auto_pad={auto!r} is not supported", i)
+        if len(stride) != 2 or len(pads) != 4:
+            raise self.err(f"only 2-D operators are supported (strides {stride}, pads {pads})", i)
+        if pads[0] != pads[2] or pads[1] != pads[3]:
+            raise self.err(f"asymmetric padding {pads} (top, left, bottom, right) is not supported; "
+                           "lipverify pads both sides of each axis equally", i)
+        return stride, (pads[0], pads[1])
+
+    def _conv(self, i: int, a: dict, shape: tuple[int, ...]) -> Layer:
+        conv = _conv_module(self.err("Conv needs lipverify.conv, which is not available", i))
+        node = self.nodes[i]
+        k = _as_f64(self.const(node.input[1], i))
+        if k.ndim != 4:
+            raise self.err(f"only 2-D convolutions are supported; the kernel has shape {k.shape}", i)
+        bias = _as_f64(self.const(node.input[2], i)) if len(node.input) > 2 and node.input[2] else None
+        dilation = tuple(int(d) for d in a.get("dilations", (1, 1)))
+        stride, padding = self._spatial(i, a, shape, k.shape[2:], dilation)
+        return self._build(i, conv.Conv2d, k, bias, stride=_compact(stride), padding=_compact(padding),
+                           dilation=_compact(dilation), groups=int(a.get("group", 1)))
+
+    def _pool(self, i: int, op: str, a: dict, shape: tuple[int, ...]) -> Layer:
+        conv = _conv_module(self.err(f"{op} needs lipverify.conv, which is not available", i))
+        kernel = tuple(int(k) for k in a.get("kernel_shape", ()))
+        if len(kernel) != 2:
+            raise self.err(f"only 2-D pooling is supported (kernel_shape {kernel})", i)
+        if int(a.get("ceil_mode", 0)):
+            raise self.err("ceil_mode = 1 is not supported", i)
+        if any(int(d) != 1 for d in a.get("dilations", (1, 1))):
+            raise self.err(f"dilations {tuple(a['dilations'])} are not supported for pooling", i)
+        stride, padding = self._spatial(i, a, shape, kernel)
+        if op == "AveragePool" and any(padding) and not int(a.get("count_include_pad", 0)):
+            raise self.err("AveragePool with padding and count_include_pad = 0 is not supported (lipverify's "
+                           "AvgPool2d divides by the full window, like PyTorch's default)", i)
+        cls = conv.MaxPool2d if op == "MaxPool" else conv.AvgPool2d
+        return self._build(i, cls, _compact(kernel), stride=_compact(stride), padding=_compact(padding))
+
+    def _batchnorm(self, i: int, a: dict, shape: tuple[int, ...]) -> Layer:
+        conv = _conv_module(self.err("BatchNormalization needs lipverify.conv, which is not available", i))
+        if int(a.get("training_mode", 0)):
+            raise self.err("training_mode = 1 is not supported (inference only)", i)
+        if len(shape) != 3:
+            raise self.err(f"BatchNormalization is supported on (C, H, W) inputs only, not on shape {shape}", i)
+        node = self.nodes[i]
+        gamma, beta, mean, var = (_as_f64(self.const(t, i)) for t in node.input[1:5])
+        return self._build(i, conv.BatchNorm2d, gamma, beta, mean, var, float(a.get("epsilon", 1e-5)))
+
+    def _build(self, i: int, cls: type, *args: Any, **kwargs: Any) -> Layer:
+        try:
+            return cls(*args, **kwargs)
+        except (TypeError, ValueError, LipVerifyError) as exc:
+            raise self.err(f"{cls.__name__}{_fmt_call(args, kwargs)} is not accepted by lipverify: {exc}", i) from None
+
+    # ------------------------------------------------------------------ patterns
+    def match_pattern(self, x: str, cons: list[int]) -> tuple[list[Layer], str, list[int]] | None:
+        for matcher in (self._match_silu, self._match_gelu, self._match_leaky):
+            m = matcher(x, cons)
+            if m is not None:
+                return m
+        return None
+
+    def _op(self, i: int) -> str:
+        node = self.nodes[i]
+        return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+
+    def _only_consumer(self, t: str) -> int | None:
+        cons = self.consumers.get(t, [])
+        if len(cons) != 1 or t in {o.name for o in self.graph.output}:
+            return None
+        return cons[0]
+
+    def _scalar(self, t: str) -> float | None:
+        v = self.consts.get(t)
+        if v is None or v.size != 1:
+            return None
+        return float(np.asarray(v, dtype=np.float64).reshape(()))
+
+    def _binary(self, i: int, op: str, t: str) -> float | str | None:
+        """For node ``i`` of type ``op`` with input ``t``: its other input (a scalar value or a tensor name)."""
+        node = self.nodes[i]
+        if self._op(i) != op or len(node.input) != 2 or list(node.input).count(t) != 1 or len(node.output) != 1:
+            return None
+        other = node.input[1] if node.input[0] == t else node.input[0]
+        if op in ("Div", "Sub") and node.input[0] != t:
+            return None
+        s = self._scalar(other)
+        return s if s is not None else other
+
+    def _match_silu(self, x: str, cons: list[int]):
+        if len(cons) != 2:
+            return None
+        for sig, mul in (cons, cons[::-1]):
+            if self._op(sig) != "Sigmoid" or list(self.nodes[sig].input) != [x]:
+                continue
+            s = self.nodes[sig].output[0]
+            if self._only_consumer(s) != mul or self._binary(mul, "Mul", x) != s:
+                continue
+            return [SiLU()], self.nodes[mul].output[0], [sig, mul]
+        return None
+
+    def _match_gelu(self, x: str, cons: list[int]):
+        if len(cons) != 2:
+            return None
+        for d, p in (cons, cons[::-1]):
+            half = 0
+            c = self._binary(d, "Div", x)
+            if not (isinstance(c, float) and _close(c, _SQRT2)):
+                c = self._binary(d, "Mul", x)
+                if not (isinstance(c, float) and _close(c, 1 / _SQRT2)):
+                    continue
+            e = self._only_consumer(self.nodes[d].output[0])
+            if e is None or self._op(e) != "Erf":
+                continue
+            add = self._only_consumer(self.nodes[e].output[0])
+            if add is None or self._binary(add, "Add", self.nodes[e].output[0]) != 1.0:
+                continue
+            s = self.nodes[add].output[0]
+            nodes = [d, e, add]
+            nxt = self._only_consumer(s)
+            if nxt is not None and self._binary(nxt, "Mul", s) == 0.5:  # 0.5 * (1 + erf)
+                half += 1
+                nodes.append(nxt)
+                s = self.nodes[nxt].output[0]
+            xp = x
+            if self._binary(p, "Mul", x) == 0.5:  # 0.5 * x
+                half += 1
+                nodes.append(p)
+                xp = self.nodes[p].output[0]
+                join = self._only_consumer(xp)
+            else:
+                join = p
+            if join is None or self._only_consumer(s) != join or self._binary(join, "Mul", xp) != s:
+                continue
+            nodes.append(join)
+            y = self.nodes[join].output[0]
+            if half == 0:
+                last = self._only_consumer(y)
+                if last is None or self._binary(last, "Mul", y) != 0.5:
+                    continue
+                nodes.append(last)
+                y = self.nodes[last].output[0]
+                half = 1
+            if half != 1:
+                continue
+            return [GELU()], y, nodes
+        return None
+
+    def _match_leaky(self, x: str, cons: list[int]):
+        if len(cons) != 2:
+            return None
+        for mul, mx in (cons, cons[::-1]):
+            slope = self._binary(mul, "Mul", x)
+            if not isinstance(slope, float):
+                continue
+            t = self.nodes[mul].output[0]
+            if self._only_consumer(t) != mx:
+                continue
+            op = "Max" if slope <= 1 else "Min"
+            if self._binary(mx, op, x) != t:
+                continue
+            return [LeakyReLU(slope)], self.nodes[mx].output[0], [mul, mx]
+        return None
+
+
+# --------------------------------------------------------------------------- import helpers
+
+
+def _conv_module(error: ModelFormatError):
+    try:
+        from .. import conv
+    except ImportError:
+        raise error from None
+    return conv
+
+
+def _compact(pair: tuple[int, ...]) -> int | tuple[int, ...]:
+    """An int when all entries agree (the form every lipverify layer accepts), else the tuple."""
+    return int(pair[0]) if len(set(pair)) == 1 else tuple(int(p) for p in pair)
+
+
+def _fmt_call(args: tuple, kwargs: dict) -> str:
+    shown = [f"array{a.shape}" if isinstance(a, np.ndarray) else repr(a) for a in args]
+    shown += [f"{k}={v!r}" for k, v in kwargs.items()]
+    return "(" + ", ".join(shown) + ")"
+
+
+def _as_f64(a: np.ndarray) -> np.ndarray:
+    """float16/32/64 -> float64 (exact); integers are accepted; anything else raises."""
+    a = np.asarray(a)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise TypeError(f"tensor of dtype {a.dtype} is not a real number tensor")
+    return np.array(a, dtype=np.float64)
+
+
+def _significant_bits(a: np.ndarray) -> np.ndarray:
+    m, _ = np.frexp(np.abs(a))
+    ints = (m * 2.0**53).astype(np.int64)
+    low = ints & -ints
+    bits = 53 - np.log2(np.where(ints == 0, 1, low)).astype(np.int64)
+    return np.where(ints == 0, 0, bits)
+
+
+def _scaled(alpha: float, w: np.ndarray) -> np.ndarray:
+    """``alpha * w``: float64 when every product is exact, else an object array of exact Fractions."""
+    if alpha == 1.0:
+        return w
+    p = alpha * w
+    exact = (_significant_bits(np.array([alpha]))[0] + _significant_bits(w) <= 53) & ((p == 0) | (np.abs(p) >= 2.0**-1000))
+    if np.all(exact) and np.all(np.isfinite(p)):
+        return p
+    fa = Fraction(alpha)
+    return np.array([fa * Fraction(float(v)) for v in w.flat], dtype=object).reshape(w.shape)
+
+
+def _exact_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a + b``: float64 when exact (TwoSum error zero), else exact Fractions."""
+    if a.dtype == object or b.dtype == object:
+        return np.array([Fraction(u) + Fraction(v) for u, v in zip(a.flat, b.flat)], dtype=object)
+    s = a + b
+    bb = s - a
+    err = (a - (s - bb)) + (b - bb)
+    if np.all(err == 0) and np.all(np.isfinite(s)):
+        return s
+    return np.array([Fraction(float(u)) + Fraction(float(v)) for u, v in zip(a.flat, b.flat)], dtype=object)
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * abs(b)
+
+
+# =========================================================================== export
+
+
+def save_onnx(net: Network, path: str, *, dtype: str = "float64") -> None:
+    """Write ``net`` as an ONNX model (opset 17) that ``onnx.checker`` accepts.
+
+    ``dtype="float64"`` (default) stores the float weights exactly, so :func:`load_onnx` gives back the same
+    network; ``"float32"`` rounds them (the usual type for runtimes).  Exact (rational) weights are stored as
+    their nearest floats; symbolic weights raise :class:`~lipverify.ModelFormatError`.
+    """
+    import onnx
+
+    model = to_onnx_model(net, dtype=dtype)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # pragma: no cover - a bug in the exporter
+        raise ModelFormatError(f"{path}: the exported model does not pass onnx.checker: {exc}") from None
+    onnx.save(model, path)
+
+
+def to_onnx_model(net: Network, dtype: str = "float64") -> Any:
+    """The ``onnx.ModelProto`` that :func:`save_onnx` writes."""
+    from onnx import TensorProto, helper
+
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    np_dtype = np.float64 if dtype == "float64" else np.float32
+    elem = TensorProto.DOUBLE if dtype == "float64" else TensorProto.FLOAT
+    ex = _Exporter(np_dtype)
+    x = "input"
+    for i, layer in enumerate(net.layers):
+        try:
+            x = ex.layer(i, layer, x, net.shapes[i])
+        except (ValueError, TypeError) as exc:
+            raise ModelFormatError(f"layer {i} ({layer.describe()}) cannot be exported to ONNX: {exc}") from None
+    ex.nodes.append(helper.make_node("Identity", [x], ["output"], name="output"))
+    graph = helper.make_graph(
+        ex.nodes, "lipverify",
+        [helper.make_tensor_value_info("input", elem, ["N", *net.input_shape])],
+        [helper.make_tensor_value_info("output", elem, ["N", *net.output_shape])],
+        initializer=ex.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lipverify",
+                              ir_version=8)
+    return model
+
+
+class _Exporter:
+    def __init__(self, np_dtype: type):
+        self.dtype = np_dtype
+        self.nodes: list = []
+        self.inits: list = []
+
+    def init(self, name: str, value: Any) -> str:
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=self.dtype), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], out: str, **attrs: Any) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    def layer(self, i: int, layer: Layer, x: str, shape: tuple[int, ...]) -> str:
+        p = f"l{i}"
+        if isinstance(layer, Dense):
+            inputs = [x, self.init(f"{p}.weight", layer.weight)]
+            if layer.has_bias:
+                inputs.append(self.init(f"{p}.bias", layer.bias))
+            return self.node("Gemm", inputs, f"{p}.gemm", transB=1)
+        if isinstance(layer, Flatten):
+            return self.node("Flatten", [x], f"{p}.flatten", axis=1)
+        if isinstance(layer, (ReLU, Tanh, Sigmoid, Identity)):
+            op = {ReLU: "Relu", Tanh: "Tanh", Sigmoid: "Sigmoid", Identity: "Identity"}[type(layer)]
+            return self.node(op, [x], f"{p}.{op.lower()}")
+        if isinstance(layer, LeakyReLU):
+            a = float(layer.negative_slope)
+            if float(np.float32(a)) == a:
+                return self.node("LeakyRelu", [x], f"{p}.leakyrelu", alpha=a)
+            if self.dtype is np.float32:
+                raise ValueError(f"the slope {a} is not a float32; export with dtype='float64'")
+            t = self.node("Mul", [x, self.init(f"{p}.slope", a)], f"{p}.scaled")
+            return self.node("Max" if a <= 1 else "Min", [x, t], f"{p}.leakyrelu")
+        if isinstance(layer, GELU):
+            t = self.node("Div", [x, self.init(f"{p}.sqrt2", _SQRT2)], f"{p}.div")
+            t = self.node("Erf", [t], f"{p}.erf")
+            t = self.node("Add", [t, self.init(f"{p}.one", 1.0)], f"{p}.add")
+            t = self.node("Mul", [x, t], f"{p}.mul")
+            return self.node("Mul", [t, self.init(f"{p}.half", 0.5)], f"{p}.gelu")
+        if isinstance(layer, SiLU):
+            s = self.node("Sigmoid", [x], f"{p}.sigmoid")
+            return self.node("Mul", [x, s], f"{p}.silu")
+        kind = type(layer).__name__
+        if kind == "Conv2d":
+            kernel = np.asarray(_attr(layer, "kernel", "weight"))
+            inputs = [x, self.init(f"{p}.weight", kernel)]
+            bias = _attr(layer, "bias", default=None)
+            if bias is not None:
+                inputs.append(self.init(f"{p}.bias", bias))
+            ph, pw = _pair(_attr(layer, "padding", default=0))
+            return self.node("Conv", inputs, f"{p}.conv", kernel_shape=list(kernel.shape[2:]),
+                             strides=list(_pair(_attr(layer, "stride", default=1))), pads=[ph, pw, ph, pw],
+                             dilations=list(_pair(_attr(layer, "dilation", default=1))),
+                             group=int(_attr(layer, "groups", default=1)))
+        if kind in ("MaxPool2d", "AvgPool2d"):
+            k = _pair(_attr(layer, "kernel", "kernel_size"))
+            stride = _attr(layer, "stride", default=None)
+            ph, pw = _pair(_attr(layer, "padding", default=0))
+            attrs: dict[str, Any] = {"kernel_shape": list(k), "strides": list(_pair(k if stride is None else stride)),
+                                     "pads": [ph, pw, ph, pw]}
+            if kind == "AvgPool2d":
+                attrs["count_include_pad"] = 1
+            return self.node("MaxPool" if kind == "MaxPool2d" else "AveragePool", [x], f"{p}.pool", **attrs)
+        if kind == "BatchNorm2d":
+            names = [self.init(f"{p}.{n}", _attr(layer, n, alt)) for n, alt in
+                     (("gamma", "weight"), ("beta", "bias"), ("mean", "running_mean"), ("var", "running_var"))]
+            return self.node("BatchNormalization", [x, *names], f"{p}.bn", epsilon=float(_attr(layer, "eps")))
+        raise ValueError(f"no ONNX form for layer type {kind}")
+
+
+def _attr(layer: Layer, *names: str, default: Any = ...) -> Any:
+    for n in names:
+        if hasattr(layer, n):
+            v = getattr(layer, n)
+            return v
+    if default is not ...:
+        return default
+    raise ValueError(f"the layer has none of the attributes {names}")
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    t = tuple(int(u) for u in v)
+    if len(t) != 2:
+        raise ValueError(f"expected an int or a pair, got {v!r}")
+    return t

@@ -1,0 +1,305 @@
+"""PyTorch import: :func:`from_torch` for ``nn.Sequential`` modules and :func:`load_torch` for ``.pt``/``.pth``.
+
+Needs the optional extra ``torch`` (``pip install torch==2.13.0``, the CPU wheel).  Supported, nested
+``nn.Sequential`` containers included: ``Linear``, ``Conv2d`` (zero padding), ``ReLU``, ``LeakyReLU``,
+``Tanh``, ``Sigmoid``, ``GELU`` (``approximate='none'``), ``SiLU``, ``MaxPool2d``, ``AvgPool2d``,
+``BatchNorm2d``, ``Flatten`` (``start_dim=1, end_dim=-1``), ``Identity``, ``Dropout``.  The module is read
+in inference mode (running statistics of batch norm; dropout is the identity), whatever its
+``training`` flag.  Parameters are copied as float64, exactly (float16/bfloat16/float32 embed in
+float64).  Anything else raises :class:`~lipverify.ModelFormatError` naming the module path and type.
+
+After the conversion the module and the network are run on two random inputs and must agree (to a
+float32 tolerance): this catches subclasses with a custom ``forward``, hooks and the like
+(``check=False`` skips it).
+
+**Security.** :func:`load_torch` calls ``torch.load(path, weights_only=False)`` for pickled modules,
+which runs arbitrary code stored in the file: load only files you trust.  TorchScript files
+(``torch.jit.save``; deprecated by PyTorch but still readable) are read with ``torch.jit.load`` instead;
+scripted modules keep every hyper-parameter, traced ones keep only the weights (layers that need more,
+such as ``Conv2d``, then raise).
+
+Example::
+
+    net = lv.from_torch(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)),
+                        input_shape=(1, 28, 28))
+    net = lv.load("model.pt", input_shape=(1, 28, 28))
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from ..errors import LipVerifyError, ModelFormatError
+from ..layers import GELU, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
+from ..network import Network
+
+SUPPORTED = ("Sequential, Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, GELU(approximate='none'), SiLU, MaxPool2d, "
+             "AvgPool2d, BatchNorm2d, Flatten, Identity, Dropout")
+_DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
+_SIMPLE = {"ReLU": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "SiLU": SiLU}
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ModelFormatError(
+            "PyTorch models need the optional dependency torch: pip install torch==2.13.0 (the CPU wheel)"
+        ) from None
+    return torch
+
+
+def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *, check: bool = True) -> Network:
+    """Convert a PyTorch ``nn.Sequential`` (or TorchScript module of one) to a :class:`~lipverify.Network`.
+
+    ``input_shape`` is the per-sample shape (no batch dimension), e.g. ``(1, 28, 28)``; it may be omitted
+    when the first weighted layer is ``Linear``.  Raises :class:`~lipverify.ModelFormatError` naming the
+    module path (``"features.3"``) and type for anything unsupported or a shape that does not fit.
+    Example: ``lv.from_torch(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)))``.
+    """
+    torch = _torch()
+    if not isinstance(module, torch.nn.Module):
+        raise ModelFormatError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
+    leaves: list[tuple[str, Any, str]] = []
+    _walk(torch, module, "", leaves)
+    layers: list[tuple[str, Layer]] = []
+    for path, m, kind in leaves:
+        for layer in _convert(torch, m, path, kind):
+            layers.append((path, layer))
+    if input_shape is None:
+        first = next((layer for _, layer in layers if not isinstance(layer, (ReLU, LeakyReLU, Tanh, Sigmoid, SiLU, GELU))),
+                     None)
+        if not isinstance(first, Dense):
+            raise ModelFormatError("from_torch: pass input_shape=(C, H, W) or (n,): it cannot be inferred because the "
+                                   "first weighted layer is not Linear")
+        input_shape = (first.n_in,)
+    elif isinstance(input_shape, (int, np.integer)):
+        input_shape = (int(input_shape),)
+    shape = tuple(int(d) for d in input_shape)
+    for k, (path, layer) in enumerate(layers):
+        try:
+            shape = tuple(layer.output_shape(shape))
+        except (ValueError, LipVerifyError) as exc:
+            raise ModelFormatError(f"module {path!r} (layer {k}, {layer.describe()}): input shape {shape} does not "
+                                   f"fit: {exc}") from None
+    net = Network([layer for _, layer in layers] or [Identity()], input_shape=tuple(int(d) for d in input_shape))
+    if check:
+        _check_forward(torch, module, net)
+    return net
+
+
+def _kind(torch: Any, m: Any) -> str:
+    if isinstance(m, torch.jit.ScriptModule):
+        return str(getattr(m, "original_name", type(m).__name__))
+    nn = torch.nn
+    bases = [nn.Sequential, nn.Linear, nn.Conv2d, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU,
+             nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d, nn.Flatten, nn.Identity, nn.Dropout, nn.Dropout1d,
+             nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout]
+    for base in bases:
+        if isinstance(m, base):
+            if type(m).forward is not base.forward:
+                return f"{type(m).__name__} (a {base.__name__} subclass with its own forward)"
+            return base.__name__
+    return type(m).__name__
+
+
+def _walk(torch: Any, m: Any, path: str, out: list) -> None:
+    kind = _kind(torch, m)
+    if getattr(m, "_forward_hooks", None) or getattr(m, "_forward_pre_hooks", None):
+        raise ModelFormatError(f"module {path or '(root)'!r} ({kind}) has forward hooks, which lipverify cannot read")
+    if kind == "Sequential":
+        for name, child in m.named_children():
+            _walk(torch, child, f"{path}.{name}" if path else name, out)
+    else:
+        out.append((path or "(root)", m, kind))
+
+
+def _get(m: Any, name: str, path: str, kind: str) -> Any:
+    if not hasattr(m, name):
+        raise ModelFormatError(f"module {path!r} ({kind}) has no attribute {name!r} (a traced TorchScript module keeps "
+                               "only weights: save the model with torch.jit.script or torch.save instead)")
+    return getattr(m, name)
+
+
+def _array(t: Any, path: str, what: str) -> np.ndarray | None:
+    if t is None:
+        return None
+    if t.is_complex() or not t.is_floating_point():
+        raise ModelFormatError(f"module {path!r}: {what} has dtype {t.dtype}; expected a real floating point tensor")
+    return t.detach().cpu().double().numpy().copy()  # float16/bfloat16/float32 -> float64 is exact
+
+
+def _pair(v: Any) -> tuple[int, ...]:
+    if isinstance(v, (int, np.integer)):
+        return (int(v), int(v))
+    return tuple(int(u) for u in v)
+
+
+def _compact(v: tuple[int, ...]) -> int | tuple[int, ...]:
+    return int(v[0]) if len(set(v)) == 1 else tuple(v)
+
+
+def _conv_module(path: str, kind: str):
+    try:
+        from .. import conv
+    except ImportError:
+        raise ModelFormatError(f"module {path!r} ({kind}) needs lipverify.conv, which is not available") from None
+    return conv
+
+
+def _build(cls: type, path: str, kind: str, *args: Any, **kwargs: Any) -> Layer:
+    try:
+        return cls(*args, **kwargs)
+    except (TypeError, ValueError, LipVerifyError) as exc:
+        shown = ", ".join([f"array{a.shape}" if isinstance(a, np.ndarray) else repr(a) for a in args]
+                          + [f"{k}={v!r}" for k, v in kwargs.items()])
+        raise ModelFormatError(f"module {path!r} ({kind}): {cls.__name__}({shown}) is not accepted by lipverify: "
+                               f"{exc}") from None
+
+
+def _convert(torch: Any, m: Any, path: str, kind: str) -> list[Layer]:
+    def get(name: str) -> Any:
+        return _get(m, name, path, kind)
+
+    if kind in _SIMPLE:
+        return [_SIMPLE[kind]()]
+    if kind == "Identity" or kind in _DROPOUTS:
+        return []
+    if kind == "LeakyReLU":
+        return [LeakyReLU(float(get("negative_slope")))]
+    if kind == "GELU":
+        approx = get("approximate")
+        if approx != "none":
+            raise ModelFormatError(f"module {path!r} (GELU): approximate={approx!r} is not supported; only 'none' "
+                                   "(the erf form)")
+        return [GELU()]
+    if kind == "Flatten":
+        if (int(get("start_dim")), int(get("end_dim"))) != (1, -1):
+            raise ModelFormatError(f"module {path!r} (Flatten): only start_dim=1, end_dim=-1 is supported, got "
+                                   f"start_dim={m.start_dim}, end_dim={m.end_dim}")
+        return [Flatten()]
+    if kind == "Linear":
+        try:
+            return [Dense(_array(get("weight"), path, "weight"), _array(getattr(m, "bias", None), path, "bias"))]
+        except (ValueError, TypeError, LipVerifyError) as exc:
+            raise ModelFormatError(f"module {path!r} (Linear): {exc}") from None
+    if kind == "Conv2d":
+        conv = _conv_module(path, kind)
+        if get("padding_mode") != "zeros":
+            raise ModelFormatError(f"module {path!r} (Conv2d): padding_mode={m.padding_mode!r} is not supported; "
+                                   "only 'zeros'")
+        w = _array(get("weight"), path, "weight")
+        dilation = _pair(get("dilation"))
+        padding = get("padding")
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":
+            total = [d * (k - 1) for d, k in zip(dilation, w.shape[2:])]
+            if any(t % 2 for t in total):
+                raise ModelFormatError(f"module {path!r} (Conv2d): padding='same' with an even kernel pads "
+                                       "asymmetrically, which is not supported")
+            padding = tuple(t // 2 for t in total)
+        return [_build(conv.Conv2d, path, kind, w, _array(getattr(m, "bias", None), path, "bias"),
+                       stride=_compact(_pair(get("stride"))), padding=_compact(_pair(padding)),
+                       dilation=_compact(dilation), groups=int(get("groups")))]
+    if kind in ("MaxPool2d", "AvgPool2d"):
+        conv = _conv_module(path, kind)
+        if get("ceil_mode"):
+            raise ModelFormatError(f"module {path!r} ({kind}): ceil_mode=True is not supported")
+        kernel = _pair(get("kernel_size"))
+        stride = get("stride")
+        stride = kernel if stride is None or stride == () or stride == [] else _pair(stride)
+        padding = _pair(get("padding"))
+        if kind == "MaxPool2d":
+            if any(d != 1 for d in _pair(get("dilation"))):
+                raise ModelFormatError(f"module {path!r} (MaxPool2d): dilation={m.dilation} is not supported")
+            if get("return_indices"):
+                raise ModelFormatError(f"module {path!r} (MaxPool2d): return_indices=True is not supported")
+            cls = conv.MaxPool2d
+        else:
+            if get("divisor_override") is not None:
+                raise ModelFormatError(f"module {path!r} (AvgPool2d): divisor_override is not supported")
+            if any(padding) and not get("count_include_pad"):
+                raise ModelFormatError(f"module {path!r} (AvgPool2d): count_include_pad=False with padding is not "
+                                       "supported (lipverify divides by the full window)")
+            cls = conv.AvgPool2d
+        return [_build(cls, path, kind, _compact(kernel), stride=_compact(stride), padding=_compact(padding))]
+    if kind == "BatchNorm2d":
+        conv = _conv_module(path, kind)
+        mean, var = getattr(m, "running_mean", None), getattr(m, "running_var", None)
+        if mean is None or var is None:
+            raise ModelFormatError(f"module {path!r} (BatchNorm2d): track_running_stats=False (no running statistics) "
+                                   "is not supported")
+        c = mean.shape[0]
+        gamma = _array(getattr(m, "weight", None), path, "weight")
+        beta = _array(getattr(m, "bias", None), path, "bias")
+        gamma = np.ones(c) if gamma is None else gamma
+        beta = np.zeros(c) if beta is None else beta
+        return [_build(conv.BatchNorm2d, path, kind, gamma, beta, _array(mean, path, "running_mean"),
+                       _array(var, path, "running_var"), float(get("eps")))]
+    raise ModelFormatError(f"module {path!r} ({kind}) is not supported; supported modules: {SUPPORTED}")
+
+
+def _check_forward(torch: Any, module: Any, net: Network) -> None:
+    modes = [(m, m.training) for m in module.modules()]
+    param = next(iter(module.parameters()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    device = param.device if param is not None else torch.device("cpu")
+    x = np.random.default_rng(0).standard_normal((2, *net.input_shape))
+    try:
+        module.train(False)
+        with torch.no_grad():
+            got = module(torch.from_numpy(x).to(device=device, dtype=dtype)).to(torch.float64).cpu().numpy()
+    except Exception as exc:  # the module's own error, e.g. a shape mismatch inside torch
+        raise ModelFormatError(f"from_torch: the module fails on an input of shape {(2, *net.input_shape)}: "
+                               f"{type(exc).__name__}: {exc}") from None
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    want = net(x)
+    if got.shape != want.shape:
+        raise ModelFormatError(f"from_torch: the module outputs shape {got.shape[1:]} but the converted network "
+                               f"{want.shape[1:]}")
+    eps = {torch.float64: 1e-12, torch.float32: 1e-4}.get(dtype, 5e-2)  # float16, bfloat16: 5e-2
+    tol = eps * (1.0 + float(np.max(np.abs(want))))
+    err = float(np.max(np.abs(got - want))) if want.size else 0.0
+    if not err <= tol:
+        raise ModelFormatError(f"from_torch: the module and the converted network differ by {err:.3g} (tolerance "
+                               f"{tol:.3g}) on random inputs; the module probably has a custom forward or hooks "
+                               "(pass check=False to skip this test)")
+
+
+def load_torch(path: str, input_shape: tuple[int, ...] | None = None) -> Network:
+    """Read a ``.pt``/``.pth`` file holding a whole ``nn.Sequential`` (pickled by ``torch.save``) or a
+    TorchScript module (``torch.jit.save``), and convert it with :func:`from_torch`.
+
+    Unpickling runs code stored in the file: load only files you trust (see the module docstring).
+    A file holding only a ``state_dict`` raises :class:`~lipverify.ModelFormatError`: build the module,
+    load the weights and call :func:`from_torch`.
+    """
+    torch = _torch()
+    path = os.fspath(path)
+    try:
+        scripted = zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist())
+        if scripted:
+            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; reading it still works
+                warnings.simplefilter("ignore", DeprecationWarning)
+                obj = torch.jit.load(path, map_location="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # unpickling errors, truncated archives, missing classes
+        raise ModelFormatError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from None
+    if isinstance(obj, dict):
+        raise ModelFormatError(f"{path}: the file holds a dict (a state_dict?), not a module; build the nn.Sequential, "
+                               "load the weights into it and call lipverify.from_torch(module, input_shape)")
+    if not isinstance(obj, torch.nn.Module):
+        raise ModelFormatError(f"{path}: the file holds a {type(obj).__name__}, not a torch.nn.Module")
+    try:
+        return from_torch(obj, input_shape)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{path}: {exc}") from None
