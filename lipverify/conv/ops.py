@@ -1,0 +1,127 @@
+"""Numpy kernels for 2-D convolution and pooling on batches ``(B, C, H, W)``, and their adjoints.
+
+The convolution is an im2col product (``sliding_window_view`` + one BLAS matmul per group); its
+adjoint scatters the columns back with one vectorised add per kernel offset.  Each output entry of
+:func:`conv2d` is a sum of at most ``(C_in / groups) * kh * kw`` products, each entry of
+:func:`conv2d_transpose` of at most ``(C_out / groups) * kh * kw``: the inner dimensions used by the
+a-priori rounding-error bound of :func:`lipverify.rigorous.matmul_up` (``proofs/cnn_implicit.md``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+Pair = tuple[int, int]
+
+
+def pair(v, name: str, *, minimum: int) -> Pair:
+    """``v`` or ``(v, v)`` as a pair of ints ``>= minimum``; ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        out = (int(v), int(v))
+    else:
+        try:
+            a, b = v
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}") from None
+        if any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) for x in (a, b)):
+            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+        out = (int(a), int(b))
+    if min(out) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
+    return out
+
+
+def out_size(n: int, k: int, stride: int, padding: int, dilation: int) -> int:
+    """Output length of a sliding window (floor mode, as in PyTorch)."""
+    return (n + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def _windows(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out: Pair) -> np.ndarray:
+    """View ``(B, C, Ho, Wo, kh, kw)`` of the windows of the padded batch ``xp``."""
+    kh, kw = kernel
+    ext_h, ext_w = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
+    v = sliding_window_view(xp, (ext_h, ext_w), axis=(2, 3))
+    v = v[:, :, :: stride[0], :: stride[1], :: dilation[0], :: dilation[1]]
+    return v[:, :, : out[0], : out[1]]
+
+
+def pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
+    if padding == (0, 0):
+        return x
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def conv2d(x: np.ndarray, kernel: np.ndarray, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
+    """Cross-correlation (PyTorch's ``conv2d`` without bias) of ``x`` ``(B, C_in, H, W)`` with ``kernel``
+    ``(C_out, C_in / groups, kh, kw)``."""
+    b, c_in, h, w = x.shape
+    c_out, cg, kh, kw = kernel.shape
+    ho = out_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = out_size(w, kw, stride[1], padding[1], dilation[1])
+    view = _windows(pad(x, padding), (kh, kw), stride, dilation, (ho, wo))
+    og = c_out // groups
+    out = np.empty((b, ho, wo, c_out), dtype=np.result_type(x.dtype, kernel.dtype))
+    for g in range(groups):
+        cols = view[:, g * cg:(g + 1) * cg].transpose(0, 2, 3, 1, 4, 5).reshape(b * ho * wo, cg * kh * kw)
+        kmat = kernel[g * og:(g + 1) * og].reshape(og, cg * kh * kw)
+        out[..., g * og:(g + 1) * og] = (cols @ kmat.T).reshape(b, ho, wo, og)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def conv2d_transpose(y: np.ndarray, kernel: np.ndarray, in_hw: Pair, stride: Pair, padding: Pair, dilation: Pair,
+                     groups: int) -> np.ndarray:
+    """The adjoint of :func:`conv2d`: ``y`` ``(B, C_out, Ho, Wo)`` to ``(B, C_in, H, W)``."""
+    b, c_out, ho, wo = y.shape
+    _, cg, kh, kw = kernel.shape
+    h, w = in_hw
+    og = c_out // groups
+    c_in = cg * groups
+    xp = np.zeros((b, c_in, h + 2 * padding[0], w + 2 * padding[1]), dtype=np.result_type(y.dtype, kernel.dtype))
+    ym = y.transpose(0, 2, 3, 1)  # (B, Ho, Wo, C_out)
+    for g in range(groups):
+        kmat = kernel[g * og:(g + 1) * og].reshape(og, cg * kh * kw)
+        cols = (ym[..., g * og:(g + 1) * og].reshape(b * ho * wo, og) @ kmat).reshape(b, ho, wo, cg, kh, kw)
+        cols = cols.transpose(0, 3, 4, 5, 1, 2)  # (B, cg, kh, kw, Ho, Wo)
+        for i in range(kh):
+            for j in range(kw):
+                r0, c0 = i * dilation[0], j * dilation[1]
+                xp[:, g * cg:(g + 1) * cg, r0:r0 + stride[0] * (ho - 1) + 1:stride[0],
+                   c0:c0 + stride[1] * (wo - 1) + 1:stride[1]] += cols[:, :, i, j]
+    return xp[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
+
+
+def pool_windows(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair, fill: float) -> np.ndarray:
+    """View ``(B, C, Ho, Wo, kh, kw)`` of the pooling windows of ``x`` padded with ``fill``."""
+    h, w = x.shape[2:]
+    ho = out_size(h, kernel[0], stride[0], padding[0], 1)
+    wo = out_size(w, kernel[1], stride[1], padding[1], 1)
+    return _windows(pad(x, padding, fill), kernel, stride, (1, 1), (ho, wo))
+
+
+def window_sum_transpose(y: np.ndarray, in_hw: Pair, kernel: Pair, stride: Pair, padding: Pair) -> np.ndarray:
+    """``S^T y`` for the 0/1 window matrix ``S`` of a pooling layer (padding cells dropped)."""
+    b, c, ho, wo = y.shape
+    h, w = in_hw
+    xp = np.zeros((b, c, h + 2 * padding[0], w + 2 * padding[1]), dtype=y.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            xp[:, :, i:i + stride[0] * (ho - 1) + 1:stride[0], j:j + stride[1] * (wo - 1) + 1:stride[1]] += y
+    return xp[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
+
+
+def window_index(shape: tuple[int, int, int], kernel: Pair, stride: Pair, padding: Pair) -> np.ndarray:
+    """Flat input indices ``(C*Ho*Wo, kh*kw)`` of every pooling window; ``-1`` marks a padding cell."""
+    c, h, w = shape
+    idx = np.arange(c * h * w, dtype=np.float64).reshape(1, c, h, w)
+    win = pool_windows(idx, kernel, stride, padding, -1.0)[0]
+    return win.reshape(-1, kernel[0] * kernel[1]).astype(np.int64)
+
+
+def max_overlap(shape: tuple[int, int, int], kernel: Pair, stride: Pair, padding: Pair) -> int:
+    """The largest number of pooling windows that contain one input cell."""
+    ho = out_size(shape[1], kernel[0], stride[0], padding[0], 1)
+    wo = out_size(shape[2], kernel[1], stride[1], padding[1], 1)
+    counts = window_sum_transpose(np.ones((1, 1, ho, wo)), shape[1:], kernel, stride, padding)
+    return int(np.max(counts))
