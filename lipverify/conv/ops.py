@@ -55,40 +55,43 @@ def pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
 
 def conv2d(x: np.ndarray, kernel: np.ndarray, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
     """Cross-correlation (PyTorch's ``conv2d`` without bias) of ``x`` ``(B, C_in, H, W)`` with ``kernel``
-    ``(C_out, C_in / groups, kh, kw)``."""
+    ``(C_out, C_in / groups, kh, kw)``: ``kernel (og, cg kh kw) @ columns (B, cg kh kw, Ho Wo)`` per group."""
     b, c_in, h, w = x.shape
     c_out, cg, kh, kw = kernel.shape
     ho = out_size(h, kh, stride[0], padding[0], dilation[0])
     wo = out_size(w, kw, stride[1], padding[1], dilation[1])
-    view = _windows(pad(x, padding), (kh, kw), stride, dilation, (ho, wo))
+    view = _windows(pad(x, padding), (kh, kw), stride, dilation, (ho, wo))  # (B, C, Ho, Wo, kh, kw)
     og = c_out // groups
-    out = np.empty((b, ho, wo, c_out), dtype=np.result_type(x.dtype, kernel.dtype))
-    for g in range(groups):
-        cols = view[:, g * cg:(g + 1) * cg].transpose(0, 2, 3, 1, 4, 5).reshape(b * ho * wo, cg * kh * kw)
-        kmat = kernel[g * og:(g + 1) * og].reshape(og, cg * kh * kw)
-        out[..., g * og:(g + 1) * og] = (cols @ kmat.T).reshape(b, ho, wo, og)
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    cols = view.transpose(0, 1, 4, 5, 2, 3)  # (B, C, kh, kw, Ho, Wo)
+    if groups == 1:
+        out = np.matmul(kernel.reshape(c_out, cg * kh * kw), cols.reshape(b, cg * kh * kw, ho * wo))
+    else:
+        cols = cols.reshape(b, groups, cg * kh * kw, ho * wo)
+        out = np.einsum("gok,bgkp->bgop", kernel.reshape(groups, og, cg * kh * kw), cols, optimize=True)
+    return out.reshape(b, c_out, ho, wo)
 
 
 def conv2d_transpose(y: np.ndarray, kernel: np.ndarray, in_hw: Pair, stride: Pair, padding: Pair, dilation: Pair,
                      groups: int) -> np.ndarray:
-    """The adjoint of :func:`conv2d`: ``y`` ``(B, C_out, Ho, Wo)`` to ``(B, C_in, H, W)``."""
+    """The adjoint of :func:`conv2d`: ``y`` ``(B, C_out, Ho, Wo)`` to ``(B, C_in, H, W)``; the columns
+    ``kernel^T (cg kh kw, og) @ y (B, og, Ho Wo)`` are added back at every kernel offset."""
     b, c_out, ho, wo = y.shape
     _, cg, kh, kw = kernel.shape
     h, w = in_hw
     og = c_out // groups
     c_in = cg * groups
     xp = np.zeros((b, c_in, h + 2 * padding[0], w + 2 * padding[1]), dtype=np.result_type(y.dtype, kernel.dtype))
-    ym = y.transpose(0, 2, 3, 1)  # (B, Ho, Wo, C_out)
-    for g in range(groups):
-        kmat = kernel[g * og:(g + 1) * og].reshape(og, cg * kh * kw)
-        cols = (ym[..., g * og:(g + 1) * og].reshape(b * ho * wo, og) @ kmat).reshape(b, ho, wo, cg, kh, kw)
-        cols = cols.transpose(0, 3, 4, 5, 1, 2)  # (B, cg, kh, kw, Ho, Wo)
-        for i in range(kh):
-            for j in range(kw):
-                r0, c0 = i * dilation[0], j * dilation[1]
-                xp[:, g * cg:(g + 1) * cg, r0:r0 + stride[0] * (ho - 1) + 1:stride[0],
-                   c0:c0 + stride[1] * (wo - 1) + 1:stride[1]] += cols[:, :, i, j]
+    if groups == 1:
+        kt = np.ascontiguousarray(kernel.reshape(c_out, cg * kh * kw).T)
+        cols = np.matmul(kt, y.reshape(b, c_out, ho * wo))
+    else:
+        ym = y.reshape(b, groups, og, ho * wo)
+        cols = np.einsum("gok,bgop->bgkp", kernel.reshape(groups, og, cg * kh * kw), ym, optimize=True)
+    cols = cols.reshape(b, c_in, kh, kw, ho, wo)
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dilation[0], j * dilation[1]
+            xp[:, :, r0:r0 + stride[0] * (ho - 1) + 1:stride[0], c0:c0 + stride[1] * (wo - 1) + 1:stride[1]] += cols[:, :, i, j]
     return xp[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
 
 
