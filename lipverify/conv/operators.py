@@ -206,14 +206,15 @@ class SparseOp(BatchedOp):
         return bound_nonneg(np.asarray((self.radius.T @ y.T).T), self.k_backward)
 
     def l2_up(self, iterations: int = 30) -> float:
-        """Rigorous spectral norm of the dense matrix when it has at most ``DENSE_L2_LIMIT`` entries
-        (:func:`lipverify.rigorous.spectral_norm_upper`), else the nonnegative bound of the base class."""
+        """The smaller of the nonnegative bound of the base class and, when the matrix has at most
+        ``DENSE_L2_LIMIT`` entries, its rigorous spectral norm (:func:`lipverify.rigorous.spectral_norm_upper`)."""
         n_out, n_in = self.shape
+        value = super().l2_up(iterations)
         if n_out * n_in <= DENSE_L2_LIMIT:
             if not self.has_radius:
-                return spectral_norm_upper(self.matrix.toarray())
-            return abs_norm_upper(self.matrix.toarray(), self.radius.toarray(), "2")
-        return super().l2_up(iterations)
+                return min(value, spectral_norm_upper(self.matrix.toarray()))
+            return min(value, abs_norm_upper(self.matrix.toarray(), self.radius.toarray(), "2"))
+        return value
 
 
 #: explicit l2 norms use a dense verified Cholesky up to this many matrix entries
