@@ -86,7 +86,7 @@ def test_rigorous_passes_dominate_exact_rational_products(layer, shape):
 
 
 def test_bound_nonneg_covers_the_worst_rounding():
-    # 3 * (1/3 rounded) accumulates rounding; the bound must stay above the exact sum of the float products
+    # 1000 rounded products 0.1 * 0.1 summed in float: the bound must stay above their exact rational sum
     vals = np.full(1000, 0.1)
     c = np.array([np.sum(vals * vals)])
     exact = sum(Fraction(0.1) * Fraction(0.1) for _ in range(1000))
