@@ -203,3 +203,21 @@ def test_soundness_sampled_jacobians_below_every_bound(net, p):
     else:
         # (both are rigorous; at denormal scale (zero weights) their rounding terms differ)
         assert values["kstar", "explicit"] <= values["kstar", "implicit"] * (1 + 1e-9) + 1e-100
+
+
+def test_single_conv_known_values_and_overflow():
+    """One conv layer: K* = K3 = K4 = the induced norm, which for l∞ is the largest |kernel| sum over an interior
+    output; an overflowing pass raises instead of returning a number."""
+    k = np.array([[[[1.0, -2.0], [0.5, 0.25]]], [[[-1.0, 0.0], [3.0, 0.0]]]])
+    net = lv.Network([lv.Conv2d(k, padding=1), lv.Flatten()], input_shape=(1, 3, 3))
+    for v in ("implicit", "explicit"):
+        for m in ("kstar", "k3", "k4"):
+            assert float(lv.bound(net, m, "inf", conv=v).value) == pytest.approx(4.0, rel=1e-13)
+            # l1: the largest column sum; every input cell meets every tap of both kernels: 3.75 + 4
+            assert float(lv.bound(net, m, "1", conv=v).value) == pytest.approx(7.75, rel=1e-13)
+    huge = lv.Network([lv.Conv2d(np.full((1, 1, 3, 3), 1e200)), lv.ReLU(), lv.Conv2d(np.full((1, 1, 1, 1), 1e200)),
+                       lv.Flatten()], input_shape=(1, 3, 3))
+    with pytest.raises(lv.NumericalError):
+        lv.bound(huge, "k3", "inf")
+    with pytest.raises(lv.NumericalError):
+        lv.bound(huge, "k4", "inf")

@@ -16,8 +16,8 @@ from ..bounds.chain import IDENTITY_SLOPES, LinearChain
 from ..errors import NotApplicableError
 from ..network import Network
 from ..result import Bound, float_up
-from ..rigorous import ETA, Interval, _check_finite, add_up, down, gamma_up, matmul_up, scale_up, sum_up, up
-from .operators import DenseOp, SparseOp
+from ..rigorous import Interval, down, gamma_up, matmul_up, sum_up, up
+from .operators import DenseOp, SparseOp, bound_nonneg, check_finite
 from .program import Program, build_program, check_variant
 
 #: rows (K4 l∞) or columns (K4 l1) propagated together
@@ -82,23 +82,50 @@ def _scale(mid: np.ndarray, rad: np.ndarray, a: float, b: float) -> tuple[np.nda
     """Enclosure of ``{d x : a <= d <= b, |x - mid| <= rad}`` (as :meth:`Interval.scale_rows`, scalar slopes)."""
     if a == b and a in (0.0, 1.0, -1.0):
         return a * mid, rad if a else np.zeros_like(rad)
+    if a == 0.0 and b == 1.0:
+        return _scale_relu(mid, rad)
     lo, hi = down(mid - rad), up(mid + rad)
     cands = (a * lo, a * hi, b * lo, b * hi)
     iv = Interval.from_bounds(down(np.minimum.reduce(cands)), up(np.maximum.reduce(cands)))
     return iv.mid, iv.rad
 
 
+def _scale_relu(mid: np.ndarray, rad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slopes ``[0, 1]``: ``{d x} = [min(lo, 0), max(hi, 0)]``.  Intervals containing 0 are kept as they are;
+    ``lo >= 0`` (exactly ``mid >= rad``) gives ``[0, hi]`` with ``hi = up(mid + rad)``, stored as
+    ``m = fl(hi / 2)``, ``r = max(hi - m, m)`` (``hi - m`` is exact by Sterbenz's lemma or gradual underflow,
+    so ``m + r >= hi`` and ``m - r <= 0``); ``hi <= 0`` symmetrically (``proofs/cnn_implicit.md``)."""
+    new_mid, new_rad = mid.copy(), rad.copy()
+    m, t = np.empty_like(mid), np.empty_like(mid)
+    for sign in (1.0, -1.0):  # lo >= 0, then hi <= 0 (mirrored: -[lo, hi] = [-hi, -lo])
+        mask = (mid >= rad) if sign > 0 else (mid <= -rad)
+        if not mask.any():
+            continue
+        np.multiply(mid, sign, out=t)
+        np.add(t, rad, out=t)
+        np.nextafter(t, np.inf, out=t)  # t = up(|hi|) of the mirrored interval [0, t]
+        np.multiply(t, 0.5, out=m)
+        np.subtract(t, m, out=t)  # exact
+        np.maximum(t, m, out=t)
+        np.multiply(m, sign, out=m)
+        np.copyto(new_mid, m, where=mask)
+        np.copyto(new_rad, t, where=mask)
+    return new_mid, new_rad
+
+
 def _linear(op, mid, rad, forward: bool):
     """Enclosure of ``{W x}`` (``W^T x`` backward) over ``|W - W_float| <= R``, ``|x - mid| <= rad``:
     ``mid' = fl(W mid)``, ``rad' >= (|W| + R)(rad + gamma_k |mid|) + R |mid| + 4 (k + 1) eta``."""
     k = op.k_forward if forward else op.k_backward
-    new_mid = _check_finite(op.forward(mid) if forward else op.backward(mid), "K4 interval pass")
+    new_mid = check_finite(op.forward(mid) if forward else op.backward(mid), "K4 interval pass")
     absmid = np.abs(mid)
-    t = add_up(rad, scale_up(absmid, gamma_up(k)))
-    new_rad = op.abs_forward_up(t) if forward else op.abs_backward_up(t)
+    t = absmid * gamma_up(k)
+    t += rad
+    np.nextafter(t, np.inf, out=t)  # t >= gamma_k |mid| + rad: one rounded product, one rounded sum, up (R2)
+    new_rad = bound_nonneg(op.abs_forward(t) if forward else op.abs_backward(t), k, extra=4 * (k + 1))
     if op.has_radius:
         new_rad = up(new_rad + (op.radius_forward_up(absmid) if forward else op.radius_backward_up(absmid)))
-    return new_mid, up(new_rad + 4.0 * (k + 1) * ETA)
+    return new_mid, new_rad
 
 
 def _pool(pool, mid, rad, forward: bool):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..network import Network
 from ..result import Bound
 
@@ -20,4 +22,6 @@ def cnn_bound(method: str, net: Network, p: str, conv: str | None) -> Bound:
     from . import bounds
 
     fn = {"kstar": bounds.cnn_kstar, "k1": bounds.cnn_k1, "k3": bounds.cnn_k3, "k4": bounds.cnn_k4}[method]
-    return fn(net, p, conv)
+    # overflow and NaN are detected on the results (NumericalError), never turned into numbers
+    with np.errstate(over="ignore", invalid="ignore"):
+        return fn(net, p, conv)

@@ -25,18 +25,26 @@ from ..rigorous import ETA, UNIT_ROUNDOFF, _check_finite, abs_norm_upper, add_up
 from .layers import Conv2d
 
 
-def bound_nonneg(c: np.ndarray, k: int) -> np.ndarray:
-    """Upper bound of the exact value of a float result ``c`` of sums of ``<= k`` products of nonnegative floats.
+def bound_nonneg(c: np.ndarray, k: int, extra: int = 0) -> np.ndarray:
+    """Upper bound of the exact value of a float result ``c`` of sums of ``<= k`` products of nonnegative floats
+    (plus ``extra * eta``).
 
     The exact value is at most ``c * f_k + 2 (k + 1) eta`` with ``f_k = 1 / (1 - gamma_k)`` (the bound of
     :func:`lipverify.rigorous.matmul_up`).  It is evaluated as ``fl(fl(c * F) + E)`` with ``F >= f_k (1 + 4u)``
-    and ``E = 4 (k + 1) eta``: the two roundings lose at most a factor ``(1 - u)^2`` and ``eta / 2`` of
-    underflow, which ``F`` and ``E`` absorb (``proofs/cnn_implicit.md``).
+    and ``E = (4 (k + 1) + 2 extra) eta``: the two roundings lose at most a factor ``(1 - u)^2`` and ``eta / 2``
+    of underflow, which ``F`` and ``E`` absorb (``proofs/cnn_explicit.md``).
     """
     c = np.asarray(c, dtype=np.float64)
     out = c * _factor(k)
-    out += 4.0 * (k + 1) * ETA
-    return _check_finite(out, "nonnegative operator pass")
+    out += (4.0 * (k + 1) + 2.0 * extra) * ETA
+    return check_finite(out, "nonnegative operator pass")
+
+
+def check_finite(x: np.ndarray, what: str) -> np.ndarray:
+    """``x`` if every entry is finite (NaN propagates through max/min), else :class:`NumericalError`."""
+    if x.size and not (math.isfinite(float(np.max(x))) and math.isfinite(float(np.min(x)))):
+        _check_finite(np.array([np.nan]), what)
+    return x
 
 
 _FACTORS: dict[int, float] = {}

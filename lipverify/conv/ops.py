@@ -53,9 +53,32 @@ def pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
 
 
+#: batches are processed in chunks whose column matrices hold about this many floats (cache-friendly)
+CHUNK_FLOATS = 1 << 19
+
+
+def _chunks(b: int, per_item: int) -> list[slice]:
+    step = max(1, CHUNK_FLOATS // max(per_item, 1))
+    return [slice(i, min(i + step, b)) for i in range(0, b, step)]
+
+
 def conv2d(x: np.ndarray, kernel: np.ndarray, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> np.ndarray:
     """Cross-correlation (PyTorch's ``conv2d`` without bias) of ``x`` ``(B, C_in, H, W)`` with ``kernel``
     ``(C_out, C_in / groups, kh, kw)``: ``kernel (og, cg kh kw) @ columns (B, cg kh kw, Ho Wo)`` per group."""
+    b, c_in, h, w = x.shape
+    c_out, cg, kh, kw = kernel.shape
+    ho = out_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = out_size(w, kw, stride[1], padding[1], dilation[1])
+    parts = _chunks(b, c_in * kh * kw * ho * wo)
+    if len(parts) > 1:
+        out = np.empty((b, c_out, ho, wo), dtype=np.result_type(x.dtype, kernel.dtype))
+        for sl in parts:
+            out[sl] = _conv2d(x[sl], kernel, stride, padding, dilation, groups)
+        return out
+    return _conv2d(x, kernel, stride, padding, dilation, groups)
+
+
+def _conv2d(x, kernel, stride, padding, dilation, groups):
     b, c_in, h, w = x.shape
     c_out, cg, kh, kw = kernel.shape
     ho = out_size(h, kh, stride[0], padding[0], dilation[0])
@@ -75,6 +98,15 @@ def conv2d_transpose(y: np.ndarray, kernel: np.ndarray, in_hw: Pair, stride: Pai
                      groups: int) -> np.ndarray:
     """The adjoint of :func:`conv2d`: ``y`` ``(B, C_out, Ho, Wo)`` to ``(B, C_in, H, W)``; the columns
     ``kernel^T (cg kh kw, og) @ y (B, og, Ho Wo)`` are added back at every kernel offset."""
+    b, c_out, ho, wo = y.shape
+    _, cg, kh, kw = kernel.shape
+    parts = _chunks(b, cg * groups * kh * kw * ho * wo)
+    if len(parts) > 1:
+        return np.concatenate([_conv2d_transpose(y[sl], kernel, in_hw, stride, padding, dilation, groups) for sl in parts])
+    return _conv2d_transpose(y, kernel, in_hw, stride, padding, dilation, groups)
+
+
+def _conv2d_transpose(y, kernel, in_hw, stride, padding, dilation, groups):
     b, c_out, ho, wo = y.shape
     _, cg, kh, kw = kernel.shape
     h, w = in_hw
