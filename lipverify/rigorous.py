@@ -230,6 +230,9 @@ def spectral_norm_upper(a, *, rel_margin: float = 1e-9) -> float:
     if a.shape[0] < a.shape[1]:
         a = a.T
     m = a.shape[0]
+    if float(np.max(np.abs(a))) < 2.0**-900:
+        # 2**-exponent below would overflow; for such tiny entries the Frobenius norm is a fine upper bound
+        return float(up(math.sqrt(fro_sq_upper(a))))
     # scale by a power of two (exact) so that the Gram matrix stays in the normal range
     scale = 2.0 ** -math.frexp(float(np.max(np.abs(a))))[1]
     a = a * scale
