@@ -165,12 +165,14 @@ class Conv2d(Layer):
         x, n, n_in = _move_batch(jac, shape_in)
         return _back(self.apply_linear(x), n, n_in)
 
-    def taps(self, input_shape: Shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The sparse structure ``(rows, cols, kernel_flat_index)`` of the layer's matrix on ``input_shape``."""
+    def taps(self, input_shape: Shape, out_channels: range | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The sparse structure ``(rows, cols, kernel_flat_index)`` of the layer's matrix on ``input_shape``
+        (only the rows of ``out_channels`` if given), rows in increasing order."""
         c, h, w = input_shape
         co, cg, kh, kw = self.kernel_shape
         _, ho, wo = self.output_shape(input_shape)
-        o, y, x, ci, i, j = np.meshgrid(np.arange(co), np.arange(ho), np.arange(wo), np.arange(cg), np.arange(kh),
+        chans = np.arange(co) if out_channels is None else np.asarray(out_channels)
+        o, y, x, ci, i, j = np.meshgrid(chans, np.arange(ho), np.arange(wo), np.arange(cg), np.arange(kh),
                                         np.arange(kw), indexing="ij")
         r = y * self.stride[0] + i * self.dilation[0] - self.padding[0]
         s = x * self.stride[1] + j * self.dilation[1] - self.padding[1]

@@ -188,9 +188,9 @@ class SparseOp(BatchedOp):
         self.has_radius = self.radius is not None and self.radius.nnz > 0
         absm = abs(self.matrix)
         self.abs_matrix = absm if not self.has_radius else _sparse_add_up(absm, self.radius)
-        self.abs_matrix_t = self.abs_matrix.T.tocsr()
+        self.abs_matrix_t = self.abs_matrix.T  # a CSC view, no copy
         nnz_rows = np.diff(self.abs_matrix.indptr)
-        nnz_cols = np.diff(self.abs_matrix_t.indptr)
+        nnz_cols = np.bincount(self.abs_matrix.indices, minlength=self.abs_matrix.shape[1])
         self.k_forward = max(int(nnz_rows.max(initial=0)), 1)
         self.k_backward = max(int(nnz_cols.max(initial=0)), 1)
         super().__init__(*self.matrix.shape)

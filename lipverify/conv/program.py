@@ -225,11 +225,22 @@ def linear_op(layer, shape, variant: str) -> BatchedOp:
 
 def conv_matrix(conv: Conv2d, shape, radius: np.ndarray | None = None) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
     """The matrix of a convolution on input ``shape`` (and of its kernel radius) as CSR matrices."""
-    rows, cols, kidx = conv.taps(tuple(shape))
-    n_out = int(np.prod(conv.output_shape(tuple(shape))))
+    shape = tuple(shape)
+    co, ho, wo = conv.output_shape(shape)
     n_in = int(np.prod(shape))
-    m = sp.csr_matrix((conv.weight.ravel()[kidx], (rows, cols)), shape=(n_out, n_in))
-    r = None
-    if radius is not None and np.any(radius):
-        r = sp.csr_matrix((radius.ravel()[kidx], (rows, cols)), shape=(n_out, n_in))
-    return m, r
+    has_r = radius is not None and bool(np.any(radius))
+    kflat, rflat = conv.weight.ravel(), None if not has_r else radius.ravel()
+    # built in blocks of output channels, so that the index arrays of only one block are alive at a time
+    per = max(1, 4_000_000 // max(1, ho * wo * int(np.prod(conv.kernel_shape[1:]))))
+    blocks, rblocks = [], []
+    for start in range(0, co, per):
+        chans = range(start, min(co, start + per))
+        rows, cols, kidx = conv.taps(shape, chans)
+        rows -= start * ho * wo
+        size = (len(chans) * ho * wo, n_in)
+        blocks.append(sp.csr_matrix((kflat[kidx], (rows, cols)), shape=size))
+        if has_r:
+            rblocks.append(sp.csr_matrix((rflat[kidx], (rows, cols)), shape=size))
+        del rows, cols, kidx
+    m = sp.vstack(blocks, format="csr")
+    return m, sp.vstack(rblocks, format="csr") if has_r else None
