@@ -129,3 +129,24 @@ def test_l2_bounds_of_an_operator():
     assert true <= explicit.norm_up("2") <= true * (1 + 1e-6)
     assert absnorm <= implicit.norm_up("2") <= float(np.sqrt(implicit.norm_up("1") * implicit.norm_up("inf"))) * (1 + 1e-12)
     assert isinstance(implicit, ConvOp)
+
+
+@pytest.mark.parametrize("layer,shape", LAYERS[:5])
+def test_implicit_l2_bound_of_a_convolution_is_sound_and_not_worse_than_the_majorant(layer, shape):
+    from lipverify.conv.operators import BatchedOp
+
+    explicit, implicit = _representations(layer, shape)
+    true = np.linalg.norm(explicit.matrix.toarray(), 2)
+    value = implicit.norm_up("2")
+    assert true <= value <= BatchedOp.l2_up(implicit) * (1 + 1e-12)
+    if isinstance(layer, lv.Conv2d) and layer.groups == 1:
+        co, cg, kh, kw = layer.kernel_shape
+        kmat = layer.weight.reshape(co, -1)
+        assert value <= np.linalg.norm(kmat, 2) * np.sqrt(implicit.max_overlap()) * (1 + 1e-6)
+
+
+def test_max_overlap_of_a_convolution():
+    conv = lv.Conv2d(np.ones((1, 1, 3, 3)), padding=1)
+    assert linear_op(conv, (1, 5, 5), "implicit").max_overlap() == 9
+    conv = lv.Conv2d(np.ones((1, 1, 3, 3)), stride=2)
+    assert linear_op(conv, (1, 7, 7), "implicit").max_overlap() == 4

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
 from ..rigorous import ETA, UNIT_ROUNDOFF, _check_finite, abs_norm_upper, add_up, relative_factor, spectral_norm_upper, up
+from . import ops
 from .layers import Conv2d
 
 
@@ -279,6 +280,45 @@ class ConvOp(BatchedOp):
 
     def backward(self, y):
         return self._bwd(y, self.kernel)
+
+    def max_overlap(self) -> int:
+        """The largest number of (output position, tap) pairs that read one input cell (exact small integers)."""
+        lay = self.layer
+        ones = np.ones((1, 1, *self.out_shape[1:]))
+        counts = ops.conv2d_transpose(ones, np.ones((1, 1, *self.kernel.shape[2:])), self.in_shape[1:], lay.stride,
+                                      lay.padding, lay.dilation, 1)
+        return int(np.max(counts))
+
+    def l2_up(self, iterations: int = 30) -> float:
+        """The smallest of three sound bounds of ``||W||_2`` (``proofs/cnn_implicit.md``): the nonnegative bound of
+        the base class, ``sqrt(c) max_g ||K_g||_2`` (``K_g`` the ``og x (cg kh kw)`` kernel matrix of group ``g``,
+        ``c`` = :meth:`max_overlap`: the im2col map has norm ``sqrt(c)``), and ``sum_taps max_g ||K_g[:, :, i, j]||_2``
+        (each tap is a partial shift, a contraction).  Spectral norms of kernel matrices are verified
+        (:func:`lipverify.rigorous.abs_norm_upper`, radius included)."""
+        co, cg, kh, kw = self.kernel.shape
+        groups = self.layer.groups
+        og = co // groups
+        rad = self.kernel_radius
+
+        def block_norm(k, r) -> float:
+            return abs_norm_upper(np.ascontiguousarray(k), None if r is None else np.ascontiguousarray(r), "2")
+
+        best = super().l2_up(iterations)
+        im2col = 0.0
+        for g in range(groups):
+            sl = slice(g * og, (g + 1) * og)
+            kg = self.kernel[sl].reshape(og, cg * kh * kw)
+            im2col = max(im2col, block_norm(kg, None if rad is None else rad[sl].reshape(og, cg * kh * kw)))
+        im2col = float(up(im2col * float(up(math.sqrt(self.max_overlap())))))
+        taps = 0.0
+        for i in range(kh):
+            for j in range(kw):
+                tap = 0.0
+                for g in range(groups):
+                    sl = slice(g * og, (g + 1) * og)
+                    tap = max(tap, block_norm(self.kernel[sl, :, i, j], None if rad is None else rad[sl, :, i, j]))
+                taps = float(up(taps + tap))
+        return min(best, im2col, taps)
 
     def abs_forward(self, x):
         return self._fwd(x, self.abs_kernel)
