@@ -12,10 +12,10 @@ from hypothesis.errors import InvalidArgument
 from hypothesis.extra.numpy import arrays
 
 from .conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
-from .layers import Dense, Flatten, Identity, LeakyReLU, ReLU, Tanh
+from .layers import GELU, Dense, Flatten, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .network import Network
 
-_ACTIVATIONS = (ReLU, lambda: LeakyReLU(0.25), Tanh, Identity)
+_ACTIVATIONS = (ReLU, lambda: LeakyReLU(0.25), Tanh, Identity, GELU, Sigmoid)
 
 
 def _check_range(name: str, lo: int, hi: int, floor: int) -> None:

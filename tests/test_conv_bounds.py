@@ -230,3 +230,35 @@ def test_zero_batchnorm_scale_gives_tiny_bounds_not_errors():
     for method in ("kstar", "k1"):
         value = float(lv.bound(net, method, 2, conv="explicit").value)
         assert 0.0 <= value < 1e-100
+
+
+def test_exact_kernel_bounds_cover_the_exact_rational_values():
+    """A kernel of exact rationals (1/3 is no float): the float bounds carry the radius and stay above the exact
+    values that the FC code computes in rational arithmetic on the equivalent dense network."""
+    from fractions import Fraction
+
+    kernel = [[[[Fraction(1, 3), Fraction(-2, 7)], [Fraction(5, 11), 1]]], [[[Fraction(-1, 9), 0], [2, Fraction(1, 3)]]]]
+    net = lv.Network([lv.Conv2d(kernel, padding=1), lv.ReLU(), lv.AvgPool2d(3, stride=1, padding=1), lv.Flatten(),
+                      lv.Dense([[1, -1] * 16])], input_shape=(1, 3, 3))
+    conv = net.layers[0]
+    # the exact dense matrix of the convolution, from the exact kernel entries
+    rows, cols, kidx = conv.taps((1, 3, 3))
+    flat = [Fraction(int(v.p), int(v.q)) for v in conv.weight_exact]
+    w1 = np.zeros((2 * 16, 9), dtype=object)
+    w1[:, :] = Fraction(0)
+    for r, c, k in zip(rows, cols, kidx):
+        w1[r, c] = flat[k]
+    pool_rows, pool_cols, _ = lv.Conv2d(np.ones((2, 1, 3, 3)), padding=1, groups=2).taps((2, 4, 4))
+    w2 = np.zeros((32, 32), dtype=object)
+    w2[:, :] = Fraction(0)
+    for r, c in zip(pool_rows, pool_cols):
+        w2[r, c] = Fraction(1, 9)
+    fc = lv.Network([lv.Dense(w1.tolist()), lv.ReLU(), lv.Dense(w2.tolist()), lv.Dense([[1, -1] * 16])])
+    for method in ("kstar", "k3", "k4"):
+        for p in ("1", "inf"):
+            exact = lv.bound(fc, method, p)
+            assert exact.exact_value is not None
+            for v in ("implicit", "explicit"):
+                value = float(lv.bound(net, method, p, conv=v).value)
+                assert Fraction(value) >= Fraction(int(exact.exact_value.p), int(exact.exact_value.q))
+                assert value == pytest.approx(float(exact.exact_value), rel=1e-12)
