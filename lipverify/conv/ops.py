@@ -100,6 +100,14 @@ def conv2d_transpose(y: np.ndarray, kernel: np.ndarray, in_hw: Pair, stride: Pai
     ``kernel^T (cg kh kw, og) @ y (B, og, Ho Wo)`` are added back at every kernel offset."""
     b, c_out, ho, wo = y.shape
     _, cg, kh, kw = kernel.shape
+    if stride == (1, 1) and padding[0] <= dilation[0] * (kh - 1) and padding[1] <= dilation[1] * (kw - 1):
+        # stride 1: the adjoint is the convolution with the flipped, channel-transposed kernel and padding
+        # d (k - 1) - p (each input entry: the same og kh kw products, in another order)
+        og = c_out // groups
+        flipped = kernel[:, :, ::-1, ::-1].reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+        flipped = np.ascontiguousarray(flipped).reshape(groups * cg, og, kh, kw)
+        pad_t = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+        return conv2d(y, flipped, (1, 1), pad_t, dilation, groups)
     parts = _chunks(b, cg * groups * kh * kw * ho * wo)
     if len(parts) > 1:
         return np.concatenate([_conv2d_transpose(y[sl], kernel, in_hw, stride, padding, dilation, groups) for sl in parts])
