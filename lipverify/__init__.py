@@ -7,6 +7,7 @@
 """
 
 from .bounds import METHODS, Comparison, bound, compare
+from .conv import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
 from .errors import (
     CertificationError,
     LipVerifyError,
@@ -27,7 +28,8 @@ from .result import Bound, Skipped
 __version__ = "0.1.0"
 
 __all__ = [
-    "METHODS", "NORMS", "Activation", "Bound", "CertificationError", "Comparison", "Dense", "Flatten", "GELU",
+    "METHODS", "NORMS", "Activation", "AvgPool2d", "BatchNorm2d", "Bound", "CertificationError", "Comparison", "Conv2d",
+    "Dense", "Flatten", "GELU", "MaxPool2d",
     "Identity", "Layer", "LeakyReLU", "LipVerifyError", "ModelFormatError", "Network", "NotApplicableError",
     "NumericalError", "ReLU", "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
     "UnsupportedLayerError", "bound", "compare", "from_torch", "load", "lower_bound", "parse_norm", "save",

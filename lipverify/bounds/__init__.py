@@ -37,6 +37,10 @@ def _method(method: str) -> Callable[..., Bound]:
 def bound(net: Network, method: str, norm: NormLike = 2, **options) -> Bound:
     """Compute one bound: ``lv.bound(net, "k4", norm="inf")``.
 
+    For a CNN, ``conv="implicit"`` (the default for kstar, k3, k4) or ``conv="explicit"`` (the default and
+    only variant of k1, k2) selects the representation of the convolutions (``lipverify.conv``);
+    fully connected networks ignore it.
+
     Raises ``ValueError`` for an unknown method or norm (listing the valid ones) and
     :class:`~lipverify.errors.NotApplicableError` when the method does not apply to the norm.
     """
@@ -47,12 +51,13 @@ def bound(net: Network, method: str, norm: NormLike = 2, **options) -> Bound:
 class Comparison(tuple):
     """The rows of :func:`compare`: :class:`Bound` objects and :class:`Skipped` rows with reasons."""
 
-    def value(self, method: str, norm: NormLike) -> float | None:
+    def value(self, method: str, norm: NormLike, conv: str | None = None) -> float | None:
+        """The value of the first row of ``method`` and ``norm`` (for a CNN, of the ``conv`` variant if given)."""
         n = parse_norm(norm)
         for row in self:
-            if row.method == method and row.norm == n:
+            if row.method == method and row.norm == n and (conv is None or _conv_of(row) == conv):
                 return None if row.value is None else float(row.value)
-        raise KeyError(f"no row for method {method!r} and norm l{n}")
+        raise KeyError(f"no row for method {method!r} and norm l{n}" + (f" with conv={conv!r}" if conv else ""))
 
     def table(self) -> str:
         """An aligned text table."""
@@ -61,40 +66,71 @@ class Comparison(tuple):
             if isinstance(row, Skipped):
                 lines.append(f"{row.method:<12} {'l' + row.norm:<5} {'-':<9} {'-':>14} {row.seconds:>9.3f}  {row.error}")
             else:
-                note = ""
+                note = f"conv={row.details['conv']}  " if "conv" in row.details else ""
                 if row.method == "k2":
-                    note = ("K2 closed: exact value of the bias-free bound" if row.kind == "exact"
-                            else f"K2 not closed; best vertex {row.lower:.6g}")
+                    note += ("K2 closed: exact value of the bias-free bound" if row.kind == "exact"
+                             else f"K2 not closed; best vertex {row.lower:.6g}")
                 elif row.exact_value is not None:
-                    note = f"exact: {row.exact_value}"
+                    note += f"exact: {row.exact_value}"
                 lines.append(f"{row.method:<12} {'l' + row.norm:<5} {row.kind:<9} {float(row.value):>14.6g} "
                              f"{row.seconds:>9.3f}  {note}")
         return "\n".join(lines)
 
     def to_dicts(self) -> list[dict]:
-        return [row.to_dict() for row in self]
+        """One dict per row; rows of a CNN carry ``"conv"`` (``"implicit"``/``"explicit"``) as well."""
+        out = []
+        for row in self:
+            d = row.to_dict()
+            if _conv_of(row) is not None:
+                d["conv"] = _conv_of(row)
+            out.append(d)
+        return out
+
+
+def _conv_of(row) -> str | None:
+    """The conv variant of a CNN row: ``details["conv"]`` of a Bound, the ``conv=...:`` prefix of a Skipped row."""
+    if isinstance(row, Skipped):
+        for v in ("implicit", "explicit"):
+            if row.error.startswith(f"conv={v}: "):
+                return v
+        return None
+    return row.details.get("conv") if isinstance(row.details, dict) else None
 
 
 def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[str] | None = None,
-            *, progress: Callable[[str, str], None] | None = None, **options) -> Comparison:
+            *, progress: Callable[[str, str], None] | None = None, conv: str | None = None, **options) -> Comparison:
     """Every registered (or every listed) method in every listed norm.
 
     A method that does not apply, or fails, gives a :class:`Skipped` row with the reason; nothing is
     dropped.  ``options`` maps a method id to its keyword arguments, e.g. ``k2={"time_limit": 1}``.
+    For a CNN every method gives two rows, ``conv="implicit"`` then ``conv="explicit"`` (only the given
+    one with ``conv=...``): a Bound's ``details["conv"]`` names its variant, a Skipped row's reason starts
+    with ``conv=<variant>: ``.  Fully connected networks ignore ``conv``.
     """
+    from ..conv.dispatch import cnn
+
     names = list(METHODS) if methods is None else [m for m in methods]
     for m in names:
         _method(m)
+    variants: tuple = (None,)
+    if cnn(net, conv):
+        variants = ("implicit", "explicit") if conv is None else (conv,)
     rows = []
     for n in [parse_norm(x) for x in norms]:
         for m in names:
-            if progress is not None:
-                progress(m, n)
-            started = time.perf_counter()
-            try:
-                rows.append(METHODS[m](net, n, **options.get(m, {})))
-            except NotApplicableError as exc:
-                rows.append(Skipped(m, n, str(exc), time.perf_counter() - started))
-            except LipVerifyError as exc:
-                rows.append(Skipped(m, n, f"{type(exc).__name__}: {exc}", time.perf_counter() - started))
+            for v in variants:
+                if progress is not None:
+                    progress(m, n)
+                started = time.perf_counter()
+                kwargs = dict(options.get(m, {}))
+                prefix = ""
+                if v is not None:
+                    kwargs["conv"] = v
+                    prefix = f"conv={v}: "
+                try:
+                    rows.append(METHODS[m](net, n, **kwargs))
+                except NotApplicableError as exc:
+                    rows.append(Skipped(m, n, prefix + str(exc), time.perf_counter() - started))
+                except LipVerifyError as exc:
+                    rows.append(Skipped(m, n, f"{prefix}{type(exc).__name__}: {exc}", time.perf_counter() - started))
     return Comparison(rows)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from fractions import Fraction
 
+from ..conv.dispatch import cnn as _cnn
+from ..conv.dispatch import cnn_bound as _cnn_bound
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
@@ -13,7 +15,7 @@ from .chain import LinearChain, exact_norm, linear_chain, to_fraction
 from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, require_norm
 
 
-def k1(net: Network, norm: NormLike = 2, *, arithmetic: str = "auto") -> Bound:
+def k1(net: Network, norm: NormLike = 2, *, conv: str | None = None, arithmetic: str = "auto") -> Bound:
     """K1: every ``D_l = c_l I + r_l Δ_l`` with ``c = (α+β)/2``, ``r = (β-α)/2``, ``||Δ_l|| <= 1``; expanding
     the product and bounding each term by the norms of its uncut groups gives the recursion
 
@@ -24,6 +26,8 @@ def k1(net: Network, norm: NormLike = 2, *, arithmetic: str = "auto") -> Bound:
     """
     started = time.perf_counter()
     p = require_norm("k1", norm, ("1", "2", "inf"))
+    if _cnn(net, conv):  # convolutional networks: lipverify.conv (explicit or implicit)
+        return _cnn_bound("k1", net, p, conv)
     chain = linear_chain(net, "k1")
     use_exact = choose_arithmetic("k1", arithmetic, chain, p)
     if use_exact:

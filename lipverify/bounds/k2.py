@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from ..conv.dispatch import cnn as _cnn
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound
@@ -18,7 +19,7 @@ from .enclosure import enclose, layer_slopes
 
 
 def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = 20_000, time_limit: float = 10.0,
-       rel_tol: float = 1e-9, seed: int = 0) -> Bound:
+       rel_tol: float = 1e-9, seed: int = 0, conv: str | None = None) -> Bound:
     """K2 = ``max_{D_l ∈ {α_l, β_l}^{n_l}} ||W_L D_{L-1} ⋯ D_1 W_1||_p`` (the sup over the slope box is
     attained at a vertex because the norm is convex), for p in {1, 2, ∞}.
 
@@ -34,20 +35,26 @@ def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = 20_000, time_li
     p = require_norm("k2", norm, ("1", "2", "inf"))
     if max_nodes < 1 or time_limit <= 0:
         raise ValueError(f"k2: max_nodes must be >= 1 and time_limit > 0, got {max_nodes}, {time_limit}")
-    chain = linear_chain(net, "k2")
+    if _cnn(net, conv):  # CNNs: the explicit sparse chain (lipverify.conv); no max pooling
+        from ..conv.bounds import cnn_chain
+
+        chain = cnn_chain(net, "k2", conv)
+    else:
+        chain = linear_chain(net, "k2")
     if p == "inf":
         chain = chain.transpose()
     search = _Search(chain, "2" if p == "2" else "1", max_nodes, started + time_limit, rel_tol, seed)
     upper, lower, closed, nodes = search.run()
     assumptions = ("floating point with rigorous rounding-error bounds",)
+    details = {"conv": "explicit"} if _cnn(net, conv) else {}
     if not closed and p == "2":
         from .kstar import kstar
 
-        upper = min(upper, float(kstar(net, "2").value))
+        upper = min(upper, float(kstar(net, "2", conv="explicit" if _cnn(net, conv) else None).value))
     kind = "exact" if closed and upper - lower <= 4 * rel_tol * upper + 1e-300 else "upper"
     return Bound(upper, p, "k2", kind, time.perf_counter() - started, lower=lower, assumptions=assumptions,
                  status="closed" if closed else "budget exhausted",
-                 details={"nodes": nodes, "closed": closed, "gap": upper - lower})
+                 details={"nodes": nodes, "closed": closed, "gap": upper - lower, **details})
 
 
 class _Search:

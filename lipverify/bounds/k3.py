@@ -7,6 +7,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..conv.dispatch import cnn as _cnn
+from ..conv.dispatch import cnn_bound as _cnn_bound
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
@@ -15,7 +17,7 @@ from .chain import linear_chain, to_fraction
 from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, require_norm
 
 
-def k3(net: Network, norm: NormLike = "inf", *, arithmetic: str = "auto") -> Bound:
+def k3(net: Network, norm: NormLike = "inf", *, conv: str | None = None, arithmetic: str = "auto") -> Bound:
     """K3 = ``prod_l max(|α_l|, |β_l|) * || |W_L| |W_{L-1}| ⋯ |W_1| ||_p`` for p in {1, ∞}.
 
     One pass of a ones vector through the absolute weights: forward for l∞ (max row sum), backward for
@@ -28,6 +30,8 @@ def k3(net: Network, norm: NormLike = "inf", *, arithmetic: str = "auto") -> Bou
     """
     started = time.perf_counter()
     p = require_norm("k3", norm, ("1", "inf"), "K3 bounds an l1/l∞ induced norm by a nonnegative matrix's row/column sums")
+    if _cnn(net, conv):  # convolutional networks: lipverify.conv (explicit or implicit)
+        return _cnn_bound("k3", net, p, conv)
     chain = linear_chain(net, "k3")
     use_exact = choose_arithmetic("k3", arithmetic, chain, p)
     if p == "1":

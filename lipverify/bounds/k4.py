@@ -7,6 +7,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..conv.dispatch import cnn as _cnn
+from ..conv.dispatch import cnn_bound as _cnn_bound
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound
@@ -19,7 +21,7 @@ from .enclosure import enclose, enclose_exact
 BATCH = 512
 
 
-def k4(net: Network, norm: NormLike = "inf", *, arithmetic: str = "auto") -> Bound:
+def k4(net: Network, norm: NormLike = "inf", *, conv: str | None = None, arithmetic: str = "auto") -> Bound:
     """K4 = ``|| max(P_L, N_L) ||_p`` for p in {1, ∞}, where ``[-N_L, P_L]`` encloses every
     ``W_L D_{L-1} ⋯ D_1 W_1`` with ``D_l`` in its slope box.
 
@@ -35,6 +37,8 @@ def k4(net: Network, norm: NormLike = "inf", *, arithmetic: str = "auto") -> Bou
     """
     started = time.perf_counter()
     p = require_norm("k4", norm, ("1", "inf"), "K4 bounds an l1/l∞ induced norm by entrywise magnitudes")
+    if _cnn(net, conv):  # convolutional networks: lipverify.conv (explicit or implicit)
+        return _cnn_bound("k4", net, p, conv)
     chain = linear_chain(net, "k4")
     use_exact = choose_arithmetic("k4", arithmetic, chain, p)
     if p == "inf":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from fractions import Fraction
 
+from ..conv.dispatch import cnn as _cnn
+from ..conv.dispatch import cnn_bound as _cnn_bound
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
@@ -13,7 +15,7 @@ from .chain import exact_norm, linear_chain, to_fraction
 from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, require_norm
 
 
-def kstar(net: Network, norm: NormLike = 2, *, arithmetic: str = "auto") -> Bound:
+def kstar(net: Network, norm: NormLike = 2, *, conv: str | None = None, arithmetic: str = "auto") -> Bound:
     """K* = ``prod_l ||W_l||_p * prod_l max(|alpha_l|, |beta_l|)``, an upper bound of the Lipschitz constant.
 
     Valid for every norm p in {1, 2, ∞} and all slope intervals; see ``proofs/kstar.md``.  With exact
@@ -26,6 +28,8 @@ def kstar(net: Network, norm: NormLike = 2, *, arithmetic: str = "auto") -> Boun
     """
     started = time.perf_counter()
     p = require_norm("kstar", norm, ("1", "2", "inf"))
+    if _cnn(net, conv):  # convolutional networks: lipverify.conv (explicit or implicit)
+        return _cnn_bound("kstar", net, p, conv)
     chain = linear_chain(net, "kstar")
     use_exact = choose_arithmetic("kstar", arithmetic, chain, p)
     if use_exact:
