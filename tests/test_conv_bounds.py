@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import lipverify as lv
 from lipverify.conv import program as conv_program
 from lipverify.conv.program import conv_matrix
-from lipverify.strategies_conv import conv_networks
+from lipverify.strategies import conv_networks
 
 REL = 1e-9  # the two variants round differently; both are rigorous
 
