@@ -20,6 +20,7 @@ from .errors import (
 )
 from .io import from_torch, load, save
 from .layers import GELU, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
+from .local import certified_radius, localize
 from .lower import lower_bound
 from .network import Network
 from .norms import NORMS, parse_norm
@@ -32,5 +33,6 @@ __all__ = [
     "Dense", "Flatten", "GELU", "MaxPool2d",
     "Identity", "Layer", "LeakyReLU", "LipVerifyError", "ModelFormatError", "Network", "NotApplicableError",
     "NumericalError", "ReLU", "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
-    "UnsupportedLayerError", "bound", "compare", "from_torch", "load", "lower_bound", "parse_norm", "save",
+    "UnsupportedLayerError", "bound", "certified_radius", "compare", "from_torch", "load", "localize", "lower_bound",
+    "parse_norm", "save",
 ]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from ..errors import LipVerifyError, NotApplicableError
+from ..local import localize
 from ..network import Network
 from ..norms import NORMS, NormLike, parse_norm
 from ..result import Bound, Skipped
@@ -37,6 +39,9 @@ def _method(method: str) -> Callable[..., Bound]:
 def bound(net: Network, method: str, norm: NormLike = 2, **options) -> Bound:
     """Compute one bound: ``lv.bound(net, "k4", norm="inf")``.
 
+    ``domain=(lower, upper)`` bounds the Lipschitz constant on that input box: interval propagation narrows every
+    activation's slopes there (``lipverify.local``), and the method runs on the narrowed network.
+
     For a CNN, ``conv="implicit"`` (the default for kstar, k3, k4) or ``conv="explicit"`` (the default and
     only variant of k1, k2) selects the representation of the convolutions (``lipverify.conv``);
     fully connected networks ignore it.
@@ -45,7 +50,15 @@ def bound(net: Network, method: str, norm: NormLike = 2, **options) -> Bound:
     :class:`~lipverify.errors.NotApplicableError` when the method does not apply to the norm.
     """
     fn = _method(method)
-    return fn(net, parse_norm(norm), **options)
+    domain = options.pop("domain", None)
+    if domain is None:
+        return fn(net, parse_norm(norm), **options)
+    return _on_box(fn(localize(net, domain), parse_norm(norm), **options))
+
+
+def _on_box(result: Bound) -> Bound:
+    return replace(result, assumptions=result.assumptions + ("on the input box (slopes narrowed by interval propagation)",),
+                   details={**result.details, "domain": True})
 
 
 class Comparison(tuple):
@@ -98,11 +111,13 @@ def _conv_of(row) -> str | None:
 
 
 def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[str] | None = None,
-            *, progress: Callable[[str, str], None] | None = None, conv: str | None = None, **options) -> Comparison:
+            *, progress: Callable[[str, str], None] | None = None, conv: str | None = None, domain=None,
+            **options) -> Comparison:
     """Every registered (or every listed) method in every listed norm.
 
     A method that does not apply, or fails, gives a :class:`Skipped` row with the reason; nothing is
-    dropped.  ``options`` maps a method id to its keyword arguments, e.g. ``k2={"time_limit": 1}``.
+    dropped.  ``domain=(lower, upper)`` gives local bounds on that box (see :func:`bound`).  ``options`` maps a
+    method id to its keyword arguments, e.g. ``k2={"time_limit": 1}``.
     For a CNN every method gives two rows, ``conv="implicit"`` then ``conv="explicit"`` (only the given
     one with ``conv=...``): a Bound's ``details["conv"]`` names its variant, a Skipped row's reason starts
     with ``conv=<variant>: ``.  Fully connected networks ignore ``conv``.
@@ -110,6 +125,8 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
     from ..conv.dispatch import cnn
 
     names = list(METHODS) if methods is None else [m for m in methods]
+    if domain is not None:
+        net = localize(net, domain)
     for m in names:
         _method(m)
     variants: tuple = (None,)
@@ -133,4 +150,6 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
                     rows.append(Skipped(m, n, prefix + str(exc), time.perf_counter() - started))
                 except LipVerifyError as exc:
                     rows.append(Skipped(m, n, f"{prefix}{type(exc).__name__}: {exc}", time.perf_counter() - started))
+    if domain is not None:
+        rows = [_on_box(r) if isinstance(r, Bound) else r for r in rows]
     return Comparison(rows)

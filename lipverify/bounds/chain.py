@@ -22,12 +22,18 @@ from ..layers import Activation, Dense, Flatten
 from ..network import Network
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Slopes:
-    """The slope interval ``[alpha, beta]`` of one activation layer, exact and rounded outward."""
+    """The slope interval ``[alpha, beta]`` of one activation layer, exact and rounded outward.
+
+    ``neuron_lo``/``neuron_hi`` optionally narrow it per neuron (float arrays, rounded outward, inside
+    ``[lo, hi]``), as local bounds on an input box do; methods that ignore them use the layer interval.
+    """
 
     lo: sympy.Rational
     hi: sympy.Rational
+    neuron_lo: np.ndarray | None = None
+    neuron_hi: np.ndarray | None = None
 
     @property
     def lo_float(self) -> float:
@@ -52,10 +58,23 @@ class Slopes:
     def half_width(self) -> sympy.Rational:
         return (self.hi - self.lo) / 2
 
+    def per_neuron(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Float arrays ``(alpha, beta)`` for ``n`` neurons."""
+        if self.neuron_lo is not None:
+            return self.neuron_lo, self.neuron_hi
+        return np.full(n, self.lo_float), np.full(n, self.hi_float)
+
     def compose(self, other: Slopes) -> Slopes:
         """Slopes of applying ``self`` then ``other``: the products ``d2 d1`` lie in this interval."""
         prods = [a * b for a in (self.lo, self.hi) for b in (other.lo, other.hi)]
-        return Slopes(min(prods), max(prods))
+        if self.neuron_lo is None and other.neuron_lo is None:
+            return Slopes(min(prods), max(prods))
+        n = len(self.neuron_lo if self.neuron_lo is not None else other.neuron_lo)
+        (a1, b1), (a2, b2) = self.per_neuron(n), other.per_neuron(n)
+        cands = (a1 * a2, a1 * b2, b1 * a2, b1 * b2)
+        lo = np.nextafter(np.minimum.reduce(cands), -np.inf)
+        hi = np.nextafter(np.maximum.reduce(cands), np.inf)
+        return Slopes(min(prods), max(prods), lo, hi)
 
 
 IDENTITY_SLOPES = Slopes(sympy.Integer(1), sympy.Integer(1))
@@ -138,7 +157,7 @@ def linear_chain(net: Network, method: str = "this method") -> LinearChain:
                 exact = exact + [_fractions(layer)] if rational else None
             width = layer.n_out
         elif isinstance(layer, Activation):
-            s = Slopes(*layer.slopes)
+            s = Slopes(*layer.slopes, *getattr(layer, "neuron_slopes", (None, None)))
             pending = s if pending is None else pending.compose(s)
             pending_layers.append(i)
         elif isinstance(layer, Flatten):

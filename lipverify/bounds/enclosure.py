@@ -22,9 +22,9 @@ def layer_slopes(chain: LinearChain) -> tuple[list[np.ndarray], list[np.ndarray]
     """Per-neuron float slope arrays (rounded outward) for every activation of the chain."""
     alphas, betas = [], []
     for l, s in enumerate(chain.slopes):
-        n = chain.weights[l].shape[0]
-        alphas.append(np.full(n, s.lo_float))
-        betas.append(np.full(n, s.hi_float))
+        a, b = s.per_neuron(chain.weights[l].shape[0])
+        alphas.append(a.copy())
+        betas.append(b.copy())
     return alphas, betas
 
 

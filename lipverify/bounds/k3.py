@@ -11,7 +11,7 @@ from ..conv.dispatch import cnn as _cnn
 from ..conv.dispatch import cnn_bound as _cnn_bound
 from ..network import Network
 from ..norms import NormLike
-from ..result import Bound, float_up
+from ..result import Bound
 from ..rigorous import add_up, matmul_up, up
 from .chain import linear_chain, to_fraction
 from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, require_norm
@@ -36,9 +36,6 @@ def k3(net: Network, norm: NormLike = "inf", *, conv: str | None = None, arithme
     use_exact = choose_arithmetic("k3", arithmetic, chain, p)
     if p == "1":
         chain = chain.transpose()
-    scale = 1.0
-    for s in chain.slopes:
-        scale = float(up(scale * float_up(s.magnitude)))
     if use_exact:
         v = np.array([Fraction(1)] * chain.n_in, dtype=object)
         for w in chain.exact:
@@ -48,12 +45,15 @@ def k3(net: Network, norm: NormLike = "inf", *, conv: str | None = None, arithme
             value *= to_fraction(s.magnitude)
         return exact_upper_bound("k3", p, value, started)
     v = np.ones((chain.n_in, 1))
-    for w, r in zip(chain.weights, chain.radii):
+    for l, (w, r) in enumerate(zip(chain.weights, chain.radii)):
+        if l:  # the slope magnitudes of the activation before this layer (per neuron on an input box)
+            lo, hi = chain.slopes[l - 1].per_neuron(v.shape[0])
+            v = up(v * np.maximum(np.abs(lo), np.abs(hi))[:, None])
         a = abs(w)
         if r is not None:
             a = add_up(a.toarray() if hasattr(a, "toarray") else a, r)
         v = matmul_up(a, v)
-    value = float(up(float(np.max(v)) * scale)) if v.size else 0.0
+    value = float(np.max(v)) if v.size else 0.0
     return float_upper_bound("k3", p, value, started)
 
 
