@@ -168,3 +168,16 @@ def test_bad_options():
     with pytest.raises(ValueError, match="check"):
         lv.bound(net, "lipsdp", norm=2, check="maybe")
 
+
+
+@pytest.mark.parametrize("variant", ["neuron", "layer"])
+def test_structured_cvxopt_matches_cvxpy_formulation(variant):
+    problem = sdp.problem_from_chain(linear_chain(random_net(8, sizes=(3, 6, 5, 2), act=lambda: lv.LeakyReLU(0.2))))
+    rho, lam = sdp._solve_cvxopt(problem, variant, {})
+    prob, rho_var, _ = sdp.formulate(problem, variant)
+    prob.solve(solver="CVXOPT")
+    assert prob.status == "optimal"
+    assert abs(rho - rho_var.value) <= 1e-6 * abs(rho_var.value)
+    assert [len(x) for x in lam] == [6, 5]
+    if variant == "layer":
+        assert all(np.ptp(x) == 0 for x in lam)
