@@ -13,6 +13,10 @@ multipliers are rounded to dyadic rationals, ``rho`` is recomputed from the Schu
 and ``H ≻ 0`` is proven exactly (python-flint, Sylvester's criterion via fraction-free LU) or by a verified
 floating-point Cholesky factorisation of an interval enclosure of ``H``.  Nothing else becomes a number.
 
+Solvers: CVXOPT by default, called directly (``conelp``) with a KKT solver that uses the rank-2 structure of
+every multiplier's matrix (:class:`_StructuredLMI`); SCS (fallback) and Clarabel (tiny LMIs only) through the
+block-structured cvxpy formulation :func:`formulate`.  A status other than optimal raises SolverError.
+
 Numerics: every weight matrix is first scaled by a power of two (exact) so that its spectral norm lies in
 ``[1/2, 1)``; the constant of the original chain is the scaled one times the product of the powers of two.
 """
@@ -36,7 +40,7 @@ from .errors import CertificationError, NotApplicableError, SolverError
 from .network import Network
 from .norms import NormLike
 from .result import Bound
-from .rigorous import UNIT_ROUNDOFF, Interval, add_up, sum_up, up, verify_positive_definite
+from .rigorous import ETA, UNIT_ROUNDOFF, Interval, add_up, sum_up, up, verify_positive_definite
 
 #: default limit of the LMI side (inputs + hidden neurons) so that ``lv.compare`` stays fast
 DEFAULT_MAX_NEURONS = 200
@@ -47,6 +51,8 @@ EXACT_MAX_SIZE = 100
 #: solvers tried, in order, when ``solver=None``
 DEFAULT_SOLVERS = ("CVXOPT", "SCS")
 SOLVERS = ("CVXOPT", "SCS", "CLARABEL")
+#: largest coefficient matrix ``W^T diag(lambda) W`` the cvxpy formulation (SCS, Clarabel) may build
+FORMULATE_MAX_ENTRIES = 20_000_000
 #: relative inflations of rho tried, in order, until the proof goes through
 MARGINS = (1e-9, 1e-7, 1e-5, 1e-3)
 #: significant bits kept when rounding the multipliers and rho to dyadic rationals
@@ -122,8 +128,12 @@ def problem_from_chain(chain: LinearChain, *, want_exact: bool = True) -> LipSDP
     for w, r, f in merged:
         norm = float(np.linalg.norm(w, 2)) if w.size else 0.0
         e = math.frexp(norm)[1] if norm > 0 and math.isfinite(norm) else 0
-        weights.append(np.ldexp(w, -e))
-        radii.append(None if r is None else up(np.ldexp(r, -e)))
+        ws = np.ldexp(w, -e)
+        rs = None if r is None else up(np.ldexp(r, -e))
+        if not np.array_equal(np.ldexp(ws, e), w):  # underflow made the scaling inexact: at most eta per entry
+            rs = up((0.0 if rs is None else rs) + np.full(w.shape, ETA))
+        weights.append(ws)
+        radii.append(rs)
         exact.append(None if f is None else _scaled_fractions(f, e))
         shifts.append(e)
     return LipSDPProblem(tuple(weights), tuple(radii), tuple(exact) if use_exact else None, tuple(slopes), tuple(shifts))
@@ -435,19 +445,13 @@ def schur_rho(problem: LipSDPProblem, lambdas) -> float:
     return float(np.max(np.linalg.eigvalsh((z + z.T) / 2)))
 
 
-def certify(problem: LipSDPProblem, lambdas_float, *, check: str = "auto", margins=MARGINS):
-    """Turn the solver's multipliers into a proven certificate of the scaled problem.
-
-    Returns ``(certificate, margin, rho_estimate, check_used)``; raises :class:`CertificationError`.
-    """
-    lam_q, lam_f = [], []
-    # one common grid for all layers keeps the integers of the exact check small
+def _round_multipliers(lambdas_float, floor: float):
+    """Dyadic multipliers on one common grid (30 significant bits of the largest), at least ``floor``."""
     flat = np.concatenate([np.ravel(x) for x in lambdas_float]) if lambdas_float else np.zeros(0)
-    if flat.size and not np.all(np.isfinite(flat)):
-        raise CertificationError("lipsdp: the solver returned non-finite multipliers")
-    top = float(np.max(np.abs(flat))) if flat.size else 0.0
+    top = max(float(np.max(np.abs(flat))) if flat.size else 0.0, floor)
+    lam_q, lam_f = [], []
     for x in lambdas_float:
-        x = np.asarray(x, dtype=np.float64)
+        x = np.maximum(np.asarray(x, dtype=np.float64), floor)
         if top > 0:
             s = DYADIC_BITS - math.frexp(top)[1]
             q = np.maximum(np.ldexp(np.rint(np.ldexp(x, s)), -s), 0.0)
@@ -455,23 +459,48 @@ def certify(problem: LipSDPProblem, lambdas_float, *, check: str = "auto", margi
             q = np.zeros_like(x)
         lam_f.append(q)
         lam_q.append(tuple(Fraction(float(v)) for v in q))
-    rho_est = schur_rho(problem, lam_f)
-    if not math.isfinite(rho_est):
-        raise CertificationError("lipsdp: the Schur complement estimate of rho is not finite")
+    return lam_q, lam_f
+
+
+def certify(problem: LipSDPProblem, lambdas_float, *, check: str = "auto", margins=MARGINS):
+    """Turn the solver's multipliers into a proven certificate of the scaled problem.
+
+    Multipliers that leave the hidden block singular (e.g. all zero when the last weight vanishes) are
+    raised to a small floor, which only changes the candidate; the proof is the same.
+    Returns ``(certificate, margin, rho_estimate, check_used)``; raises :class:`CertificationError`.
+    """
+    flat = np.concatenate([np.ravel(x) for x in lambdas_float]) if lambdas_float else np.zeros(0)
+    if flat.size and not np.all(np.isfinite(flat)):
+        raise CertificationError("lipsdp: the solver returned non-finite multipliers")
     if check == "auto":
         check = "exact" if problem.exact is not None and problem.size <= EXACT_MAX_SIZE else "float"
-    base = max(abs(rho_est), 2.0**-30)
-    for m in margins:
-        rho = _round_up_dyadic(max(rho_est, 0.0) + m * base, DYADIC_BITS)
-        cert = Certificate(rho, tuple(lam_q))
-        # cheap float pre-test before an expensive proof
-        h = _assemble(*lmi_blocks(problem, lam_f, float(rho)))
+    scale = max(float(np.max(flat)) if flat.size else 0.0, 1.0)
+    failure = None
+    for floor in (0.0, 2.0**-30 * scale, 2.0**-20 * scale, 2.0**-10 * scale):
+        lam_q, lam_f = _round_multipliers(lambdas_float, floor)
         try:
-            np.linalg.cholesky(h)
-        except np.linalg.LinAlgError:
+            rho_est = schur_rho(problem, lam_f)
+        except CertificationError as exc:
+            failure = exc
             continue
-        if check_certificate(problem, cert, method=check):
-            return cert, m, rho_est, check
+        if not math.isfinite(rho_est):
+            raise CertificationError("lipsdp: the Schur complement estimate of rho is not finite")
+        base = max(abs(rho_est), 2.0**-30)
+        for m in margins:
+            rho = _round_up_dyadic(max(rho_est, 0.0) + m * base, DYADIC_BITS)
+            cert = Certificate(rho, tuple(lam_q))
+            # cheap float pre-test before an expensive proof
+            h = _assemble(*lmi_blocks(problem, lam_f, float(rho)))
+            try:
+                np.linalg.cholesky(h)
+            except np.linalg.LinAlgError:
+                continue
+            if check_certificate(problem, cert, method=check):
+                return cert, m, rho_est, check
+        failure = None
+        break
+    if failure is not None:
+        raise failure
     raise CertificationError(
         f"lipsdp: could not prove the LMI certificate (check={check!r}) even with rho inflated by a relative "
         f"{margins[-1]:g}; the solver's multipliers are too inaccurate: try solver='CVXOPT' or tighter tolerances"
@@ -522,6 +551,11 @@ def formulate(problem: LipSDPProblem, variant: str = "neuron"):
             lw = lam * w
         if a * b != 0:
             if variant == "neuron":
+                if w.shape[0] * m * m > FORMULATE_MAX_ENTRIES:
+                    raise NotApplicableError(
+                        f"lipsdp: the cvxpy formulation of layer {k} (slopes [{a}, {b}], {w.shape[0]} neurons, "
+                        f"{m} inputs) needs a dense {m * m} x {w.shape[0]} coefficient matrix; use solver='CVXOPT'"
+                    )
                 g = (w[:, :, None] * w[:, None, :]).reshape(w.shape[0], m * m).T
                 wtlw = cp.reshape(g @ lam, (m, m), order="F")
             else:
@@ -828,7 +862,10 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     cert, margin, rho_est, used = certify(problem, lam, check=check)
     t2 = time.perf_counter()
     total = sum(problem.shifts)
-    value = math.ldexp(float(up(math.sqrt(float(cert.rho)))), total)  # rho is a float; sqrt correctly rounded
+    root = float(up(math.sqrt(float(cert.rho))))  # rho is a float; sqrt is correctly rounded
+    value = math.ldexp(root, total)
+    if math.ldexp(value, -total) != root:  # underflow rounded the power-of-two scaling: round upward
+        value = float(up(value))
     if not math.isfinite(value):
         raise CertificationError("lipsdp: the certified bound overflows the float range")
     solver_value = math.ldexp(math.sqrt(max(rho_solver, 0.0)), total)

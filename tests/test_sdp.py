@@ -181,3 +181,13 @@ def test_structured_cvxopt_matches_cvxpy_formulation(variant):
     assert [len(x) for x in lam] == [6, 5]
     if variant == "layer":
         assert all(np.ptp(x) == 0 for x in lam)
+
+
+def test_degenerate_networks_still_give_valid_bounds():
+    zero_last = lv.Network([lv.Dense(np.ones((3, 2))), lv.ReLU(), lv.Dense(np.zeros((1, 3)))])
+    assert 0 <= lv.bound(zero_last, "lipsdp", norm=2).value <= 1e-3  # multipliers raised to a floor
+    # the constant 2e-400 underflows: the reported float must round up, never to 0
+    tiny = lv.Network([lv.Dense(1e-200 * np.ones((2, 2))), lv.ReLU(), lv.Dense(1e-200 * np.ones((1, 2)))])
+    assert lv.bound(tiny, "lipsdp", norm=2).value > 0
+    huge = lv.Network([lv.Dense(1e150 * np.ones((2, 2))), lv.ReLU(), lv.Dense(1e150 * np.ones((1, 2)))])
+    assert 2e300 * (1 - 1e-12) <= lv.bound(huge, "lipsdp", norm=2).value <= 2e300 * (1 + 1e-6)
