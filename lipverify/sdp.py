@@ -36,7 +36,7 @@ import scipy.sparse as sp
 
 from .bounds.chain import LinearChain, linear_chain, to_fraction
 from .bounds.common import require_norm
-from .errors import CertificationError, NotApplicableError, SolverError
+from .errors import CertificationError, NotApplicableError, NumericalError, SolverError
 from .network import Network
 from .norms import NormLike
 from .result import Bound
@@ -863,12 +863,13 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     t2 = time.perf_counter()
     total = sum(problem.shifts)
     root = float(up(math.sqrt(float(cert.rho))))  # rho is a float; sqrt is correctly rounded
-    value = math.ldexp(root, total)
+    try:
+        value = math.ldexp(root, total)
+        solver_value = math.ldexp(math.sqrt(max(rho_solver, 0.0)), total)
+    except OverflowError:
+        raise NumericalError("lipsdp: the certified bound overflows the float range; rescale the weights") from None
     if math.ldexp(value, -total) != root:  # underflow rounded the power-of-two scaling: round upward
         value = float(up(value))
-    if not math.isfinite(value):
-        raise CertificationError("lipsdp: the certified bound overflows the float range")
-    solver_value = math.ldexp(math.sqrt(max(rho_solver, 0.0)), total)
     details = {
         "variant": variant,
         "lmi_size": problem.size,
