@@ -192,3 +192,9 @@ def test_degenerate_networks_still_give_valid_bounds():
     huge = lv.Network([lv.Dense(1e150 * np.ones((2, 2))), lv.ReLU(), lv.Dense(1e150 * np.ones((1, 2)))])
     true = 2 * np.sqrt(2) * 1e300  # 1e150 * [1, 1] . relu(1e150 (x1 + x2) [1, 1])
     assert true * (1 - 1e-12) <= lv.bound(huge, "lipsdp", norm=2).value <= true * (1 + 1e-6)
+
+
+def test_default_solvers_fall_back_and_report_every_failure():
+    net = random_net(5, sizes=(3, 5, 4, 2))
+    with pytest.raises(lv.SolverError, match="CVXOPT.*SCS"):
+        lv.bound(net, "lipsdp", norm=2, solver_options={"max_iters": 1})
