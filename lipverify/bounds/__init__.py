@@ -15,6 +15,7 @@ from ..local import localize
 from ..network import Network
 from ..norms import NORMS, NormLike, parse_norm
 from ..result import Bound, Skipped
+from ..sdp import lipsdp
 from .k1 import k1
 from .k2 import k2
 from .k3 import k3
@@ -27,6 +28,7 @@ METHODS: dict[str, Callable[..., Bound]] = {
     "k2": k2,
     "k3": k3,
     "k4": k4,
+    "lipsdp": lipsdp,
 }
 
 

@@ -1,0 +1,200 @@
+"""LipSDP (lipverify.sdp): certified values, checker, solver failures, applicability.  Tiny nets only."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import lipverify as lv
+from lipverify import sdp
+from lipverify.bounds.chain import linear_chain
+
+
+def random_net(seed: int, sizes=(3, 6, 5, 2), act=lv.ReLU) -> lv.Network:
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(lv.Dense(rng.standard_normal((sizes[i + 1], sizes[i])) / np.sqrt(sizes[i]),
+                               rng.standard_normal(sizes[i + 1])))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return lv.Network(layers)
+
+
+ACTIVATIONS = [lv.ReLU, lv.Tanh, lv.Sigmoid, lambda: lv.LeakyReLU(0.1), lv.GELU]
+
+
+def test_linear_network_gives_the_spectral_norm_of_the_product():
+    rng = np.random.default_rng(0)
+    ws = [rng.standard_normal((5, 4)), rng.standard_normal((6, 5)), rng.standard_normal((3, 6))]
+    net = lv.Network([lv.Dense(ws[0]), lv.Identity(), lv.Dense(ws[1]), lv.Identity(), lv.Dense(ws[2])])
+    true = np.linalg.norm(ws[2] @ ws[1] @ ws[0], 2)
+    for variant in ("neuron", "layer"):
+        for check in ("exact", "float"):
+            b = lv.bound(net, "lipsdp", norm=2, variant=variant, check=check)
+            assert b.kind == "upper" and b.method == "lipsdp" and b.norm == "2"
+            assert true * (1 - 1e-12) <= b.value <= true * (1 + 1e-6)
+            assert b.details["check"] == check
+
+
+def test_two_dense_layers_in_a_row_are_merged_exactly():
+    w1 = [[Fraction(1, 3), Fraction(2, 7)], [Fraction(-1, 5), 1]]
+    w2 = [[1, Fraction(1, 3)], [Fraction(2, 3), -1]]
+    net = lv.Network([lv.Dense(w1), lv.Dense(w2)])
+    prod = np.array(w2, dtype=float) @ np.array(w1, dtype=float)
+    b = lv.bound(net, "lipsdp", norm=2, check="exact")
+    assert np.linalg.norm(prod, 2) * (1 - 1e-12) <= b.value <= np.linalg.norm(prod, 2) * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lipsdp_between_sampled_lower_bound_and_kstar(seed):
+    net = random_net(seed, act=ACTIVATIONS[seed % len(ACTIVATIONS)])
+    b = lv.bound(net, "lipsdp", norm=2)
+    ks = lv.bound(net, "kstar", norm=2).value
+    lo = lv.lower_bound(net, norm=2, samples=64, steps=20, seed=seed).value
+    assert lo <= b.value <= ks * (1 + 1e-9)
+    assert b.solver == "CVXOPT" and b.status == "optimal"
+    for key in ("margin", "rho_inflation", "solve_seconds", "certify_seconds", "certificate", "check"):
+        assert key in b.details
+    assert b.details["rho_certified"] >= b.details["rho_schur"]
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS[:3])
+def test_neuron_is_at_most_layer(act):
+    net = random_net(7, sizes=(3, 5, 4, 2), act=act)
+    neuron = lv.bound(net, "lipsdp", norm=2, variant="neuron")
+    layer = lv.bound(net, "lipsdp", norm=2, variant="layer")
+    # the layer variant is a restriction of the neuron variant; certification margins are ~1e-7 relative
+    assert neuron.value <= layer.value * (1 + 1e-6)
+    assert neuron.details["variant"] == "neuron" and layer.details["variant"] == "layer"
+
+
+def test_one_hidden_layer_known_value():
+    # W1 is sqrt(2) times an orthogonal matrix and W2 = I: the constant is exactly sqrt(2)
+    net = lv.Network([lv.Dense([[1, 1], [1, -1]]), lv.ReLU(), lv.Dense([[1, 0], [0, 1]])])
+    b = lv.bound(net, "lipsdp", norm=2)
+    assert np.sqrt(2) <= b.value <= np.sqrt(2) * (1 + 1e-6)
+
+
+def test_exact_and_float_checks_agree_on_rational_weights():
+    net = lv.Network([lv.Dense([[Fraction(1, 3), -1], [Fraction(2, 5), Fraction(1, 7)], [1, 1]]), lv.Tanh(),
+                      lv.Dense([[Fraction(1, 9), 1, Fraction(-3, 11)]])])
+    assert linear_chain(net).radii[0] is not None  # 1/3 is not a float: the float path must use the radius
+    a = lv.bound(net, "lipsdp", norm=2, check="exact")
+    b = lv.bound(net, "lipsdp", norm=2, check="float")
+    assert a.details["check"] == "exact" and b.details["check"] == "float"
+    assert abs(a.value - b.value) <= 1e-5 * a.value
+    cert = a.details["certificate"]
+    assert sdp.verify(net, cert, method="exact") and sdp.verify(net, cert, method="float")
+
+
+def test_checker_rejects_perturbed_certificates():
+    net = random_net(3, sizes=(3, 5, 4, 2))
+    b = lv.bound(net, "lipsdp", norm=2)
+    cert = b.details["certificate"]
+    assert sdp.verify(net, cert, method="exact") and sdp.verify(net, cert, method="float")
+    lower = lv.lower_bound(net, norm=2, samples=64, steps=20).value
+    too_small = Fraction(lower) ** 2 * Fraction(999, 1000)  # rho below the true constant: can never be proven
+    for method in ("exact", "float"):
+        assert not sdp.verify(net, sdp.Certificate(too_small, cert.lambdas), method=method)
+        assert not sdp.verify(net, sdp.Certificate(cert.rho * Fraction(99, 100), cert.lambdas), method=method)
+        shrunk = tuple(tuple(x / 100 for x in lam) for lam in cert.lambdas)
+        assert not sdp.verify(net, sdp.Certificate(cert.rho, shrunk), method=method)
+        negative = ((-cert.lambdas[0][0],) + cert.lambdas[0][1:],) + cert.lambdas[1:]
+        assert not sdp.verify(net, sdp.Certificate(cert.rho, negative), method=method)
+    with pytest.raises(ValueError, match="multipliers of sizes"):
+        sdp.verify(net, sdp.Certificate(cert.rho, cert.lambdas[:1]))
+
+
+def test_certify_refuses_bad_multipliers():
+    problem = sdp.problem_from_chain(linear_chain(random_net(4, sizes=(3, 5, 2))))
+    # zero multipliers leave -W_L^T W_L as the hidden block: not positive definite, no number
+    with pytest.raises(lv.CertificationError, match="not positive definite"):
+        sdp.certify(problem, [np.zeros(5)])
+
+
+def test_solver_iteration_limit_raises_solver_error():
+    net = random_net(5, sizes=(3, 5, 4, 2))
+    with pytest.raises(lv.SolverError, match="CVXOPT"):
+        lv.bound(net, "lipsdp", norm=2, solver="CVXOPT", solver_options={"max_iters": 1})
+    with pytest.raises(lv.SolverError, match="SCS"):
+        lv.bound(net, "lipsdp", norm=2, solver="SCS", solver_options={"max_iters": 1})
+
+
+def test_scs_and_clarabel_on_tiny_nets():
+    net = random_net(6, sizes=(2, 4, 2))
+    ref = lv.bound(net, "lipsdp", norm=2, solver="CVXOPT").value
+    for solver in ("SCS", "clarabel"):
+        try:
+            b = lv.bound(net, "lipsdp", norm=2, solver=solver)
+        except lv.CertificationError:
+            continue  # a low-accuracy solution may not be provable: an error, never a wrong number
+        assert b.solver == solver.upper()
+        assert b.value >= ref * (1 - 1e-4)
+
+
+def test_clarabel_refused_beyond_tiny_sizes():
+    net = random_net(0, sizes=(20, 30, 5))
+    with pytest.raises(lv.NotApplicableError, match="Clarabel"):
+        lv.bound(net, "lipsdp", norm=2, solver="CLARABEL")
+    with pytest.raises(ValueError, match="solver must be one of"):
+        lv.bound(net, "lipsdp", norm=2, solver="MOSEK")
+
+
+@pytest.mark.parametrize("norm", [1, "inf", "l1", "linf"])
+def test_other_norms_not_applicable(norm):
+    with pytest.raises(lv.NotApplicableError, match="l2"):
+        lv.bound(random_net(0), "lipsdp", norm=norm)
+
+
+def test_size_limit_and_compare():
+    big = random_net(0, sizes=(150, 60, 2))
+    with pytest.raises(lv.NotApplicableError, match="larger than the default limit.*max_neurons=210"):
+        lv.bound(big, "lipsdp", norm=2)
+    rows = lv.compare(random_net(1), norms=(2, "inf"), methods=("kstar", "lipsdp"))
+    assert rows.value("lipsdp", 2) <= rows.value("kstar", 2)
+    assert rows.value("lipsdp", "inf") is None
+    skipped = [r for r in rows if r.method == "lipsdp" and r.norm == "inf"][0]
+    assert "l2" in skipped.error
+    assert "lipsdp" in lv.METHODS
+
+
+def test_bad_options():
+    net = random_net(0)
+    with pytest.raises(ValueError, match="variant"):
+        lv.bound(net, "lipsdp", norm=2, variant="full")
+    with pytest.raises(ValueError, match="check"):
+        lv.bound(net, "lipsdp", norm=2, check="maybe")
+
+
+
+@pytest.mark.parametrize("variant", ["neuron", "layer"])
+def test_structured_cvxopt_matches_cvxpy_formulation(variant):
+    problem = sdp.problem_from_chain(linear_chain(random_net(8, sizes=(3, 6, 5, 2), act=lambda: lv.LeakyReLU(0.2))))
+    rho, lam = sdp._solve_cvxopt(problem, variant, {})
+    prob, rho_var, _ = sdp.formulate(problem, variant)
+    prob.solve(solver="CVXOPT")
+    assert prob.status == "optimal"
+    assert abs(rho - rho_var.value) <= 1e-6 * abs(rho_var.value)
+    assert [len(x) for x in lam] == [6, 5]
+    if variant == "layer":
+        assert all(np.ptp(x) == 0 for x in lam)
+
+
+def test_degenerate_networks_still_give_valid_bounds():
+    zero_last = lv.Network([lv.Dense(np.ones((3, 2))), lv.ReLU(), lv.Dense(np.zeros((1, 3)))])
+    assert 0 <= lv.bound(zero_last, "lipsdp", norm=2).value <= 1e-3  # multipliers raised to a floor
+    # the constant 2e-400 underflows: the reported float must round up, never to 0
+    tiny = lv.Network([lv.Dense(1e-200 * np.ones((2, 2))), lv.ReLU(), lv.Dense(1e-200 * np.ones((1, 2)))])
+    assert lv.bound(tiny, "lipsdp", norm=2).value > 0
+    huge = lv.Network([lv.Dense(1e150 * np.ones((2, 2))), lv.ReLU(), lv.Dense(1e150 * np.ones((1, 2)))])
+    true = 2 * np.sqrt(2) * 1e300  # 1e150 * [1, 1] . relu(1e150 (x1 + x2) [1, 1])
+    assert true * (1 - 1e-12) <= lv.bound(huge, "lipsdp", norm=2).value <= true * (1 + 1e-6)
+
+
+def test_default_solvers_fall_back_and_report_every_failure():
+    net = random_net(5, sizes=(3, 5, 4, 2))
+    with pytest.raises(lv.SolverError, match="CVXOPT.*SCS"):
+        lv.bound(net, "lipsdp", norm=2, solver_options={"max_iters": 1})
