@@ -17,6 +17,7 @@ from .k1 import k1
 from .k2 import k2
 from .k3 import k3
 from .k4 import k4
+from .kcp import kcp
 from .kstar import kstar
 
 METHODS: dict[str, Callable[..., Bound]] = {
@@ -25,6 +26,7 @@ METHODS: dict[str, Callable[..., Bound]] = {
     "k2": k2,
     "k3": k3,
     "k4": k4,
+    "kcp": kcp,
 }
 
 
