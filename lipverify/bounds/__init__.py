@@ -18,6 +18,7 @@ from .k2 import k2
 from .k3 import k3
 from .k4 import k4
 from .kcp import kcp
+from .ksdp import ksdp
 from .kstar import kstar
 
 METHODS: dict[str, Callable[..., Bound]] = {
@@ -27,6 +28,7 @@ METHODS: dict[str, Callable[..., Bound]] = {
     "k3": k3,
     "k4": k4,
     "kcp": kcp,
+    "ksdp": ksdp,
 }
 
 
