@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from ..errors import NotApplicableError
 from ..network import Network
 from ..norms import NormLike
-from ..result import Bound
+from ..result import Bound, float_up
 from ..rigorous import ETA, UNIT_ROUNDOFF, add_up, fro_sq_upper, matmul_up, sum_up, up, verify_positive_definite
 from .chain import LinearChain, linear_chain, to_fraction
 from .common import float_upper_bound, require_norm
@@ -112,7 +112,10 @@ def _exponent(w: np.ndarray) -> int:
     m = max((abs(x) for x in w.flat), default=Fraction(0))
     if m == 0:
         return 0
-    return math.frexp(float(m))[1]
+    try:
+        return math.frexp(float(m))[1]
+    except OverflowError:
+        return 0  # no rescaling; the float conversions below then fail loudly or the row falls back
 
 
 def _scale_fractions(w: np.ndarray, e: int) -> np.ndarray:
@@ -210,7 +213,7 @@ class _Relaxation:
         for l, s in enumerate(self.slopes):
             w = np.array([[float(abs(x)) for x in row] for row in self.weights[l]]).reshape(self.weights[l].shape)
             w = up(w)  # |float(x)| may round down
-            mag = float(up(float(np.nextafter(float(s.magnitude), np.inf))))
+            mag = float_up(s.magnitude)
             u = up(matmul_up(w, u) * mag)  # bound of |x_l|
             if self.layout.d[l] is not None:
                 total = float(up(total + up(u.shape[0] * up(mag * mag))))
