@@ -82,8 +82,10 @@ def test_not_applicable_cases():
     big = _relu_net([np.ones((30, 3)), np.ones((1, 30))])
     with pytest.raises(lv.NotApplicableError, match="max_size"):
         lv.bound(big, "ksdp", "inf", max_size=20)
-    irrational = lv.Network([lv.Dense([[2 ** 0.5, 1], [1, -1]]), lv.ReLU(), lv.Dense([[1, 1]])])
-    assert float(lv.bound(irrational, "ksdp", "inf").value) > 0  # float weights are exact dyadic rationals
+    with pytest.raises(ValueError, match="SDP solver"):
+        lv.bound(net, "ksdp", "inf", solver="NO_SUCH_SOLVER")
+    floats = lv.Network([lv.Dense([[2 ** 0.5, 1], [1, -1]]), lv.ReLU(), lv.Dense([[1, 1]])])
+    assert lv.bound(floats, "ksdp", "inf").details["certified_rows"] == 1  # floats are exact dyadic rationals
 
 
 # -- orderings against the exact K2 on generated nets ----------------------------------------------------

@@ -58,6 +58,7 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CLARABEL", max_
     """
     started = time.perf_counter()
     p = require_norm("ksdp", norm, ("1", "inf"), "the relaxation bounds an l1/l∞ norm row by row")
+    _check_solver(solver)
     chain = linear_chain(net, "ksdp")
     if p == "1":
         chain = chain.transpose()
@@ -91,6 +92,14 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CLARABEL", max_
             row = min(row, _times_power_of_two_up(cert, total_shift))
         value = max(value, row)
     return float_upper_bound("ksdp", p, value, started, assumptions, solver=solver, details=details)
+
+
+def _check_solver(solver: str) -> None:
+    import cvxpy as cp
+
+    installed = cp.installed_solvers()
+    if solver not in installed:
+        raise ValueError(f"ksdp: unknown or unavailable SDP solver {solver!r}; installed: {', '.join(installed)}")
 
 
 def _exact_weights(chain: LinearChain) -> list[np.ndarray]:
@@ -263,7 +272,7 @@ class _Relaxation:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 prob.solve(solver=solver)
-        except (cp.error.SolverError, ValueError, ArithmeticError):
+        except (cp.error.SolverError, ArithmeticError):
             return None
         if mu.value is None or t.value is None or not np.all(np.isfinite(mu.value)) or not math.isfinite(t.value):
             return None
