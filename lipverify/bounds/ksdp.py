@@ -2,11 +2,10 @@
 
 For l∞, row ``i`` of K2 is ``max e_i^T W_L D_{L-1} ⋯ D_1 W_1 s`` over ``s ∈ {±1}^{n_0}`` and the vertices
 ``d ∈ {α_l, β_l}`` of the slope boxes (the objective is affine in every single variable).  With
-``z_l = W_l x_{l-1}``, ``x_0 = s`` and ``x_l = d_l ∘ z_l`` this is a quadratically constrained problem in
-``v = (1, s, d_1, x_1, …, d_{L-1}, x_{L-1})``:
+``z_l = W_l x_{l-1}``, ``x_0 = s`` and ``x_l = d_l ∘ z_l`` the vertex points satisfy, in
+``v = (1, s, x_1, …, x_{L-1})``, the quadratic equations
 
-* ``s_j^2 = 1``, ``(d - α)(d - β) = 0``, ``x = d z``, ``(x - α z)(x - β z) = 0``,
-  ``x d = (α+β) x - αβ z``  (for a point slope ``α = β`` only ``x = α z`` and ``(x - α z)^2 = 0``).
+* ``s_j^2 = 1`` and ``(x - α z)(x - β z) = 0`` for every neuron (and ``x = α z`` when ``α = β``).
 
 Every multiplier vector ``μ`` and number ``t`` with ``Y = t e_0 e_0^T - Q_0 + Σ μ_m A_m ⪰ 0`` proves
 ``row_i ≤ t`` (Shor's relaxation, weak duality).  The multipliers come from an SDP solver (cvxpy); the
@@ -36,20 +35,21 @@ from .common import float_upper_bound, require_norm
 from .enclosure import enclose
 from .kcp import kcp_rows
 
-#: default limit on the size of the relaxation matrix (``1 + n_0 + Σ (1 or 2) n_l``)
+#: default limit on the size of the relaxation matrix (``1 + n_0 + Σ_l n_l``)
 MAX_SIZE = 250
 
 
-def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CLARABEL", max_size: int = MAX_SIZE) -> Bound:
+def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_size: int = MAX_SIZE) -> Bound:
     """KSDP: a certified Shor (semidefinite) relaxation of K2, row by row (l∞) or column by column (l1).
 
     Claim: the value is an upper bound of ``K2 = max_D ||W_L D_{L-1} ⋯ D_1 W_1||_p`` (hence of the
     Lipschitz constant) and at most ``min(K4, KCP)`` up to outward rounding.  Assumptions: weights given
     as floats or exact rationals; IEEE binary64 arithmetic (see ``proofs/rigorous_arithmetic.md``).  The
     SDP solver's answer is only used as a hint: its multipliers are re-checked exactly (``proofs/ksdp.md``).
-    Polynomial time: one SDP of size ``N = 1 + n_0 + Σ_l (2 or 1) n_l`` per output row (l∞) or input
-    column (l1); ``NotApplicableError`` when ``N > max_size``.  If a row's SDP fails, that row falls back
-    to ``min(K4, KCP)`` (``details["fallback_rows"]``).
+    Polynomial time: one SDP (an ``N x N`` LMI, ``N = 1 + n_0 + Σ_{l<L} n_l``) per output row (l∞) or input
+    column (l1), solved by ``solver`` through cvxpy (default CVXOPT, Clarabel as a fallback);
+    ``NotApplicableError`` when ``N > max_size``.  If a row gets no certificate, that row falls back to
+    ``min(K4, KCP)`` (listed in ``details["fallback_rows"]``).
 
     >>> import lipverify as lv
     >>> net = lv.Network([lv.Dense([[1, -1], [1, 1]]), lv.ReLU(), lv.Dense([[1, 1]])])
@@ -151,25 +151,19 @@ def _k4_rows(chain: LinearChain) -> np.ndarray:
 
 
 class _Layout:
-    """Indices of the relaxation variables: 0 is the constant 1, then ``s``, then per layer ``d`` and ``x``."""
+    """Indices of the relaxation variables: 0 is the constant 1, then ``s``, then ``x_1, …, x_{L-1}``."""
 
     def __init__(self, chain: LinearChain):
         n0 = chain.n_in
         self.s = np.arange(1, 1 + n0)
         pos = 1 + n0
-        self.d: list[np.ndarray | None] = []
         self.x: list[np.ndarray] = []
-        for l, slopes in enumerate(chain.slopes):
+        for l in range(len(chain.slopes)):
             n = chain.weights[l].shape[0]
-            if slopes.lo != slopes.hi:
-                self.d.append(np.arange(pos, pos + n))
-                pos += n
-            else:
-                self.d.append(None)
             self.x.append(np.arange(pos, pos + n))
             pos += n
         self.size = pos
-        self.uncertain = any(d is not None for d in self.d)
+        self.uncertain = any(s.lo != s.hi for s in chain.slopes)
 
     def inputs(self, l: int) -> np.ndarray:
         """Indices of the variables that ``W_{l+1}`` multiplies (0-based layer ``l``)."""
@@ -191,20 +185,10 @@ class _Relaxation:
             for k in range(w.shape[0]):
                 x = int(layout.x[l][k])
                 z = {int(prev[m]): w[k, m] for m in range(w.shape[1]) if w[k, m] != 0}
-                if layout.d[l] is None:
-                    # x - a z = 0 and (x - a z)^2 = 0
-                    self._add(_poly_sum(_mono(x, 0), _lin_times(z, 0, -a)))
-                    self._add(_square({x: Fraction(1), **{m: -a * c for m, c in z.items()}}))
-                    continue
-                d = int(layout.d[l][k])
-                # (d - a)(d - b) = 0
-                self._add({(d, d): Fraction(1), (0, d): -(a + b), (0, 0): a * b})
-                # x - d z = 0
-                self._add(_poly_sum(_mono(x, 0), _lin_times(z, d, Fraction(-1))))
-                # (x - a z)(x - b z) = x^2 - (a+b) x z + ab z^2 = 0
+                # (x - a z)(x - b z) = x^2 - (a+b) x z + ab z^2 = 0: x = d z with d in {a, b}
                 self._add(_poly_sum({(x, x): Fraction(1)}, _lin_times(z, x, -(a + b)), _scaled(_square(z), a * b)))
-                # x d - (a+b) x + ab z = 0
-                self._add(_poly_sum(_mono(x, d), {(0, x): -(a + b)}, _lin_times(z, 0, a * b)))
+                if a == b:  # a point slope: also the linear x - a z = 0
+                    self._add(_poly_sum(_mono(x, 0), _lin_times(z, 0, -a)))
 
     def _add(self, poly: dict) -> None:
         self.constraints.append({k: v for k, v in poly.items() if v != 0})
@@ -224,8 +208,6 @@ class _Relaxation:
             w = up(w)  # |float(x)| may round down
             mag = float_up(s.magnitude)
             u = up(matmul_up(w, u) * mag)  # bound of |x_l|
-            if self.layout.d[l] is not None:
-                total = float(up(total + up(u.shape[0] * up(mag * mag))))
             total = float(up(total + fro_sq_upper(u)))
         if not math.isfinite(total):
             return math.inf
@@ -243,40 +225,44 @@ class _Relaxation:
 
     # -- the SDP (a hint only) -------------------------------------------------------------------------
     def _solve(self, i: int, solver: str):
+        """``(t, μ)`` from ``min t s.t. t e_0 e_0^T - Q_0 + Σ μ_m A_m ⪰ 0`` (one LMI in ``1 + m`` unknowns), or None."""
         import cvxpy as cp
 
         n = self.layout.size
-        polys = list(self.constraints)
-        rows, cols, vals = [], [], []
-        for m, poly in enumerate(polys):
+        mats = []
+        for poly in self.constraints:
+            rows, cols, vals = [], [], []
             for (a, b), c in poly.items():
-                for r, s in ((a, b), (b, a)) if a != b else ((a, b),):
-                    rows.append(r * n + s)
-                    cols.append(m)
-                    vals.append(float(c) / (1.0 if a == b else 2.0))
-        f = sp.csr_matrix((vals, (rows, cols)), shape=(n * n, len(polys)))
-        q = np.zeros(n * n)
+                if a == b:
+                    rows.append(a)
+                    cols.append(b)
+                    vals.append(float(c))
+                else:
+                    rows += [a, b]
+                    cols += [b, a]
+                    vals += [float(c) / 2] * 2
+            mats.append(sp.csr_matrix((vals, (rows, cols)), shape=(n, n)))
+        q = np.zeros((n, n))
         for (a, b), c in self.objective(i).items():
-            q[a * n + b] -= float(c) / 2
-            q[b * n + a] -= float(c) / 2
-        e00 = np.zeros(n * n)
-        e00[0] = 1.0
-        mu = cp.Variable(len(polys))
+            q[a, b] -= float(c) / 2
+            q[b, a] -= float(c) / 2
+        e00 = np.zeros((n, n))
+        e00[0, 0] = 1.0
+        mu = cp.Variable(len(mats))
         t = cp.Variable()
-        y = cp.Variable((n, n), symmetric=True)
-        upper = np.array([r * n + s for r in range(n) for s in range(r, n)])
-        expr = f[upper] @ mu + q[upper] + t * e00[upper]
-        yvec = cp.vec(y, order="C")[upper]
-        prob = cp.Problem(cp.Minimize(t), [y >> 0, yvec == expr])
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                prob.solve(solver=solver)
-        except (cp.error.SolverError, ArithmeticError):
-            return None
-        if mu.value is None or t.value is None or not np.all(np.isfinite(mu.value)) or not math.isfinite(t.value):
-            return None
-        return float(t.value), np.asarray(mu.value, dtype=np.float64)
+        y = t * e00 + q + sum(mu[m] * mats[m] for m in range(len(mats)))
+        prob = cp.Problem(cp.Minimize(t), [y >> 0])
+        for name in dict.fromkeys((solver, "CLARABEL")):  # the requested solver, then Clarabel as a fallback
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    prob.solve(solver=name)
+            except (cp.error.SolverError, ArithmeticError):
+                continue
+            if mu.value is None or t.value is None or not np.all(np.isfinite(mu.value)) or not math.isfinite(t.value):
+                continue
+            return float(t.value), np.asarray(mu.value, dtype=np.float64)
+        return None
 
     # -- the certificate (exact) -----------------------------------------------------------------------
     def _check(self, i: int, t: float, mu: np.ndarray, norm_bound: float) -> float | None:
