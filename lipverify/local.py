@@ -160,7 +160,8 @@ def output_enclosure(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]
             x = x.left_matmul(layer.weight, layer.weight_radius)
             b_rad = np.zeros(layer.n_out) if layer.bias_radius is None else layer.bias_radius
             z_lo, z_hi = x.bounds()
-            x = Interval.from_bounds(down(z_lo + (layer.bias - b_rad)[:, None]), up(z_hi + (layer.bias + b_rad)[:, None]))
+            x = Interval.from_bounds(down(z_lo + (layer.bias - b_rad)[:, None]),
+                                     up(z_hi + (layer.bias + b_rad)[:, None]))
         elif isinstance(layer, Activation):
             z_lo, z_hi = x.bounds()
             x = Interval.from_bounds(*_activation_range(layer, z_lo, z_hi))

@@ -186,3 +186,15 @@ def test_lower_bound_is_labelled_and_below_the_bounds():
     for p in ("1", "2", "inf"):
         lo = lv.lower_bound(net, p)
         assert lo.kind == "lower" and 0 < lo.value <= lv.bound(net, "k2", norm=p).value
+
+
+def test_compare_on_a_cnn_gives_a_row_for_every_method():
+    rng = np.random.default_rng(0)
+    cnn = lv.Network([lv.Conv2d(rng.standard_normal((2, 1, 3, 3)), padding=1), lv.ReLU(), lv.MaxPool2d(2), lv.Flatten(),
+                      lv.Dense(rng.standard_normal((3, 8)))], input_shape=(1, 4, 4))
+    rows = lv.compare(cnn, norms=["inf"])
+    assert {r.method for r in rows} == set(lv.METHODS)
+    fc_only = [r for r in rows if r.method in ("kcp", "ksdp")]
+    assert all(isinstance(r, lv.Skipped) and "layer 0 (Conv2d" in r.error for r in fc_only)
+    with pytest.raises(ValueError, match="no conv option"):
+        lv.bound(cnn, "kcp", norm="inf", conv="explicit")

@@ -6,6 +6,7 @@ does not apply to a norm raises :class:`~lipverify.errors.NotApplicableError` wi
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -20,6 +21,8 @@ from .k1 import k1
 from .k2 import k2
 from .k3 import k3
 from .k4 import k4
+from .kcp import kcp
+from .ksdp import ksdp
 from .kstar import kstar
 
 METHODS: dict[str, Callable[..., Bound]] = {
@@ -28,6 +31,8 @@ METHODS: dict[str, Callable[..., Bound]] = {
     "k2": k2,
     "k3": k3,
     "k4": k4,
+    "kcp": kcp,
+    "ksdp": ksdp,
     "lipsdp": lipsdp,
 }
 
@@ -52,6 +57,9 @@ def bound(net: Network, method: str, norm: NormLike = 2, **options) -> Bound:
     :class:`~lipverify.errors.NotApplicableError` when the method does not apply to the norm.
     """
     fn = _method(method)
+    if options.get("conv") is not None and not _accepts_conv(fn):
+        raise ValueError(f"{method} has no conv option (it supports fully connected networks only)")
+    options = {k: v for k, v in options.items() if not (k == "conv" and v is None)}
     domain = options.pop("domain", None)
     if domain is None:
         return fn(net, parse_norm(norm), **options)
@@ -112,6 +120,10 @@ def _conv_of(row) -> str | None:
     return row.details.get("conv") if isinstance(row.details, dict) else None
 
 
+def _accepts_conv(fn: Callable[..., Bound]) -> bool:
+    return "conv" in inspect.signature(fn).parameters
+
+
 def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[str] | None = None,
             *, progress: Callable[[str, str], None] | None = None, conv: str | None = None, domain=None,
             **options) -> Comparison:
@@ -137,7 +149,8 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
     rows = []
     for n in [parse_norm(x) for x in norms]:
         for m in names:
-            for v in variants:
+            # methods without a conv option meet CNN layers in their chain extraction and say so
+            for v in variants if _accepts_conv(METHODS[m]) else (None,):
                 if progress is not None:
                     progress(m, n)
                 started = time.perf_counter()

@@ -164,8 +164,8 @@ def linear_chain(net: Network, method: str = "this method") -> LinearChain:
             continue
         else:
             raise UnsupportedLayerError(
-                f"{method}: layer {i} ({layer.describe()}) is not supported for fully connected networks; "
-                "convolutional layers need the CNN methods (conv='explicit' or conv='implicit')"
+                f"{method}: layer {i} ({layer.describe()}) is not supported: {method} handles fully connected "
+                "networks only; for CNNs use kstar, k1, k2, k3 or k4 (conv='implicit' or conv='explicit')"
             )
     if not weights:
         _append_identity(weights, radii, exact, width)

@@ -1,0 +1,354 @@
+"""KSDP, a certified semidefinite relaxation of K2 for l1 and l∞ (proof: ``proofs/ksdp.md``).
+
+For l∞, row ``i`` of K2 is ``max e_i^T W_L D_{L-1} ⋯ D_1 W_1 s`` over ``s ∈ {±1}^{n_0}`` and the vertices
+``d ∈ {α_l, β_l}`` of the slope boxes (the objective is affine in every single variable).  With
+``z_l = W_l x_{l-1}``, ``x_0 = s`` and ``x_l = d_l ∘ z_l`` the vertex points satisfy, in
+``v = (1, s, x_1, …, x_{L-1})``, the quadratic equations
+
+* ``s_j^2 = 1`` and ``(x - α z)(x - β z) = 0`` for every neuron (and ``x = α z`` when ``α = β``).
+
+Every multiplier vector ``μ`` and number ``t`` with ``Y = t e_0 e_0^T - Q_0 + Σ μ_m A_m ⪰ 0`` proves
+``row_i ≤ t`` (Shor's relaxation, weak duality).  The multipliers come from an SDP solver (cvxpy); the
+certificate does not trust them: ``Y`` is rebuilt in exact rational arithmetic from the float multipliers
+and the exact weights, ``λ_min(Y) ≥ -ρ`` is proved by a verified Cholesky factorisation, and
+``row_i ≤ t + ρ B`` with ``B ≥ ||v||^2`` on the feasible set.  Each row is finally the minimum with the
+KCP and K4 row bounds, so ``K2 ≤ KSDP ≤ min(K4, KCP)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from fractions import Fraction
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import NotApplicableError
+from ..network import Network
+from ..norms import NormLike
+from ..result import Bound, float_up
+from ..rigorous import ETA, UNIT_ROUNDOFF, add_up, fro_sq_upper, matmul_up, sum_up, up, verify_positive_definite
+from .chain import LinearChain, linear_chain, to_fraction
+from .common import float_upper_bound, require_norm
+from .enclosure import enclose
+from .kcp import kcp_rows
+
+#: default limit on the size of the relaxation matrix (``1 + n_0 + Σ_l n_l``)
+MAX_SIZE = 250
+
+
+def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_size: int = MAX_SIZE) -> Bound:
+    """KSDP: a certified Shor (semidefinite) relaxation of K2, row by row (l∞) or column by column (l1).
+
+    Claim: the value is an upper bound of ``K2 = max_D ||W_L D_{L-1} ⋯ D_1 W_1||_p`` (hence of the
+    Lipschitz constant) and at most ``min(K4, KCP)`` up to outward rounding.  Assumptions: weights given
+    as floats or exact rationals; IEEE binary64 arithmetic (see ``proofs/rigorous_arithmetic.md``).  The
+    SDP solver's answer is only used as a hint: its multipliers are re-checked exactly (``proofs/ksdp.md``).
+    Polynomial time: one SDP (an ``N x N`` LMI, ``N = 1 + n_0 + Σ_{l<L} n_l``) per output row (l∞) or input
+    column (l1), solved by ``solver`` through cvxpy (default CVXOPT, Clarabel as a fallback);
+    ``NotApplicableError`` when ``N > max_size``.  If a row gets no certificate, that row falls back to
+    ``min(K4, KCP)`` (listed in ``details["fallback_rows"]``).
+
+    >>> import lipverify as lv
+    >>> net = lv.Network([lv.Dense([[1, -1], [1, 1]]), lv.ReLU(), lv.Dense([[1, 1]])])
+    >>> round(float(lv.bound(net, "ksdp", norm="inf").value), 4)  # K2 = 2, K4 = 3: the relaxation gives 1 + √2
+    2.4142
+    """
+    started = time.perf_counter()
+    p = require_norm("ksdp", norm, ("1", "inf"), "the relaxation bounds an l1/l∞ norm row by row")
+    _check_solver(solver)
+    chain = linear_chain(net, "ksdp")
+    if p == "1":
+        chain = chain.transpose()
+    exact = _exact_weights(chain)
+    layout = _Layout(chain)
+    base = np.minimum(kcp_rows(chain), _k4_rows(chain))
+    details: dict = {"size": layout.size, "fallback_rows": [], "certified_rows": 0}
+    assumptions = ("floating point with rigorous rounding-error bounds", "SDP multipliers re-checked in exact arithmetic")
+    if not layout.uncertain:  # a linear chain: K4 and KCP are exact already
+        return float_upper_bound("ksdp", p, float(np.max(base)) if base.size else 0.0, started, assumptions,
+                                 details=details)
+    if layout.size > max_size:
+        raise NotApplicableError(
+            f"ksdp: the relaxation has size {layout.size} > max_size={max_size}; raise max_size (one SDP of this "
+            "size per output row for l∞ / input column for l1) or use the polynomial bounds kcp or k4"
+        )
+    # exact power-of-two rescaling of every layer keeps the SDP well conditioned
+    shifts = [_exponent(w) for w in exact]
+    scaled = [_scale_fractions(w, -e) for w, e in zip(exact, shifts)]
+    total_shift = sum(shifts)
+    problem = _Relaxation(layout, scaled, chain.slopes)
+    norm_bound = problem.norm_bound()
+    value = 0.0
+    for i in range(chain.n_out):
+        row = float(base[i])
+        cert = problem.certify_row(i, norm_bound, solver)
+        if cert is None:
+            details["fallback_rows"].append(i)
+        else:
+            details["certified_rows"] += 1
+            row = min(row, _times_power_of_two_up(cert, total_shift))
+        value = max(value, row)
+    return float_upper_bound("ksdp", p, value, started, assumptions, solver=solver, details=details)
+
+
+def _check_solver(solver: str) -> None:
+    import cvxpy as cp
+
+    installed = cp.installed_solvers()
+    if solver not in installed:
+        raise ValueError(f"ksdp: unknown or unavailable SDP solver {solver!r}; installed: {', '.join(installed)}")
+
+
+def _exact_weights(chain: LinearChain) -> list[np.ndarray]:
+    if chain.exact is not None:
+        return list(chain.exact)
+    if any(r is not None and np.any(r) for r in chain.radii):
+        raise NotApplicableError(
+            "ksdp: some weights are known only up to a rounding radius (irrational entries); the exact "
+            "certificate needs float or rational weights: use kcp or k4"
+        )
+    out = []
+    for w in chain.weights:
+        w = w.toarray() if hasattr(w, "toarray") else np.asarray(w, dtype=np.float64)
+        out.append(np.array([[Fraction(float(x)) for x in row] for row in w], dtype=object).reshape(w.shape))
+    return out
+
+
+def _exponent(w: np.ndarray) -> int:
+    m = max((abs(x) for x in w.flat), default=Fraction(0))
+    if m == 0:
+        return 0
+    try:
+        return math.frexp(float(m))[1]
+    except OverflowError:
+        return 0  # no rescaling; the float conversions below then fail loudly or the row falls back
+
+
+def _scale_fractions(w: np.ndarray, e: int) -> np.ndarray:
+    f = Fraction(2) ** e
+    return np.array([x * f for x in w.flat], dtype=object).reshape(w.shape)
+
+
+def _times_power_of_two_up(x: float, e: int) -> float:
+    """``x * 2^e`` when that is exact, else ``inf`` (the certificate is then not used)."""
+    y = math.ldexp(x, e)
+    if not math.isfinite(y) or math.ldexp(y, -e) != x:
+        return math.inf
+    return y
+
+
+def _k4_rows(chain: LinearChain) -> np.ndarray:
+    """Rigorous K4 row sums of the chain (the l∞ K4 of each output row)."""
+    t = chain.transpose()
+    rows = np.empty(chain.n_out)
+    for start in range(0, chain.n_out, 512):
+        cols = np.arange(start, min(start + 512, chain.n_out))
+        rows[cols] = sum_up(enclose(t, cols).magnitude(), axis=0)
+    return rows
+
+
+class _Layout:
+    """Indices of the relaxation variables: 0 is the constant 1, then ``s``, then ``x_1, …, x_{L-1}``."""
+
+    def __init__(self, chain: LinearChain):
+        n0 = chain.n_in
+        self.s = np.arange(1, 1 + n0)
+        pos = 1 + n0
+        self.x: list[np.ndarray] = []
+        for l in range(len(chain.slopes)):
+            n = chain.weights[l].shape[0]
+            self.x.append(np.arange(pos, pos + n))
+            pos += n
+        self.size = pos
+        self.uncertain = any(s.lo != s.hi for s in chain.slopes)
+
+    def inputs(self, l: int) -> np.ndarray:
+        """Indices of the variables that ``W_{l+1}`` multiplies (0-based layer ``l``)."""
+        return self.s if l == 0 else self.x[l - 1]
+
+
+class _Relaxation:
+    """The quadratic constraints as homogeneous polynomials ``{(i, j): coef}`` (``i <= j``) in exact rationals."""
+
+    def __init__(self, layout: _Layout, weights: list[np.ndarray], slopes):
+        self.layout, self.weights, self.slopes = layout, weights, slopes
+        self.constraints: list[dict[tuple[int, int], Fraction]] = []
+        for j in layout.s:
+            self._add({(j, j): Fraction(1), (0, 0): Fraction(-1)})
+        for l, s in enumerate(slopes):
+            a, b = to_fraction(s.lo), to_fraction(s.hi)
+            w = weights[l]
+            prev = layout.inputs(l)
+            for k in range(w.shape[0]):
+                x = int(layout.x[l][k])
+                z = {int(prev[m]): w[k, m] for m in range(w.shape[1]) if w[k, m] != 0}
+                # (x - a z)(x - b z) = x^2 - (a+b) x z + ab z^2 = 0: x = d z with d in {a, b}
+                self._add(_poly_sum({(x, x): Fraction(1)}, _lin_times(z, x, -(a + b)), _scaled(_square(z), a * b)))
+                if a == b:  # a point slope: also the linear x - a z = 0
+                    self._add(_poly_sum(_mono(x, 0), _lin_times(z, 0, -a)))
+
+    def _add(self, poly: dict) -> None:
+        self.constraints.append({k: v for k, v in poly.items() if v != 0})
+
+    def objective(self, i: int) -> dict[tuple[int, int], Fraction]:
+        """``e_i^T W_L x_{L-1}`` as a polynomial (times the constant variable)."""
+        last = self.layout.inputs(len(self.weights) - 1)
+        w = self.weights[-1]
+        return {_key(0, int(last[m])): w[i, m] for m in range(w.shape[1]) if w[i, m] != 0}
+
+    def norm_bound(self) -> float:
+        """A float ``B >= ||v||^2`` for every feasible ``v`` (from ``|z| <= |W| ⋯ |W| 1`` times the slope magnitudes)."""
+        total = float(1 + self.layout.s.size)
+        u = np.ones((self.layout.s.size, 1))
+        for l, s in enumerate(self.slopes):
+            w = np.array([[float(abs(x)) for x in row] for row in self.weights[l]]).reshape(self.weights[l].shape)
+            w = up(w)  # |float(x)| may round down
+            mag = float_up(s.magnitude)
+            u = up(matmul_up(w, u) * mag)  # bound of |x_l|
+            total = float(up(total + fro_sq_upper(u)))
+        if not math.isfinite(total):
+            return math.inf
+        return total
+
+    def certify_row(self, i: int, norm_bound: float, solver: str) -> float | None:
+        """A certified upper bound of row ``i`` (scaled units), or ``None`` when no certificate was found."""
+        if not math.isfinite(norm_bound):
+            return None
+        hint = self._solve(i, solver)
+        if hint is None:
+            return None
+        t, mu = hint
+        return self._check(i, t, mu, norm_bound)
+
+    # -- the SDP (a hint only) -------------------------------------------------------------------------
+    def _solve(self, i: int, solver: str):
+        """``(t, μ)`` from ``min t s.t. t e_0 e_0^T - Q_0 + Σ μ_m A_m ⪰ 0`` (one LMI in ``1 + m`` unknowns), or None."""
+        import cvxpy as cp
+
+        n = self.layout.size
+        mats = []
+        for poly in self.constraints:
+            rows, cols, vals = [], [], []
+            for (a, b), c in poly.items():
+                if a == b:
+                    rows.append(a)
+                    cols.append(b)
+                    vals.append(float(c))
+                else:
+                    rows += [a, b]
+                    cols += [b, a]
+                    vals += [float(c) / 2] * 2
+            mats.append(sp.csr_matrix((vals, (rows, cols)), shape=(n, n)))
+        q = np.zeros((n, n))
+        for (a, b), c in self.objective(i).items():
+            q[a, b] -= float(c) / 2
+            q[b, a] -= float(c) / 2
+        e00 = np.zeros((n, n))
+        e00[0, 0] = 1.0
+        mu = cp.Variable(len(mats))
+        t = cp.Variable()
+        y = t * e00 + q + sum(mu[m] * mats[m] for m in range(len(mats)))
+        prob = cp.Problem(cp.Minimize(t), [y >> 0])
+        for name in dict.fromkeys((solver, "CLARABEL")):  # the requested solver, then Clarabel as a fallback
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    prob.solve(solver=name)
+            except (cp.error.SolverError, ArithmeticError):
+                continue
+            if mu.value is None or t.value is None or not np.all(np.isfinite(mu.value)) or not math.isfinite(t.value):
+                continue
+            return float(t.value), np.asarray(mu.value, dtype=np.float64)
+        return None
+
+    # -- the certificate (exact) -----------------------------------------------------------------------
+    def _check(self, i: int, t: float, mu: np.ndarray, norm_bound: float) -> float | None:
+        n = self.layout.size
+        y = np.full((n, n), Fraction(0), dtype=object)
+        for m, poly in enumerate(self.constraints):
+            coef = Fraction(float(mu[m]))
+            if coef == 0:
+                continue
+            for (a, b), c in poly.items():
+                _add_sym(y, a, b, coef * c)
+        for (a, b), c in self.objective(i).items():
+            _add_sym(y, a, b, -c)
+        # y is the exact Y - t e0 e0^T; round it to floats (correctly rounded, error <= u |fl| + eta)
+        yf = np.array([[_frac_to_float(x) for x in row] for row in y], dtype=np.float64)
+        if not np.all(np.isfinite(yf)):
+            return None
+        conv_err = add_up(up(np.abs(yf) * UNIT_ROUNDOFF), np.full(yf.shape, ETA))
+        conv = float(up(math.sqrt(fro_sq_upper(conv_err))))
+        h0 = yf.copy()
+        h0[0, 0] += t
+        lam = float(np.linalg.eigvalsh(h0)[0])
+        scale = max(1.0, float(np.max(np.abs(h0))))
+        rho = max(0.0, -lam) + 1e-12 * scale
+        for _ in range(12):
+            h = h0 + rho * np.eye(n)
+            # the additions on the diagonal round: at most u |h_ii| each, twice at (0, 0)
+            diag = float(up(2 * UNIT_ROUNDOFF * float(np.max(np.abs(np.diag(h))))))
+            diag = float(up(diag + up(2 * UNIT_ROUNDOFF * (abs(t) + abs(yf[0, 0])))))
+            if verify_positive_definite(h, err=float(up(conv + diag))):
+                bound = float(up(t + float(up(rho * norm_bound))))
+                return bound if math.isfinite(bound) else None
+            rho = rho * 10 + 1e-10 * scale
+        return None
+
+
+def _key(a: int, b: int) -> tuple[int, int]:
+    return (a, b) if a <= b else (b, a)
+
+
+def _mono(a: int, b: int) -> dict:
+    return {_key(a, b): Fraction(1)}
+
+
+def _lin_times(z: dict, var: int, factor: Fraction) -> dict:
+    """``factor * var * z`` for a linear form ``z = {index: coef}``."""
+    out: dict = {}
+    for m, c in z.items():
+        k = _key(var, m)
+        out[k] = out.get(k, Fraction(0)) + factor * c
+    return out
+
+
+def _square(z: dict) -> dict:
+    out: dict = {}
+    items = list(z.items())
+    for p, (m1, c1) in enumerate(items):
+        for m2, c2 in items[p:]:
+            k = _key(m1, m2)
+            out[k] = out.get(k, Fraction(0)) + (c1 * c2 if m1 == m2 else 2 * c1 * c2)
+    return out
+
+
+def _scaled(poly: dict, factor: Fraction) -> dict:
+    return {k: factor * v for k, v in poly.items()}
+
+
+def _poly_sum(*polys: dict) -> dict:
+    out: dict = {}
+    for poly in polys:
+        for k, v in poly.items():
+            out[k] = out.get(k, Fraction(0)) + v
+    return out
+
+
+def _add_sym(y: np.ndarray, a: int, b: int, c: Fraction) -> None:
+    if a == b:
+        y[a, a] += c
+    else:
+        half = c / 2
+        y[a, b] += half
+        y[b, a] += half
+
+
+def _frac_to_float(x: Fraction) -> float:
+    try:
+        return x.numerator / x.denominator  # correctly rounded integer division
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf

@@ -1,0 +1,174 @@
+"""KCP and KSDP (``lipverify/bounds/kcp.py``, ``lipverify/bounds/ksdp.py``): known answers, the orderings
+proved in ``proofs/kcp.md`` and ``proofs/ksdp.md`` against the exact K2, float against exact rational
+arithmetic, and the soundness of the KSDP certificate checker for arbitrary (even wrong) solver hints."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lipverify as lv
+from lipverify.bounds.chain import linear_chain
+from lipverify.bounds.ksdp import _exact_weights, _Layout, _Relaxation
+from lipverify.strategies import networks
+
+TOL = 1e-9
+L1_LINF = ("1", "inf")
+
+
+def _leq(a, b):
+    return float(a) <= float(b) * (1 + TOL) + 1e-150
+
+
+def _k2_exact(net, p):
+    k2 = lv.bound(net, "k2", p, max_nodes=100_000, time_limit=20)
+    assert k2.kind == "exact", "the generated net is small: K2 must close"
+    return float(k2.value)
+
+
+def _relu_net(weights):
+    layers = []
+    for i, w in enumerate(weights):
+        if i:
+            layers.append(lv.ReLU())
+        layers.append(lv.Dense(w))
+    return lv.Network(layers)
+
+
+# -- known answers ---------------------------------------------------------------------------------------
+
+def test_known_answers_on_a_two_layer_net():
+    # M(D) = (d1 + d2, d2 - d1): K2 = 2, K4 = K3 = 3; Shor's relaxation gives 1 + sqrt(2)
+    net = lv.Network([lv.Dense([[1, -1], [1, 1]]), lv.ReLU(), lv.Dense([[1, 1]])])
+    assert lv.bound(net, "kcp", "inf").exact_value == 3
+    ksdp = lv.bound(net, "ksdp", "inf")
+    assert ksdp.kind == "upper"
+    assert 1 + np.sqrt(2) - 1e-9 <= float(ksdp.value) <= 1 + np.sqrt(2) + 1e-6
+    assert ksdp.details["certified_rows"] == 1 and ksdp.details["fallback_rows"] == []
+    # l1: the transposed chain, column by column: the first column sum |d1 + d2| reaches 2 = K2 = K4
+    assert float(lv.bound(net, "ksdp", "1").value) == pytest.approx(2.0, abs=1e-9)
+    assert _leq(_k2_exact(net, "1"), lv.bound(net, "ksdp", "1").value) and _k2_exact(net, "1") == pytest.approx(2.0)
+
+
+def test_kcp_equals_k4_at_depth_two_and_the_abs_cp_formula_at_depth_three():
+    rng = np.random.default_rng(3)
+    w1, w2, w3 = rng.standard_normal((4, 3)), rng.standard_normal((5, 4)), rng.standard_normal((2, 5))
+    two = _relu_net([w1, w2])
+    for p in L1_LINF:
+        assert float(lv.bound(two, "kcp", p).value) == pytest.approx(float(lv.bound(two, "k4", p).value), rel=1e-12)
+    # || |W3 W2 W1| + |W3||W2 W1| + |W3 W2||W1| + |W3||W2||W1| ||_inf / 4
+    a = np.abs
+    m = (a(w3 @ w2 @ w1) + a(w3) @ a(w2 @ w1) + a(w3 @ w2) @ a(w1) + a(w3) @ a(w2) @ a(w1)) / 4
+    three = _relu_net([w1, w2, w3])
+    assert float(lv.bound(three, "kcp", "inf").value) == pytest.approx(np.abs(m).sum(1).max(), rel=1e-12)
+    assert float(lv.bound(three, "kcp", "1").value) == pytest.approx(np.abs(m).sum(0).max(), rel=1e-12)
+
+
+def test_nonnegative_weights_make_ksdp_exact():
+    rng = np.random.default_rng(0)
+    net = _relu_net([np.abs(rng.standard_normal((3, 2))), np.abs(rng.standard_normal((2, 3)))])
+    for p in L1_LINF:
+        k2 = _k2_exact(net, p)
+        assert float(lv.bound(net, "ksdp", p).value) == pytest.approx(k2, rel=1e-12)
+
+
+def test_not_applicable_cases():
+    net = _relu_net([np.ones((2, 2)), np.ones((1, 2))])
+    for method in ("kcp", "ksdp"):
+        with pytest.raises(lv.NotApplicableError, match="l1, linf|l1, l∞"):
+            lv.bound(net, method, "2")
+    big = _relu_net([np.ones((30, 3)), np.ones((1, 30))])
+    with pytest.raises(lv.NotApplicableError, match="max_size"):
+        lv.bound(big, "ksdp", "inf", max_size=20)
+    with pytest.raises(ValueError, match="SDP solver"):
+        lv.bound(net, "ksdp", "inf", solver="NO_SUCH_SOLVER")
+    floats = lv.Network([lv.Dense([[2 ** 0.5, 1], [1, -1]]), lv.ReLU(), lv.Dense([[1, 1]])])
+    assert lv.bound(floats, "ksdp", "inf").details["certified_rows"] == 1  # floats are exact dyadic rationals
+
+
+# -- orderings against the exact K2 on generated nets ----------------------------------------------------
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(networks(max_depth=4, max_width=4, max_inputs=3, max_outputs=3))
+def test_kcp_between_k2_and_k1_k3(net):
+    for p in L1_LINF:
+        kcp = lv.bound(net, "kcp", p)
+        assert kcp.kind == "upper"
+        assert _leq(_k2_exact(net, p), kcp.value)
+        assert _leq(kcp.value, lv.bound(net, "k1", p).value)
+        assert _leq(kcp.value, lv.bound(net, "k3", p).value)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(networks(max_depth=3, max_width=4, max_inputs=3, max_outputs=2))
+def test_ksdp_between_k2_and_min_k4_kcp(net):
+    for p in L1_LINF:
+        ksdp = lv.bound(net, "ksdp", p)
+        assert ksdp.kind == "upper" and np.isfinite(float(ksdp.value))
+        assert _leq(_k2_exact(net, p), ksdp.value)
+        assert _leq(ksdp.value, lv.bound(net, "k4", p).value)
+        assert _leq(ksdp.value, lv.bound(net, "kcp", p).value)
+
+
+@settings(max_examples=15, suppress_health_check=[HealthCheck.too_slow])
+@given(networks(exact=True, max_depth=4, max_width=3, max_inputs=3, max_outputs=2))
+def test_kcp_float_is_at_least_exact(net):
+    for p in L1_LINF:
+        exact = lv.bound(net, "kcp", p, arithmetic="exact")
+        flt = lv.bound(net, "kcp", p, arithmetic="float")
+        assert exact.exact_value is not None
+        assert float(exact.value) >= exact.exact_value  # rounded upward
+        assert flt.value >= exact.exact_value
+        assert float(flt.value) <= float(exact.value) * (1 + 1e-10) + 1e-300
+
+
+# -- the certificate checker is sound whatever the solver says ------------------------------------------
+
+def _row_k2(chain, i):
+    """max over vertices of ||row i of W_L D ⋯ D W_1||_1 for a ReLU chain, by enumeration."""
+    import itertools
+
+    widths = [w.shape[0] for w in chain.weights[:-1]]
+    best = 0.0
+    for bits in itertools.product((0.0, 1.0), repeat=sum(widths)):
+        m, k = chain.weights[0], 0
+        for l, w in enumerate(chain.weights[1:]):
+            d = np.array(bits[k:k + widths[l]])
+            k += widths[l]
+            m = w @ (d[:, None] * m)
+        best = max(best, float(np.abs(m[i]).sum()))
+    return best
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.0, 3.0))
+def test_certificate_checker_is_sound_for_arbitrary_multipliers(seed, noise):
+    rng = np.random.default_rng(seed)
+    net = _relu_net([rng.standard_normal((3, 2)), rng.standard_normal((3, 3)), rng.standard_normal((2, 3))])
+    chain = linear_chain(net)
+    layout = _Layout(chain)
+    relax = _Relaxation(layout, _exact_weights(chain), chain.slopes)
+    hint = relax._solve(0, "CLARABEL")
+    assert hint is not None
+    t, mu = hint
+    # perturb the solver's multipliers and its value: the checker must still return a valid bound or None
+    mu = mu + noise * rng.standard_normal(mu.shape)
+    t = t - noise
+    cert = relax._check(0, t, mu, relax.norm_bound())
+    truth = _row_k2(chain, 0)
+    if cert is not None:
+        assert cert >= truth * (1 - 1e-12)
+    if noise == 0.0:
+        assert cert is not None and cert <= truth * 1.5 + 1e-9
+
+
+def test_checker_rejects_nothing_valid_and_certifies_rational_nets():
+    net = lv.Network([lv.Dense([[Fraction(1, 3), -1], [2, Fraction(1, 2)], [-1, 1]]), lv.LeakyReLU(Fraction(1, 10)),
+                      lv.Dense([[1, -2, Fraction(1, 3)], [0, 1, 1]]), lv.Tanh(), lv.Dense([[1, 1]])])
+    for p in L1_LINF:
+        b = lv.bound(net, "ksdp", p)
+        assert b.details["fallback_rows"] == []
+        assert _leq(_k2_exact(net, p), b.value)
+        assert _leq(b.value, lv.bound(net, "k4", p).value)
