@@ -178,8 +178,9 @@ def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | No
 
     For each other class ``j`` the margin ``m_j = f_y(x) - f_j(x)`` is bounded below rigorously, and the
     scalar network ``f_y - f_j`` gets a certified Lipschitz bound ``L_j`` (``method``, in the p-norm of the
-    input; default ``k4`` for l1/l∞ and ``k1`` for l2); ``r = min_j m_j / L_j``.  With ``radius=r0`` the Lipschitz bounds are local, on the box
-    ``x ± r0`` (which contains the p-ball of radius ``r0``), and ``r <= r0``.  Proof: ``proofs/local.md``.
+    input; default ``k4`` for l1/l∞ and ``k1`` for l2); ``r = min_j m_j / L_j``.  With ``radius=r0`` the
+    Lipschitz bounds are local, on the box ``x ± r0`` (which contains the p-ball of radius ``r0``), and
+    ``r <= r0``.  Proof: ``proofs/local.md``.
     """
     import time
 
