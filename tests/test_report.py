@@ -9,8 +9,8 @@ from lipverify.report import sawtooth_net, scalar_lipschitz, scalar_nonnegative_
 def test_report_quick_suite_writes_every_test_page(tmp_path, capsys):
     assert main(["report", "--suite", "quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out.split()
-    assert [p.rsplit("/", 1)[-1] for p in printed] == ["index.md", "test1.md", "test2.md", "test3.md"]
-    for i in (1, 2, 3):
+    assert [p.rsplit("/", 1)[-1] for p in printed] == ["index.md", "test1.md", "test2.md", "test3.md", "test4.md"]
+    for i in (1, 2, 3, 4):
         text = (tmp_path / f"test{i}.md").read_text()
         assert text.startswith(f"# Test {i}")
         assert "seed 0" in text and "numpy" in text
@@ -19,6 +19,8 @@ def test_report_quick_suite_writes_every_test_page(tmp_path, capsys):
     assert "**Holds:** K4 is exact" in (tmp_path / "test1.md").read_text()
     index = (tmp_path / "index.md").read_text()
     assert "[Test 3: random weight matrices](test3.md)" in index
+    test4 = (tmp_path / "test4.md").read_text()
+    assert "| k4 | implicit |" in test4 and "| k4 | explicit |" in test4 and "test accuracy" in test4
 
 
 def test_unknown_suite_is_bad_input(tmp_path, capsys):
