@@ -103,32 +103,26 @@ def matmul_up(a, b) -> Array:
     return _check_finite(c, "matmul_up")
 
 
-def sum_up(x: Array, axis=None) -> Array:
-    """Upper bound of the exact sum of a nonnegative array (dense or scipy sparse) along ``axis``."""
+def _float_sum(x, axis) -> tuple[Array, int]:
+    """The float sum of a dense or scipy sparse array along ``axis`` and the number ``k`` of terms per sum."""
     if sp.issparse(x):
         k = int(np.prod(x.shape)) if axis is None else x.shape[axis]
         s = np.asarray(x.sum(axis=axis), dtype=np.float64).ravel()
-        if axis is None:
-            s = s[0]
-    else:
-        x = np.asarray(x, dtype=np.float64)
-        k = x.size if axis is None else x.shape[axis]
-        s = np.sum(x, axis=axis)
+        return (s[0] if axis is None else s), k
+    x = np.asarray(x, dtype=np.float64)
+    return np.sum(x, axis=axis), (x.size if axis is None else x.shape[axis])
+
+
+def sum_up(x: Array, axis=None) -> Array:
+    """Upper bound of the exact sum of a nonnegative array (dense or scipy sparse) along ``axis``."""
+    s, k = _float_sum(x, axis)
     s = up(s + 2.0 * (k + 1) * ETA)
     return _check_finite(scale_up(s, relative_factor(k)), "sum_up")
 
 
 def sum_down(x: Array, axis=None) -> Array:
-    """Lower bound of the exact sum of a nonnegative array along ``axis``."""
-    if sp.issparse(x):
-        k = int(np.prod(x.shape)) if axis is None else x.shape[axis]
-        s = np.asarray(x.sum(axis=axis), dtype=np.float64).ravel()
-        if axis is None:
-            s = s[0]
-    else:
-        x = np.asarray(x, dtype=np.float64)
-        k = x.size if axis is None else x.shape[axis]
-        s = np.sum(x, axis=axis)
+    """Lower bound of the exact sum of a nonnegative array (dense or scipy sparse) along ``axis``."""
+    s, k = _float_sum(x, axis)
     return np.maximum(down(s * (2.0 - relative_factor(k))), 0.0)
 
 
