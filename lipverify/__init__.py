@@ -17,6 +17,7 @@ from .errors import (
     SolverError,
     UnsupportedLayerError,
 )
+from .exact import exact
 from .layers import GELU, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
 from .lower import lower_bound
 from .network import Network
@@ -29,5 +30,5 @@ __all__ = [
     "METHODS", "NORMS", "Activation", "Bound", "CertificationError", "Comparison", "Dense", "Flatten", "GELU",
     "Identity", "Layer", "LeakyReLU", "LipVerifyError", "ModelFormatError", "Network", "NotApplicableError",
     "NumericalError", "ReLU", "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
-    "UnsupportedLayerError", "bound", "compare", "lower_bound", "parse_norm",
+    "UnsupportedLayerError", "bound", "compare", "exact", "lower_bound", "parse_norm",
 ]

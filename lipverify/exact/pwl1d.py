@@ -47,6 +47,30 @@ class Signs:
             return -1
         if not e.free_symbols:
             return _numeric_sign(e)
+        num, den = sympy.together(e).as_numer_denom()
+        if den != 1:  # sign(p / q) = sign(p) sign(q): branch on the factors, not on the quotient
+            return self.sign(num) * self.sign(den)
+        coeff, factors = sympy.factor_terms(num).as_coeff_mul()
+        if len(factors) > 1 or coeff != 1:
+            out = self.sign(coeff) if coeff != 1 else 1
+            for f in factors:
+                base, expo = f.as_base_exp()
+                if expo.is_Integer and expo > 0:
+                    sb = self.sign(base)
+                    out *= sb if expo % 2 else sb * sb
+                else:
+                    out *= self._branch(f)
+            return out
+        return self._branch(e)
+
+    def _branch(self, e: sympy.Expr) -> int:
+        e = sympy.expand(e)
+        if e.is_zero:
+            return 0
+        if e.is_positive:
+            return 1
+        if e.is_negative:
+            return -1
         if e in self._cache:
             return self._cache[e]
         if -e in self._cache:
@@ -208,7 +232,30 @@ def breakpoints_constant(stage_list: list[Stage], norm: str, domain: tuple | Non
 
 
 def _piecewise(cases: list[tuple[sympy.Expr, sympy.Basic]]) -> sympy.Expr:
-    """Merge cases with the same value into ``Piecewise((value, Or(conditions)), ...)``."""
+    """Merge cases with the same value into ``Piecewise((value, Or(conditions)), ...)``.
+
+    With a single symbol, each case's condition is solved to a set of reals: contradictory cases drop out
+    and the conditions become intervals.
+    """
+    syms = set().union(*[c.free_symbols for _, c in cases])
+    if len(syms) == 1:
+        sym = next(iter(syms))
+        sets: dict[sympy.Expr, sympy.Set] = {}
+        for value, cond in cases:
+            region = sympy.S.Reals
+            for part in sympy.And.make_args(cond):
+                if part is sympy.true:
+                    continue
+                region = sympy.Intersection(region, sympy.solveset(part, sym, sympy.S.Reals))
+            if region is sympy.S.EmptySet:
+                continue
+            sets[value] = sympy.Union(sets.get(value, sympy.S.EmptySet), region)
+        if len(sets) == 1:
+            return next(iter(sets))
+        items = list(sets.items())
+        args = [(v, region.as_relational(sym)) for v, region in items[:-1]]
+        args.append((items[-1][0], True))
+        return sympy.Piecewise(*args)
     merged: dict[sympy.Expr, list] = {}
     for value, cond in cases:
         merged.setdefault(value, []).append(cond)

@@ -44,8 +44,9 @@ MAX_INPUT_DIM = 12
 MAX_NEURONS = 256
 MAX_NODES = 2_000_000
 
-#: a region with an LP inscribed-ball radius above this is taken as nonempty (then checked exactly)
-RADIUS_TOL = 1e-9
+#: a region with an LP inscribed-ball radius above this is taken as nonempty (then checked exactly); thin
+#: regions with a tiny positive radius are explored too, the exact point check decides
+RADIUS_TOL = 0.0
 
 _HINF = highspy.kHighsInf
 
