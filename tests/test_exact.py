@@ -249,3 +249,29 @@ def test_symbolic_multi_input_not_applicable():
     net = lv.Network([lv.Dense(sympy.Matrix([[1, a]])), lv.ReLU(), lv.Dense([[1]])])
     with pytest.raises(NotApplicableError, match="symbolic"):
         lv.exact(net, "inf")
+
+
+# --------------------------------------------------------------------------- MILP cross-check
+
+
+@pytest.mark.parametrize("n,widths,seed", [(1, [5, 4], 0), (2, [6, 5], 1), (3, [6, 5], 2)])
+@pytest.mark.parametrize("p", ["1", "inf"])
+def test_regions_agree_with_milp(n, widths, seed, p):
+    from lipverify.exact.milp import milp_constant
+
+    net = random_relu(n, widths, seed)
+    dom = ([-3] * n, [3] * n)
+    e = lv.exact(net, p, domain=dom, method="regions")
+    assert e.kind == "exact"
+    m = milp_constant(net, p, dom)
+    assert abs(m - float(e.value)) <= 1e-6 * max(1.0, float(e.value))
+
+
+def test_milp_refuses_unbounded_and_l2():
+    from lipverify.exact.milp import milp_constant
+
+    net = random_relu(2, [3], 0)
+    with pytest.raises(NotApplicableError):
+        milp_constant(net, "inf", None)
+    with pytest.raises(NotApplicableError):
+        milp_constant(net, 2, ([-1, -1], [1, 1]))
