@@ -165,6 +165,12 @@ def _ext_mul(w: float, iv: tuple[float, float]) -> tuple[float, float]:
     return math.nextafter(a, -math.inf), math.nextafter(b, math.inf)
 
 
+def _ext_mul_iv(wl: float, wh: float, iv: tuple[float, float]) -> tuple[float, float]:
+    """``[wl, wh] * iv``: the product is bilinear, so its extremes over ``w`` are at ``wl`` or ``wh``."""
+    a, b = _ext_mul(wl, iv), _ext_mul(wh, iv)
+    return min(a[0], b[0]), max(a[1], b[1])
+
+
 def _ext_add(p: tuple[float, float], q: tuple[float, float]) -> tuple[float, float]:
     return math.nextafter(p[0] + q[0], -math.inf), math.nextafter(p[1] + q[1], math.inf)
 
@@ -231,18 +237,16 @@ def _tail(net: _Net, r: float, sign: int, norm: str) -> float:
     """An upper bound of ``||f'(x)||`` over ``x >= r`` (sign +1) or ``x <= -r`` (sign -1)."""
     v = [(r, math.inf) if sign > 0 else (-math.inf, -r)]
     d = [(1.0, 1.0)]
-    for _, wq, b, kind, _, slopes in net.layers:
-        wf = [[float(x) for x in row] for row in wq]
-        exact_float = all(sympy.Rational(x) == q for row_f, row_q in zip(wf, wq) for x, q in zip(row_f, row_q))
-        if not exact_float:
-            return math.inf  # weights that are not dyadic: no tail bound (the caller reports the gap)
+    for w_arb, _, b, kind, _, slopes in net.layers:
+        # each weight as a float interval [lo, hi] containing it (exact for dyadic weights)
+        wf = [[(_lo(x), _hi(x)) for x in row] for row in w_arb]
         bf = [(_lo(bb), _hi(bb)) for bb in b]
         nv, nd = [], []
         for row, bi in zip(wf, bf):
             acc_v, acc_d = bi, (0.0, 0.0)
-            for k, w in enumerate(row):
-                acc_v = _ext_add(acc_v, _ext_mul(w, v[k]))
-                acc_d = _ext_add(acc_d, _ext_mul(w, d[k]))
+            for k, (wl, wh) in enumerate(row):
+                acc_v = _ext_add(acc_v, _ext_mul_iv(wl, wh, v[k]))
+                acc_d = _ext_add(acc_d, _ext_mul_iv(wl, wh, d[k]))
             nv.append(acc_v)
             nd.append(acc_d)
         v, d = nv, nd
