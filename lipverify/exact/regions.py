@@ -198,6 +198,7 @@ class _Enumerator:
         self.highs.addVars(self.n + 1, -inf, np.r_[inf[:-1], 1.0])
         self.highs.changeColCost(self.n, -1.0)
         self.row_norms: list[float] = []
+        self._cols = np.arange(self.n + 1, dtype=np.int32)
         self.bar = None
         if progress is None:
             progress = sys.stderr.isatty()
@@ -284,7 +285,10 @@ class _Enumerator:
         a, c = row
         nrm = float(np.linalg.norm(a)) or 1.0
         n = self.n
-        self.highs.addRow(-_HINF, c / nrm, n + 1, np.arange(n + 1, dtype=np.int32), np.r_[-a / nrm, 1.0])
+        vals = np.empty(n + 1)
+        vals[:n] = -a / nrm
+        vals[n] = 1.0
+        self.highs.addRow(-_HINF, c / nrm, n + 1, self._cols, vals)
         self.row_norms.append(nrm)
 
     def _pop(self) -> None:
@@ -547,11 +551,12 @@ def _check_certificate(rows: list[tuple[list[fmpq], fmpq]], y_float: np.ndarray,
     basis = _nullspace(at, k)
     if not basis:
         return False
-    nb = np.array([[_f(v) for v in b] for b in basis]).T  # k x d
-    w, *_ = np.linalg.lstsq(nb, y_float / np.max(y_float), rcond=None)
-    trials = [[_q(v) for v in w]]
-    if len(basis) == 1:
-        trials += [[fmpq(1)], [fmpq(-1)]]
+    if len(basis) == 1:  # y is unique up to scale: try both signs
+        trials = [[fmpq(1)], [fmpq(-1)]]
+    else:
+        nb = np.array([[_f(v) for v in b] for b in basis]).T  # k x d
+        w, *_ = np.linalg.lstsq(nb, y_float / np.max(y_float), rcond=None)
+        trials = [[_q(v) for v in w]]
     for wq in trials:
         y = [sum((wq[t] * basis[t][i] for t in range(len(basis))), fmpq(0)) for i in range(k)]
         if all(v >= 0 for v in y) and any(v > 0 for v in y):
