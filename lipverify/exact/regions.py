@@ -36,7 +36,7 @@ import sympy
 from flint import fmpq, fmpq_mat
 
 from ..errors import NotApplicableError, SolverError
-from ..rigorous import abs_norm_upper, matmul_up, norm_upper_nonneg, up
+from ..rigorous import abs_norm_upper, add_up, matmul_up, norm_upper_nonneg, up
 from .common import Stage, pwl_slopes, rational_matrix_norm
 
 #: static size limits (override with the keyword arguments of :func:`regions_constant`)
@@ -394,16 +394,30 @@ class _Enumerator:
             return
         zf = _to_float(z)
         zabs = up(np.abs(zf))
-        self._neuron(k, 0, z, zf, zabs, [], rows_exact, rows_float, witness)
+        last = None
+        if k == len(self.hidden) - 1:
+            # last hidden layer: J = Σ_j d_j W_L[:, j] Z[j, :]; keep the decided part exactly and bound the rest by
+            # tails[j] >= Σ_{r >= j} |W_L[:, r]| |Z[r, :]| (upward rounded)
+            wl_abs = self.layers[-1].w_abs
+            m = wl_abs.shape[0]
+            tails = [matmul_up(wl_abs[:, j:], zabs[j:, :n]) if j < z.nrows() else np.zeros((m, n))
+                     for j in range(z.nrows() + 1)]
+            last = (fmpq_mat(m, n), tails)
+        self._neuron(k, 0, z, zf, zabs, [], rows_exact, rows_float, witness, last)
 
     def _neuron(self, k: int, j: int, z: fmpq_mat, zf: np.ndarray, zabs: np.ndarray, ds: list,
-                rows_exact: list, rows_float: list, witness) -> None:
+                rows_exact: list, rows_float: list, witness, last=None) -> None:
         self._tick_node()
         layer = self.hidden[k]
         n = self.n
         # branch and bound: rigorous upper bound of ||J|| over all completions of this branch
         dvec = np.array([abs(_f(d)) for d in ds] + [layer.smax] * (z.nrows() - len(ds)))
         bound = norm_upper_nonneg(matmul_up(up(self.suffix[k] * up(dvec)[None, :]), zabs[:, :n]), self.norm)
+        if last is not None:  # sign-aware bound in the last hidden layer: |J_decided| + smax Σ_undecided |w||z|
+            jdec, tails = last
+            dec_abs = up(np.abs(_to_float(jdec)))
+            mag = add_up(dec_abs, up(tails[j] * layer.smax))
+            bound = min(bound, norm_upper_nonneg(mag, self.norm))
         if self.best.prunes(bound):
             self.pruned_by_bound += 1
             return
@@ -415,10 +429,11 @@ class _Enumerator:
         c = z[j, n]
         if all(v == 0 for v in g):
             d = layer.right if c >= 0 else layer.left
-            self._neuron(k, j + 1, z, zf, zabs, ds + [d], rows_exact, rows_float, witness)
+            self._neuron(k, j + 1, z, zf, zabs, ds + [d], rows_exact, rows_float, witness, self._extend(last, z, j, d))
             return
         if layer.left == layer.right:
-            self._neuron(k, j + 1, z, zf, zabs, ds + [layer.right], rows_exact, rows_float, witness)
+            self._neuron(k, j + 1, z, zf, zabs, ds + [layer.right], rows_exact, rows_float, witness,
+                         self._extend(last, z, j, layer.right))
             return
         gf, cf = zf[j, :n], zf[j, n]
         side_w = 0
@@ -444,9 +459,21 @@ class _Enumerator:
                         if self.certify_empty(child_exact, child_float, hint):
                             continue
                         self.ambiguous += 1
-                self._neuron(k, j + 1, z, zf, zabs, ds + [d], child_exact, child_float, child_w)
+                self._neuron(k, j + 1, z, zf, zabs, ds + [d], child_exact, child_float, child_w, self._extend(last, z, j, d))
             finally:
                 self._pop()
+
+    def _extend(self, last, z: fmpq_mat, j: int, d: fmpq):
+        """Add neuron ``j``'s exact contribution ``d W_L[:, j] Z[j, :n]`` to the decided part of the last layer."""
+        if last is None:
+            return None
+        jdec, tails = last
+        if d == 0:
+            return last
+        wl = self.layers[-1].w
+        m, n = jdec.nrows(), self.n
+        out = fmpq_mat(m, n, [jdec[i, c] + d * wl[i, j] * z[j, c] for i in range(m) for c in range(n)])
+        return out, tails
 
     def _leaf(self, z: fmpq_mat, rows_exact: list, rows_float: list, witness) -> None:
         n = self.n
