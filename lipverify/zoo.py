@@ -5,7 +5,8 @@ norm (``"1"``, ``"2"``, ``"inf"``) as a sympy number.  Every entry is small, so 
 whole zoo in a few seconds (``lipverify compare --zoo``).
 
 >>> import lipverify as lv
->>> e = lv.zoo.ZOO["sawtooth3"]
+>>> from lipverify.zoo import ZOO
+>>> e = ZOO["sawtooth3"]
 >>> e.constants["inf"], lv.exact(e.build(), "inf").value
 (8, 8)
 """

@@ -188,6 +188,7 @@ class _Enumerator:
         self.certificates = 0
         self.ambiguous = 0
         self.pruned_by_bound = 0
+        self.seeded = 0
         self.max_nodes = max_nodes
         self.deadline = None if time_limit is None else time.monotonic() + time_limit
         self.highs = _new_highs()
@@ -278,6 +279,7 @@ class _Enumerator:
             j = self.exact_jacobian_at(x)
             if j is not None:
                 self.best.add(j, verified=True)
+                self.seeded += 1
 
     # ------------------------------------------------------------------ LPs and certificates
     # the HiGHS model holds the rows of the current search path: -â_i·x + t <= ĉ_i, maximise t <= 1
@@ -498,7 +500,8 @@ class _Enumerator:
     def result(self) -> tuple[sympy.Expr | None, sympy.Expr | None, dict]:
         """``(exact, upper, details)``: ``exact`` when proven, else ``None`` and an exact upper bound."""
         best = self.best
-        details = {"technique": "regions", "nodes": self.nodes, "lps": self.lps, "verified_regions": best.verified_count,
+        details = {"technique": "regions", "nodes": self.nodes, "lps": self.lps,
+                   "verified_regions": best.verified_count - self.seeded, "seed_points_verified": self.seeded,
                    "pruned_by_bound": self.pruned_by_bound, "certificates": self.certificates,
                    "ambiguous_branches": self.ambiguous, "unverified_regions": len(best.unverified),
                    "solver": "HiGHS (highspy, warm-started), exact checks in python-flint fmpq"}
