@@ -275,3 +275,18 @@ def test_milp_refuses_unbounded_and_l2():
         milp_constant(net, "inf", None)
     with pytest.raises(NotApplicableError):
         milp_constant(net, 2, ([-1, -1], [1, 1]))
+
+
+def test_thin_wedges_are_never_dropped():
+    # relu(x1 + x2) - relu(x1 + (1 + e) x2): two nearly parallel lines through 0 bound two thin wedges whose
+    # gradient (-1, -(1 + e)) gives the constant 2 + e (l∞).  Floating-point LPs struggle with the wedges; the
+    # result must stay sound: exact 2 + e, or an upper bound >= 2 + e with lower <= 2 + e.
+    e = Fraction(1, 2**40)
+    net = lv.Network([lv.Dense([[1, 1], [1, 1 + e]]), lv.ReLU(), lv.Dense([[1, -1]])])
+    truth = sympy.Rational(2) + sympy.Rational(e.numerator, e.denominator)
+    b = lv.exact(net, "inf")
+    if b.kind == "exact":
+        assert b.value == truth
+    else:
+        assert b.kind == "upper" and sympy.Rational(b.value) >= truth
+        assert b.lower is None or sympy.Rational(b.lower) <= truth
