@@ -18,6 +18,7 @@ from .errors import (
     SolverError,
     UnsupportedLayerError,
 )
+from .exact import exact
 from .io import from_torch, load, save
 from .layers import GELU, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
 from .local import certified_radius, localize
@@ -33,6 +34,6 @@ __all__ = [
     "Dense", "Flatten", "GELU", "MaxPool2d",
     "Identity", "Layer", "LeakyReLU", "LipVerifyError", "ModelFormatError", "Network", "NotApplicableError",
     "NumericalError", "ReLU", "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
-    "UnsupportedLayerError", "bound", "certified_radius", "compare", "from_torch", "load", "localize", "lower_bound",
-    "parse_norm", "save",
+    "UnsupportedLayerError", "bound", "certified_radius", "compare", "exact", "from_torch", "load", "localize",
+    "lower_bound", "parse_norm", "save",
 ]

@@ -1,0 +1,116 @@
+"""Exact Lipschitz constants (``kind="exact"``), one module per technique; proofs in ``proofs/exact.md``.
+
+* :mod:`.pwl1d` — one input, piecewise-linear activations: sorted breakpoints, exact rationals (also with
+  symbolic weights, as a ``Piecewise`` formula);
+* :mod:`.regions` — several inputs, piecewise-linear activations: realizable activation regions (HiGHS
+  LPs, every decision that matters checked in exact arithmetic);
+* :mod:`.smooth1d` — one input, smooth activations: critical points of ``f'`` with sympy, otherwise a
+  rigorous ``arb`` branch-and-bound enclosure (reported as ``kind="upper"`` with ``lower``);
+* :mod:`.milp` — a LipMIP-style mixed-integer program (HiGHS) used as an independent cross-check.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sympy
+
+from ..errors import NotApplicableError
+from ..network import Network
+from ..norms import NormLike, parse_norm
+from ..result import Bound, float_down, float_up
+from .common import is_pwl, parse_domain, stages
+from .pwl1d import breakpoints_constant
+from .regions import regions_constant
+
+METHODS = ("auto", "breakpoints", "regions", "smooth")
+
+
+def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str = "auto", **options) -> Bound:
+    """The true Lipschitz constant of ``f`` (biases included) on ``R^n`` or on the box ``domain=(lower, upper)``.
+
+    Claim: for ``kind="exact"``, ``value`` (a sympy number, or a formula in the weights' symbols) equals
+    ``sup_{x != y} ||f(x) - f(y)||_p / ||x - y||_p``.  Assumptions: Dense/Flatten/activation layers; weights
+    exact or floats (a float enters as its exact dyadic rational).  Techniques (``method``):
+
+    * ``"breakpoints"`` (one input, ReLU/LeakyReLU/Identity; symbolic weights allowed),
+    * ``"regions"`` (piecewise-linear, any input dimension within the size limits; options ``max_nodes``,
+      ``time_limit``, ``progress``, ``max_input_dim``, ``max_neurons``),
+    * ``"smooth"`` (one input, Tanh/Sigmoid/GELU/SiLU: sympy critical points, else a rigorous enclosure
+      reported as ``kind="upper"`` with ``lower``; options ``tol``, ``time_limit``),
+    * ``"auto"`` picks one of them.
+
+    Proof: ``proofs/exact.md``.
+
+    >>> import lipverify as lv
+    >>> net = lv.Network([lv.Dense([[1], [-1]]), lv.ReLU(), lv.Dense([[1, 1]])])   # |x|
+    >>> lv.exact(net, norm="inf").value
+    1
+    """
+    started = time.perf_counter()
+    p = parse_norm(norm)
+    if method not in METHODS:
+        raise ValueError(f"exact: unknown method {method!r}; valid methods are {', '.join(METHODS)}")
+    st = stages(net)
+    n = net.n_in
+    dom = parse_domain(domain, n)
+    acts = [s.act for s in st if s.act is not None]
+    pwl = all(is_pwl(a) for a in acts)
+    symbolic = bool(net.free_symbols)
+    if method == "auto":
+        if pwl:
+            method = "breakpoints" if n == 1 else "regions"
+        else:
+            method = "smooth"
+    if method == "breakpoints":
+        if n != 1 or not pwl:
+            raise NotApplicableError(
+                "exact (breakpoints): needs one input and piecewise-linear activations (ReLU, LeakyReLU, Identity); "
+                f"this network has {n} inputs and activations {sorted({a.kind for a in acts})}"
+            )
+        value, details = breakpoints_constant(st, p, dom)
+        return _exact_bound(value, p, started, details, symbolic)
+    if symbolic:
+        raise NotApplicableError(
+            f"exact ({method}): the network has symbolic weights {sorted(map(str, net.free_symbols))}; formulas are "
+            "computed for one-input piecewise-linear networks (method='breakpoints'); substitute values with net.subs"
+        )
+    if method == "regions":
+        if not pwl:
+            bad = next(a for a in acts if not is_pwl(a))
+            raise NotApplicableError(
+                f"exact (regions): layer {_index(st, bad)} ({bad.describe()}) is not piecewise linear; region "
+                "enumeration needs ReLU, LeakyReLU or Identity activations"
+            )
+        value, upper, details = regions_constant(st, p, dom, **options)
+        if value is not None:
+            return _exact_bound(value, p, started, details, False, solver="HiGHS")
+        lower = details.get("lower_exact")
+        return Bound(float_up(upper), p, "exact", "upper", time.perf_counter() - started,
+                     lower=None if lower is None else float_down(lower), solver="HiGHS", status="unverified regions",
+                     assumptions=("some regions could be neither verified nor certified empty; value is an upper bound",),
+                     details=details)
+    from .smooth1d import smooth_constant
+
+    if n != 1:
+        raise NotApplicableError(
+            f"exact (smooth): smooth activations are handled for one input only; this network has {n} inputs"
+        )
+    return smooth_constant(net, st, p, dom, started, **options)
+
+
+def _index(st, act) -> int:
+    for s in st:
+        if s.act is act:
+            return s.index
+    return -1
+
+
+def _exact_bound(value: sympy.Expr, norm: str, started: float, details: dict, symbolic: bool, solver=None) -> Bound:
+    lower = None if symbolic else float_down(value)
+    return Bound(value, norm, "exact", "exact", time.perf_counter() - started, exact_value=value, lower=lower,
+                 solver=solver, status="optimal", assumptions=("exact rational arithmetic",), details=details)
+
+
+__all__ = ["exact"]

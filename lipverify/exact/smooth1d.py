@@ -1,0 +1,408 @@
+"""Lipschitz constants of smooth networks with one input: ``sup_x ||f'(x)||_p``.
+
+Proof: ``proofs/exact.md`` (section "One input: smooth activations").  Two techniques:
+
+* **sympy**: for a scalar output and at most two hidden neurons, the critical points of ``f'`` are solved
+  with ``solveset`` over the reals (or the domain); the supremum is the largest ``|f'|`` over them and the
+  limits at the ends.  Accepted as ``kind="exact"`` only when it lies inside the rigorous enclosure below.
+* **arb branch and bound**: interval forward-mode differentiation (``f'`` and ``f''``) in python-flint
+  ``arb`` ball arithmetic.  On a box ``X = m ± r`` the range of ``f'`` is enclosed by the naive extension
+  intersected with the centred form ``f'(m) + f''(X)·[-r, r]``; the largest box bound is bisected until it is
+  within ``tol`` of the best point value ``||f'(m)||``.  Over ``R`` the tails ``|x| >= R`` are enclosed by
+  extended-real interval arithmetic (monotonicity pieces of each activation and of its derivative).
+  Reported as ``kind="upper"`` with ``lower`` (the gap is ``value - lower``), never as exact.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+
+import sympy
+from flint import arb, fmpq
+
+from ..errors import NotApplicableError
+from ..layers import GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
+from ..network import Network
+from ..result import Bound, float_down, float_up
+from .common import Stage
+
+_SQRT2 = arb(2).sqrt()
+_INV_SQRT_2PI = 1 / (2 * arb.pi()).sqrt()
+# brackets of the critical points of the derivatives (extremes of the slopes), see proofs/exact.md
+_CRIT = {"GELU": ((-1.4143, -1.4142), (1.4142, 1.4143)), "SiLU": ((-2.4, -2.39), (2.39, 2.4))}
+
+
+# --------------------------------------------------------------------------- ball arithmetic helpers
+
+
+def _lo(a: arb) -> float:
+    """A float <= every point of the ball ``a`` (``-inf`` for an unbounded or NaN ball)."""
+    if not a.is_finite():
+        return -math.inf
+    v = float(a.lower().mid())
+    for _ in range(64):
+        if arb(v) <= a:
+            return v
+        v = math.nextafter(v, -math.inf)
+    return -math.inf
+
+
+def _hi(a: arb) -> float:
+    """A float >= every point of the ball ``a`` (``inf`` for an unbounded or NaN ball)."""
+    if not a.is_finite():
+        return math.inf
+    v = float(a.upper().mid())
+    for _ in range(64):
+        if arb(v) >= a:
+            return v
+        v = math.nextafter(v, math.inf)
+    return math.inf
+
+
+def _ball(lo: float, hi: float) -> arb:
+    return arb(lo).union(arb(hi))
+
+
+def _act(kind: str, z: arb, neg_slope: arb | None) -> tuple[arb, arb, arb | None]:
+    """``(σ(z), σ'(z), σ''(z))`` on a ball; ``σ''`` is None where it does not exist (a kink inside the ball)."""
+    if kind == "Tanh":
+        t = z.tanh()
+        s1 = 1 - t * t
+        return t, s1, -2 * t * s1
+    if kind == "Sigmoid":
+        s = 1 / (1 + (-z).exp())
+        s1 = s * (1 - s)
+        return s, s1, s1 * (1 - 2 * s)
+    if kind == "GELU":
+        phi_c = (1 + (z / _SQRT2).erf()) / 2
+        phi = (-(z * z) / 2).exp() * _INV_SQRT_2PI
+        return z * phi_c, phi_c + z * phi, phi * (2 - z * z)
+    if kind == "SiLU":
+        s = 1 / (1 + (-z).exp())
+        return z * s, s * (1 + z * (1 - s)), s * (1 - s) * (2 + z * (1 - 2 * s))
+    if kind == "Identity":
+        return z, arb(1), arb(0)
+    a = arb(0) if kind == "ReLU" else neg_slope
+    if z > 0:
+        return z, arb(1), arb(0)
+    if z < 0:
+        return a * z, a, arb(0)
+    return (a * z).union(z), a.union(arb(1)), None
+
+
+class _Net:
+    """The stages in arb (rational weights are enclosed exactly)."""
+
+    def __init__(self, stage_list: list[Stage]) -> None:
+        self.layers = []
+        for st in stage_list:
+            w = [[_arb(st.weight[i, j]) for j in range(st.weight.cols)] for i in range(st.weight.rows)]
+            wq = [[st.weight[i, j] for j in range(st.weight.cols)] for i in range(st.weight.rows)]
+            b = [_arb(st.bias[i]) for i in range(st.bias.rows)]
+            act = st.act
+            kind = None if act is None else act.kind
+            if act is not None and not isinstance(act, (Tanh, Sigmoid, GELU, SiLU, ReLU, LeakyReLU, Identity)):
+                raise NotApplicableError(f"exact (smooth): layer {st.index} ({act.describe()}) is not supported")
+            neg = _arb(act._a) if isinstance(act, LeakyReLU) else None
+            slopes = None if act is None else (float_down(act.slopes[0]), float_up(act.slopes[1]))
+            self.layers.append((w, wq, b, kind, neg, slopes))
+
+    def derivs(self, x: arb, second: bool = True) -> tuple[list[arb], list[arb] | None]:
+        """``f'(X)`` and (if available) ``f''(X)`` componentwise on the ball ``X``."""
+        v, d, dd = [x], [arb(1)], [arb(0)]
+        for w, _, b, kind, neg, _ in self.layers:
+            v = [sum((wr[k] * v[k] for k in range(len(v))), arb(0)) + bi for wr, bi in zip(w, b)]
+            d = [sum((wr[k] * d[k] for k in range(len(d))), arb(0)) for wr in w]
+            if dd is not None and second:
+                dd = [sum((wr[k] * dd[k] for k in range(len(dd))), arb(0)) for wr in w]
+            else:
+                dd = None
+            if kind is None:
+                break
+            out_v, out_d, out_dd = [], [], []
+            for i, z in enumerate(v):
+                s0, s1, s2 = _act(kind, z, neg)
+                out_v.append(s0)
+                out_d.append(s1 * d[i])
+                if dd is not None and s2 is not None:
+                    out_dd.append(s2 * d[i] * d[i] + s1 * dd[i])
+                else:
+                    dd = None
+            v, d = out_v, out_d
+            dd = out_dd if dd is not None else None
+        return d, dd
+
+
+def _arb(v: sympy.Expr) -> arb:
+    v = sympy.sympify(v)
+    if v.is_Rational:
+        return arb(fmpq(int(v.p), int(v.q)))
+    raise NotApplicableError(f"exact (smooth): weight {v} is not rational")
+
+
+def _norm_ball(comps: list[arb], norm: str) -> arb:
+    absc = [c.abs_upper().union(c.abs_lower()) for c in comps]  # a ball enclosing [min |c|, max |c|]
+    if norm == "inf":
+        out = absc[0]
+        for c in absc[1:]:
+            out = out.max(c)
+        return out
+    if norm == "1":
+        return sum(absc, arb(0))
+    return sum((c * c for c in absc), arb(0)).nonnegative_part().sqrt()
+
+
+# --------------------------------------------------------------------------- extended-real tails
+
+
+def _ext_mul(w: float, iv: tuple[float, float]) -> tuple[float, float]:
+    if w == 0.0:
+        return 0.0, 0.0
+    lo, hi = iv
+    a, b = (w * lo, w * hi) if w > 0 else (w * hi, w * lo)
+    return math.nextafter(a, -math.inf), math.nextafter(b, math.inf)
+
+
+def _ext_mul_iv(wl: float, wh: float, iv: tuple[float, float]) -> tuple[float, float]:
+    """``[wl, wh] * iv``: the product is bilinear, so its extremes over ``w`` are at ``wl`` or ``wh``."""
+    a, b = _ext_mul(wl, iv), _ext_mul(wh, iv)
+    return min(a[0], b[0]), max(a[1], b[1])
+
+
+def _ext_add(p: tuple[float, float], q: tuple[float, float]) -> tuple[float, float]:
+    return math.nextafter(p[0] + q[0], -math.inf), math.nextafter(p[1] + q[1], math.inf)
+
+
+def _ext_prod(p: tuple[float, float], q: tuple[float, float]) -> tuple[float, float]:
+    """Product of two intervals, at least one of them bounded (an unbounded factor times 0 is treated as 0
+    only when that factor is bounded; otherwise the result is the whole line)."""
+    cands = []
+    for a in p:
+        for b in q:
+            if (a == 0.0 and math.isinf(b)) or (b == 0.0 and math.isinf(a)):
+                return -math.inf, math.inf
+            cands.append(a * b)
+    return math.nextafter(min(cands), -math.inf), math.nextafter(max(cands), math.inf)
+
+
+def _sigma_point(kind: str, z: float) -> tuple[arb, arb]:
+    s0, s1, _ = _act(kind, arb(z), None)
+    return s0, s1
+
+
+_LIMITS = {  # (σ(-inf), σ'(-inf), σ(+inf), σ'(+inf)); None = unbounded
+    "Tanh": (-1.0, 0.0, 1.0, 0.0), "Sigmoid": (0.0, 0.0, 1.0, 0.0),
+    "GELU": (0.0, 0.0, None, 1.0), "SiLU": (0.0, 0.0, None, 1.0),
+}
+
+
+def _ext_act(kind: str, iv: tuple[float, float], slopes: tuple[float, float]) -> tuple[tuple, tuple]:
+    """Enclosures of ``σ`` and ``σ'`` on an extended interval (monotonicity pieces, proofs/exact.md)."""
+    lo, hi = iv
+    vals, ders = [], []
+    for z, side in ((lo, 0), (hi, 2)):
+        if math.isinf(z):
+            lim = _LIMITS[kind]
+            v, d = lim[side], lim[side + 1]
+            vals.append((math.inf, math.inf) if v is None else (v, v))
+            ders.append((d, d))
+        else:
+            s0, s1 = _sigma_point(kind, z)
+            vals.append((_lo(s0), _hi(s0)))
+            ders.append((_lo(s1), _hi(s1)))
+    if kind in ("Tanh", "Sigmoid"):  # σ increasing; σ' unimodal with maximum at 0
+        v = (vals[0][0], vals[1][1])
+        dmax = max(ders[0][1], ders[1][1])
+        if lo <= 0 <= hi:
+            dmax = slopes[1]
+        return v, (min(ders[0][0], ders[1][0]), dmax)
+    # GELU, SiLU: σ quasi-convex (decreasing, then increasing); σ' monotone between its two critical points
+    vmin = min(vals[0][0], vals[1][0])
+    if lo <= 0 <= hi or (lo < 0 and hi > -3):
+        vmin = min(vmin, -0.2786)  # below the global minima (GELU ≈ -0.16997, SiLU ≈ -0.27846)
+    v = (vmin, max(vals[0][1], vals[1][1]))
+    dlo = min(ders[0][0], ders[1][0])
+    dhi = max(ders[0][1], ders[1][1])
+    (a1, b1), (a2, b2) = _CRIT[kind]
+    if lo <= b1 and hi >= a1:
+        dlo = slopes[0]
+    if lo <= b2 and hi >= a2:
+        dhi = slopes[1]
+    return v, (dlo, dhi)
+
+
+def _tail(net: _Net, r: float, sign: int, norm: str) -> float:
+    """An upper bound of ``||f'(x)||`` over ``x >= r`` (sign +1) or ``x <= -r`` (sign -1)."""
+    v = [(r, math.inf) if sign > 0 else (-math.inf, -r)]
+    d = [(1.0, 1.0)]
+    for w_arb, _, b, kind, _, slopes in net.layers:
+        # each weight as a float interval [lo, hi] containing it (exact for dyadic weights)
+        wf = [[(_lo(x), _hi(x)) for x in row] for row in w_arb]
+        bf = [(_lo(bb), _hi(bb)) for bb in b]
+        nv, nd = [], []
+        for row, bi in zip(wf, bf):
+            acc_v, acc_d = bi, (0.0, 0.0)
+            for k, (wl, wh) in enumerate(row):
+                acc_v = _ext_add(acc_v, _ext_mul_iv(wl, wh, v[k]))
+                acc_d = _ext_add(acc_d, _ext_mul_iv(wl, wh, d[k]))
+            nv.append(acc_v)
+            nd.append(acc_d)
+        v, d = nv, nd
+        if kind is None:
+            break
+        if kind in ("ReLU", "LeakyReLU", "Identity"):
+            return math.inf
+        out_v, out_d = [], []
+        for zi, di in zip(v, d):
+            sv, sd = _ext_act(kind, zi, slopes)
+            out_v.append(sv)
+            out_d.append(_ext_prod(sd, di))
+        v, d = out_v, out_d
+    mags = [max(abs(lo), abs(hi)) for lo, hi in d]
+    if norm == "inf":
+        return max(mags)
+    if norm == "1":
+        return math.nextafter(math.fsum(mags) * (1 + 1e-15), math.inf)
+    return math.nextafter(math.sqrt(math.fsum(m * m for m in mags)) * (1 + 1e-15), math.inf)
+
+
+# --------------------------------------------------------------------------- branch and bound
+
+
+def _enclose(net: _Net, a: fmpq, b: fmpq, norm: str) -> tuple[float, float]:
+    """``(upper, lower)``: an upper bound of ``||f'||`` on ``[a, b]`` and the value at the midpoint (lower)."""
+    m = (a + b) / 2
+    r = (b - a) / 2
+    box = arb(m, 0) + arb(0, 1) * arb(r)
+    d_box, dd_box = net.derivs(box)
+    d_mid, _ = net.derivs(arb(m), second=False)
+    comps = []
+    for i, naive in enumerate(d_box):
+        c = naive
+        if dd_box is not None:
+            centred = d_mid[i] + dd_box[i] * arb(0, 1) * arb(r)
+            if centred.overlaps(naive):
+                c = centred.intersection(naive)
+        comps.append(c)
+    return _hi(_norm_ball(comps, norm)), max(_lo(_norm_ball(d_mid, norm)), 0.0)
+
+
+def branch_and_bound(net: _Net, norm: str, lo: fmpq, hi: fmpq, *, tol: float, deadline: float,
+                     tails: bool, max_boxes: int = 200_000) -> tuple[float, float, dict]:
+    """Rigorous enclosure ``[lower, upper]`` of ``sup ||f'||`` on ``[lo, hi]`` (plus the tails when ``tails``)."""
+    best_lo = 0.0
+    heap: list = []
+    up0, l0 = _enclose(net, lo, hi, norm)
+    best_lo = max(best_lo, l0)
+    heapq.heappush(heap, (-up0, 0, lo, hi))
+    counter = 1
+    tail_up = 0.0
+    r = float(max(abs(lo), abs(hi)))
+    if tails:
+        for s in (1, -1):
+            pt = arb(fmpq(s) * fmpq(max(abs(lo), abs(hi))))
+            best_lo = max(best_lo, _lo(_norm_ball(net.derivs(pt, second=False)[0], norm)))
+        tail_up = max(_tail(net, r, 1, norm), _tail(net, r, -1, norm))
+    boxes = 1
+    while heap:
+        top = -heap[0][0]
+        upper = max(top, tail_up)
+        if upper - best_lo <= tol or time.monotonic() > deadline or boxes >= max_boxes:
+            break
+        if tail_up >= top and tail_up - best_lo > tol:
+            break  # only the tails are open; the enclosure there cannot be refined by bisection
+        _, _, a, b = heapq.heappop(heap)
+        m = (a + b) / 2
+        for c, d in ((a, m), (m, b)):
+            u, lval = _enclose(net, c, d, norm)
+            boxes += 1
+            best_lo = max(best_lo, lval)
+            if u > best_lo:
+                heapq.heappush(heap, (-u, counter, c, d))
+                counter += 1
+    top = -heap[0][0] if heap else best_lo
+    upper = max(top, tail_up, best_lo)
+    return upper, best_lo, {"boxes": boxes, "tail_radius": r if tails else None, "tail_bound": tail_up if tails else None}
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _sympy_candidate(net: Network, stage_list: list[Stage], norm: str, dom) -> sympy.Expr | None:
+    """The exact sup of ``|f'|`` from sympy's critical points, or None when sympy cannot give them."""
+    hidden = sum(st.weight.rows for st in stage_list[:-1])
+    if net.n_out != 1 or hidden > 2:
+        return None
+    x = sympy.Symbol("x", real=True)
+    f = net.sympy([x])[0]
+    g = sympy.diff(f, x)
+    region = sympy.S.Reals if dom is None else sympy.Interval(_sym(dom[0][0]), _sym(dom[1][0]))
+    try:
+        crit = sympy.solveset(sympy.diff(g, x), x, region)
+    except (NotImplementedError, ValueError, TypeError):
+        return None
+    if crit is sympy.S.EmptySet:
+        points: list = []
+    elif isinstance(crit, sympy.FiniteSet) and len(crit) <= 50:
+        points = list(crit)
+    else:
+        return None
+    cands = [sympy.Abs(g.subs(x, c)) for c in points]
+    if dom is None:
+        for end in (sympy.oo, -sympy.oo):
+            lim = sympy.limit(g, x, end)
+            if not lim.is_finite:
+                return None
+            cands.append(sympy.Abs(lim))
+    else:
+        cands += [sympy.Abs(g.subs(x, region.start)), sympy.Abs(g.subs(x, region.end))]
+    cands = [sympy.nsimplify(c) if c.is_Float else sympy.simplify(c) for c in cands]
+    if not all(c.is_real and c.is_finite for c in cands):
+        return None
+    return sympy.Max(*cands)
+
+
+def _sym(f) -> sympy.Rational:
+    return sympy.Rational(f.numerator, f.denominator)
+
+
+def smooth_constant(net: Network, stage_list: list[Stage], norm: str, dom, started: float, *, tol: float = 1e-9,
+                    time_limit: float = 10.0, use_sympy: bool = True) -> Bound:
+    """``sup ||f'||_p`` for a one-input network with smooth activations (see the module docstring)."""
+    anet = _Net(stage_list)
+    if dom is None:
+        # the bisection interval covers every first-layer transition region generously
+        w, b = stage_list[0].weight, stage_list[0].bias
+        scale = max([abs(b[i] / w[i, 0]) for i in range(w.rows) if w[i, 0] != 0] + [sympy.Integer(1)])
+        r = 2 ** max(3, int(math.ceil(math.log2(float(scale) + 1))) + 4)
+        lo, hi = fmpq(-r), fmpq(r)
+    else:
+        lo, hi = (fmpq(v.numerator, v.denominator) for v in (dom[0][0], dom[1][0]))
+    deadline = time.monotonic() + time_limit
+    upper, lower, info = branch_and_bound(anet, norm, lo, hi, tol=tol, deadline=deadline, tails=dom is None)
+    if dom is None and upper - lower > tol:  # widen the bisected interval while only the tails stay open
+        for _ in range(6):
+            if info["tail_bound"] is None or info["tail_bound"] <= lower + tol or time.monotonic() > deadline:
+                break
+            lo, hi = lo * 8, hi * 8
+            upper, lower, info = branch_and_bound(anet, norm, lo, hi, tol=tol, deadline=deadline, tails=True)
+    info = {"technique": "arb branch and bound", **info}
+    if use_sympy:
+        cand = _sympy_candidate(net, stage_list, norm, dom)
+        if cand is not None:
+            val = float(sympy.N(cand, 30))
+            if lower - 1e-12 <= val <= upper + 1e-12:
+                return Bound(cand, norm, "exact", "exact", time.perf_counter() - started, exact_value=cand,
+                             lower=float_down(cand), solver="sympy solveset", status="optimal",
+                             assumptions=("critical points of f' by sympy, confirmed by a rigorous arb enclosure",),
+                             details={"technique": "sympy critical points", "enclosure": (lower, upper)})
+    if not (math.isfinite(upper) and math.isfinite(lower)):
+        raise NotApplicableError("exact (smooth): no finite enclosure; the tails could not be bounded")
+    status = "converged" if upper - lower <= tol else "gap above tolerance (time limit or open tails)"
+    return Bound(upper, norm, "exact", "upper", time.perf_counter() - started, lower=lower, solver="python-flint arb",
+                 status=status, assumptions=("rigorous interval enclosure; not an exact value",), details=info)
+
+
+__all__ = ["smooth_constant", "branch_and_bound"]
