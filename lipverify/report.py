@@ -24,6 +24,7 @@ from .layers import Dense, ReLU
 from .lower import lower_bound
 from .network import Network
 from .result import Bound
+from .zoo import ZOO, sawtooth
 
 #: the paper's bounds, in the order of the tables (methods added later appear after them)
 PAPER_METHODS = ("kstar", "k1", "k2", "k3", "k4")
@@ -101,30 +102,12 @@ def scalar_nonnegative_net(rng: np.random.Generator, width: int) -> Network:
     return Network([Dense([[int(v)] for v in w], [int(v) for v in b]), ReLU(), Dense([[int(v) for v in a]])])
 
 
-def scalar_lipschitz(net: Network) -> Fraction:
-    """The true Lipschitz constant of a 1-D one-hidden-layer ReLU net, from the slopes between breakpoints."""
-    dense = [layer for layer in net.layers if isinstance(layer, Dense)]
-    w1, b1 = dense[0].sympy_matrices()
-    w2, _ = dense[1].sympy_matrices()
-    w = [Fraction(int(v.p), int(v.q)) for v in w1]
-    b = [Fraction(int(v.p), int(v.q)) for v in b1]
-    a = [Fraction(int(v.p), int(v.q)) for v in w2]
-    points = sorted({-bi / wi for wi, bi in zip(w, b) if wi != 0})
-    probes = [points[0] - 1] + [(x + y) / 2 for x, y in zip(points, points[1:])] + [points[-1] + 1]
-    return max(abs(sum(ai * wi for wi, bi, ai in zip(w, b, a) if wi * x + bi > 0)) for x in probes)
+def exact_constant(net: Network) -> Fraction:
+    """The true Lipschitz constant of a 1-D network (the same in every norm), from :func:`lipverify.exact`."""
+    from .exact import exact
 
-
-def sawtooth_net(depth: int) -> Network:
-    """Yarotsky's sawtooth: the hat ``g(x) = 2 relu(x) - 4 relu(x - 1/2) + 2 relu(x - 1)`` composed ``depth``
-    times; its Lipschitz constant on R is ``2^depth`` (slope ±2^depth on [0, 1], 0 outside)."""
-    bias = [0, Fraction(-1, 2), -1]
-    out_row = [2, -4, 2]
-    layers = [Dense([[1], [1], [1]], bias), ReLU()]
-    for _ in range(depth - 1):
-        # the hat's output row followed by the next hat's input column, merged into one 3 x 3 layer
-        layers += [Dense([out_row, out_row, out_row], bias), ReLU()]
-    layers.append(Dense([out_row]))
-    return Network(layers)
+    value = exact(net, "inf").value
+    return Fraction(int(value.p), int(value.q))
 
 
 def _analytic_page(out: Path, suite: Suite, progress: Progress, title: str, intro: str, nets: list[tuple[str, Network, Fraction]],
@@ -182,7 +165,8 @@ def test1(out: Path, suite: Suite, progress: Progress) -> Path:
     nets = []
     for i in range(suite.test1_instances):
         net = scalar_nonnegative_net(rng, width=2 + i % 5)
-        nets.append((f"net{i} (width {2 + i % 5})", net, scalar_lipschitz(net)))
+        nets.append((f"net{i} (width {2 + i % 5})", net, exact_constant(net)))
+    nets.append(("zoo: paper_test1", ZOO["paper_test1"].build(), exact_constant(ZOO["paper_test1"].build())))
 
     def claim(ratios):
         worst = {n: max(ratios.get(f"k4 l{n}", [np.inf])) for n in ("1", "inf")}
@@ -191,14 +175,16 @@ def test1(out: Path, suite: Suite, progress: Progress) -> Path:
                        f"in l1 and l∞: worst K4/exact = {worst['1']:.12g} (l1), {worst['inf']:.12g} (l∞).")
 
     intro = ("Scalar networks `f(x) = Σ a_i relu(w_i x + b_i)` with integer weights and nonnegative output weights "
-             "`a_i`. Their exact Lipschitz constant (the largest slope between breakpoints, in exact rationals) is "
-             "the same in every norm. The paper's claim: K4 is exact on this family.")
+             "`a_i`, and the zoo's `paper_test1`. Their exact Lipschitz constant (`lv.exact`: the largest slope between "
+             "breakpoints, in exact rationals) is the same in every norm. The paper's claim: K4 is exact on this family.")
     return _analytic_page(out, suite, progress, "Test 1: one-hidden-layer scalar networks (K4 exact)", intro, nets,
                           claim, "test1")
 
 
 def test2(out: Path, suite: Suite, progress: Progress) -> Path:
-    nets = [(f"sawtooth depth {k}", sawtooth_net(k), Fraction(2**k)) for k in range(1, 5 if suite.name == "paper" else 3)]
+    depths = range(1, 5 if suite.name == "paper" else 3)
+    nets = [(f"sawtooth depth {k}", sawtooth(k), exact_constant(sawtooth(k))) for k in depths]
+    nets.append(("zoo: paper_test2", ZOO["paper_test2"].build(), exact_constant(ZOO["paper_test2"].build())))
 
     def claim(ratios):
         k4 = [r for n in ("1", "inf") for r in ratios.get(f"k4 l{n}", [])]
@@ -207,8 +193,9 @@ def test2(out: Path, suite: Suite, progress: Progress) -> Path:
                        "comes from the biases (each hat folds [0, 1] onto itself), which every bias-free bound ignores: "
                        f"K4 / exact ranges from {min(k4):.4g} to {max(k4):.4g} over the depths.")
 
-    intro = ("Yarotsky's sawtooth networks: the hat function composed k times, Lipschitz constant exactly 2^k in every "
-             "norm (one input, one output). A second closed-form family where cancellations between paths matter.")
+    intro = ("Yarotsky's sawtooth networks (the hat function composed k times, Lipschitz constant exactly 2^k) and the "
+             "zoo's `paper_test2` staircase: closed-form families where the biases matter (exact constants from "
+             "`lv.exact`, one input, one output).")
     return _analytic_page(out, suite, progress, "Test 2: sawtooth compositions (closed form 2^k)", intro, nets, claim, "test2")
 
 
