@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     common(p_compare, list(NORMS))
     p_compare.add_argument("--plot", metavar="OUT.png", default=None,
                            help="also draw a bar chart (log scale, one group per norm) to this file; needs matplotlib")
+    p_exact = sub.add_parser("exact", help="the exact Lipschitz constant (sympy) of a small network")
+    p_exact.add_argument("model", nargs="?", help="model file (.npz, .onnx, .pt)")
+    p_exact.add_argument("--zoo", action="store_true", help="every built-in analytic network instead of MODEL")
+    p_exact.add_argument("--norm", nargs="+", default=["inf"], metavar="NORM", help="norms; default: %(default)s")
+    p_exact.add_argument("--input-shape", default=None, help="input shape for model files without one, e.g. 1,28,28")
+    p_exact.add_argument("--json", action="store_true", help="print one JSON object (a list with --zoo)")
     p_report = sub.add_parser("report", help="regenerate the bound-comparison report (Markdown + PNG)")
     p_report.add_argument("--suite", default="paper", help="paper (minutes) or quick (seconds); default: %(default)s")
     p_report.add_argument("--out", default="docs/reports", help="output folder; default: %(default)s")
@@ -71,6 +77,38 @@ def _input_shape(text: str | None) -> tuple[int, ...] | None:
     if not shape or any(d <= 0 for d in shape):
         raise BadInput(f"--input-shape {text!r}: expected positive integers separated by commas, e.g. 1,28,28")
     return shape
+
+
+def _exact(args) -> int:
+    from .exact import exact
+
+    norms = [parse_norm(n) for n in args.norm]
+    outputs = []
+    for name, net, constants in _models(args):
+        rows = []
+        for n in norms:
+            started = time.perf_counter()
+            try:
+                rows.append(exact(net, n))
+            except NotApplicableError as exc:
+                rows.append(Skipped("exact", n, str(exc), time.perf_counter() - started))
+        result = Comparison(rows)
+        if args.json:
+            outputs.append(_json_object(name, net, result))
+            continue
+        print(f"== {name}  input shape {net.input_shape}, output shape {net.output_shape}")
+        for row in result:
+            if isinstance(row, Skipped):
+                print(f"  l{row.norm}: not computed: {row.error}")
+            else:
+                gap = "" if row.kind == "exact" else f"  (certified enclosure [{row.lower:.10g}, {float(row.value):.10g}])"
+                print(f"  l{row.norm}: {row.value}  [{row.kind}, {row.seconds:.3f} s]{gap}")
+                if constants.get(row.norm) is not None:
+                    print(f"        closed form: {constants[row.norm]}")
+        print()
+    if args.json:
+        print(json.dumps(outputs if args.zoo else outputs[0], indent=2))
+    return EXIT_OK
 
 
 def _report(args) -> int:
@@ -220,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _report(args)
+        if args.command == "exact":
+            return _exact(args)
         norms = [parse_norm(n) for n in args.norm]
         if args.method is not None:
             unknown = [m for m in args.method if m not in METHODS]

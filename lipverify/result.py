@@ -58,12 +58,25 @@ class Bound:
             return None
         return float(self.value) - self.lower
 
+    def float_value(self) -> float | None:
+        """``value`` as a float (rounded outward for upper/lower kinds), or ``None`` for a symbolic formula."""
+        if isinstance(self.value, sympy.Basic):
+            if self.value.free_symbols:
+                return None
+            return float_down(self.value) if self.kind == "lower" else float_up(self.value)
+        return float(self.value)
+
     def to_dict(self) -> dict:
-        return {"method": self.method, "norm": self.norm, "value": float(self.value), "kind": self.kind,
-                "seconds": self.seconds, "error": None}
+        """The JSON row of DESIGN §4; exact sympy values also appear as text under ``"exact"``."""
+        row = {"method": self.method, "norm": self.norm, "value": self.float_value(), "kind": self.kind,
+               "seconds": self.seconds, "error": None}
+        if isinstance(self.value, sympy.Basic):
+            row["exact"] = str(self.value)
+        return row
 
     def __str__(self) -> str:
-        return f"{self.method} (l{self.norm}, {self.kind}): {float(self.value):.6g}"
+        shown = self.value if isinstance(self.value, sympy.Basic) else f"{float(self.value):.6g}"
+        return f"{self.method} (l{self.norm}, {self.kind}): {shown}"
 
 
 @dataclass(frozen=True)

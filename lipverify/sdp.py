@@ -465,8 +465,9 @@ def _round_multipliers(lambdas_float, floor: float):
 def certify(problem: LipSDPProblem, lambdas_float, *, check: str = "auto", margins=MARGINS):
     """Turn the solver's multipliers into a proven certificate of the scaled problem.
 
-    Multipliers that leave the hidden block singular (e.g. all zero when the last weight vanishes) are
-    raised to a small floor, which only changes the candidate; the proof is the same.
+    Multipliers that leave the hidden block singular (e.g. all zero when the last weight vanishes, or an
+    optimum on the boundary of the feasible set) are raised to a small floor or inflated by a small factor,
+    which only changes the candidate; the proof is the same.
     Returns ``(certificate, margin, rho_estimate, check_used)``; raises :class:`CertificationError`.
     """
     flat = np.concatenate([np.ravel(x) for x in lambdas_float]) if lambdas_float else np.zeros(0)
@@ -476,8 +477,12 @@ def certify(problem: LipSDPProblem, lambdas_float, *, check: str = "auto", margi
         check = "exact" if problem.exact is not None and problem.size <= EXACT_MAX_SIZE else "float"
     scale = max(float(np.max(flat)) if flat.size else 0.0, 1.0)
     failure = None
-    for floor in (0.0, 2.0**-30 * scale, 2.0**-20 * scale, 2.0**-10 * scale):
-        lam_q, lam_f = _round_multipliers(lambdas_float, floor)
+    # candidates: the solver's multipliers, raised to a floor, or inflated (the optimum may sit on the
+    # boundary where the hidden block is singular, e.g. for |x| = relu(x) + relu(-x))
+    candidates = [(floor, 1.0) for floor in (0.0, 2.0**-30 * scale, 2.0**-20 * scale, 2.0**-10 * scale)]
+    candidates += [(0.0, 1.0 + delta) for delta in (2.0**-30, 2.0**-20, 2.0**-12, 2.0**-6)]
+    for floor, inflate in candidates:
+        lam_q, lam_f = _round_multipliers([np.asarray(x, dtype=np.float64) * inflate for x in lambdas_float], floor)
         try:
             rho_est = schur_rho(problem, lam_f)
         except CertificationError as exc:

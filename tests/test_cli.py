@@ -111,3 +111,20 @@ def test_input_shape_option(model, capsys):
     assert "the model's input shape is (2,), not (3,)" in capsys.readouterr().err
     assert main(["bound", model, "--input-shape", "a,b"]) == 2
     assert "expected positive integers" in capsys.readouterr().err
+
+
+def test_exact_command_prints_sympy_values_and_json(capsys):
+    assert main(["exact", "--zoo", "--norm", "inf"]) == 0
+    out = capsys.readouterr().out
+    assert "== sawtooth3" in out and "linf: 8  [exact" in out
+    assert main(["exact", "--zoo", "--json", "--norm", "1"]) == 0
+    objs = json.loads(capsys.readouterr().out)
+    saw = next(o for o in objs if o["model"] == "sawtooth3")
+    (row,) = saw["results"]
+    assert row["kind"] == "exact" and row["exact"] == "8" and row["value"] == 8.0
+
+
+def test_exact_command_on_a_model_file(model, capsys):
+    assert main(["exact", model, "--norm", "inf", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "linf:" in out and "l1:" in out

@@ -198,3 +198,16 @@ def test_default_solvers_fall_back_and_report_every_failure():
     net = random_net(5, sizes=(3, 5, 4, 2))
     with pytest.raises(lv.SolverError, match="CVXOPT.*SCS"):
         lv.bound(net, "lipsdp", norm=2, solver_options={"max_iters": 1})
+
+
+def test_every_zoo_network_gets_a_certified_lipsdp_value():
+    """Optima on the boundary of the feasible set (|x| = relu(x) + relu(-x)) are certified after inflation."""
+    from lipverify.zoo import ZOO
+
+    for name, entry in ZOO.items():
+        net = entry.build()
+        b = lv.bound(net, "lipsdp", norm=2)
+        assert b.kind == "upper", name
+        true = entry.constants.get("2")
+        if true is not None:
+            assert float(b.value) >= float(true) * (1 - 1e-12), name
