@@ -74,3 +74,18 @@ def test_bad_domains_and_cnns_are_refused():
     cnn = lv.Network([lv.Conv2d(np.ones((1, 1, 2, 2))), lv.Flatten()], input_shape=(1, 3, 3))
     with pytest.raises(lv.NotApplicableError, match="fully connected"):
         lv.bound(cnn, "k4", norm="inf", domain=(np.zeros((1, 3, 3)), np.ones((1, 3, 3))))
+
+
+@settings(max_examples=25)
+@given(networks(max_depth=3, max_width=4, max_inputs=2, max_outputs=1, activations=("relu", "leakyrelu", "identity")),
+       st.floats(-1, 1), st.floats(0.01, 1.0))
+def test_exact_local_constant_is_below_every_local_bound(net, center, radius):
+    box = _box(net, center, radius)
+    for p in ("1", "inf"):
+        exact = lv.exact(net, p, domain=box)
+        ref = float(exact.lower) if exact.lower is not None else float(exact.value)
+        for row in lv.compare(net, norms=[p], domain=box, k2={"time_limit": 1.0}):
+            if row.value is not None:
+                assert float(row.value) >= ref * (1 - TOL) - 1e-150, (row.method, p)
+        glob = lv.exact(net, p)
+        assert ref <= float(glob.value) * (1 + TOL) + 1e-150
