@@ -22,6 +22,7 @@ import numpy as np
 import sympy
 
 from .errors import ShapeError
+from .result import float_down, float_up
 
 Shape = tuple[int, ...]
 
@@ -179,12 +180,7 @@ class Activation(Layer):
     @property
     def slope_interval(self) -> tuple[float, float]:
         lo, hi = self.slopes
-        flo, fhi = float(lo), float(hi)
-        if sympy.Rational(flo) > lo:
-            flo = float(np.nextafter(flo, -np.inf))
-        if sympy.Rational(fhi) < hi:
-            fhi = float(np.nextafter(fhi, np.inf))
-        return flo, fhi
+        return float_down(lo), float_up(hi)
 
     @property
     def is_piecewise_linear(self) -> bool:

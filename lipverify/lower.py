@@ -21,7 +21,7 @@ from .layers import Activation, Dense, Flatten
 from .network import Network
 from .norms import NormLike, parse_norm
 from .result import Bound
-from .rigorous import ETA, add_up, down, gamma_up, matmul_up, nonneg_spectral_upper, sum_down, up
+from .rigorous import ETA, add_up, down, gamma_up, interval_product, matmul_up, nonneg_spectral_upper, sum_down, up
 
 #: relative error assumed for numpy's evaluation of tanh, exp, erf and the derivative formulas built on them
 LIBM_REL = 1e-13
@@ -87,11 +87,6 @@ def _derivative_interval(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tu
     return down(d - spread), up(d + spread)
 
 
-def _interval_product(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]):
-    cands = (a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1])
-    return down(np.minimum.reduce(cands)), up(np.maximum.reduce(cands))
-
-
 def certified_jacobian_norm(net: Network, x: np.ndarray, norm: str) -> float | None:
     """A rigorous lower bound of ``||J(x)||_p`` for a fully connected network, or ``None`` when ``x`` may lie
     on a kink (where ``f`` need not be differentiable)."""
@@ -106,7 +101,7 @@ def certified_jacobian_norm(net: Network, x: np.ndarray, norm: str) -> float | N
             d = _derivative_interval(net.layers[i], z, ez)
             if d is None:
                 return None
-            interval = _interval_product(interval, d)
+            interval = interval_product(interval, d)
         alphas.append(interval[0])
         betas.append(interval[1])
     enc = enclose(chain, slice(None), alphas, betas)

@@ -78,6 +78,12 @@ def scale_up(x: Array, factor: float) -> Array:
     return up(np.asarray(x, dtype=np.float64) * factor)
 
 
+def interval_product(a: tuple[Array, Array], b: tuple[Array, Array]) -> tuple[Array, Array]:
+    """Entrywise enclosure ``(lo, hi)`` of ``{x y : x in [a_lo, a_hi], y in [b_lo, b_hi]}``, rounded outward."""
+    cands = (a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1])
+    return down(np.minimum.reduce(cands)), up(np.maximum.reduce(cands))
+
+
 def add_up(*terms: Array) -> Array:
     """Entrywise upper bound of the exact sum of nonnegative float arrays."""
     total = np.zeros(np.broadcast_shapes(*(np.shape(t) for t in terms)))

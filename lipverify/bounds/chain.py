@@ -20,6 +20,8 @@ import sympy
 from ..errors import LipVerifyError, UnsupportedLayerError
 from ..layers import Activation, Dense, Flatten
 from ..network import Network
+from ..result import float_down, float_up
+from ..rigorous import interval_product
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,13 +39,11 @@ class Slopes:
 
     @property
     def lo_float(self) -> float:
-        f = float(self.lo)
-        return f if sympy.Rational(f) <= self.lo else float(np.nextafter(f, -np.inf))
+        return float_down(self.lo)
 
     @property
     def hi_float(self) -> float:
-        f = float(self.hi)
-        return f if sympy.Rational(f) >= self.hi else float(np.nextafter(f, np.inf))
+        return float_up(self.hi)
 
     @property
     def magnitude(self) -> sympy.Rational:
@@ -70,10 +70,7 @@ class Slopes:
         if self.neuron_lo is None and other.neuron_lo is None:
             return Slopes(min(prods), max(prods))
         n = len(self.neuron_lo if self.neuron_lo is not None else other.neuron_lo)
-        (a1, b1), (a2, b2) = self.per_neuron(n), other.per_neuron(n)
-        cands = (a1 * a2, a1 * b2, b1 * a2, b1 * b2)
-        lo = np.nextafter(np.minimum.reduce(cands), -np.inf)
-        hi = np.nextafter(np.maximum.reduce(cands), np.inf)
+        lo, hi = interval_product(self.per_neuron(n), other.per_neuron(n))
         return Slopes(min(prods), max(prods), lo, hi)
 
 
