@@ -39,12 +39,9 @@ class Signs:
         if isinstance(e, Fraction):
             return (e > 0) - (e < 0)
         e = sympy.expand(sympy.sympify(e))
-        if e.is_zero:
-            return 0
-        if e.is_positive:
-            return 1
-        if e.is_negative:
-            return -1
+        known = _known_sign(e)
+        if known is not None:
+            return known
         if not e.free_symbols:
             return _numeric_sign(e)
         num, den = sympy.together(e).as_numer_denom()
@@ -65,12 +62,9 @@ class Signs:
 
     def _branch(self, e: sympy.Expr) -> int:
         e = sympy.expand(e)
-        if e.is_zero:
-            return 0
-        if e.is_positive:
-            return 1
-        if e.is_negative:
-            return -1
+        known = _known_sign(e)
+        if known is not None:
+            return known
         if e in self._cache:
             return self._cache[e]
         if -e in self._cache:
@@ -81,6 +75,17 @@ class Signs:
         self.conditions.append({1: sympy.StrictGreaterThan(e, 0), 0: sympy.Eq(e, 0), -1: sympy.StrictLessThan(e, 0)}[choice])
         self._cache[e] = choice
         return choice
+
+
+def _known_sign(e: sympy.Expr) -> int | None:
+    """The sign sympy can decide from assumptions alone, or ``None``."""
+    if e.is_zero:
+        return 0
+    if e.is_positive:
+        return 1
+    if e.is_negative:
+        return -1
+    return None
 
 
 def _numeric_sign(e: sympy.Expr) -> int:
