@@ -411,7 +411,8 @@ def spectral_norm_lower(mid: Array, rad: Array | None = None, v: Array | None = 
     vmax = float(np.max(np.abs(v)))
     if vmax == 0.0:
         return 0.0
-    v = v / vmax  # any float vector will do: the bound is for the v actually stored
+    # a power of two: exact (the quotient is unchanged) unless tiny entries underflow; any vector would do anyway
+    v = np.ldexp(v, -math.frexp(vmax)[1])
     absv = np.abs(v)[:, None]
     y = (mid_s @ v[:, None])[:, 0]
     # |fl(mid v) - mid v| <= gamma_n |mid||v| + n eta (R3); |E v| <= rad |v| for |E| <= rad

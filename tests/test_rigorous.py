@@ -1,3 +1,4 @@
+import math
 from fractions import Fraction
 
 import mpmath
@@ -5,6 +6,8 @@ import numpy as np
 import pytest
 import sympy
 from flint import fmpq, fmpq_mat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lipverify import rigorous as rg
 
@@ -200,8 +203,8 @@ def test_spectral_norm_lower_at_the_ends_of_the_float_range(exponent):
     s = rg.spectral_norm_lower(a, rad)
     exact_a = [[Fraction(float(x)) for x in row] for row in a]
     scale = Fraction(2) ** exponent
-    members = [[[x + scale * Fraction(float(t)) * Fraction(1, 1000) for x, t in zip(row, ts)] for row, ts in
-                zip(exact_a, np.sign(np.random.default_rng(k).standard_normal(b.shape)))] for k in range(3)]
+    members = [[[x + Fraction(float(t)) * Fraction(float(r)) for x, t, r in zip(row, ts, rs)] for row, ts, rs in
+                zip(exact_a, np.sign(np.random.default_rng(k).standard_normal(b.shape)), rad)] for k in range(3)]
     for member in members:
         assert not _norm_exceeds([[x / scale for x in row] for row in member], Fraction(s) / scale)
     if exponent > -1060:
@@ -348,3 +351,28 @@ def test_non_finite_values_never_become_numbers():
     with pytest.raises(rg.NumericalError):
         rg.nonneg_spectral_upper(np.array([[1.0, np.nan]]))
     assert not rg.verify_positive_definite(np.eye(2), err=np.nan)
+
+
+@given(
+    shape=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    exponent=st.integers(-1070, 1000),
+    spread=st.integers(0, 60),
+    rel_rad=st.sampled_from([0.0, 1e-12, 1e-3, 0.5]),
+    seed=st.integers(0, 2**32 - 1),
+    own_vector=st.booleans(),
+)
+@settings(max_examples=60)
+def test_spectral_norm_lower_never_exceeds_the_worst_member(shape, exponent, spread, rel_rad, seed, own_vector):
+    """Property: for random interval matrices over the whole float range and any vector, the bound is at most
+    ||M v|| / ||v|| for the member M of the interval that shrinks |M v| most (exact rational arithmetic)."""
+    rng = np.random.default_rng(seed)
+    mid = np.ldexp(rng.standard_normal(shape), exponent + rng.integers(-spread, 1, shape))
+    rad = np.abs(mid) * rel_rad
+    v = rng.standard_normal(shape[1]) if own_vector else None
+    s = rg.spectral_norm_lower(mid, rad, v=v)
+    if v is None:
+        v = rg._top_right_singular_vector(np.ldexp(mid, -math.frexp(float(np.max(np.abs(mid))))[1]))
+    sign = np.sign(mid @ v)[:, None] * np.sign(v)[None, :]
+    worst = [[Fraction(float(m)) - Fraction(int(g)) * Fraction(float(r)) for m, g, r in zip(*row)]
+             for row in zip(mid, sign, rad)]
+    assert Fraction(s) ** 2 <= _quotient_sq(worst, v)
