@@ -12,7 +12,7 @@ from ..conv.dispatch import cnn as _cnn
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound
-from ..rigorous import down, nonneg_spectral_upper, spectral_norm_upper, sum_down, sum_up, up
+from ..rigorous import down, nonneg_spectral_upper, spectral_norm_lower, spectral_norm_upper, sum_down, sum_up, up
 from .chain import LinearChain, linear_chain
 from .common import require_norm
 from .enclosure import enclose, layer_slopes
@@ -93,8 +93,8 @@ class _Search:
         # a leaf is a point matrix up to rounding: ||mid||_2 -/+ ||rad||_2
         rad = nonneg_spectral_upper(enc.rad) if np.any(enc.rad) else 0.0
         upper = float(up(spectral_norm_upper(enc.mid) + rad))
-        sigma = float(np.linalg.norm(enc.mid, 2)) if enc.mid.size else 0.0
-        return upper, max(sigma * (1 - 1e-10) - float(up(rad)), 0.0)
+        # the lower end holds for every member of the enclosure (R12 of proofs/rigorous_arithmetic.md)
+        return upper, spectral_norm_lower(enc.mid, enc.rad)
 
     def run(self) -> tuple[float, float, bool, int]:
         """Returns ``(upper, lower, closed, nodes)``; see ``proofs/k2.md`` for why ``upper`` is certified."""
