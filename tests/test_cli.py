@@ -8,19 +8,24 @@ import pytest
 import lipverify as lv
 from lipverify.cli import main
 
-RESULT_KEYS = {"method", "norm", "value", "kind", "seconds", "error"}
+RESULT_KEYS = {"method", "norm", "value", "kind", "seconds", "error", "quantity_exact", "lower", "rounding"}
+OPTIONAL_KEYS = {"exact", "conv"}
 
 
 def _check_schema(obj):
     assert set(obj) == {"model", "input_shape", "results"}
     assert isinstance(obj["model"], str) and all(isinstance(d, int) for d in obj["input_shape"])
     for r in obj["results"]:
-        assert set(r) == RESULT_KEYS
+        assert RESULT_KEYS <= set(r) <= RESULT_KEYS | OPTIONAL_KEYS
         assert r["norm"] in ("1", "2", "inf") and isinstance(r["seconds"], float)
+        assert isinstance(r["quantity_exact"], bool)
         if r["error"] is None:
             assert isinstance(r["value"], float) and r["kind"] in ("upper", "exact", "lower", "estimate")
+            assert isinstance(r["rounding"], str)
+            assert r["lower"] is None or (isinstance(r["lower"], float) and r["lower"] <= r["value"])
         else:
             assert r["value"] is None and r["kind"] is None and isinstance(r["error"], str)
+            assert r["lower"] is None and r["rounding"] is None and r["quantity_exact"] is False
 
 
 @pytest.fixture
