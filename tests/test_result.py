@@ -95,15 +95,16 @@ def _huge_cnn():
                        lv.Flatten()], input_shape=(1, 2, 2))
 
 
-@pytest.mark.parametrize("method,conv", [("kstar", "implicit"), ("kstar", "explicit"), ("k3", "implicit"),
-                                         ("k3", "explicit"), ("k4", "implicit"), ("k4", "explicit"),
-                                         ("k1", "explicit"), ("k2", "explicit")])
-@pytest.mark.parametrize("p", ["1", "2", "inf"])
+OVERFLOW_CASES = [(m, conv, p) for m, conv in [("kstar", "implicit"), ("kstar", "explicit"), ("k3", "implicit"),
+                                                ("k3", "explicit"), ("k4", "implicit"), ("k4", "explicit"),
+                                                ("k1", "explicit"), ("k2", "explicit")]
+                  for p in ("1", "2", "inf") if not (p == "2" and m in ("k3", "k4"))]
+
+
+@pytest.mark.parametrize("method,conv,p", OVERFLOW_CASES)
 def test_cnn_overflow_raises_instead_of_reporting_inf(method, conv, p):
     # the true constant is 1e320 (both 1x1 convolutions multiply by 1e160), beyond the float range
     net = _huge_cnn()
-    if p == "2" and method in ("k3", "k4"):
-        pytest.skip("l1/l∞ methods")
     with pytest.raises(NumericalError):
         lv.bound(net, method, p, conv=conv)
 
