@@ -144,7 +144,7 @@ def test_k2_budget_gives_a_certified_upper_bound_with_gap():
     full = lv.bound(net, "k2", norm="inf", max_nodes=10**6, time_limit=60)
     assert partial.kind == "upper" and not partial.quantity_exact and partial.lower is None
     assert partial.details["best_vertex"] <= full.value <= partial.value
-    assert partial.details["k2_gap"] == partial.value - partial.details["best_vertex"]
+    assert partial.details["k2_gap"] >= partial.value - partial.details["best_vertex"] > 0
     assert full.kind == "upper" and full.quantity_exact and full.lower is None
     assert full.details["k2_gap"] <= 1e-8 * full.value
     assert full.value <= lv.bound(net, "k4", norm="inf").value * (1 + 1e-12)

@@ -73,7 +73,7 @@ def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = 20_000, time_li
                              quantity_exact=quantity_exact, assumptions=tuple(assumptions),
                              status="closed" if closed else "budget exhausted",
                              details={"nodes": nodes, "closed": closed, "best_vertex": best_vertex,
-                                      "k2_gap": upper - best_vertex, **details})
+                                      "k2_gap": float(up(upper - best_vertex)), **details})
 
 
 def _cap(net: Network, p: str, upper: float, conv: str | None) -> tuple[float, str, list[str]]:
