@@ -252,8 +252,8 @@ def test_k2_l2_lower_end_is_below_the_exact_vertex_maximum():
     bound = k2(net, 2)
     vertices = [(_frac(w2) * np.array([Fraction(d) for d in ds])[None, :]) @ _frac(w1)
                 for ds in itertools.product([0, 1], repeat=4)]
-    assert not all(_norm_exceeds(m.tolist(), bound.lower) for m in vertices)  # lower <= max_V ||M(V)|| exactly
-    assert bound.lower >= max(float(_mp_norm(m.tolist())) for m in vertices) * (1 - 1e-12)
+    assert not all(_norm_exceeds(m.tolist(), bound.details["best_vertex"]) for m in vertices)  # lower <= max_V ||M(V)|| exactly
+    assert bound.details["best_vertex"] >= max(float(_mp_norm(m.tolist())) for m in vertices) * (1 - 1e-12)
 
 
 # --- entries near the ends of the float range (no premature overflow or underflow) -------------------------------
