@@ -172,7 +172,7 @@ def rebalance(problem: LipSDPProblem, rho: float, lambdas) -> LipSDPProblem | No
     for lam in lambdas:
         top = float(np.max(lam)) if np.size(lam) else 0.0
         logs.append(round(math.log(top, 4)) if math.isfinite(top) and top > 0 else 0)
-    if max(abs(d_last), *(abs(x) for x in logs)) <= BALANCED:
+    if max([abs(d_last)] + [abs(x) for x in logs]) <= BALANCED:
         return None
     cum = [d_last - x for x in logs] + [d_last]  # D_l = D_L - log4(max lambda_l)
     delta = [cum[0]] + [cum[i] - cum[i - 1] for i in range(1, len(cum))]
