@@ -63,6 +63,8 @@ ANCHOR_MARGIN = 1e-4
 REPAIR_LOSS = 1e-7
 #: rho and every layer's largest multiplier within 4**BALANCED of 1 count as balanced (no second solve)
 BALANCED = 2
+#: at most this many rescale-and-solve-again rounds (proofs/lipsdp.md §5)
+REBALANCE_ROUNDS = 4
 #: relative loss above which the result says so in its status and note
 LOSS_WARN = 1e-4
 #: significant bits kept when rounding the multipliers and rho to dyadic rationals
@@ -74,7 +76,9 @@ DYADIC_BITS = 30
 
 @dataclass(frozen=True)
 class LipSDPProblem:
-    """A chain scaled by powers of two: ``weights[l] = 2**-shifts[l] * W_{l+1}`` (exactly).
+    """A chain scaled by powers of two: ``weights[l] = 2**-shifts[l] * N_{l+1}^-1 W_{l+1} N_l`` (exactly), with
+    ``N_l = diag(2**neuron_exps[l-1])`` for hidden layer ``l`` and ``N_0 = N_L = I`` (no per-neuron
+    exponents: ``N_l = I``; ``proofs/lipsdp.md`` §3).
 
     ``exact[l]`` is the scaled weight as a ``Fraction`` object array when the exact weights are known
     (float weights without radius are exact dyadic rationals), else ``None``; ``radii[l]`` bounds
@@ -87,6 +91,13 @@ class LipSDPProblem:
     exact: tuple[np.ndarray, ...] | None
     slopes: tuple[tuple[Fraction, Fraction], ...]
     shifts: tuple[int, ...]
+    neuron_exps: tuple[np.ndarray, ...] | None = None
+
+    def original_certificate(self, cert: Certificate) -> Certificate:
+        """A certificate of this (scaled) problem as a certificate of the original chain (§3)."""
+        if self.neuron_exps is not None:
+            cert = cert.neurons_unscaled(self.neuron_exps)
+        return cert.unscaled(self.shifts)
 
     @property
     def depth(self) -> int:
@@ -156,36 +167,67 @@ def _shift_weight(w: np.ndarray, r: np.ndarray | None, f: np.ndarray | None, e: 
     return ws, rs, (None if f is None else _scaled_fractions(f, e))
 
 
-def rebalance(problem: LipSDPProblem, rho: float, lambdas) -> LipSDPProblem | None:
-    """The same chain with per-layer powers of two chosen from a (rough) solution ``(rho, lambda)`` so that
-    the rescaled solution has ``rho`` and every layer's largest multiplier near 1 (``proofs/lipsdp.md`` §3-§5).
+def _scale_entries(w: np.ndarray, r: np.ndarray | None, f: np.ndarray | None, row_exp, col_exp):
+    """``2**(col_exp[j] - row_exp[i])`` times entry ``(i, j)`` of a (float, radius, Fractions-or-None) weight;
+    floats that underflow get ``eta`` added to their radius, overflow gives ``None``."""
+    e = np.asarray(col_exp, dtype=np.int64)[None, :] - np.asarray(row_exp, dtype=np.int64)[:, None]
+    ws = np.ldexp(w, e)
+    rs = None if r is None else up(np.ldexp(r, e))
+    if not (np.all(np.isfinite(ws)) and (rs is None or np.all(np.isfinite(rs)))):
+        return None
+    if not np.array_equal(np.ldexp(ws, -e), w):
+        rs = up((0.0 if rs is None else rs) + np.full(w.shape, ETA))
+    fs = None
+    if f is not None:
+        fs = np.empty(f.shape, dtype=object)
+        for idx, v in np.ndenumerate(f):
+            k = int(e[idx])
+            fs[idx] = v * (Fraction(2**k) if k >= 0 else Fraction(1, 2 ** (-k)))
+    return ws, rs, fs
 
-    The first scaling (weight norms in [1/2, 1)) ignores cancellations between layers: on the zoo's sawtooth
-    the optimal multipliers then decay by 16 per layer and ``rho`` is ~4^-2k, far below the solver's absolute
-    tolerances.  By §3 the rescaled LMI is equivalent (exact powers of two).  Returns ``None`` when nothing
-    changes or the rescaled weights would not be finite.
+
+def rebalance(problem: LipSDPProblem, rho: float, lambdas) -> LipSDPProblem | None:
+    """The same chain rescaled by powers of two, chosen from a (rough) solution ``(rho, lambda)`` of
+    ``problem`` so that the rescaled solution has ``rho`` and every multiplier near 1 (``proofs/lipsdp.md`` §3, §5).
+
+    The output weight is scaled by ``2**-d`` (``d = round(log4 rho)``, divides ``rho`` and every multiplier by
+    ``4**d``) and hidden neuron ``i`` by ``N = 2**n_i`` (its multiplier times ``4**n_i``), with
+    ``n_i = -round(log4(lambda_i / 4**d))``.  The first scaling (weight norms in [1/2, 1)) ignores
+    cancellations between layers: on the zoo's sawtooth the optimal multipliers decay by 16 per layer and
+    ``rho`` is ~4^-2k, far below the solver's absolute tolerances; rescaled neurons of a ReLU net spread the
+    multipliers of one layer as widely.  Returns ``None`` when the solution is already within
+    ``4**BALANCED`` of 1 (or the rescaled weights would not be finite).
     """
     if not (math.isfinite(rho) and rho > 0) or problem.depth < 1:
         return None
-    d_last = round(math.log(rho, 4))
-    logs = []
+    d = round(math.log(rho, 4))
+    flat = np.concatenate([np.ravel(x) for x in lambdas]) if lambdas else np.zeros(0)
+    top = float(np.max(flat)) if flat.size else 0.0
+    exps = []
     for lam in lambdas:
-        top = float(np.max(lam)) if np.size(lam) else 0.0
-        logs.append(round(math.log(top, 4)) if math.isfinite(top) and top > 0 else 0)
-    if max([abs(d_last)] + [abs(x) for x in logs]) <= BALANCED:
+        lam = np.asarray(lam, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log(lam) / math.log(4) - d
+        keep = np.isfinite(logs) & (lam > top * 2.0**-60)
+        exps.append(np.where(keep, -np.rint(np.clip(logs, -200, 200)), 0).astype(np.int64))
+    if abs(d) <= BALANCED and all(np.all(np.abs(n) <= BALANCED) for n in exps):
         return None
-    cum = [d_last - x for x in logs] + [d_last]  # D_l = D_L - log4(max lambda_l)
-    delta = [cum[0]] + [cum[i] - cum[i - 1] for i in range(1, len(cum))]
+    old = problem.neuron_exps or tuple(np.zeros(s, dtype=np.int64) for s in problem.hidden)
+    new = tuple(a + b for a, b in zip(old, exps))
     weights, radii, exact = [], [], []
-    for k, (w, r, d) in enumerate(zip(problem.weights, problem.radii, delta)):
-        ws, rs, fs = _shift_weight(w, r, None if problem.exact is None else problem.exact[k], d)
-        if not (np.all(np.isfinite(ws)) and (rs is None or np.all(np.isfinite(rs)))):
+    for k in range(problem.depth):
+        rows = exps[k] if k < problem.depth - 1 else np.full(problem.weights[k].shape[0], d)
+        cols = exps[k - 1] if k > 0 else np.zeros(problem.weights[k].shape[1], dtype=np.int64)
+        got = _scale_entries(problem.weights[k], problem.radii[k], None if problem.exact is None else problem.exact[k],
+                             rows, cols)
+        if got is None:
             return None
-        weights.append(ws)
-        radii.append(rs)
-        exact.append(fs)
+        weights.append(got[0])
+        radii.append(got[1])
+        exact.append(got[2])
+    shifts = problem.shifts[:-1] + (problem.shifts[-1] + d,)
     return LipSDPProblem(tuple(weights), tuple(radii), None if problem.exact is None else tuple(exact), problem.slopes,
-                         tuple(e + d for e, d in zip(problem.shifts, delta)))
+                         shifts, new)
 
 
 def lmi_size(chain: LinearChain) -> int:
@@ -256,6 +298,13 @@ class Certificate:
     def unscaled(self, shifts: tuple[int, ...]) -> Certificate:
         """Inverse of :meth:`scaled`."""
         return self.scaled(tuple(-s for s in shifts))
+
+    def neurons_unscaled(self, exps) -> Certificate:
+        """The certificate of the chain before the per-neuron scaling ``N_l`` (§3): ``lambda_i 4**-n_i``."""
+        lams = []
+        for lam, ns in zip(self.lambdas, exps):
+            lams.append(tuple(x * (Fraction(1, 4 ** int(n)) if n >= 0 else Fraction(4 ** int(-n))) for x, n in zip(lam, ns)))
+        return Certificate(self.rho, tuple(lams))
 
 
 def lmi_blocks(problem: LipSDPProblem, lambdas, rho):
@@ -495,17 +544,17 @@ def schur_rho(problem: LipSDPProblem, lambdas) -> float:
 
 
 def _round_multipliers(lambdas_float, floor: float):
-    """Dyadic multipliers on one common grid (30 significant bits of the largest), at least ``floor``."""
+    """Dyadic multipliers, each with 30 significant bits of its own (the multipliers of a deep or unevenly
+    scaled net span many orders of magnitude: a common grid would erase the small ones), at least ``floor``;
+    entries below ``2**-80`` times the largest are set to 0."""
     flat = np.concatenate([np.ravel(x) for x in lambdas_float]) if lambdas_float else np.zeros(0)
     top = max(float(np.max(np.abs(flat))) if flat.size else 0.0, floor)
     lam_q, lam_f = [], []
     for x in lambdas_float:
         x = np.maximum(np.asarray(x, dtype=np.float64), floor)
-        if top > 0:
-            s = DYADIC_BITS - math.frexp(top)[1]
-            q = np.maximum(np.ldexp(np.rint(np.ldexp(x, s)), -s), 0.0)
-        else:
-            q = np.zeros_like(x)
+        x = np.where(x > math.ldexp(top, -80), x, 0.0)
+        e = np.frexp(x)[1]
+        q = np.maximum(np.ldexp(np.rint(np.ldexp(x, DYADIC_BITS - e)), e - DYADIC_BITS), 0.0)
         lam_f.append(q)
         lam_q.append(tuple(Fraction(float(v)) for v in q))
     return lam_q, lam_f
@@ -968,14 +1017,18 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     options = dict(solver_options or {})
     t0 = time.perf_counter()
     name, status, rho_solver, lam = _solve(problem, variant, solvers, options)
-    # §5: rescale by powers of two so that the solution is O(1), and solve again (skipped when balanced)
-    balanced = rebalance(problem, rho_solver, lam)
-    if balanced is not None:
+    # §5: rescale by powers of two so that the solution is O(1), and solve again (until balanced)
+    rounds = 0
+    while rounds < REBALANCE_ROUNDS:
+        balanced = rebalance(problem, rho_solver, lam)
+        if balanced is None:
+            break
         try:
             name, status, rho_solver, lam = _solve(balanced, variant, solvers, options)
-            problem = balanced
         except SolverError:
-            balanced = None  # keep the first solution (on the first scaling)
+            break  # keep the last solution (on the previous scaling)
+        problem = balanced
+        rounds += 1
     t1 = time.perf_counter()
     cert, failure = None, None
     try:
@@ -1017,12 +1070,12 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
         "rho_certified": float(cert.certificate.rho),
         "rho_inflation": float(cert.certificate.rho) / rho_solver - 1 if rho_solver > 0 else math.inf,
         "margin": cert.margin,
-        "rebalanced": balanced is not None,
+        "rebalanced": rounds,
         "anchor_margin": anchor_margin,
         "mix": cert.mix,
         "check": cert.check,
         "scale_exponents": problem.shifts,
-        "certificate": cert.certificate.unscaled(problem.shifts),
+        "certificate": problem.original_certificate(cert.certificate),
         "solve_seconds": t1 - t0,
         "certify_seconds": t2 - t1,
     }

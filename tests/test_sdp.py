@@ -281,32 +281,41 @@ def test_sawtooth7_is_certified_although_the_plain_solvers_fail():
 
 
 def test_large_loss_after_repair_is_reported_not_silent():
-    # SCS's low-accuracy point on yarotsky_square(5) cannot be repaired to within 1e-4 of its own value
-    net = zoo.yarotsky_square(5)
-    b = lv.bound(net, "lipsdp", norm=2, solver="SCS")
+    # SCS at a loose tolerance (1e-2) on yarotsky_square(3): its point cannot be repaired to within 1e-4 of its value
+    net = zoo.yarotsky_square(3)
+    b = lv.bound(net, "lipsdp", norm=2, solver="SCS", solver_options={"eps_abs": 1e-2, "eps_rel": 1e-2})
     d = b.details
-    assert b.value >= 2 - 1 / 32 and sdp.verify(net, d["certificate"])
+    assert b.value >= 2 - 1 / 8 and sdp.verify(net, d["certificate"])
     assert d["relative_loss"] > 1e-4  # this case exercises the warning path
     assert "above the solver's" in b.status and f"{d['relative_loss']:.1e}" in b.status
     assert "note" in d and "proven upper bound" in d["note"]
 
 
 def test_rebalance_is_an_exact_change_of_variables():
-    """A certificate of the rebalanced problem, mapped back, is a certificate of the original net (§3)."""
+    """Per-neuron powers of two N and an output scaling 2^-d (§3): the exact weights are 2^-d-or-1 N^-1 W N, and a
+    certificate of the original net maps to one of the rebalanced problem and back."""
     net = zoo.sawtooth(4)
     problem = sdp.problem_from_chain(linear_chain(net))
     rho, lam = sdp._solve_cvxopt(problem, "neuron", {})
     balanced = sdp.rebalance(problem, rho, lam)
-    assert balanced is not None and balanced.shifts != problem.shifts and sum(balanced.shifts) != sum(problem.shifts)
-    for k, (w, f) in enumerate(zip(balanced.weights, balanced.exact)):
-        factor = Fraction(2) ** (problem.shifts[k] - balanced.shifts[k])
-        assert all(Fraction(float(x)) == y for x, y in zip(w.ravel(), f.ravel()))
-        assert all(y == x * factor for x, y in zip(problem.exact[k].ravel(), f.ravel()))
+    assert balanced is not None and balanced.neuron_exps is not None
+    assert any(np.any(n != 0) for n in balanced.neuron_exps)
+    d = balanced.shifts[-1] - problem.shifts[-1]
+    assert balanced.shifts[:-1] == problem.shifts[:-1]
+    exps = [np.zeros(problem.sizes[0], dtype=int)] + list(balanced.neuron_exps)
+    for k in range(problem.depth):
+        rows = exps[k + 1] if k + 1 < problem.depth else np.full(problem.weights[k].shape[0], d)
+        for (i, j), x in np.ndenumerate(problem.exact[k]):
+            assert balanced.exact[k][i, j] == x * Fraction(2) ** int(exps[k][j] - rows[i])
+            assert Fraction(float(balanced.weights[k][i, j])) == balanced.exact[k][i, j]
     original = lv.bound(net, "lipsdp", norm=2).details["certificate"]  # stated for the original weights
-    for p in (problem, balanced):
-        assert sdp.check_certificate(p, original.scaled(p.shifts), method="exact")
-        too_small = sdp.Certificate(original.rho * Fraction(999, 1000), original.lambdas)
-        assert not sdp.check_certificate(p, too_small.scaled(p.shifts), method="exact")
+    per_layer = original.scaled(balanced.shifts)
+    mapped = sdp.Certificate(per_layer.rho, tuple(tuple(x * Fraction(4) ** int(n) for x, n in zip(lam_l, n_l))
+                                                  for lam_l, n_l in zip(per_layer.lambdas, balanced.neuron_exps)))
+    assert balanced.original_certificate(mapped) == original
+    assert sdp.check_certificate(balanced, mapped, method="exact")
+    too_small = sdp.Certificate(mapped.rho * Fraction(999, 1000), mapped.lambdas)
+    assert not sdp.check_certificate(balanced, too_small, method="exact")
     assert sdp.rebalance(balanced, 1.0, [np.ones(3)] * 3) is None  # already balanced: nothing to do
 
 
