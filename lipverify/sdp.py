@@ -208,8 +208,9 @@ def rebalance(problem: LipSDPProblem, rho: float, lambdas) -> LipSDPProblem | No
         lam = np.asarray(lam, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             logs = np.log(lam) / math.log(4) - d
-        keep = np.isfinite(logs) & (lam > top * 2.0**-60)
-        exps.append(np.where(keep, -np.rint(np.clip(logs, -200, 200)), 0).astype(np.int64))
+        # multipliers below 2^-40 of the largest are numerically zero: leave those neurons alone
+        keep = np.isfinite(logs) & (lam > top * 2.0**-40)
+        exps.append(np.where(keep, -np.rint(np.clip(logs, -40, 40)), 0).astype(np.int64))
     if abs(d) <= BALANCED and all(np.all(np.abs(n) <= BALANCED) for n in exps):
         return None
     old = problem.neuron_exps or tuple(np.zeros(s, dtype=np.int64) for s in problem.hidden)

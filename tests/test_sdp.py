@@ -6,6 +6,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lipverify as lv
 from lipverify import sdp, zoo
@@ -335,22 +337,51 @@ def test_anchor_mixing_repairs_a_point_on_the_boundary():
     assert sdp.check_certificate(problem, got.certificate, method="exact")
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_random_deep_nets_with_wide_layer_scales_match_an_independent_solve(seed):
+@settings(max_examples=8)
+@given(seed=st.integers(0, 2**32 - 1), depth=st.integers(3, 6),
+       exponents=st.lists(st.floats(-2, 2), min_size=6, max_size=6))
+def test_random_deep_nets_with_wide_layer_scales_match_an_independent_solve(seed, depth, exponents):
     """Per-layer weight scales between 1e-2 and 1e2 (issue 17): the certified value equals the independent
     solve on the unscaled weights times the product of the scales (LipSDP is homogeneous in every layer)."""
-    rng = np.random.default_rng(100 + seed)
-    sizes = [2] + [int(x) for x in rng.integers(2, 5, size=4)] + [1]
+    rng = np.random.default_rng(seed)
+    sizes = [2] + [int(x) for x in rng.integers(2, 5, size=depth - 1)] + [1]
     base = [rng.standard_normal((sizes[i + 1], sizes[i])) / np.sqrt(sizes[i]) for i in range(len(sizes) - 1)]
-    scales = 10.0 ** rng.uniform(-2, 2, size=len(base))
+    scales = 10.0 ** np.array(exponents[:len(base)])
     layers = []
     for i, (w, s) in enumerate(zip(base, scales)):
         layers.append(lv.Dense(w * s))
         if i < len(base) - 1:
             layers.append(lv.ReLU())
     net = lv.Network(layers)
-    scaled = [w * s for w, s in zip(base, scales)]
-    ref = independent_lipsdp_neuron([w / s for w, s in zip(scaled, scales)]) * float(np.prod(scales))
+    ref = independent_lipsdp_neuron(base) * float(np.prod(scales))
     b = lv.bound(net, "lipsdp", norm=2)
     assert abs(b.value / ref - 1) <= 2e-6, (b.value, ref)
     assert b.details["relative_loss"] <= 1e-6
+
+
+def scrambled_sawtooth(k: int, exponents) -> lv.Network:
+    """sawtooth(k) with hidden neuron i of every layer scaled by s_i = 10**e_i (row of W_l and bias times s_i,
+    column of W_{l+1} divided by it): the same function (ReLU is positively homogeneous) and, by the
+    congruence of proofs/lipsdp.md §3 with N = diag(s), the same LipSDP-Neuron optimum 4^k."""
+    dense = [layer for layer in zoo.sawtooth(k).layers if isinstance(layer, lv.Dense)]
+    ws = _dense_weights(zoo.sawtooth(k))
+    bs = [np.array([float(v) for v in np.ravel(np.asarray(layer.bias, dtype=object))]) for layer in dense]
+    for i in range(len(ws) - 1):
+        s = 10.0 ** np.array(exponents[3 * i:3 * i + 3])
+        ws[i], bs[i], ws[i + 1] = ws[i] * s[:, None], bs[i] * s, ws[i + 1] / s[None, :]
+    layers = []
+    for i, (w, b) in enumerate(zip(ws, bs)):
+        layers += [lv.Dense(w, b)] + ([lv.ReLU()] if i < len(ws) - 1 else [])
+    return lv.Network(layers)
+
+
+@settings(max_examples=10)
+@given(k=st.integers(2, 5), exponents=st.lists(st.floats(-2, 2), min_size=15, max_size=15))
+def test_sawtooth_with_rescaled_neurons_still_certifies_at_4_to_the_k(k, exponents):
+    """Per-neuron scales between 1e-2 and 1e2 inside one layer: no per-layer scaling can balance them (before
+    the per-neuron rebalancing, sawtooth(4) certified ~1e5 instead of 256)."""
+    net = scrambled_sawtooth(k, exponents)
+    b = lv.bound(net, "lipsdp", norm=2)
+    assert 2.0**k <= b.value <= 4.0**k * (1 + 1e-6)
+    assert b.value >= 4.0**k * (1 - 1e-9)  # float weights: the optimum moves by ~1e-16 relative
+    assert sdp.verify(net, b.details["certificate"], method="exact")
