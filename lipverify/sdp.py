@@ -1018,37 +1018,51 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     options = dict(solver_options or {})
     t0 = time.perf_counter()
     name, status, rho_solver, lam = _solve(problem, variant, solvers, options)
-    # §5: rescale by powers of two so that the solution is O(1), and solve again (until balanced)
-    rounds = 0
-    while rounds < REBALANCE_ROUNDS:
-        balanced = rebalance(problem, rho_solver, lam)
-        if balanced is None:
-            break
-        try:
-            name, status, rho_solver, lam = _solve(balanced, variant, solvers, options)
-        except SolverError:
-            break  # keep the last solution (on the previous scaling)
-        problem = balanced
-        rounds += 1
-    t1 = time.perf_counter()
-    cert, failure = None, None
-    try:
-        cert = certify(problem, lam, check=check)
-    except CertificationError as exc:
-        failure = exc
+    t_solve = time.perf_counter() - t0
+    cert, failure = _try_certify(problem, lam, check)
+    rounds, fallback = 0, None
+    if cert is None or _loss(cert, rho_solver) > REPAIR_LOSS or abs(math.log(max(rho_solver, 1e-300), 4)) > BALANCED:
+        # §5: rescale by powers of two so that the solution is O(1) and solve again, until balanced
+        current, found = problem, (name, status, rho_solver, lam)
+        while rounds < REBALANCE_ROUNDS:
+            balanced = rebalance(current, found[2], found[3])
+            if balanced is None:
+                break
+            t = time.perf_counter()
+            try:
+                found = _solve(balanced, variant, solvers, options)
+            except SolverError:
+                break  # keep the last solution (on the previous scaling)
+            finally:
+                t_solve += time.perf_counter() - t
+            current = balanced
+            rounds += 1
+        if rounds:  # continue on the rescaled problem; the first certificate stays as a fallback
+            if cert is not None:
+                fallback = (problem, (name, status, rho_solver, lam), cert)
+            problem, (name, status, rho_solver, lam) = current, found
+            cert, failure = _try_certify(problem, lam, check)
     anchor_margin = None
-    if cert is None or _loss(problem, cert, rho_solver) > REPAIR_LOSS:
+    if cert is None or _loss(cert, rho_solver) > REPAIR_LOSS:
         # §5: mix toward a strictly feasible anchor (same LMI with a margin on the hidden blocks)
         top = max((float(np.max(x)) for x in lam if np.size(x)), default=0.0)
         anchor_margin = ANCHOR_MARGIN * (top if math.isfinite(top) and top > 0 else 1.0)
         try:
-            anchor = _solve(problem, variant, solvers, options, anchor_margin)[3]
+            t = time.perf_counter()
+            try:
+                anchor = _solve(problem, variant, solvers, options, anchor_margin)[3]
+            finally:
+                t_solve += time.perf_counter() - t
             repaired = certify(problem, lam, check=check, anchor=anchor)
             if cert is None or repaired.certificate.rho < cert.certificate.rho:
                 cert = repaired
         except (SolverError, CertificationError):
-            if cert is None:
-                raise failure from None
+            pass
+    if fallback is not None and (cert is None or _value(fallback[0], fallback[2]) < _value(problem, cert)):
+        problem, (name, status, rho_solver, lam), cert = fallback
+    if cert is None:
+        raise failure
+    t1 = t0 + t_solve
     t2 = time.perf_counter()
     total = sum(problem.shifts)
     root = float(up(math.sqrt(float(cert.certificate.rho))))  # rho is a float; sqrt is correctly rounded
@@ -1093,11 +1107,26 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
                  solver=name, status=status, details=details)
 
 
-def _loss(problem: LipSDPProblem, cert: Certification, rho_solver: float) -> float:
+def _loss(cert: Certification, rho_solver: float) -> float:
     """Relative loss ``sqrt(rho_certified / rho_solver) - 1`` of the certified value (``inf`` if undefined)."""
     if not rho_solver > 0:
         return math.inf
     return math.sqrt(float(cert.certificate.rho) / rho_solver) - 1
+
+
+def _value(problem: LipSDPProblem, cert: Certification) -> float:
+    """The bound a certificate of ``problem`` gives, in float (for comparing candidates only)."""
+    try:
+        return math.ldexp(math.sqrt(float(cert.certificate.rho)), sum(problem.shifts))
+    except OverflowError:
+        return math.inf
+
+
+def _try_certify(problem: LipSDPProblem, lam, check: str):
+    try:
+        return certify(problem, lam, check=check), None
+    except CertificationError as exc:
+        return None, exc
 
 
 def verify(net: Network, certificate: Certificate, *, method: str = "auto") -> bool:

@@ -264,7 +264,7 @@ def test_deep_ill_conditioned_zoo_nets_certify_at_the_sdp_optimum(name, build, t
     net = build()
     b = lv.bound(net, "lipsdp", norm=2)
     ref = independent_lipsdp_neuron(_dense_weights(net))
-    assert b.kind == "upper" and b.value >= true
+    assert b.kind == "upper" and b.norm == "2" and b.method == "lipsdp" and b.value >= true
     assert abs(ref - optimum) <= 1e-6 * optimum  # the independent solve agrees with the closed form
     assert optimum * (1 - 1e-9) <= b.value <= optimum * (1 + 1e-6)  # a proven value cannot be below the optimum
     d = b.details
