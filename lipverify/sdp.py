@@ -19,6 +19,11 @@ block-structured cvxpy formulation :func:`formulate`.  A status other than optim
 
 Numerics: every weight matrix is first scaled by a power of two (exact) so that its spectral norm lies in
 ``[1/2, 1)``; the constant of the original chain is the scaled one times the product of the powers of two.
+On deep nets with cancellations (the zoo's sawtooth) that is not enough: the solution is then rescaled per
+neuron by powers of two and solved again (:func:`rebalance`), and a point on the boundary of the feasible set
+is repaired by mixing it with a strictly feasible anchor (:func:`certify`); ``proofs/lipsdp.md`` §3, §5.
+``Bound.details`` reports the solver's value, the certified value and the relative loss; a loss above 1e-4
+is said in ``Bound.status`` and ``details["note"]``.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ ANCHOR_MARGIN = 1e-4
 REPAIR_LOSS = 1e-7
 #: rho and every layer's largest multiplier within 4**BALANCED of 1 count as balanced (no second solve)
 BALANCED = 2
+#: a first solution with rho outside [4**-RHO_BALANCED, 4**RHO_BALANCED] is rebalanced even if its certificate is
+#: tight (CVXOPT's absolute tolerance 1e-7 would be a large relative error of a tiny rho)
+RHO_BALANCED = 6
 #: at most this many rescale-and-solve-again rounds (proofs/lipsdp.md §5)
 REBALANCE_ROUNDS = 4
 #: relative loss above which the result says so in its status and note
@@ -989,7 +997,9 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     Proof: ``proofs/lipsdp.md``.  Only l2 (other norms raise :class:`NotApplicableError`); nets whose LMI side
     (inputs + hidden neurons) exceeds ``max_neurons`` raise :class:`NotApplicableError`.  The solver is
     CVXOPT (then SCS) unless ``solver`` names one; a non-optimal status raises :class:`SolverError`; an
-    unprovable certificate raises :class:`CertificationError`.
+    unprovable certificate raises :class:`CertificationError`.  Ill-conditioned nets are rebalanced and
+    re-solved, near-boundary optima repaired through an anchor (``proofs/lipsdp.md`` §5); ``details`` has
+    ``solver_value``, ``certified_value`` and ``relative_loss`` (above 1e-4 it is also in ``status``).
 
     >>> import lipverify as lv
     >>> net = lv.Network([lv.Dense([[1, 1], [1, -1]]), lv.ReLU(), lv.Dense([[1, 0], [0, 1]])])
@@ -1021,7 +1031,7 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     t_solve = time.perf_counter() - t0
     cert, failure = _try_certify(problem, lam, check)
     rounds, fallback = 0, None
-    if cert is None or _loss(cert, rho_solver) > REPAIR_LOSS or abs(math.log(max(rho_solver, 1e-300), 4)) > BALANCED:
+    if cert is None or _loss(cert, rho_solver) > REPAIR_LOSS or abs(math.log(max(rho_solver, 1e-300), 4)) > RHO_BALANCED:
         # §5: rescale by powers of two so that the solution is O(1) and solve again, until balanced
         current, found = problem, (name, status, rho_solver, lam)
         while rounds < REBALANCE_ROUNDS:
