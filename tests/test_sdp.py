@@ -385,3 +385,28 @@ def test_sawtooth_with_rescaled_neurons_still_certifies_at_4_to_the_k(k, exponen
     assert 2.0**k <= b.value <= 4.0**k * (1 + 1e-6)
     assert b.value >= 4.0**k * (1 - 1e-9)  # float weights: the optimum moves by ~1e-16 relative
     assert sdp.verify(net, b.details["certificate"], method="exact")
+
+
+@pytest.mark.parametrize("variant", ["neuron", "layer"])
+def test_margin_on_the_hidden_blocks_is_the_same_in_both_formulations(variant):
+    """The anchor solve (§5): H - eps E_hidden ⪰ 0 in the structured CVXOPT operators and in the cvxpy model."""
+    problem = sdp.problem_from_chain(linear_chain(random_net(9, sizes=(3, 5, 4, 2))))
+    rho0, _ = sdp._solve_cvxopt(problem, variant, {})
+    rho, lam = sdp._solve_cvxopt(problem, variant, {}, 1e-2)
+    prob, rho_var, _ = sdp.formulate(problem, variant, 1e-2)
+    prob.solve(solver="CVXOPT")
+    assert abs(rho - rho_var.value) <= 1e-6 * abs(rho_var.value) and rho > rho0 * (1 + 1e-6)
+    diag, lower = sdp.lmi_blocks(problem, lam, rho)
+    h = sdp._assemble(diag, lower)
+    n0 = problem.sizes[0]
+    assert np.linalg.eigvalsh(h[n0:, n0:]).min() >= 1e-2 * (1 - 1e-4)  # the hidden block keeps its margin
+
+
+def test_float_check_and_layer_variant_on_the_deep_sawtooth():
+    net = zoo.sawtooth(5)
+    b = lv.bound(net, "lipsdp", norm=2, check="float")
+    assert b.details["check"] == "float" and 1024 * (1 - 1e-9) <= b.value <= 1024 * (1 + 1e-6)
+    layer = lv.bound(net, "lipsdp", norm=2, variant="layer")
+    assert layer.value >= b.value * (1 - 1e-9) and layer.details["relative_loss"] <= 1e-6
+    assert all(len(set(lam)) == 1 for lam in layer.details["certificate"].lambdas)  # still one multiplier per layer
+    assert sdp.verify(net, layer.details["certificate"], method="exact")
