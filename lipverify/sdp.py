@@ -1068,7 +1068,8 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
                 cert = repaired
         except (SolverError, CertificationError):
             pass
-    if fallback is not None and (cert is None or _value(fallback[0], fallback[2]) < _value(problem, cert)):
+    kept_first = fallback is not None and (cert is None or _value(fallback[0], fallback[2]) < _value(problem, cert))
+    if kept_first:
         problem, (name, status, rho_solver, lam), cert = fallback
     if cert is None:
         raise failure
@@ -1096,6 +1097,7 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
         "rho_inflation": float(cert.certificate.rho) / rho_solver - 1 if rho_solver > 0 else math.inf,
         "margin": cert.margin,
         "rebalanced": rounds,
+        "first_scaling_kept": kept_first,
         "anchor_margin": anchor_margin,
         "mix": cert.mix,
         "check": cert.check,
