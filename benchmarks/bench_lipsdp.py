@@ -17,10 +17,11 @@ with ``A = [blkdiag(W_1..W_{L-1}), 0]``, ``B = [0, I]``, ``T = diag(lambda)``, a
     PYTHONPATH=. python benchmarks/bench_lipsdp.py --table         # issue 17: deep ill-conditioned zoo nets
     PYTHONPATH=/path/to/other/checkout python benchmarks/bench_lipsdp.py --table   # the same table, other code
 
-``--table`` prints, for the zoo's sawtooth(3..7) and yarotsky_square(3), (5), the certified value, the solver's
+``--table`` prints, for the zoo's sawtooth(3..8, 10, 12) and yarotsky_square(3), (5), the certified value, the solver's
 value, their relative gap, the known LipSDP optimum (4^k and 2^(m+1) - 1, confirmed by an independent dense
-cvxpy solve in ``tests/test_sdp.py``) and the time of ``lv.bound``; it only reads ``b.value`` and
-``b.details["solver_value"]`` so that it runs on older versions of lipverify too.
+cvxpy solve in ``tests/test_sdp.py`` up to sawtooth(6); beyond, the plain solvers fail and 4^k is the pattern)
+and the time of ``lv.bound``; it only reads ``b.value`` and ``b.details["solver_value"]`` so that it runs on
+older versions of lipverify too.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def run(sizes, solver, with_dense=True, seed=0):
 def table() -> None:
     from lipverify import zoo
 
-    rows = [(f"sawtooth({k})", zoo.sawtooth(k), 4.0**k) for k in (3, 4, 5, 6, 7)]
+    rows = [(f"sawtooth({k})", zoo.sawtooth(k), 4.0**k) for k in (3, 4, 5, 6, 7, 8, 10, 12)]
     rows += [(f"yarotsky_square({m})", zoo.yarotsky_square(m), 2.0 ** (m + 1) - 1) for m in (3, 5)]
     print(f"lipverify from {lv.__file__}")
     print(f"{'network':22s} {'certified':>16s} {'solver value':>16s} {'cert/solver-1':>14s} {'LipSDP opt':>11s} "

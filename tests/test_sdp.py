@@ -274,7 +274,9 @@ def test_deep_ill_conditioned_zoo_nets_certify_at_the_sdp_optimum(name, build, t
 
 
 def test_sawtooth7_is_certified_although_the_plain_solvers_fail():
-    """Clarabel and CVXOPT on the dense formulation fail on sawtooth(7); lipsdp certifies within 1e-6 of 4^7."""
+    """Clarabel and CVXOPT on the dense formulation fail on sawtooth(7); lipsdp certifies within 1e-6 of 4^7, the
+    optimum the pattern of k <= 6 predicts (a certified value can only be above the optimum: a value below 4^7
+    would disprove the pattern, not the certificate)."""
     net = zoo.sawtooth(7)
     b = lv.bound(net, "lipsdp", norm=2)
     assert 4.0**7 * (1 - 1e-9) <= b.value <= 4.0**7 * (1 + 1e-6)
