@@ -231,3 +231,13 @@ def test_l2_majorant_of_a_convolution_beyond_the_float_range_raises():
         BatchedOp.l2_up(implicit)
     with pytest.raises(NumericalError):
         implicit.l2_up()
+
+
+def test_batchnorm_l2_bound_that_overflows_raises():
+    """``up(|s| + r)`` of the largest float is ``inf``: refused with ``NumericalError``, never returned."""
+    from lipverify.errors import NumericalError
+
+    big = np.finfo(np.float64).max
+    with pytest.raises(NumericalError, match="ChannelScaleOp"):
+        ChannelScaleOp(np.array([big, 1.0]), np.array([1e300, 0.0]), (2, 1, 1)).l2_up()
+    assert ChannelScaleOp(np.array([2.0**1000, -3.0]), np.array([0.0, 0.0]), (2, 1, 1)).l2_up() >= 2.0**1000

@@ -435,7 +435,8 @@ class ChannelScaleOp(BatchedOp):
         self.scale = np.repeat(scale, hw)
         self.radius = np.repeat(radius, hw)
         self.has_radius = bool(np.any(radius))
-        self.abs_scale = up(np.abs(self.scale) + self.radius)
+        with np.errstate(over="ignore"):  # an overflow is refused where abs_scale is used (check_finite, l2_up)
+            self.abs_scale = up(np.abs(self.scale) + self.radius)
         n = self.scale.size
         super().__init__(n, n)
 
@@ -455,7 +456,8 @@ class ChannelScaleOp(BatchedOp):
     radius_backward_up = radius_forward_up
 
     def l2_up(self, iterations: int = 30) -> float:
-        return float(np.max(self.abs_scale))
+        """``||diag(s)||_2 = max |s_c|``, bounded by ``max up(|s_c| + r_c)``; ``NumericalError`` if that overflowed."""
+        return _finite_float(np.max(self.abs_scale), f"ChannelScaleOp.l2_up (BatchNorm scale of {self.in_shape[0]} channels)")
 
     def sparse(self) -> SparseOp:
         return SparseOp(sp.diags(self.scale, format="csr"), sp.diags(self.radius, format="csr"))
