@@ -4,12 +4,14 @@ Proof: ``proofs/exact.md`` (section "One input: smooth activations").  Two techn
 
 * **sympy**: for a scalar output and at most two hidden neurons, the critical points of ``f'`` are solved
   with ``solveset`` over the reals (or the domain); the supremum is the largest ``|f'|`` over them and the
-  limits at the ends.  Accepted as ``kind="exact"`` only when it lies inside the rigorous enclosure below.
+  limits at the ends.  Accepted as ``kind="exact"`` only when an arb ball of it provably lies inside the rigorous
+  enclosure below (:func:`certified_inside`).
 * **arb branch and bound**: interval forward-mode differentiation (``f'`` and ``f''``) in python-flint
   ``arb`` ball arithmetic.  On a box ``X = m ± r`` the range of ``f'`` is enclosed by the naive extension
   intersected with the centred form ``f'(m) + f''(X)·[-r, r]``; the largest box bound is bisected until it is
-  within ``tol`` of the best point value ``||f'(m)||``.  Over ``R`` the tails ``|x| >= R`` are enclosed by
-  extended-real interval arithmetic (monotonicity pieces of each activation and of its derivative).
+  within ``tol`` of the best point value ``||f'(m)||`` (relative for constants below 1, :func:`branch_and_bound`).
+  Over ``R`` the tails ``|x| >= R`` are enclosed by extended-real interval arithmetic (monotonicity pieces of each
+  activation and of its derivative; the l2 norm of the tail vector through :func:`lipverify.rigorous.spectral_norm_upper`).
   Reported as ``kind="upper"`` with ``lower`` (the gap is ``value - lower``), never as exact.
 """
 
