@@ -474,10 +474,11 @@ def check_slopes(act: Activation) -> None:
     bad = ok & ((d_lo > most) | (d_hi < least))
     if np.any(bad):
         i = int(np.argmax(bad))
-        q = d[i] / h[i]
+        q = float(d[i] / h[i])
         raise ValueError(
-            f"{type(act).__name__}: forward contradicts the declared slope interval [{alpha!r}, {beta!r}]: at "
-            f"x = {x[i]!r}, y = {y[i]!r} the difference quotient (f(y) - f(x)) / (y - x) = {q!r} lies outside it "
+            f"{type(act).__name__}: forward contradicts the declared slope interval [{alpha + 0.0!r}, {beta + 0.0!r}]: "
+            f"at x = {float(x[i])!r}, y = {float(y[i])!r} the difference quotient (f(y) - f(x)) / (y - x) = {q!r} lies "
+            "outside it "
             "(beyond the float error of the quotient); declare slopes that contain every derivative value of forward"
         )
     if key is not None:
