@@ -601,6 +601,23 @@ def _unimodal_range(act: Activation, lo, hi, x_star: tuple[float, float], f_min:
     return np.where(may_contain, np.minimum(f_min, np.minimum(a_lo, a_hi)), np.minimum(a_lo, a_hi)), np.maximum(b_lo, b_hi)
 
 
+def _two_bump_slopes(act: Activation, lo, hi, c_lo: float, c_hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Slopes on ``[lo, hi]`` of an activation whose ``σ'`` decreases on ``(-inf, -c]``, increases on ``[-c, c]`` and
+    decreases on ``[c, inf)`` with ``c ∈ [c_lo, c_hi]`` and extremes ``σ'(-c) >= α``, ``σ'(c) <= β`` (GELU, SiLU): the
+    extremes on ``[lo, hi]`` are at its ends or at ``∓c`` when it may contain them (``proofs/activations.md`` §3)."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    s_lo, s_hi = act.slope_interval
+    d_lo, d_hi = act.derivative(lo), act.derivative(hi)
+    e_lo, e_hi = act.derivative_error(lo), act.derivative_error(hi)
+    a1, b1 = _outward(d_lo, e_lo, d_lo, e_lo)
+    a2, b2 = _outward(d_hi, e_hi, d_hi, e_hi)
+    alpha = np.where((lo <= -c_lo) & (hi >= -c_hi), s_lo, np.minimum(a1, a2))
+    beta = np.where((lo <= c_hi) & (hi >= c_lo), s_hi, np.maximum(b1, b2))
+    alpha = np.clip(alpha, s_lo, s_hi)
+    beta = np.clip(beta, s_lo, s_hi)
+    return alpha, np.maximum(alpha, beta)
+
+
 def _even_decreasing_slopes(act: Activation, lo, hi) -> tuple[np.ndarray, np.ndarray]:
     """Slopes on ``[lo, hi]`` of an activation whose ``σ'`` is even and nonincreasing in ``|z|``: between ``σ'`` at
     the farthest point and at the point nearest to 0, widened by the derivative errors."""
@@ -1078,6 +1095,9 @@ class GELU(Activation):
         x_star, f_min = _unimodal_minimum("GELU")
         return _unimodal_range(self, lo, hi, x_star, f_min)
 
+    def narrow_slopes(self, lo, hi):
+        return _two_bump_slopes(self, lo, hi, 1.4142135, 1.4142137)  # GELU'' = φ(x)(2 - x²): c = √2
+
     def sympy_apply(self, expr):
         return expr / 2 * (1 + sympy.erf(expr / sympy.sqrt(2)))
 
@@ -1119,6 +1139,9 @@ class SiLU(Activation):
     def range_on(self, lo, hi):
         x_star, f_min = _unimodal_minimum("SiLU")
         return _unimodal_range(self, lo, hi, x_star, f_min)
+
+    def narrow_slopes(self, lo, hi):
+        return _two_bump_slopes(self, lo, hi, 2.3992, 2.3995)  # c = x0 ∈ (2.3993, 2.3994), proofs/activations.md §1
 
     def sympy_apply(self, expr):
         return expr / (1 + sympy.exp(-expr))

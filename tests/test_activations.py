@@ -269,3 +269,31 @@ def test_default_range_on_is_the_mean_value_enclosure():
     assert a[0] <= np.sin(1.0) - 1.0 and a[0] > np.sin(1.0) - 1.0 - 1e-12
     assert b[0] >= np.sin(1.0) + 1.0 and b[0] < np.sin(1.0) + 1.0 + 1e-12
     assert act.forward_error(np.array([1.0]))[0] <= 3 * LIBM_REL
+
+
+@pytest.mark.parametrize("act", BUILTINS + [Sine()], ids=lambda a: a.describe())
+def test_narrow_slopes_contain_every_sampled_derivative(act):
+    mp.mp.dps = 30
+    df = (lambda x: mp.cos(x)) if isinstance(act, Sine) else _oracle(act)[1]
+    ivs = _intervals(np.random.default_rng(2))
+    ivs += [(-1.5, -1.3), (1.3, 1.5), (-2.5, -2.3), (2.3, 2.5), (-1.4142135623730951, 3.0), (2.3993572805, 2.3993572806)]
+    lo, hi = np.array([a for a, _ in ivs]), np.array([b for _, b in ivs])
+    alpha, beta = act.narrow_slopes(lo, hi)
+    g_lo, g_hi = act.slope_interval
+    assert np.all(alpha >= g_lo) and np.all(beta <= g_hi) and np.all(alpha <= beta)
+    for (l, h), a, b in zip(ivs, alpha, beta):
+        pts = [mp.mpf(l) + (mp.mpf(h) - mp.mpf(l)) * k / 60 for k in range(61)]
+        for x in pts:
+            if x == 0 and act.is_piecewise_linear:
+                assert a <= 0 <= b or a <= 1 <= b or l == h == 0  # a kink: both one-sided derivatives
+                continue
+            assert mp.mpf(a) <= df(x) <= mp.mpf(b), (act.describe(), l, h, float(x), a, b)
+
+
+def test_gelu_and_silu_slopes_narrow_on_a_box():
+    for act in (lv.GELU(), lv.SiLU()):
+        alpha, beta = act.narrow_slopes(np.array([3.0, -8.0]), np.array([4.0, -6.0]))
+        assert alpha[0] > 0.99 and beta[0] < act.slope_interval[1]  # right of the bump: between σ'(4) and σ'(3)
+        df = _oracle(act)[1]
+        ends = [float(df(mp.mpf(-8))), float(df(mp.mpf(-6)))]  # far left: σ' < 0, monotone there
+        assert min(ends) - 1e-12 < alpha[1] <= min(ends) and max(ends) <= beta[1] < max(ends) + 1e-12
