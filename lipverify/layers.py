@@ -952,7 +952,8 @@ class Tanh(Activation):
 
     def derivative_error(self, x):
         clipped = np.abs(np.asarray(x, dtype=np.float64)) > 1000.0
-        return np.where(clipped, _add_up(_sech2(x, True).e, _ETA), _sech2(x, True).e)
+        e = _sech2(x, True).e
+        return np.where(clipped, _add_up(e, _ETA), e)
 
     def range_on(self, lo, hi):
         return _monotone_range(self, lo, hi)
@@ -1043,8 +1044,8 @@ def _unimodal_minimum(name: str) -> tuple[tuple[float, float], float]:
         ctx.prec = old
 
 
-def _gelu(x, track: bool) -> _Tracked:
-    """``(0.5 x) erfc(x * fl(-1/sqrt 2))``: no cancellation for ``x -> -inf``."""
+def _gelu(x, track: bool) -> tuple[_Tracked, _Tracked]:
+    """``(0.5 x) erfc(x * fl(-1/sqrt 2))`` and its erfc factor: no cancellation for ``x -> -inf``."""
     x = np.asarray(x, dtype=np.float64)
     c, c_rad = _const(-1 / sympy.sqrt(2))
     xt = _Tracked.exact(x, track)

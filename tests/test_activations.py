@@ -297,3 +297,25 @@ def test_gelu_and_silu_slopes_narrow_on_a_box():
         df = _oracle(act)[1]
         ends = [float(df(mp.mpf(-8))), float(df(mp.mpf(-6)))]  # far left: σ' < 0, monotone there
         assert min(ends) - 1e-12 < alpha[1] <= min(ends) and max(ends) <= beta[1] < max(ends) + 1e-12
+
+
+# --------------------------------------------------------------------------- lower.py reads the declared errors
+
+
+@pytest.mark.parametrize("act, x0", [(lv.Sigmoid(), -700.0), (lv.SiLU(), -700.0), (lv.GELU(), -30.0), (lv.Tanh(), -20.0),
+                                     (lv.Sigmoid(), 3.0), (lv.GELU(), 1.5)], ids=lambda v: str(v))
+def test_forward_errors_and_derivative_intervals_of_the_lower_bound_hold_in_the_tails(act, x0):
+    from lipverify.lower import _derivative_interval, _forward_with_errors
+
+    mp.mp.dps = 50
+    f, df = _oracle(act)
+    # z1 = x0 (exact), z2 = σ(x0) * 1e300: the error of the first activation is amplified by the second Dense layer
+    net = lv.Network([lv.Dense([[1.0]]), act, lv.Dense([[1e300]]), act, lv.Dense([[1.0]])], input_shape=(1,))
+    records = _forward_with_errors(net, np.array([x0]))
+    z2_exact = f(mp.mpf(x0)) * mp.mpf(1e300)
+    z2, e2 = records[3]
+    assert abs(mp.mpf(z2[0]) - z2_exact) <= mp.mpf(e2[0])
+    lo, hi = _derivative_interval(act, z2, e2)
+    assert mp.mpf(lo[0]) <= df(z2_exact) <= mp.mpf(hi[0])
+    lo, hi = _derivative_interval(act, *records[1])
+    assert mp.mpf(lo[0]) <= df(mp.mpf(x0)) <= mp.mpf(hi[0])
