@@ -35,10 +35,11 @@ Shape = tuple[int, ...]
 # No weight is rounded silently (proof: ``proofs/activations.md`` §5).  binary64, binary32 and binary16 floats are
 # taken as the exact values they denote; integers, Fractions, Decimals, long doubles and sympy numbers are kept
 # exactly (``ParamMatrix.exact``) with a proven entrywise radius ``|exact - float|``, unless every entry is exactly a
-# float64 (then the float array is the exact value); bools, strings, complex, date/time and void data are refused.
+# float64 (then the float array is the exact value); ml_dtypes' narrow real formats (bfloat16, float8, int4, ...) are
+# exact in float64; bools, strings, complex, date/time and void data are refused.
 
-_REFUSED_KINDS = {"b": "bool", "U": "str", "S": "bytes", "V": "void", "M": "datetime64", "m": "timedelta64",
-                  "c": "complex", "T": "string"}
+_REFUSED_KINDS = {"b": "bool", "U": "str", "S": "bytes", "V": "void or a non-real extension type", "M": "datetime64",
+                  "m": "timedelta64", "c": "complex", "T": "string"}
 
 
 def _refuse_scalar(v: Any, where: str) -> None:
@@ -144,10 +145,33 @@ def _integer_array_is_float(arr: np.ndarray) -> bool:
     return all(int(float(v)) == int(v) for v in big.tolist())
 
 
+def _is_narrow_extension_type(dt: np.dtype) -> bool:
+    """Whether ``dt`` is one of ml_dtypes' real formats (bfloat16, float8/6/4 variants, int4/int2/...; kind ``"V"``,
+    registered by onnx) whose every value is a binary64 value: at most 52 mantissa bits and exponents within binary64's,
+    or at most 53-bit integers, so ``astype(float64)`` is exact."""
+    if dt.type is np.void or dt.names is not None or "complex" in dt.name:
+        return False
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - onnx brings it
+        return False
+    try:
+        info = ml_dtypes.finfo(dt)
+        return info.nmant <= 52 and info.maxexp <= 1024 and info.minexp >= -1022
+    except (TypeError, ValueError):
+        pass
+    try:
+        return ml_dtypes.iinfo(dt).bits <= 53
+    except (TypeError, ValueError):
+        return False
+
+
 def _numeric_array(arr: np.ndarray, where: str) -> np.ndarray | None:
     """A non-object numpy array as the float64 array of its exact values, or ``None`` when some entry is not a
     float64 (then it is converted exactly, entry by entry); refuses non-real dtypes."""
     kind = arr.dtype.kind
+    if kind == "V" and _is_narrow_extension_type(arr.dtype):
+        return arr.astype(np.float64)
     if kind in _REFUSED_KINDS:
         raise TypeError(f"{where}: weights of dtype {arr.dtype} ({_REFUSED_KINDS[kind]}) are refused; give real numbers")
     if kind in "iu":

@@ -11,7 +11,21 @@ import sympy
 import lipverify as lv
 from lipverify.errors import NotApplicableError, UnsupportedLayerError
 
+try:  # onnx registers ml_dtypes' formats (bfloat16, float8, int4, ...) with numpy: test them too
+    import ml_dtypes
+except ImportError:  # pragma: no cover
+    ml_dtypes = None
+
 REFUSED_KINDS = set("bcMmOSUVT")  # bool, complex, datetime, timedelta, (object: separate), bytes, str, void, StringDType
+
+
+def _extension(dt) -> str | None:
+    """'float' / 'int' for ml_dtypes' real formats, None otherwise."""
+    if ml_dtypes is None or dt.type is np.void or "complex" in dt.name:
+        return None
+    if dt.type in ml_dtypes.__dict__.values():
+        return "int" if "int" in dt.name else "float"
+    return None
 
 
 def _all_dtypes():
@@ -21,13 +35,15 @@ def _all_dtypes():
             dt = np.dtype(t)
         except TypeError:
             continue
-        seen[dt.str] = dt
+        seen[(dt.str, dt.name)] = dt
     return [seen[k] for k in sorted(seen)]
 
 
 def _exact_value(v) -> Fraction:
     if isinstance(v, (int, np.integer)):
         return Fraction(int(v))
+    if not hasattr(v, "as_integer_ratio") or _extension(np.asarray(v).dtype):
+        return Fraction(float(np.asarray(v).astype(np.float32)))  # ml_dtypes formats widen exactly to float32
     p, q = v.as_integer_ratio()
     return Fraction(int(p), int(q))
 
@@ -51,6 +67,10 @@ def _assert_kept_exactly(layer, given):
 
 def _samples(dt):
     """A 3x1 array of awkward values of the dtype."""
+    if _extension(dt) == "int":
+        return np.array([[1], [0], [1]]).astype(dt)
+    if _extension(dt) == "float":
+        return np.array([[1 / 3], [3.0], [0.5]]).astype(dt)
     if dt.kind in "iu":
         info = np.iinfo(dt)
         return np.array([[info.max], [info.min], [info.max - 1]], dtype=dt)
@@ -68,9 +88,12 @@ def _samples(dt):
     return np.array([[1], [2], [3]]).astype(dt)
 
 
-@pytest.mark.parametrize("dt", [d for d in _all_dtypes() if d.kind != "O"], ids=lambda d: d.str)
+@pytest.mark.parametrize("dt", [d for d in _all_dtypes() if d.kind != "O"], ids=lambda d: f"{d.name}:{d.str}")
 def test_every_numpy_dtype_is_kept_exactly_or_refused(dt):
     arr = _samples(dt)
+    if _extension(dt):
+        _assert_kept_exactly(lv.Dense(arr), arr)
+        return
     if dt.kind in REFUSED_KINDS:
         with pytest.raises(TypeError, match="Dense weight"):
             lv.Dense(arr)
