@@ -2,13 +2,16 @@
 
 A layer knows its output shape for a given input shape, its numpy forward pass and Jacobian, its
 sympy form and, for activations, the interval ``[alpha, beta]`` that contains every value of its
-derivative (the *slope interval*).  The bound families in :mod:`lipverify.bounds` read these facts;
-they never guess.
+derivative (the *slope interval*), a proven bound of its own float evaluation error, its range on an
+interval and its slopes narrowed to an interval (``proofs/activations.md``).  The bound families in
+:mod:`lipverify.bounds`, :mod:`lipverify.local` and :mod:`lipverify.lower` read these facts; they never guess.
+An activation whose forward contradicts its declared slopes is refused when it is built.
 
 Weights may be numpy arrays, nested lists, or sympy matrices whose entries are Rationals or
-symbols.  Exact input (integers, Fractions, sympy Rationals) is kept exactly in ``weight_exact``;
-``weight`` is the nearest float matrix and ``weight_radius`` bounds the conversion error entrywise.
-NaN or infinite weights are refused when the layer is built.
+symbols.  No weight is rounded silently: exact input (integers and integer arrays beyond 2^53, Fractions,
+Decimals, long doubles, sympy Rationals) is kept exactly in ``weight_exact``; ``weight`` is the nearest float
+matrix and ``weight_radius`` bounds the conversion error entrywise.  NaN or infinite weights, and bool, string,
+complex or date/time data, are refused when the layer is built.
 """
 
 from __future__ import annotations

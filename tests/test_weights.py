@@ -214,3 +214,11 @@ def test_long_double_beyond_the_float_range_is_refused():
         pytest.skip("np.longdouble is binary64 on this platform")
     with pytest.raises(ValueError, match="overflows"):
         lv.Dense(np.array([[big]], dtype=np.longdouble))
+
+
+def test_object_arrays_take_the_scalar_path():
+    arr = np.array([[Decimal("0.1"), 2**60 + 1]], dtype=object)
+    layer = lv.Dense(arr)
+    assert layer.weight_exact == sympy.Matrix([[sympy.Rational(1, 10), 2**60 + 1]])
+    with pytest.raises(TypeError, match="Dense weight"):
+        lv.Dense(np.array([[1.0, True]], dtype=object))
