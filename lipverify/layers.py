@@ -368,23 +368,30 @@ class _Tracked:
             return _Tracked(v, None)
         return _Tracked(v, _add_up(self.e, other.e, _mul_up(2 * _U, np.abs(v))))
 
-    def apply(self, func, dsup) -> _Tracked:
+    def apply(self, func, dsup, cap=None) -> _Tracked:
         """``func`` (a library function under (A-libm)) at ``v``; ``dsup(v, e)`` bounds ``|func'|`` between ``v`` and
-        every point within ``e`` of it (only called where ``e > 0``)."""
+        every point within ``e`` of it, and ``cap(v, e)`` (optional) bounds the oscillation of ``func`` there (only
+        called where ``e > 0``)."""
         with np.errstate(over="ignore", under="ignore"):
             v = np.asarray(func(self.v), dtype=np.float64)
         if self.e is None:
             return _Tracked(v, None)
         e = _add_up(_mul_up(2 * LIBM_REL, np.abs(v)), 2 * LIBM_ABS)
         if np.any(self.e > 0):
-            e = _add_up(e, _mul_up(dsup(self.v, self.e), self.e))
+            moved = _mul_up(dsup(self.v, self.e), self.e)
+            if cap is not None:
+                moved = np.minimum(moved, cap(self.v, self.e))
+            e = _add_up(e, moved)
         return _Tracked(v, e)
 
 
 def _exp_upper(s):
-    """An upper bound of ``exp(s)`` from numpy's ``exp`` under (A-libm)."""
+    """An upper bound of ``exp(s)`` from numpy's ``exp`` under (A-libm); ``eta`` for ``s < -746``, where
+    ``exp(s) < e^{-746} < eta``."""
+    s = np.asarray(s, dtype=np.float64)
     with np.errstate(over="ignore", under="ignore"):
-        return _add_up(_mul_up(np.exp(s), 1 + 2 * LIBM_REL), 2 * LIBM_ABS)
+        bound = _add_up(_mul_up(np.exp(s), 1 + 2 * LIBM_REL), 2 * LIBM_ABS)
+    return np.where(s < -746.0, _ETA, bound)
 
 
 def _distance_from_zero(v, e):
@@ -399,6 +406,15 @@ def _erfc_dsup(v, e):
     with np.errstate(over="ignore", under="ignore"):
         m2 = np.fmax(np.nextafter(m * m, -np.inf), 0.0)
     return _mul_up(1.1284, _exp_upper(-m2))
+
+
+def _erfc_cap(v, e):
+    """Oscillation of erfc on an interval at distance ``m > 0`` from 0: its values lie in ``(0, erfc(m)]`` or
+    ``[2 - erfc(m), 2)``, and ``erfc(m) <= exp(-m^2)``; ``inf`` (no cap) when the interval may contain 0."""
+    m = _distance_from_zero(v, e)
+    with np.errstate(over="ignore", under="ignore"):
+        m2 = np.fmax(np.nextafter(m * m, -np.inf), 0.0)
+    return np.where(m > 0, _exp_upper(-m2), np.inf)
 
 
 def _exp_neg_dsup(v, e):
@@ -476,6 +492,15 @@ def check_slopes(act: Activation) -> None:
     ``forward`` but inherits its parent's error bound); a pair is refused only when the whole interval of possible
     exact secants lies outside ``[α, β]``, so a truthful activation is never refused.  Results are cached per class
     and parameters.  Raises ``ValueError`` naming the class, the pair and the quotient.
+
+    >>> class AbsReLU(ReLU):  # forward |x| while declaring slopes [0, 1]
+    ...     def forward(self, x):
+    ...         return np.abs(x)
+    >>> try:
+    ...     AbsReLU()
+    ... except ValueError as exc:
+    ...     print(str(exc)[:72])
+    AbsReLU: forward contradicts the declared slope interval [0.0, 1.0]: at
     """
     key = _check_key(act)
     if key is not None and key in _SLOPES_CHECKED:
@@ -857,6 +882,10 @@ class LeakyReLU(Activation):
     """``x`` for ``x >= 0`` and ``a x`` otherwise; slopes ``[min(a, 1), max(a, 1)]``.
 
     ``a`` may be negative (then the function decreases on ``x < 0`` and has its minimum 0 at 0) or exceed 1.
+
+    >>> lo, hi = LeakyReLU(-0.5).range_on(np.array([-1.0]), np.array([3.0]))  # σ([-1, 3]) = [0, 3]
+    >>> float(lo[0]), bool(3.0 <= hi[0] < 3.0 + 1e-12)
+    (0.0, True)
     """
 
     negative_slope: Any = sympy.Rational(1, 100)
@@ -889,7 +918,8 @@ class LeakyReLU(Activation):
         return True
 
     def forward(self, x):
-        return np.where(x >= 0, x, self._a_float * x)
+        with np.errstate(over="ignore"):  # |a x| beyond the float range is inf, as it should be
+            return np.where(x >= 0, x, self._a_float * x)
 
     def derivative(self, x):
         return np.where(x > 0, 1.0, self._a_float)
@@ -897,7 +927,8 @@ class LeakyReLU(Activation):
     def forward_error(self, x):
         # x >= 0: exact.  x < 0: |fl(â x) - a x| <= |x| |â - a| + 2u |fl(â x)| + eta (Lemma R)
         x = np.asarray(x, dtype=np.float64)
-        e = _add_up(_mul_up(np.abs(x), self._a_radius), _mul_up(2 * _U, np.abs(self._a_float * x)), _ETA)
+        with np.errstate(over="ignore"):
+            e = _add_up(_mul_up(np.abs(x), self._a_radius), _mul_up(2 * _U, np.abs(self._a_float * x)), _ETA)
         return np.where(x >= 0, 0.0, e)
 
     def derivative_error(self, x):
@@ -1076,7 +1107,7 @@ def _gelu(x, track: bool) -> tuple[_Tracked, _Tracked]:
     x = np.asarray(x, dtype=np.float64)
     c, c_rad = _const(-1 / sympy.sqrt(2))
     xt = _Tracked.exact(x, track)
-    erfc_t = (xt * _Tracked.const(c, c_rad, track)).apply(_erfc, _erfc_dsup)
+    erfc_t = (xt * _Tracked.const(c, c_rad, track)).apply(_erfc, _erfc_dsup, _erfc_cap)
     return (_Tracked.const(0.5, 0.0, track) * xt) * erfc_t, erfc_t
 
 
