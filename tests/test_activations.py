@@ -319,3 +319,28 @@ def test_forward_errors_and_derivative_intervals_of_the_lower_bound_hold_in_the_
     assert mp.mpf(lo[0]) <= df(z2_exact) <= mp.mpf(hi[0])
     lo, hi = _derivative_interval(act, *records[1])
     assert mp.mpf(lo[0]) <= df(mp.mpf(x0)) <= mp.mpf(hi[0])
+
+
+@pytest.mark.parametrize("act", BUILTINS, ids=lambda a: a.describe())
+def test_error_bounds_stay_sound_and_small_for_huge_inputs(act):
+    mp.mp.dps = 50
+    f, df = _oracle(act)
+    if act.kind == "GELU":  # mpmath's erfc overflows here: GELU = max(x, 0) and GELU' = [x > 0] within 2|x|e^{-x²/2}
+        def f(t):
+            return max(t, 0)
+
+        def df(t):
+            return mp.mpf(1 if t > 0 else 0)
+
+        slack = lambda t: 2 * abs(t) * mp.exp(-t * t / 2)  # noqa: E731
+    else:
+        slack = lambda t: 0  # noqa: E731
+    x = np.array([1e20, 1e100, 1e200, -1e20, -1e100, -1e200])
+    out, fe, d, de = act.forward(x), act.forward_error(x), act.derivative(x), act.derivative_error(x)
+    for xi, oi, fei, di, dei in zip(x, out, fe, d, de):
+        xm = mp.mpf(xi)
+        assert abs(mp.mpf(oi) - f(xm)) + slack(xm) <= mp.mpf(fei)
+        assert abs(mp.mpf(di) - df(xm)) + slack(xm) <= mp.mpf(dei)
+        assert fei <= 1e-12 * abs(oi) + 1e-100 and dei <= 1e-12 * abs(di) + 1e-100, (xi, fei, dei)
+    lo, hi = act.range_on(np.array([-1e200]), np.array([0.0]))
+    assert lo[0] >= min(-0.3, float(f(mp.mpf(-1e200)))) * (1 + 1e-12)
