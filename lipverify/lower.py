@@ -17,14 +17,12 @@ import numpy as np
 from .bounds.chain import linear_chain
 from .bounds.enclosure import enclose
 from .errors import NumericalError, UnsupportedLayerError
-from .layers import Activation, Dense, Flatten
+from .layers import LIBM_REL, Activation, Dense, Flatten  # noqa: F401  (LIBM_REL: defined once, in layers.py)
 from .network import Network
 from .norms import NormLike, parse_norm
 from .result import Bound
 from .rigorous import ETA, add_up, down, gamma_up, interval_product, matmul_up, spectral_norm_lower, sum_down, up
 
-#: relative error assumed for numpy's evaluation of tanh, exp, erf and the derivative formulas built on them
-LIBM_REL = 1e-13
 #: how many of the best points are tried for certification
 CANDIDATES = 16
 
@@ -42,7 +40,8 @@ def _forward_with_errors(net: Network, x: np.ndarray) -> dict[int, tuple[np.ndar
     """Float inputs ``z`` of every activation layer (by layer index) with rigorous bounds ``|z - z_exact|``.
 
     Dense: ``|fl(Wh + b) - (W_exact h_exact + b_exact)| <= gamma_{n+1}(|W||h| + |b|) + |W| e + r (|h| + e) + rb``;
-    activations: ``e_out <= max(|alpha|, |beta|) e_in + LIBM_REL |out| + eta``.
+    activations: ``e_out <= max(|alpha|, |beta|) e_in + forward_error(z)`` (the activation's declared, proven bound of
+    its own evaluation error at the float input; ``proofs/activations.md`` §2).
     """
     h = np.asarray(x, dtype=np.float64).ravel()
     err = np.zeros_like(h)
@@ -66,7 +65,10 @@ def _forward_with_errors(net: Network, x: np.ndarray) -> dict[int, tuple[np.ndar
             records[i] = (h, err)
             lo, hi = layer.slope_interval
             out = layer.forward(h)
-            err = add_up(up(max(abs(lo), abs(hi)) * err), up(LIBM_REL * np.abs(out)), np.full_like(out, ETA))
+            own = np.asarray(layer.forward_error(h), dtype=np.float64)
+            err = add_up(up(max(abs(lo), abs(hi)) * err), own)
+            if not np.all(np.isfinite(err)):
+                raise NumericalError(f"layer {i} ({layer.describe()}): the forward error bound is not finite")
             h = out
         elif isinstance(layer, Flatten):
             continue
@@ -76,15 +78,21 @@ def _forward_with_errors(net: Network, x: np.ndarray) -> dict[int, tuple[np.ndar
 
 
 def _derivative_interval(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """An interval containing ``σ'(z_exact)``, or ``None`` when ``z`` may sit on a kink."""
+    """An interval containing ``σ'(z_exact)``, or ``None`` when ``z`` may sit on a kink.
+
+    ``|σ'(z_exact) - fl σ'(z)| <= |σ'(z_exact) - σ'(z)| + |σ'(z) - fl σ'(z)| <= κ ez + derivative_error(z)`` with
+    ``κ >= sup |σ''|`` (``curvature``; 0 for piecewise-linear activations, which are linear on the side of ``z``)."""
     d = layer.derivative(z)
+    own = np.asarray(layer.derivative_error(z), dtype=np.float64)
     if layer.is_piecewise_linear:
         if np.any(np.abs(z) <= ez):
             return None
-        spread = np.abs(np.spacing(d))  # LeakyReLU's rational slope rounded to a float
-        return down(d - spread), up(d + spread)
-    spread = up(layer.curvature * ez + LIBM_REL * (1.0 + np.abs(z)) + ETA)
-    return down(d - spread), up(d + spread)
+        spread = own
+    else:
+        spread = add_up(up(layer.curvature * ez), own)
+    if not np.all(np.isfinite(spread)):
+        return None
+    return down(down(d) - spread), up(up(d) + spread)
 
 
 def certified_jacobian_norm(net: Network, x: np.ndarray, norm: str) -> float | None:
