@@ -97,7 +97,7 @@ def localize(net: Network, domain: Any) -> Network:
             bias = layer.bias[:, None]
             b_rad = np.zeros_like(bias) if layer.bias_radius is None else layer.bias_radius[:, None]
             z_lo, z_hi = x.bounds()
-            x = Interval.from_bounds(down(z_lo + bias - b_rad), up(z_hi + bias + b_rad))
+            x = Interval.from_bounds(down(down(z_lo + bias) - b_rad), up(up(z_hi + bias) + b_rad))  # one rounding each
             layers.append(layer)
         elif isinstance(layer, Activation):
             z_lo, z_hi = x.bounds()
@@ -124,8 +124,8 @@ def output_enclosure(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]
             x = x.left_matmul(layer.weight, layer.weight_radius)
             b_rad = np.zeros(layer.n_out) if layer.bias_radius is None else layer.bias_radius
             z_lo, z_hi = x.bounds()
-            x = Interval.from_bounds(down(z_lo + (layer.bias - b_rad)[:, None]),
-                                     up(z_hi + (layer.bias + b_rad)[:, None]))
+            bias = layer.bias[:, None]
+            x = Interval.from_bounds(down(down(z_lo + bias) - b_rad[:, None]), up(up(z_hi + bias) + b_rad[:, None]))
         elif isinstance(layer, Activation):
             z_lo, z_hi = x.bounds()
             x = Interval.from_bounds(*layer.range_on(z_lo, z_hi))
