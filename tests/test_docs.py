@@ -8,7 +8,10 @@ MathJax from the npm registry at build time); without mkdocs they are skipped, u
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -23,6 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PROOFS = ROOT / "proofs"
 REPORTS = ROOT / "docs" / "reports"
 CHOOSING = ROOT / "docs" / "guide" / "choosing.md"
+HOOK = ROOT / "docs" / "hooks" / "mathjax.py"
+
+
+def _hook():
+    spec = importlib.util.spec_from_file_location("lipverify_docs_mathjax_hook", HOOK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 # ---------------------------------------------------------------------------------------------------------------
 # the offline check
@@ -217,6 +228,87 @@ def test_proof_cross_references_are_links_in_the_built_site(site):
     for target in ("kstar", "k4", "k1", "rigorous_arithmetic"):
         assert f'href="../{target}/"' in page, target
         assert (site / "proofs" / target / "index.html").is_file()
+
+
+_VOID = {"br", "img", "input", "meta", "link", "hr", "wbr", "source", "col", "area", "base", "embed", "track"}
+
+
+class _TextOutsideMath(HTMLParser):
+    """The text of a page outside formulas (arithmatex), code, scripts, styles and the navigation."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[bool] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in _VOID:
+            skip = tag in ("code", "pre", "script", "style", "nav", "title") or "arithmatex" in (dict(attrs).get("class") or "")
+            self.stack.append(skip)
+
+    def handle_endtag(self, tag):
+        if tag not in _VOID and self.stack:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        if not any(self.stack):
+            self.text.append(data)
+
+
+def raw_tex(html: str) -> list[str]:
+    """Snippets of TeX (a ``\\command`` or a ``$``) in the text of ``html`` outside the formulas MathJax typesets."""
+    parser = _TextOutsideMath()
+    parser.feed(html)
+    text = "".join(parser.text)
+    return [text[max(0, m.start() - 40):m.end() + 30] for m in re.finditer(r"\\[A-Za-z]+|\$", text)]
+
+
+def test_raw_tex_finder_sees_math_that_missed_the_formula_markup():
+    html = ('<p>ok <span class="arithmatex">\\(\\rho\\)</span> <code>$HOME \\n</code></p>'
+            '<p>$<span class="arithmatex">\\(x\\)</span>$ and $\\rho = $ left raw</p><nav>\\(a\\)</nav>')
+    found = raw_tex(html)
+    assert len(found) == 5 and "\\rho" in found[3], found  # two stray $, then $ \\rho $ of "$\\rho = $"
+
+
+def test_every_formula_of_the_site_reaches_mathjax(site):
+    """No page shows TeX as text: display math inside a paragraph (set off by docs/hooks/mathjax.py) and
+    ``$x = $`` (``smart_dollar: false``) are formulas, as they are on GitHub."""
+    raw = {str(p.relative_to(site)): raw_tex(p.read_text(encoding="utf-8")) for p in sorted(site.rglob("*.html"))}
+    assert {page: snippets for page, snippets in raw.items() if snippets} == {}
+    assert (site / "proofs" / "activations" / "index.html").read_text(encoding="utf-8").count('<div class="arithmatex">') >= 5
+
+
+def test_display_math_inside_a_paragraph_is_set_off_by_blank_lines():
+    separate = _hook().separate_display_math
+    text = ("Let $x$ and\n$$a = b$$\nwhere $b$ is.\n\n$$\nc = d\n$$\ntext\n"
+            "```\n$$ in code $$\nkept\n```\n$$e$$ and text after\n$$unclosed\n")
+    assert separate(text) == ("Let $x$ and\n\n$$a = b$$\n\nwhere $b$ is.\n\n$$\nc = d\n$$\n\ntext\n"
+                              "```\n$$ in code $$\nkept\n```\n$$e$$ and text after\n$$unclosed\n")
+    assert separate("a\n\n$$x$$\n\nb") == "a\n\n$$x$$\n\nb"
+
+
+def test_markdown_sources_have_no_control_characters():
+    """A stray escape (Python's "\\b" for "\\\\b") leaves a backspace where TeX needed \\beta: MathJax then fails."""
+    sources = sorted(PROOFS.glob("*.md")) + sorted((ROOT / "docs").rglob("*.md"))
+    bad = [f"{path.relative_to(ROOT)}:{n}: {ch!r}" for path in sources
+           for n, line in enumerate(path.read_bytes().decode("utf-8").split("\n"), 1)
+           for ch in line if ord(ch) < 32 and ch != "\t"]
+    assert bad == []
+
+
+def test_mathjax_source_must_be_the_pinned_release(tmp_path, monkeypatch):
+    pytest.importorskip("mkdocs")
+    hook = _hook()
+    (tmp_path / "package.json").write_text(json.dumps({"name": "mathjax", "version": "3.2.1"}), encoding="utf-8")
+    monkeypatch.setenv(hook.ENV_VAR, str(tmp_path))
+    with pytest.raises(Exception, match="mathjax@3.2.1, the docs need mathjax@3.2.2"):
+        hook.mathjax_es5()
+    tgz = tmp_path / "mathjax-3.2.2.tgz"
+    tgz.write_bytes(b"not the release")
+    with pytest.raises(Exception, match="is not mathjax@3.2.2 as published"):
+        hook._check_integrity(tgz)
+    algo, _, digest = hook.MATHJAX_INTEGRITY.partition("-")
+    assert algo == "sha512" and len(base64.b64decode(digest)) == hashlib.sha512().digest_size
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ Where the files come from, first match wins:
 * ``LIPVERIFY_MATHJAX``: an unpacked ``mathjax-3.2.2`` package folder (the one holding ``es5/``) or its ``.tgz``;
 * the cache ``$XDG_CACHE_HOME/lipverify-docs/mathjax-3.2.2`` (default ``~/.cache/...``), filled by a previous build;
 * ``npm pack mathjax@3.2.2`` (needs Node.js/npm and the npm registry).
+
+It also lets display math written inside a paragraph (a ``$$ ... $$`` line right under a line of text, as GitHub
+renders it) reach MathJax as display math: ``pymdownx.arithmatex`` only knows ``$$`` blocks set off by blank lines,
+so ``on_page_markdown`` adds those blank lines (the files are not changed).
 """
 
 from __future__ import annotations
@@ -18,13 +22,12 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
-
-from mkdocs.exceptions import PluginError
 
 MATHJAX_VERSION = "3.2.2"
 # the registry's `dist.integrity` of mathjax@3.2.2 (`npm view mathjax@3.2.2 dist.integrity`)
@@ -36,7 +39,9 @@ SITE_FOLDER = "javascripts/mathjax"
 ENV_VAR = "LIPVERIFY_MATHJAX"
 
 
-def _fail(message: str) -> PluginError:
+def _fail(message: str) -> Exception:
+    from mkdocs.exceptions import PluginError  # here, so that separate_display_math is testable without mkdocs
+
     return PluginError(f"docs/hooks/mathjax.py: {message}")
 
 
@@ -143,3 +148,43 @@ def on_post_build(config, **kwargs):
             shutil.copytree(src, dest / part)
         else:
             shutil.copy2(src, dest / part)
+
+
+_FENCE = re.compile(r"^\s*(```+|~~~+)")
+
+
+def separate_display_math(markdown: str) -> str:
+    """``markdown`` with a blank line before and after each top-level ``$$ ... $$`` display (one line, or from a line
+    starting with ``$$`` to the line ending with the closing ``$$``) that touches a line of text; fenced code is kept."""
+    lines, out, i, fence = markdown.split("\n"), [], 0, None
+    while i < len(lines):
+        line = lines[i]
+        if fence is not None or _FENCE.match(line):
+            opener = _FENCE.match(line)
+            if fence is None:
+                fence = opener.group(1)
+            elif line.strip().startswith(fence):
+                fence = None
+            out.append(line)
+            i += 1
+            continue
+        if not line.startswith("$$"):
+            out.append(line)
+            i += 1
+            continue
+        end = i if line.find("$$", 2) != -1 else next((j for j in range(i + 1, len(lines)) if "$$" in lines[j]), None)
+        if end is None or not lines[end].rstrip().endswith("$$"):  # unclosed, or text after the closing $$: leave it
+            out.append(line)
+            i += 1
+            continue
+        if out and out[-1].strip():
+            out.append("")
+        out.extend(lines[i:end + 1])
+        if end + 1 < len(lines) and lines[end + 1].strip():
+            out.append("")
+        i = end + 1
+    return "\n".join(out)
+
+
+def on_page_markdown(markdown, **kwargs):
+    return separate_display_math(markdown)
