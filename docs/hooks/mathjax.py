@@ -98,7 +98,7 @@ def _npm_pack(workdir: Path) -> Path:
                     f"mathjax@{MATHJAX_VERSION}`, but npm is not installed: install Node.js/npm, or set "
                     f"{ENV_VAR} to an unpacked mathjax-{MATHJAX_VERSION} package (or its .tgz)")
     cmd = [npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--silent", "--pack-destination", str(workdir)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, check=False)
     tgz = workdir / f"mathjax-{MATHJAX_VERSION}.tgz"
     if done.returncode != 0 or not tgz.is_file():
         raise _fail(f"`{' '.join(cmd[1:])}` failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
