@@ -15,13 +15,14 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import sympy
 
 from ..errors import NotApplicableError, SolverError
 from ..network import Network
 from ..norms import NormLike, parse_norm
-from ..result import Bound, float_down, float_up
-from .common import is_pwl, parse_domain, stages
+from ..result import Bound
+from .common import float_enclosure, is_pwl, parse_domain, stages
 from .pwl1d import breakpoints_constant
 from .regions import regions_constant
 
@@ -102,15 +103,15 @@ def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str =
 def _regions_upper(upper: sympy.Expr, norm: str, started: float, details: dict) -> Bound:
     """The anytime sandwich of an unfinished enumeration: ``lower <= Lip <= value`` (``kind="upper"``)."""
     stopped = details.get("stopped")
-    value = float_up(upper)
+    value = float_enclosure(upper)[1]
     if not math.isfinite(value):
         raise SolverError(
             f"exact (regions): {stopped or 'unverified regions'} and the rigorous bound of the unexplored branches "
             f"is {value}; no finite upper bound: raise max_nodes/time_limit or use lv.bound(net, 'k4')"
         )
     lower_exact = details.get("lower_exact")
-    lower = None if lower_exact is None else float_down(lower_exact)
-    gap = None if lower is None else float_up(upper - lower_exact)
+    lower = None if lower_exact is None else float_enclosure(lower_exact)[0]
+    gap = None if lower is None else float(np.nextafter(value - lower, math.inf))  # >= value - lower >= the true gap
     if stopped:
         status = stopped
         why = (f"the enumeration stopped early ({stopped}); value bounds the {details['open_branches']} unexplored "
@@ -130,7 +131,7 @@ def _index(st, act) -> int:
 
 
 def _exact_bound(value: sympy.Expr, norm: str, started: float, details: dict, symbolic: bool, solver=None) -> Bound:
-    lower = None if symbolic else float_down(value)
+    lower = None if symbolic else float_enclosure(value)[0]
     return Bound(value, norm, "exact", "exact", time.perf_counter() - started, exact_value=value, lower=lower,
                  solver=solver, status="optimal", assumptions=("exact rational arithmetic",), details=details)
 

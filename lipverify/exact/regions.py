@@ -37,7 +37,7 @@ from flint import fmpq, fmpq_mat
 
 from ..errors import NotApplicableError
 from ..rigorous import abs_norm_upper, add_up, matmul_up, norm_upper_nonneg, up
-from .common import Stage, pwl_slopes, rational_matrix_norm
+from .common import Stage, compare_exact, pwl_slopes, rational_matrix_norm
 
 #: static size limits (override with the keyword arguments of :func:`regions_constant`)
 MAX_INPUT_DIM = 12
@@ -530,7 +530,7 @@ class _Enumerator:
         if threats:
             values = [_exact_norm(j, self.norm) for j in threats]
             top = _max_exact(values + [exact_val])
-            if top is not exact_val and bool(top > exact_val):
+            if top is not exact_val and compare_exact(top, exact_val) > 0:
                 return None, top, {**details, "lower_exact": exact_val}
         return exact_val, None, details
 
@@ -574,7 +574,7 @@ _BANNER_DONE = False
 def _max_exact(values: list[sympy.Expr]) -> sympy.Expr:
     best = values[0]
     for v in values[1:]:
-        if bool(v > best):
+        if compare_exact(v, best) > 0:
             best = v
     return best
 
