@@ -23,6 +23,7 @@ the norm of the product of the magnitudes ``|W_L| |D| ⋯ |W_1|`` (``d`` the lar
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,6 +119,10 @@ class OracleValue:
 
 
 # --------------------------------------------------------------------------------------------- PWL regions
+class Budget(Exception):
+    """The enumeration needed more than ``max_lps`` LPs, or an LP gave no reliable answer."""
+
+
 def _margin_lp(rows: list[tuple[np.ndarray, float]], n: int) -> tuple[float, np.ndarray | None]:
     """``max t : a_i·x + c_i >= t ||a_i||, t <= 1`` over free ``x``; returns ``(t*, x*)`` (``-inf`` if it fails)."""
     live = [(a, c) for a, c in rows if np.any(a != 0)]
@@ -128,15 +133,31 @@ def _margin_lp(rows: list[tuple[np.ndarray, float]], n: int) -> tuple[float, np.
         return 1.0, np.zeros(n)
     a = np.array([r[0] for r in live])
     c = np.array([r[1] for r in live])
+    scale = np.max(np.abs(a), axis=1)  # normalise in two steps: a row of subnormals has a float 2-norm of 0
+    with np.errstate(over="ignore", divide="ignore"):
+        a, c = a / scale[:, None], c / scale
     nrm = np.linalg.norm(a, axis=1)
-    a_ub = np.hstack([-a / nrm[:, None], np.ones((len(live), 1))])
-    b_ub = c / nrm
+    a, c = a / nrm[:, None], c / nrm
+    if np.any(c == -np.inf):
+        return -np.inf, None  # a hyperplane beyond the float range on the wrong side
+    keep = np.isfinite(c)     # c = +inf: the row holds everywhere within the float range
+    if not np.any(keep):
+        return 1.0, np.zeros(n)
+    a_ub = np.hstack([-a[keep], np.ones((int(keep.sum()), 1))])
+    b_ub = c[keep]
     cost = np.zeros(n + 1)
     cost[-1] = -1.0
-    res = scipy.optimize.linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=[(None, None)] * n + [(None, 1.0)],
-                                 method="highs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            res = scipy.optimize.linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=[(None, None)] * n + [(None, 1.0)],
+                                         method="highs")
+        except Warning as w:
+            raise Budget(f"LP warning {w}") from None
+    if res.status == 2:
+        return -np.inf, None  # infeasible
     if res.status != 0 or res.x is None or not np.all(np.isfinite(res.x)):
-        return -np.inf, None
+        raise Budget(f"LP status {res.status}")  # no reliable answer: the caller falls back to sampling
     return float(res.x[-1]), res.x[:n]
 
 
@@ -153,10 +174,6 @@ def _pattern_agrees(st: list[Stage], x: np.ndarray, expected: list[bool | None])
         i += z.size
         h = z if s.act == "Identity" else np.where(z > 0, z, s.slope * z)
     return True
-
-
-class Budget(Exception):
-    """The enumeration needed more than ``max_lps`` LPs."""
 
 
 def pwl_regions(net: lv.Network, max_lps: int = 600) -> dict[str, OracleValue]:
@@ -259,36 +276,34 @@ def _act(name: str, slope: float, z: np.ndarray) -> tuple[np.ndarray, np.ndarray
     raise TypeError(name)
 
 
-def sampled(net: lv.Network, p: str, points: int = 256, seed: int = 0) -> OracleValue:
-    """Max of ``||J(x)||_p`` over random points (normal, scales 0.1, 1, 10, 100) and the origin."""
+def sampled(net: lv.Network, p: str, points: int = 128, seed: int = 0) -> OracleValue:
+    """Max of ``||J(x)||_p`` over random points (normal, scales 0.1, 1, 10, 100) and the origin (batched)."""
     st = stages(net)
     n = net.n_in
     width = max([n] + [s.w.shape[0] for s in st])
     rng = np.random.default_rng(seed)
     scales = np.repeat([0.1, 1.0, 10.0, 100.0], points // 4 + 1)[:points]
     xs = np.vstack([np.zeros((1, n)), rng.standard_normal((points, n)) * scales[:, None]])
-    out = OracleValue(lower=0.0, upper=None, err=0.0)
-    for x in xs:
-        h, jac, absprod, ok = x, np.eye(n), np.eye(n), True
+    m = xs.shape[0]
+    h, jac, absprod = xs, np.broadcast_to(np.eye(n), (m, n, n)), np.broadcast_to(np.eye(n), (m, n, n))
+    ok = np.ones(m, dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         for s in st:
-            z = s.w @ h + s.b
-            jac, absprod = s.w @ jac, np.abs(s.w) @ absprod
+            z = h @ s.w.T + s.b
+            jac, absprod = np.einsum("oi,mij->moj", s.w, jac), np.einsum("oi,mij->moj", np.abs(s.w), absprod)
             if s.act is None:
                 break
-            if s.act in ("ReLU", "LeakyReLU"):
-                scale = np.abs(s.w) @ np.abs(h) + np.abs(s.b)
-                if np.any(np.any(s.w != 0, axis=1) & (np.abs(z) <= SIGN_MARGIN * scale + 1e-300)):
-                    ok = False  # too close to a kink to trust the float sign
-                    break
+            if s.act in ("ReLU", "LeakyReLU"):  # too close to a kink to trust the float sign: drop the point
+                scale = np.abs(h) @ np.abs(s.w).T + np.abs(s.b)
+                ok &= ~np.any(np.any(s.w != 0, axis=1)[None, :] & (np.abs(z) <= SIGN_MARGIN * scale + 1e-300), axis=1)
             h, d = _act(s.act, s.slope, z)
-            jac, absprod = d[:, None] * jac, np.abs(d)[:, None] * absprod
-        if not ok or not np.all(np.isfinite(jac)):
-            continue
-        val = induced_norm(jac, p)
+            jac, absprod = d[:, :, None] * jac, np.abs(d)[:, :, None] * absprod
+        ok &= np.all(np.isfinite(jac), axis=(1, 2)) & np.all(np.isfinite(absprod), axis=(1, 2))
+    out = OracleValue(lower=0.0, upper=None, err=0.0)
+    for i in np.flatnonzero(ok):
         out.regions += 1
-        if val > out.lower:
-            out.lower = val
-        out.err = max(out.err, _err(absprod, p, width))
+        out.lower = max(out.lower, induced_norm(jac[i], p))
+        out.err = max(out.err, _err(absprod[i], p, width))
     return out
 
 
