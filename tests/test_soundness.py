@@ -165,3 +165,25 @@ def test_every_method_is_sound_on_piecewise_linear_networks():
     assert counts["pwl_enumerated"] >= 0.8 * counts["examples"], counts
     for p in lv.NORMS:
         assert counts[("exact", p)] >= 0.8 * counts["examples"], counts
+
+
+def test_the_oracle_on_closed_forms():
+    """The oracle itself, on networks whose constants are known by hand."""
+    # relu(x) - relu(-x) = x: constant 1 in every norm (K2's vertex bound is 2)
+    ident = lv.Network([lv.Dense([[1.0], [-1.0]]), lv.ReLU(), lv.Dense([[1.0, -1.0]])])
+    # max(x1, x2) = relu(x1 - x2) + relu(x2) - relu(-x2): gradients (1, 0) and (0, 1), constant 1 in every norm
+    mx = lv.Network([lv.Dense([[1.0, -1.0], [0.0, 1.0], [0.0, -1.0]]), lv.ReLU(), lv.Dense([[1.0, 1.0, -1.0]])])
+    # f(x) = (relu(x1 + x2), relu(x1 - x2)): gradients 0, (1,1), (1,-1), both rows: [[1,1],[1,-1]] (l2 = sqrt 2)
+    two = lv.Network([lv.Dense([[1.0, 1.0], [1.0, -1.0]]), lv.ReLU(), lv.Dense(np.eye(2))])
+    expected = [(ident, {"1": 1, "2": 1, "inf": 1}), (mx, {"1": 1, "2": 1, "inf": 1}),
+                (two, {"1": 2, "2": np.sqrt(2), "inf": 2})]
+    for net, want in expected:
+        o = _oracle.pwl_regions(net)
+        for p, v in want.items():
+            assert abs(o[p].lower - v) <= 1e-15 and o[p].upper >= v, (p, o[p])
+        s = _oracle.sampled(net, "2")
+        assert s.lower <= want["2"] * (1 + 1e-15) and s.regions > 100
+    # the upper value counts the LP-feasible patterns with an empty interior too (x > 0 and -x > 0: t* = 0)
+    assert _oracle.pwl_regions(ident)["1"].upper == 2.0
+    # tanh(2x): constant 2, attained at 0 (a sampled point)
+    assert _oracle.sampled(lv.Network([lv.Dense([[2.0]]), lv.Tanh(), lv.Dense([[1.0]])]), "2").lower == 2.0
