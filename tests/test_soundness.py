@@ -5,8 +5,8 @@ by LPs for small piecewise-linear nets, dense float Jacobians at random points o
 network and in every norm:
 
 * each ``upper`` value of every method in ``lv.METHODS`` is at least the oracle's lower value;
-* only ``lv.exact`` may say ``kind="exact"``; every ``lower`` end of a row is at most the oracle's upper value
-  (piecewise-linear nets, where the oracle has one);
+* only ``lv.exact`` may say ``kind="exact"``; every ``lower`` end of a row and every ``lv.lower_bound`` is at
+  most the oracle's upper value (piecewise-linear nets, where the oracle has one) and every upper row;
 * the known orderings hold (``||W_L⋯W_1|| <= K2 <= K4 <= K3 <= K*`` for l1/l∞, ``K2 <= K1 <= K*`` in every norm);
 * ``lv.exact`` on the small piecewise-linear nets equals the oracle's constant.
 
@@ -74,6 +74,14 @@ def _check(net, counts: Counter, exact: bool = False) -> None:
             if pwl and row.method != "k2":  # holds after the labels branch (K2's best vertex is not a lower bound)
                 assert o.above(row.lower), f"{row.method} l{row.norm}: lower {row.lower} > oracle {o.upper}"
         values[(row.method, row.norm)] = v
+    for p in lv.NORMS:  # lv.lower_bound: a certified lower value is below the oracle's upper and every upper row
+        lb = lv.lower_bound(net, p, samples=64, steps=8)
+        assert lb.kind in ("lower", "estimate"), lb
+        if lb.kind == "lower":
+            counts[("lower_bound", p)] += 1
+            assert all(_leq(lb.value, v) for (m, q), v in values.items() if q == p), (lb, values)
+            if pwl:
+                assert orc[p].above(lb.value), (lb, orc[p])
     for p in lv.NORMS:
         get = {m: values.get((m, p)) for m in ("kstar", "k1", "k2", "k3", "k4")}
         assert _leq(get["k2"], get["k1"]) and _leq(get["k1"], get["kstar"]), (p, get)
