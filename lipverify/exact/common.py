@@ -189,8 +189,9 @@ def compare_exact(a: sympy.Expr, b: sympy.Expr) -> int:
     """The sign of ``a - b`` for real algebraic numbers (``-1, 0, 1``), decided rigorously.
 
     sympy's ``a > b`` decides most cases but raises TypeError when ``a`` and ``b`` agree to ~30 digits (e.g.
-    norms of Jacobians with entries 1 and 1e-269): then the difference is enclosed in ``arb`` balls of growing precision; a difference no
-    ball separates from 0 is confirmed to be exactly 0 by sympy (``equals``), else SolverError.
+    norms of Jacobians with entries 1 and 1e-269): then the difference is enclosed in ``arb`` balls of growing
+    precision; a difference no ball separates from 0 is confirmed to be exactly 0 by sympy (``equals``), else
+    SolverError.  Proof: ``proofs/exact.md`` ("Comparing and rounding exact norms").
     """
     from flint import ctx
 
