@@ -288,8 +288,21 @@ def check_consistency(rows: Iterable) -> None:
 
 
 def float_up(x: sympy.Expr) -> float:
-    """The smallest float ``>= x`` for a real sympy number ``x`` (a rigorous upward rounding)."""
+    """The smallest float ``>= x`` for a real sympy number ``x`` (a rigorous upward rounding).
+
+    sympy decides ``float < x`` numerically and gives up when ``x`` is within ~1e-30 relative of a float (e.g.
+    ``sqrt(1 + 1e-538)``); then the ends of rigorous ``arb`` balls decide (``exact.common.float_enclosure``).
+    """
     x = sympy.Rational(x) if isinstance(x, sympy.Float) else sympy.sympify(x)  # a Float's exact binary value
+    try:
+        return _float_up_sympy(x)
+    except TypeError:  # "cannot determine truth value of Relational"
+        from .exact.common import float_enclosure
+
+        return float_enclosure(x)[1]
+
+
+def _float_up_sympy(x: sympy.Expr) -> float:
     f = float(sympy.N(x, 30))
     if not math.isfinite(f):
         return f

@@ -274,3 +274,16 @@ def test_compare_raises_on_contradictory_rows(monkeypatch):
     assert lv.compare(net, norms=["inf"], methods=["k4", "sampled"]).value("lower_bound", "inf") == pytest.approx(3)
     with pytest.raises(InternalConsistencyError, match="liar linf upper = 1.5 is below lower_bound linf lower"):
         lv.compare(net, norms=["inf"], methods=["k4", "liar", "sampled"])
+
+
+def test_rounding_of_a_number_one_part_in_1e538_above_a_float():
+    """sympy cannot decide ``1 < sqrt(1 + 1e-538)``; the outward rounding must still succeed (arb decides)."""
+    import sympy
+
+    from lipverify.result import float_down, float_up
+
+    x = sympy.sqrt(1 + sympy.Rational(1, 10**538))
+    assert float_down(x) == 1.0 and float_up(x) == float(np.nextafter(1.0, 2.0))
+    b = lv.exact(lv.Network([lv.Dense([[1.0], [1.256684324879792e-269]])]), 2)
+    row = b.to_dict()
+    assert row["lower"] <= 1.0 < row["value"]

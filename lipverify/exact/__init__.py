@@ -11,16 +11,18 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
+import numpy as np
 import sympy
 
-from ..errors import NotApplicableError
+from ..errors import NotApplicableError, SolverError
 from ..network import Network
 from ..norms import NormLike, parse_norm
-from ..result import Bound, float_down, float_up
-from .common import is_pwl, parse_domain, stages
+from ..result import EXACT_ROUNDED_UP, Bound
+from .common import float_enclosure, is_pwl, parse_domain, stages
 from .pwl1d import breakpoints_constant
 from .regions import regions_constant
 
@@ -36,7 +38,9 @@ def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str =
 
     * ``"breakpoints"`` (one input, ReLU/LeakyReLU/Identity; symbolic weights allowed),
     * ``"regions"`` (piecewise-linear, any input dimension within the size limits; options ``max_nodes``,
-      ``time_limit``, ``progress``, ``max_input_dim``, ``max_neurons``),
+      ``time_limit``, ``progress``, ``max_input_dim``, ``max_neurons``; when ``max_nodes`` or ``time_limit``
+      stops it early the result is the anytime sandwich ``kind="upper"``, ``lower <= constant <= value``,
+      with ``status`` naming the limit and ``details["gap"]``),
     * ``"smooth"`` (one input, Tanh/Sigmoid/GELU/SiLU: sympy critical points, else a rigorous enclosure
       reported as ``kind="upper"`` with ``lower``; options ``tol``, ``time_limit``),
     * ``"auto"`` picks one of them.
@@ -86,11 +90,7 @@ def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str =
         value, upper, details = regions_constant(st, p, dom, **options)
         if value is not None:
             return _exact_bound(value, p, started, details, False, solver="HiGHS")
-        lower = details.get("lower_exact")
-        return Bound(float_up(upper), p, "exact", "upper", time.perf_counter() - started,
-                     lower=None if lower is None else float_down(lower), solver="HiGHS", status="unverified regions",
-                     assumptions=("some regions could be neither verified nor certified empty; value is an upper bound",),
-                     details=details)
+        return _regions_upper(upper, p, started, details)
     from .smooth1d import smooth_constant
 
     if n != 1:
@@ -98,6 +98,29 @@ def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str =
             f"exact (smooth): smooth activations are handled for one input only; this network has {n} inputs"
         )
     return smooth_constant(net, st, p, dom, started, **options)
+
+
+def _regions_upper(upper: sympy.Expr, norm: str, started: float, details: dict) -> Bound:
+    """The anytime sandwich of an unfinished enumeration: ``lower <= Lip <= value`` (``kind="upper"``)."""
+    stopped = details.get("stopped")
+    value = float_enclosure(upper)[1]
+    if not math.isfinite(value):
+        raise SolverError(
+            f"exact (regions): {stopped or 'unverified regions'} and the rigorous bound of the unexplored branches "
+            f"is {value}; no finite upper bound: raise max_nodes/time_limit or use lv.bound(net, 'k4')"
+        )
+    lower_exact = details.get("lower_exact")
+    lower = None if lower_exact is None else float_enclosure(lower_exact)[0]
+    gap = None if lower is None else float(np.nextafter(value - lower, math.inf))  # >= value - lower >= the true gap
+    if stopped:
+        status = stopped
+        why = (f"the enumeration stopped early ({stopped}); value bounds the {details['open_branches']} unexplored "
+               "branches rigorously and lower is the best verified region")
+    else:
+        status = "unverified regions"
+        why = "some regions could be neither verified nor certified empty; value is an upper bound"
+    return Bound.upper_bound(value, norm, "exact", rounding=EXACT_ROUNDED_UP, seconds=time.perf_counter() - started,
+                             lower=lower, solver="HiGHS", status=status, assumptions=(why,), details={**details, "gap": gap})
 
 
 def _index(st, act) -> int:
@@ -108,9 +131,9 @@ def _index(st, act) -> int:
 
 
 def _exact_bound(value: sympy.Expr, norm: str, started: float, details: dict, symbolic: bool, solver=None) -> Bound:
-    lower = None if symbolic else float_down(value)
-    return Bound(value, norm, "exact", "exact", time.perf_counter() - started, exact_value=value, lower=lower,
-                 solver=solver, status="optimal", assumptions=("exact rational arithmetic",), details=details)
+    lower = None if symbolic else float_enclosure(value)[0]
+    return Bound.exact_constant(value, norm, "exact", seconds=time.perf_counter() - started, exact_value=value, lower=lower,
+                                solver=solver, status="optimal", assumptions=("exact rational arithmetic",), details=details)
 
 
 __all__ = ["exact"]

@@ -146,3 +146,117 @@ def rational_matrix_norm(rows: list[list[Fraction]], norm: str) -> sympy.Expr:
 
 def _q(f: Fraction) -> sympy.Rational:
     return sympy.Rational(f.numerator, f.denominator)
+
+
+
+#: precisions (bits) tried in turn by :func:`compare_exact` and :func:`float_enclosure`
+_PRECISIONS = (64, 256, 1024, 4096, 16384)
+
+
+def _arb(x: sympy.Expr):
+    """A rigorous ``arb`` ball around a real algebraic sympy number (Rational, +, *, integer or 1/2 powers,
+    ``Abs``, ``CRootOf``) at the current ``flint.ctx.prec``."""
+    from flint import arb, ctx, fmpq
+
+    if x.is_Rational:
+        return arb(fmpq(int(x.p), int(x.q)))
+    if isinstance(x, sympy.Add):
+        out = arb(0)
+        for t in x.args:
+            out += _arb(t)
+        return out
+    if isinstance(x, sympy.Mul):
+        out = arb(1)
+        for t in x.args:
+            out *= _arb(t)
+        return out
+    if isinstance(x, sympy.Abs):
+        return abs(_arb(x.args[0]))
+    if isinstance(x, sympy.Pow) and x.exp.is_Integer:
+        return _arb(x.base) ** int(x.exp)
+    if isinstance(x, sympy.Pow) and x.exp == sympy.Rational(1, 2):
+        return _arb(x.base).sqrt()
+    if isinstance(x, sympy.Pow) and x.exp == sympy.Rational(-1, 2):
+        return 1 / _arb(x.base).sqrt()
+    if isinstance(x, sympy.CRootOf) and x.is_real:
+        d = sympy.Rational(1, 2 ** (ctx.prec + 8))
+        r = x.eval_rational(dx=d, dy=d)  # within d of the root (exact interval refinement)
+        return arb(fmpq(int(r.p), int(r.q))) + arb(0, 2.0 ** -(ctx.prec + 7))
+    raise TypeError(f"exact: cannot enclose {type(x).__name__} {x} rigorously")
+
+
+def compare_exact(a: sympy.Expr, b: sympy.Expr) -> int:
+    """The sign of ``a - b`` for real algebraic numbers (``-1, 0, 1``), decided rigorously.
+
+    sympy's ``a > b`` decides most cases but raises TypeError when ``a`` and ``b`` agree to ~30 digits (e.g.
+    norms of Jacobians with entries 1 and 1e-269): then the difference is enclosed in ``arb`` balls of growing
+    precision; a difference no ball separates from 0 is confirmed to be exactly 0 by sympy (``equals``), else
+    SolverError.  Proof: ``proofs/exact.md`` ("Comparing and rounding exact norms").
+    """
+    from flint import ctx
+
+    if a == b:  # the same expression
+        return 0
+    try:  # sympy decides almost every case by itself
+        return int(bool(a > b)) - int(bool(a < b))
+    except TypeError:
+        pass
+    saved = ctx.prec
+    try:
+        for prec in _PRECISIONS:
+            ctx.prec = prec
+            d = _arb(a) - _arb(b)
+            if d > 0:
+                return 1
+            if d < 0:
+                return -1
+    finally:
+        ctx.prec = saved
+    if sympy.simplify(a - b) == 0 or (a - b).equals(0):
+        return 0
+    from ..errors import SolverError
+
+    raise SolverError(f"exact: could not compare {a} and {b} (equal to {_PRECISIONS[-1]} bits)")
+
+
+def float_enclosure(x: sympy.Expr) -> tuple[float, float]:
+    """``(lo, hi)`` floats with ``lo <= x <= hi`` (adjacent or equal floats) for a real algebraic number.
+
+    ``result.float_down``/``float_up`` decide comparisons through sympy, which fails when ``x`` is within
+    ~1e-30 relative of a float (e.g. ``sqrt(1 + 1e-538)``); here the ends of rigorous ``arb`` balls are
+    rounded outward in exact rationals.
+    """
+    from flint import ctx
+
+    if x.is_Rational:
+        q = Fraction(int(x.p), int(x.q))
+        return _round(q, -1), _round(q, 1)
+    saved = ctx.prec
+    try:
+        for prec in _PRECISIONS:
+            ctx.prec = prec
+            ball = _arb(x)
+            lo, hi = _round(_arb_end(ball.lower()), -1), _round(_arb_end(ball.upper()), 1)
+            if hi <= float(np.nextafter(lo, np.inf)):
+                return lo, hi
+    finally:
+        ctx.prec = saved
+    return lo, hi
+
+
+def _arb_end(v) -> Fraction:
+    m, e = v.man_exp()
+    return Fraction(int(m)) * (Fraction(2) ** int(e))
+
+
+def _round(q: Fraction, direction: int) -> float:
+    """The float next to ``q`` in ``direction`` (-1 down, +1 up); ``±inf`` beyond the float range."""
+    try:
+        f = float(q)
+    except OverflowError:
+        return float(direction * np.inf) if (q > 0) == (direction > 0) else float(np.sign(q) * np.finfo(float).max)
+    if direction < 0 and Fraction(f) > q:
+        f = float(np.nextafter(f, -np.inf))
+    if direction > 0 and Fraction(f) < q:
+        f = float(np.nextafter(f, np.inf))
+    return f

@@ -37,7 +37,7 @@ from flint import fmpq, fmpq_mat
 
 from ..errors import NotApplicableError, SolverError
 from ..rigorous import abs_norm_upper, add_up, matmul_up, norm_upper_nonneg, up
-from .common import Stage, pwl_slopes, rational_matrix_norm
+from .common import Stage, compare_exact, pwl_slopes, rational_matrix_norm
 
 #: static size limits (override with the keyword arguments of :func:`regions_constant`)
 MAX_INPUT_DIM = 12
@@ -192,6 +192,11 @@ class _Enumerator:
         self.pruned_by_bound = 0
         self.seeded = 0
         self.max_nodes = max_nodes
+        #: why the enumeration stopped early (None while within budget); branches left unexplored then are
+        #: counted in ``open_branches`` and their largest rigorous norm bound is ``open_bound``
+        self.stopped: str | None = None
+        self.open_branches = 0
+        self.open_bound = 0.0
         self.deadline = None if time_limit is None else time.monotonic() + time_limit
         self.highs = _new_highs()
         self.highs.setOptionValue("output_flag", False)
@@ -366,15 +371,19 @@ class _Enumerator:
     def _tick_lp(self) -> None:
         self.lps += 1
 
-    def _tick_node(self) -> None:
-        self.nodes += 1
-        if self.nodes > self.max_nodes:
-            raise SolverError(
-                f"exact (regions): stopped after {self.max_nodes} search nodes without finishing; the network is "
-                "too large for exact region enumeration: use an upper bound (lv.bound(net, 'k4')) or raise max_nodes"
-            )
-        if self.deadline is not None and self.nodes % 64 == 0 and time.monotonic() > self.deadline:
-            raise SolverError("exact (regions): time limit reached before the enumeration finished; no exact value")
+    def _out_of_budget(self) -> bool:
+        """True once ``max_nodes`` search nodes were entered or the time limit passed (then it stays True)."""
+        if self.stopped is None:
+            if self.nodes > self.max_nodes:
+                self.stopped = f"node limit reached (max_nodes={self.max_nodes})"
+            elif self.deadline is not None and time.monotonic() > self.deadline:
+                self.stopped = "time limit reached"
+        return self.stopped is not None
+
+    def _leave_open(self, bound: float) -> None:
+        """Out of budget: the unexplored branch enters the result only through its rigorous norm bound."""
+        self.open_branches += 1
+        self.open_bound = max(self.open_bound, bound)
 
     # ------------------------------------------------------------------ depth-first search
     def run(self) -> None:
@@ -416,7 +425,7 @@ class _Enumerator:
 
     def _neuron(self, k: int, j: int, z: fmpq_mat, zf: np.ndarray, zabs: np.ndarray, ds: list,
                 rows_exact: list, rows_float: list, witness, last=None) -> None:
-        self._tick_node()
+        self.nodes += 1
         layer = self.hidden[k]
         n = self.n
         # branch and bound: rigorous upper bound of ||J|| over all completions of this branch
@@ -429,6 +438,9 @@ class _Enumerator:
             bound = min(bound, norm_upper_nonneg(mag, self.norm))
         if self.best.prunes(bound):
             self.pruned_by_bound += 1
+            return
+        if self._out_of_budget():
+            self._leave_open(bound)
             return
         if j == z.nrows():
             d = fmpq_mat(len(ds), len(ds), [ds[a] if a == b else fmpq(0) for a in range(len(ds)) for b in range(len(ds))])
@@ -460,7 +472,7 @@ class _Enumerator:
             d = layer.right if s > 0 else layer.left
             self._push(row_f)
             try:
-                if s == side_w:
+                if s == side_w or self.stopped is not None:  # out of budget: no LP, the child is left open
                     child_w = witness
                 else:
                     child_w, hint = self.lp_point()
@@ -512,6 +524,8 @@ class _Enumerator:
                    "pruned_by_bound": self.pruned_by_bound, "certificates": self.certificates,
                    "ambiguous_branches": self.ambiguous, "unverified_regions": len(best.unverified),
                    "solver": "HiGHS (highspy, warm-started), exact checks in python-flint fmpq"}
+        if self.open_branches:
+            return self._anytime(details)
         if best.lower < 0:
             if best.unverified:
                 upper = max((_exact_norm(j, self.norm) for _, _, j in best.unverified), key=lambda v: sympy.N(v, 30))
@@ -523,9 +537,23 @@ class _Enumerator:
         if threats:
             values = [_exact_norm(j, self.norm) for j in threats]
             top = _max_exact(values + [exact_val])
-            if top is not exact_val and bool(top > exact_val):
+            if top is not exact_val and compare_exact(top, exact_val) > 0:
                 return None, top, {**details, "lower_exact": exact_val}
         return exact_val, None, details
+
+    def _anytime(self, details: dict) -> tuple[None, sympy.Expr, dict]:
+        """Stopped early: ``upper`` = max(best verified, unverified leaves, bounds of the open branches)."""
+        best = self.best
+        lower = None
+        values = [sympy.Rational(self.open_bound)]  # the float bound as its exact binary value
+        if best.lower >= 0:
+            lower = _max_exact([_exact_norm(j, self.norm) for hi, _, j in best.candidates if hi >= best.lower])
+            values.append(lower)
+        values += [_exact_norm(j, self.norm) for hi, _, j in best.unverified if lower is None or hi > best.lower]
+        info = {**details, "stopped": self.stopped, "open_branches": self.open_branches, "open_bound": self.open_bound}
+        if lower is not None:
+            info["lower_exact"] = lower
+        return None, _max_exact(values), info
 
 
 def _new_highs() -> highspy.Highs:
@@ -553,7 +581,7 @@ _BANNER_DONE = False
 def _max_exact(values: list[sympy.Expr]) -> sympy.Expr:
     best = values[0]
     for v in values[1:]:
-        if bool(v > best):
+        if compare_exact(v, best) > 0:
             best = v
     return best
 
@@ -608,7 +636,10 @@ def regions_constant(stage_list: list[Stage], norm: str, domain=None, *, max_nod
     """Enumerate the activation regions of a piecewise-linear network (see the module docstring).
 
     Returns ``(exact, upper, details)``: ``exact`` is the proven constant (sympy), or ``None`` with
-    ``upper`` an exact upper bound when some leaf could be neither verified nor certified empty.
+    ``upper`` an exact upper bound when some leaf could be neither verified nor certified empty, or when the
+    enumeration hit ``max_nodes``/``time_limit`` (then ``details["stopped"]`` says which; every branch left
+    unexplored enters ``upper`` through its rigorous branch-and-bound norm bound).  ``details["lower_exact"]``,
+    when present, is the best verified region's norm, a true lower bound of the constant.
     """
     n = stage_list[0].weight.cols
     neurons = sum(st.weight.rows for st in stage_list[:-1])

@@ -28,7 +28,7 @@ from flint import arb, ctx, fmpq
 from ..errors import NotApplicableError, NumericalError
 from ..layers import GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
 from ..network import Network
-from ..result import Bound, float_down, float_up
+from ..result import OUTWARD, Bound, float_down, float_up
 from ..rigorous import spectral_norm_upper
 from .common import Stage
 
@@ -484,15 +484,16 @@ def smooth_constant(net: Network, stage_list: list[Stage], norm: str, dom, start
         cand = _sympy_candidate(net, stage_list, norm, dom)
         if cand is not None:
             if certified_inside(cand, lower, upper):
-                return Bound(cand, norm, "exact", "exact", time.perf_counter() - started, exact_value=cand,
-                             lower=float_down(cand), solver="sympy solveset", status="optimal",
-                             assumptions=("critical points of f' by sympy, confirmed by a rigorous arb enclosure",),
-                             details={"technique": "sympy critical points", "enclosure": (lower, upper)})
+                return Bound.exact_constant(cand, norm, "exact", seconds=time.perf_counter() - started, exact_value=cand,
+                                            lower=float_down(cand), solver="sympy solveset", status="optimal",
+                                            assumptions=("critical points of f' by sympy, inside a rigorous arb enclosure",),
+                                            details={"technique": "sympy critical points", "enclosure": (lower, upper)})
     if not (math.isfinite(upper) and math.isfinite(lower)):
         raise NotApplicableError("exact (smooth): no finite enclosure; the tails could not be bounded")
     status = "converged" if upper - lower <= info["tol"] else "gap above tolerance (time limit or open tails)"
-    return Bound(upper, norm, "exact", "upper", time.perf_counter() - started, lower=lower, solver="python-flint arb",
-                 status=status, assumptions=("rigorous interval enclosure; not an exact value",), details=info)
+    return Bound.upper_bound(upper, norm, "exact", rounding=OUTWARD, seconds=time.perf_counter() - started, lower=lower,
+                             solver="python-flint arb", status=status,
+                             assumptions=("rigorous interval enclosure; not an exact value",), details=info)
 
 
 __all__ = ["smooth_constant", "branch_and_bound", "certified_inside"]
