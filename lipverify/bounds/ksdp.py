@@ -20,9 +20,11 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 
 from ..errors import NotApplicableError
@@ -30,6 +32,7 @@ from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
 from ..rigorous import ETA, UNIT_ROUNDOFF, add_up, fro_sq_upper, matmul_up, sum_up, up, verify_positive_definite
+from ..sdp import ANCHOR_MARGIN, LOSS_WARN, MARGINS, MIX_WEIGHTS, REPAIR_LOSS, first_proven, inflated, round_multipliers
 from .chain import LinearChain, linear_chain, to_fraction
 from .common import float_upper_bound, require_norm
 from .enclosure import enclose
@@ -65,7 +68,7 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     exact = _exact_weights(chain)
     layout = _Layout(chain)
     base = np.minimum(kcp_rows(chain), _k4_rows(chain))
-    details: dict = {"size": layout.size, "fallback_rows": [], "certified_rows": 0}
+    details: dict = {"size": layout.size, "fallback_rows": [], "certified_rows": 0, "rho_rows": []}
     assumptions = ("floating point with rigorous rounding-error bounds", "SDP multipliers re-checked in exact arithmetic")
     if not layout.uncertain:  # a linear chain: K4 and KCP are exact already
         return float_upper_bound("ksdp", p, float(np.max(base)) if base.size else 0.0, started, assumptions,
@@ -81,17 +84,36 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     total_shift = sum(shifts)
     problem = _Relaxation(layout, scaled, chain.slopes)
     norm_bound = problem.norm_bound()
-    value = 0.0
+    value = solver_value = sdp_solver = sdp_certified = 0.0
+    mixes: list = []
     for i in range(chain.n_out):
-        row = float(base[i])
+        row = suggested = float(base[i])
         cert = problem.certify_row(i, norm_bound, solver)
         if cert is None:
             details["fallback_rows"].append(i)
         else:
             details["certified_rows"] += 1
-            row = min(row, _times_power_of_two_up(cert, total_shift))
+            certified = _times_power_of_two_up(cert.value, total_shift)
+            hint = math.ldexp(cert.solver_t, total_shift)
+            row = min(row, certified)
+            suggested = min(suggested, hint)
+            sdp_solver, sdp_certified = max(sdp_solver, hint), max(sdp_certified, certified)
+            if cert.mix is not None:
+                mixes.append(cert.mix)
+            if cert.method == "rho":
+                details["rho_rows"].append(i)
         value = max(value, row)
-    return float_upper_bound("ksdp", p, value, started, assumptions, solver=solver, details=details)
+        solver_value = max(solver_value, suggested)
+    loss = value / solver_value - 1 if solver_value > 0 else (0.0 if value == 0 else math.inf)
+    details.update(solver_value=solver_value, certified_value=value, relative_loss=loss,
+                   sdp_solver_value=sdp_solver, sdp_certified_value=sdp_certified, mix=max(mixes, default=None))
+    status = None
+    if loss > LOSS_WARN:
+        details["note"] = (f"the certified value {value:.9g} is {loss:.2e} relative above the solver's value "
+                           f"{solver_value:.9g}: the solver's multipliers could not be repaired closer "
+                           "(proofs/ksdp.md §3); the value is still a proven upper bound")
+        status = f"certified value {loss:.1e} relative above the solver's"
+    return float_upper_bound("ksdp", p, value, started, assumptions, solver=solver, status=status, details=details)
 
 
 def _check_solver(solver: str) -> None:
@@ -175,6 +197,7 @@ class _Relaxation:
 
     def __init__(self, layout: _Layout, weights: list[np.ndarray], slopes):
         self.layout, self.weights, self.slopes = layout, weights, slopes
+        self._mats: list | None = None
         self.constraints: list[dict[tuple[int, int], Fraction]] = []
         for j in layout.s:
             self._add({(j, j): Fraction(1), (0, 0): Fraction(-1)})
@@ -213,39 +236,107 @@ class _Relaxation:
             return math.inf
         return total
 
-    def certify_row(self, i: int, norm_bound: float, solver: str) -> float | None:
-        """A certified upper bound of row ``i`` (scaled units), or ``None`` when no certificate was found."""
+    def certify_row(self, i: int, norm_bound: float, solver: str) -> RowCertificate | None:
+        """A certified upper bound of row ``i`` (scaled units), or ``None`` when no certificate was found.
+
+        ``proofs/ksdp.md`` §3: the solver's multipliers are rounded (30 significant bits each), ``t`` is
+        recomputed from the Schur complement and rounded up with a small margin, and ``Y(t) ≻ 0`` is proven; if
+        that loses more than ``REPAIR_LOSS``, mixtures with a strictly feasible anchor are tried too.  The
+        fallback is the residual bound ``t + rho B`` of §2 on the solver's own multipliers.
+        """
         if not math.isfinite(norm_bound):
             return None
         hint = self._solve(i, solver)
         if hint is None:
             return None
-        t, mu = hint
-        return self._check(i, t, mu, norm_bound)
+        t_hat, mu = hint
+        candidates = self._candidates(i, [(mu, 0.0)])
+        best = self._first_proven(i, candidates)
+        if best is None or best.value - t_hat > REPAIR_LOSS * max(abs(t_hat), 2.0**-30):
+            eps = ANCHOR_MARGIN * max(float(np.max(np.abs(mu))) if mu.size else 0.0, 1.0)
+            anchor = self._solve(i, solver, margin=eps)
+            if anchor is not None:
+                mixes = [((1.0 - w) * mu + w * anchor[1], float(w)) for w in MIX_WEIGHTS if w > 0]
+                repaired = self._first_proven(i, candidates + self._candidates(i, mixes))
+                if repaired is not None and (best is None or repaired.value < best.value):
+                    best = repaired
+        if best is None:  # §2: the residual bound t + rho B on the solver's own multipliers
+            bound = self._check(i, t_hat, mu, norm_bound)
+            return None if bound is None else RowCertificate(bound, t_hat, "rho", None, None)
+        return RowCertificate(best.value, t_hat, best.method, best.mix, best.margin)
+
+    def _candidates(self, i: int, multipliers) -> list:
+        """``(t*, mix, mu_q)`` for every ``(mu, mix)``: ``mu`` rounded per entry to 30 significant bits and
+        ``t*`` its Schur-complement estimate; multipliers whose hidden block is not positive definite are dropped."""
+        out = []
+        for mu, mix in multipliers:
+            if not np.all(np.isfinite(mu)):
+                continue
+            (mu_q,), _ = round_multipliers([mu], 0.0, signed=True)
+            t_star = self._schur_t(i, np.array([float(x) for x in mu_q]))
+            if t_star is not None:
+                out.append((t_star, mix, mu_q))
+        return out
+
+    def _first_proven(self, i: int, candidates) -> RowCertificate | None:
+        def prove(cand, margins):
+            t_star, _, mu_q = cand
+            y = self._exact_y(i, mu_q)
+            if y is None:
+                return None
+            for m in margins:
+                t = inflated(t_star, m)
+                if self._prove(y, float(t), 0.0):
+                    return float(t), m
+            return None
+
+        found = first_proven(candidates, prove, MARGINS)
+        if found is None:
+            return None
+        (_, mix, _), (value, margin) = found
+        return RowCertificate(value, math.nan, "schur", mix, margin)
 
     # -- the SDP (a hint only) -------------------------------------------------------------------------
-    def _solve(self, i: int, solver: str):
-        """``(t, μ)`` from ``min t s.t. t e_0 e_0^T - Q_0 + Σ μ_m A_m ⪰ 0`` (one LMI in ``1 + m`` unknowns), or None."""
-        import cvxpy as cp
+    def _matrices(self) -> list:
+        """The constraint matrices ``A_m`` as float sparse matrices (the solver side only)."""
+        if self._mats is None:
+            n = self.layout.size
+            mats = []
+            for poly in self.constraints:
+                rows, cols, vals = [], [], []
+                for (a, b), c in poly.items():
+                    if a == b:
+                        rows.append(a)
+                        cols.append(b)
+                        vals.append(float(c))
+                    else:
+                        rows += [a, b]
+                        cols += [b, a]
+                        vals += [float(c) / 2] * 2
+                mats.append(sp.csr_matrix((vals, (rows, cols)), shape=(n, n)))
+            self._mats = mats
+        return self._mats
 
+    def _objective_matrix(self, i: int) -> np.ndarray:
         n = self.layout.size
-        mats = []
-        for poly in self.constraints:
-            rows, cols, vals = [], [], []
-            for (a, b), c in poly.items():
-                if a == b:
-                    rows.append(a)
-                    cols.append(b)
-                    vals.append(float(c))
-                else:
-                    rows += [a, b]
-                    cols += [b, a]
-                    vals += [float(c) / 2] * 2
-            mats.append(sp.csr_matrix((vals, (rows, cols)), shape=(n, n)))
         q = np.zeros((n, n))
         for (a, b), c in self.objective(i).items():
             q[a, b] -= float(c) / 2
             q[b, a] -= float(c) / 2
+        return q
+
+    def _solve(self, i: int, solver: str, margin: float = 0.0):
+        """``(t, μ)`` from ``min t s.t. t e_0 e_0^T - Q_0 + Σ μ_m A_m ⪰ 0`` (one LMI in ``1 + m`` unknowns), or None.
+
+        With ``margin > 0`` the LMI is ``Y - margin E_r ⪰ 0`` (``E_r`` the identity except at ``(0, 0)``): a
+        strictly feasible anchor for the repair of ``proofs/ksdp.md`` §3."""
+        import cvxpy as cp
+
+        n = self.layout.size
+        mats = self._matrices()
+        q = self._objective_matrix(i)
+        if margin:
+            q[np.arange(1, n), np.arange(1, n)] -= margin
         e00 = np.zeros((n, n))
         e00[0, 0] = 1.0
         mu = cp.Variable(len(mats))
@@ -264,12 +355,29 @@ class _Relaxation:
             return float(t.value), np.asarray(mu.value, dtype=np.float64)
         return None
 
+    def _schur_t(self, i: int, mu: np.ndarray) -> float | None:
+        """Float estimate of the least ``t`` with ``Y(t) ⪰ 0`` for these multipliers: with ``K = Y(0)``,
+        ``t* = k_r0^T K_rr^-1 k_r0 - K_00`` (``None`` when ``K_rr`` is not numerically positive definite)."""
+        k = self._objective_matrix(i)
+        for m, a in enumerate(self._matrices()):
+            if mu[m] != 0.0:
+                k += mu[m] * a.toarray()
+        try:
+            chol = scipy.linalg.cholesky(k[1:, 1:], lower=True)
+        except np.linalg.LinAlgError:
+            return None
+        y = scipy.linalg.solve_triangular(chol, k[1:, 0], lower=True)
+        t = float(y @ y - k[0, 0])
+        return t if math.isfinite(t) else None
+
     # -- the certificate (exact) -----------------------------------------------------------------------
-    def _check(self, i: int, t: float, mu: np.ndarray, norm_bound: float) -> float | None:
+    def _exact_y(self, i: int, mu) -> tuple[np.ndarray, float] | None:
+        """``Y(0) = -Q_0 + Σ μ_m A_m`` assembled exactly from the multipliers (dyadic rationals), rounded to floats
+        entry by entry (correctly rounded), with a bound of the spectral norm of the rounding error."""
         n = self.layout.size
         y = np.full((n, n), Fraction(0), dtype=object)
         for m, poly in enumerate(self.constraints):
-            coef = Fraction(float(mu[m]))
+            coef = Fraction(mu[m])
             if coef == 0:
                 continue
             for (a, b), c in poly.items():
@@ -281,22 +389,52 @@ class _Relaxation:
         if not np.all(np.isfinite(yf)):
             return None
         conv_err = add_up(up(np.abs(yf) * UNIT_ROUNDOFF), np.full(yf.shape, ETA))
-        conv = float(up(math.sqrt(fro_sq_upper(conv_err))))
+        return yf, float(up(math.sqrt(fro_sq_upper(conv_err))))
+
+    @staticmethod
+    def _prove(y: tuple[np.ndarray, float], t: float, rho: float) -> bool:
+        """Prove ``Y(0) + t e_0 e_0^T + rho I ≻ 0`` for the exact ``Y(0)`` of :meth:`_exact_y` (``t``, ``rho`` floats)."""
+        yf, conv = y
+        h = yf.copy()
+        h[0, 0] += t
+        if rho:
+            h = h + rho * np.eye(h.shape[0])
+        # the additions on the diagonal round: at most u |h_ii| each, twice at (0, 0)
+        diag = float(up(2 * UNIT_ROUNDOFF * float(np.max(np.abs(np.diag(h))))))
+        diag = float(up(diag + up(2 * UNIT_ROUNDOFF * (abs(t) + abs(yf[0, 0])))))
+        return verify_positive_definite(h, err=float(up(conv + diag)))
+
+    def _check(self, i: int, t: float, mu: np.ndarray, norm_bound: float) -> float | None:
+        """The residual bound of ``proofs/ksdp.md`` §2: ``t + rho B`` with ``Y(t) + rho I ≻ 0`` proven, for any
+        float ``t`` and multipliers ``mu`` (or ``None``)."""
+        y = self._exact_y(i, [float(x) for x in mu])
+        if y is None:
+            return None
+        yf = y[0]
         h0 = yf.copy()
         h0[0, 0] += t
         lam = float(np.linalg.eigvalsh(h0)[0])
         scale = max(1.0, float(np.max(np.abs(h0))))
         rho = max(0.0, -lam) + 1e-12 * scale
         for _ in range(12):
-            h = h0 + rho * np.eye(n)
-            # the additions on the diagonal round: at most u |h_ii| each, twice at (0, 0)
-            diag = float(up(2 * UNIT_ROUNDOFF * float(np.max(np.abs(np.diag(h))))))
-            diag = float(up(diag + up(2 * UNIT_ROUNDOFF * (abs(t) + abs(yf[0, 0])))))
-            if verify_positive_definite(h, err=float(up(conv + diag))):
+            if self._prove(y, t, rho):
                 bound = float(up(t + float(up(rho * norm_bound))))
                 return bound if math.isfinite(bound) else None
             rho = rho * 10 + 1e-10 * scale
         return None
+
+
+@dataclass(frozen=True)
+class RowCertificate:
+    """A proven bound ``value`` of one row (scaled units), the solver's ``solver_t``, how it was proven
+    (``"schur"``: ``Y(value) ≻ 0``; ``"rho"``: the residual bound ``t + rho B``), the mixing weight toward the
+    anchor (``0.0``: the solver's own multipliers; ``None`` for ``"rho"``) and the relative margin on ``t``."""
+
+    value: float
+    solver_t: float
+    method: str
+    mix: float | None
+    margin: float | None
 
 
 def _key(a: int, b: int) -> tuple[int, int]:
