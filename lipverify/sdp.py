@@ -175,7 +175,7 @@ def _shift_weight(w: np.ndarray, r: np.ndarray | None, f: np.ndarray | None, e: 
     return ws, rs, (None if f is None else _scaled_fractions(f, e))
 
 
-def _scale_entries(w: np.ndarray, r: np.ndarray | None, f: np.ndarray | None, row_exp, col_exp):
+def scale_entries(w: np.ndarray, r: np.ndarray | None, f: np.ndarray | None, row_exp, col_exp):
     """``2**(col_exp[j] - row_exp[i])`` times entry ``(i, j)`` of a (float, radius, Fractions-or-None) weight;
     floats that underflow get ``eta`` added to their radius, overflow gives ``None``."""
     e = np.asarray(col_exp, dtype=np.int64)[None, :] - np.asarray(row_exp, dtype=np.int64)[:, None]
@@ -227,7 +227,7 @@ def rebalance(problem: LipSDPProblem, rho: float, lambdas) -> LipSDPProblem | No
     for k in range(problem.depth):
         rows = exps[k] if k < problem.depth - 1 else np.full(problem.weights[k].shape[0], d)
         cols = exps[k - 1] if k > 0 else np.zeros(problem.weights[k].shape[1], dtype=np.int64)
-        got = _scale_entries(problem.weights[k], problem.radii[k], None if problem.exact is None else problem.exact[k],
+        got = scale_entries(problem.weights[k], problem.radii[k], None if problem.exact is None else problem.exact[k],
                              rows, cols)
         if got is None:
             return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -32,7 +32,19 @@ from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
 from ..rigorous import ETA, UNIT_ROUNDOFF, add_up, fro_sq_upper, matmul_up, sum_up, up, verify_positive_definite
-from ..sdp import ANCHOR_MARGIN, LOSS_WARN, MARGINS, MIX_WEIGHTS, REPAIR_LOSS, first_proven, inflated, round_multipliers
+from ..sdp import (
+    ANCHOR_MARGIN,
+    BALANCED,
+    LOSS_WARN,
+    MARGINS,
+    MIX_WEIGHTS,
+    REBALANCE_ROUNDS,
+    REPAIR_LOSS,
+    first_proven,
+    inflated,
+    round_multipliers,
+    scale_entries,
+)
 from .chain import LinearChain, linear_chain, to_fraction
 from .common import float_upper_bound, require_norm
 from .enclosure import enclose
@@ -68,7 +80,8 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     exact = _exact_weights(chain)
     layout = _Layout(chain)
     base = np.minimum(kcp_rows(chain), _k4_rows(chain))
-    details: dict = {"size": layout.size, "fallback_rows": [], "certified_rows": 0, "rho_rows": []}
+    details: dict = {"size": layout.size, "fallback_rows": [], "certified_rows": 0, "rho_rows": [],
+                     "rebalanced_rows": []}
     assumptions = ("floating point with rigorous rounding-error bounds", "SDP multipliers re-checked in exact arithmetic")
     if not layout.uncertain:  # a linear chain: K4 and KCP are exact already
         return float_upper_bound("ksdp", p, float(np.max(base)) if base.size else 0.0, started, assumptions,
@@ -88,13 +101,13 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     mixes: list = []
     for i in range(chain.n_out):
         row = suggested = float(base[i])
-        cert = problem.certify_row(i, norm_bound, solver)
+        cert = _certify_row(problem, i, norm_bound, solver)
         if cert is None:
             details["fallback_rows"].append(i)
         else:
             details["certified_rows"] += 1
-            certified = _times_power_of_two_up(cert.value, total_shift)
-            hint = math.ldexp(cert.solver_t, total_shift)
+            certified = _times_power_of_two_up(cert.value, total_shift + cert.shift)
+            hint = math.ldexp(cert.solver_t, total_shift + cert.shift)
             row = min(row, certified)
             suggested = min(suggested, hint)
             sdp_solver, sdp_certified = max(sdp_solver, hint), max(sdp_certified, certified)
@@ -102,6 +115,8 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
                 mixes.append(cert.mix)
             if cert.method == "rho":
                 details["rho_rows"].append(i)
+            if cert.rebalanced:
+                details["rebalanced_rows"].append(i)
         value = max(value, row)
         solver_value = max(solver_value, suggested)
     loss = value / solver_value - 1 if solver_value > 0 else (0.0 if value == 0 else math.inf)
@@ -114,6 +129,34 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
                            "(proofs/ksdp.md §3); the value is still a proven upper bound")
         status = f"certified value {loss:.1e} relative above the solver's"
     return float_upper_bound("ksdp", p, value, started, assumptions, solver=solver, status=status, details=details)
+
+
+def _certify_row(problem: _Relaxation, i: int, norm_bound: float, solver: str) -> RowCertificate | None:
+    """Row ``i`` certified on ``problem`` and, when the solution is badly balanced, on the relaxation rescaled by
+    powers of two and solved again (``proofs/ksdp.md`` §4); the smaller certified value wins."""
+    hint = problem._solve(i, solver)
+    if hint is None:
+        return None
+    first = problem.certify_row(i, norm_bound, solver, hint=hint)
+    current, shift, rounds = problem, 0, 0
+    while rounds < REBALANCE_ROUNDS:
+        balanced = current.rebalanced(i, *hint)
+        if balanced is None:
+            break
+        new_hint = balanced[0]._solve(i, solver)
+        if new_hint is None:
+            break  # keep the last solution (on the previous scaling)
+        current, shift, hint = balanced[0], shift + balanced[1], new_hint
+        rounds += 1
+    if not rounds:
+        return first
+    second = current.certify_row(i, current.norm_bound(), solver, hint=hint)
+    if second is None:
+        return first
+    second = replace(second, shift=shift, rebalanced=rounds)
+    if first is None or math.ldexp(second.value, shift) < first.value:
+        return second
+    return first
 
 
 def _check_solver(solver: str) -> None:
@@ -198,17 +241,21 @@ class _Relaxation:
     def __init__(self, layout: _Layout, weights: list[np.ndarray], slopes):
         self.layout, self.weights, self.slopes = layout, weights, slopes
         self._mats: list | None = None
+        self._coo_cache: tuple | None = None
         self.constraints: list[dict[tuple[int, int], Fraction]] = []
+        self.neuron_constraints: list[np.ndarray] = []  # index of every neuron's quadratic constraint, per layer
         for j in layout.s:
             self._add({(j, j): Fraction(1), (0, 0): Fraction(-1)})
         for l, s in enumerate(slopes):
             a, b = to_fraction(s.lo), to_fraction(s.hi)
             w = weights[l]
             prev = layout.inputs(l)
+            self.neuron_constraints.append(np.zeros(w.shape[0], dtype=np.int64))
             for k in range(w.shape[0]):
                 x = int(layout.x[l][k])
                 z = {int(prev[m]): w[k, m] for m in range(w.shape[1]) if w[k, m] != 0}
                 # (x - a z)(x - b z) = x^2 - (a+b) x z + ab z^2 = 0: x = d z with d in {a, b}
+                self.neuron_constraints[l][k] = len(self.constraints)
                 self._add(_poly_sum({(x, x): Fraction(1)}, _lin_times(z, x, -(a + b)), _scaled(_square(z), a * b)))
                 if a == b:  # a point slope: also the linear x - a z = 0
                     self._add(_poly_sum(_mono(x, 0), _lin_times(z, 0, -a)))
@@ -236,7 +283,37 @@ class _Relaxation:
             return math.inf
         return total
 
-    def certify_row(self, i: int, norm_bound: float, solver: str) -> RowCertificate | None:
+    def rebalanced(self, i: int, t_hat: float, mu: np.ndarray) -> tuple[_Relaxation, int] | None:
+        """The relaxation of the chain ``W_L'' = 2^-d W_L N_{L-1}``, ``W_l'' = N_l^-1 W_l N_{l-1}``
+        (``N_l = diag(2^n)`` on the hidden neurons, ``N_0 = I``), with ``d`` and ``n`` chosen from a solution
+        ``(t_hat, mu)`` of row ``i`` so that the new solution has ``t`` and every neuron's multiplier near 1
+        (``proofs/ksdp.md`` §4); ``(relaxation, d)``, or ``None`` when already balanced within ``4**BALANCED``."""
+        if not (math.isfinite(t_hat) and t_hat > 0) or not np.all(np.isfinite(mu)):
+            return None
+        d = round(math.log2(t_hat))
+        top = float(np.max(np.abs(mu))) if mu.size else 0.0
+        exps = []
+        for idx in self.neuron_constraints:
+            lam = np.abs(mu[idx])
+            with np.errstate(divide="ignore"):
+                logs = np.log(lam) / math.log(4) - d / 2  # mu'' = 2^-d 4^n mu
+            keep = np.isfinite(logs) & (lam > top * 2.0**-40)
+            exps.append(np.where(keep, -np.rint(np.clip(logs, -40, 40)), 0).astype(np.int64))
+        if abs(d) <= BALANCED and all(np.all(np.abs(n) <= BALANCED) for n in exps):
+            return None
+        weights = []
+        depth = len(self.weights)
+        for k, w in enumerate(self.weights):
+            rows = exps[k] if k < depth - 1 else np.full(w.shape[0], d)
+            cols = exps[k - 1] if k > 0 else np.zeros(w.shape[1], dtype=np.int64)
+            wf = np.array([float(x) for x in w.flat], dtype=np.float64).reshape(w.shape)
+            got = scale_entries(wf, None, w, rows, cols)
+            if got is None:
+                return None
+            weights.append(got[2])
+        return _Relaxation(self.layout, weights, self.slopes), d
+
+    def certify_row(self, i: int, norm_bound: float, solver: str, hint=None) -> RowCertificate | None:
         """A certified upper bound of row ``i`` (scaled units), or ``None`` when no certificate was found.
 
         ``proofs/ksdp.md`` §3: the solver's multipliers are rounded (30 significant bits each), ``t`` is
@@ -246,7 +323,8 @@ class _Relaxation:
         """
         if not math.isfinite(norm_bound):
             return None
-        hint = self._solve(i, solver)
+        if hint is None:
+            hint = self._solve(i, solver)
         if hint is None:
             return None
         t_hat, mu = hint
@@ -279,9 +357,13 @@ class _Relaxation:
         return out
 
     def _first_proven(self, i: int, candidates) -> RowCertificate | None:
+        assembled: dict = {}  # the exact Y(0) of a candidate, built once for both passes of first_proven
+
         def prove(cand, margins):
             t_star, _, mu_q = cand
-            y = self._exact_y(i, mu_q)
+            if id(cand) not in assembled:
+                assembled[id(cand)] = self._exact_y(i, mu_q)
+            y = assembled[id(cand)]
             if y is None:
                 return None
             for m in margins:
@@ -316,6 +398,15 @@ class _Relaxation:
                 mats.append(sp.csr_matrix((vals, (rows, cols)), shape=(n, n)))
             self._mats = mats
         return self._mats
+
+    def _coo(self):
+        """All ``A_m`` in one coordinate list ``(rows, cols, values, m)`` (for ``Σ μ_m A_m`` in one sparse sum)."""
+        if self._coo_cache is None:
+            parts = [(a.tocoo(), m) for m, a in enumerate(self._matrices())]
+            self._coo_cache = (_cat([c.row for c, _ in parts], np.int64), _cat([c.col for c, _ in parts], np.int64),
+                               _cat([c.data for c, _ in parts], np.float64),
+                               _cat([np.full(c.nnz, m) for c, m in parts], np.int64))
+        return self._coo_cache
 
     def _objective_matrix(self, i: int) -> np.ndarray:
         n = self.layout.size
@@ -358,10 +449,9 @@ class _Relaxation:
     def _schur_t(self, i: int, mu: np.ndarray) -> float | None:
         """Float estimate of the least ``t`` with ``Y(t) ⪰ 0`` for these multipliers: with ``K = Y(0)``,
         ``t* = k_r0^T K_rr^-1 k_r0 - K_00`` (``None`` when ``K_rr`` is not numerically positive definite)."""
-        k = self._objective_matrix(i)
-        for m, a in enumerate(self._matrices()):
-            if mu[m] != 0.0:
-                k += mu[m] * a.toarray()
+        rows, cols, vals, owner = self._coo()
+        n = self.layout.size
+        k = self._objective_matrix(i) + sp.coo_matrix((vals * mu[owner], (rows, cols)), shape=(n, n)).toarray()
         try:
             chol = scipy.linalg.cholesky(k[1:, 1:], lower=True)
         except np.linalg.LinAlgError:
@@ -435,6 +525,12 @@ class RowCertificate:
     method: str
     mix: float | None
     margin: float | None
+    shift: int = 0  # value and solver_t are in units of 2**shift (rebalanced relaxation, proofs/ksdp.md §4)
+    rebalanced: int = 0
+
+
+def _cat(parts: list, dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
 
 def _key(a: int, b: int) -> tuple[int, int]:
