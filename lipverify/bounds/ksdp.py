@@ -40,6 +40,7 @@ from ..sdp import (
     MIX_WEIGHTS,
     REBALANCE_ROUNDS,
     REPAIR_LOSS,
+    RHO_BALANCED,
     first_proven,
     inflated,
     round_multipliers,
@@ -132,31 +133,40 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
 
 
 def _certify_row(problem: _Relaxation, i: int, norm_bound: float, solver: str) -> RowCertificate | None:
-    """Row ``i`` certified on ``problem`` and, when the solution is badly balanced, on the relaxation rescaled by
-    powers of two and solved again (``proofs/ksdp.md`` §4); the smaller certified value wins."""
+    """Row ``i`` certified as in ``proofs/ksdp.md`` §3–§4: a first certificate from the solver's multipliers; if it
+    fails, loses more than ``REPAIR_LOSS`` or ``t`` is far from 1, the relaxation is rescaled by powers of two
+    and solved again until balanced; if the certificate of the (rescaled) problem still loses more than
+    ``REPAIR_LOSS``, mixtures with a strictly feasible anchor are tried.  The smallest certified value wins."""
     hint = problem._solve(i, solver)
     if hint is None:
         return None
-    first = problem.certify_row(i, norm_bound, solver, hint=hint)
+    first = problem.certify_row(i, norm_bound, solver, hint=hint, repair=False)
     current, shift, rounds = problem, 0, 0
-    while rounds < REBALANCE_ROUNDS:
-        balanced = current.rebalanced(i, *hint)
-        if balanced is None:
-            break
-        new_hint = balanced[0]._solve(i, solver)
-        if new_hint is None:
-            break  # keep the last solution (on the previous scaling)
-        current, shift, hint = balanced[0], shift + balanced[1], new_hint
-        rounds += 1
-    if not rounds:
-        return first
-    second = current.certify_row(i, current.norm_bound(), solver, hint=hint)
-    if second is None:
-        return first
-    second = replace(second, shift=shift, rebalanced=rounds)
-    if first is None or math.ldexp(second.value, shift) < first.value:
+    if first is None or _lossy(first) or abs(math.log2(max(hint[0], 2.0**-1000))) > RHO_BALANCED:
+        while rounds < REBALANCE_ROUNDS:
+            balanced = current.rebalanced(i, *hint)
+            if balanced is None:
+                break
+            new_hint = balanced[0]._solve(i, solver)
+            if new_hint is None:
+                break  # keep the last solution (on the previous scaling)
+            current, shift, hint = balanced[0], shift + balanced[1], new_hint
+            rounds += 1
+    second = first
+    if rounds:
+        second = current.certify_row(i, current.norm_bound(), solver, hint=hint, repair=False)
+        second = None if second is None else replace(second, shift=shift, rebalanced=rounds)
+    if second is None or _lossy(second):
+        repaired = current.certify_row(i, current.norm_bound(), solver, hint=hint, repair=True)
+        if repaired is not None and (second is None or repaired.value < second.value):
+            second = replace(repaired, shift=shift, rebalanced=rounds)
+    if first is None or (second is not None and math.ldexp(second.value, shift) < first.value):
         return second
     return first
+
+
+def _lossy(cert: RowCertificate) -> bool:
+    return cert.value - cert.solver_t > REPAIR_LOSS * max(abs(cert.solver_t), 2.0**-30)
 
 
 def _check_solver(solver: str) -> None:
@@ -313,13 +323,13 @@ class _Relaxation:
             weights.append(got[2])
         return _Relaxation(self.layout, weights, self.slopes), d
 
-    def certify_row(self, i: int, norm_bound: float, solver: str, hint=None) -> RowCertificate | None:
+    def certify_row(self, i: int, norm_bound: float, solver: str, hint=None, repair: bool = True) -> RowCertificate | None:
         """A certified upper bound of row ``i`` (scaled units), or ``None`` when no certificate was found.
 
-        ``proofs/ksdp.md`` §3: the solver's multipliers are rounded (30 significant bits each), ``t`` is
-        recomputed from the Schur complement and rounded up with a small margin, and ``Y(t) ≻ 0`` is proven; if
-        that loses more than ``REPAIR_LOSS``, mixtures with a strictly feasible anchor are tried too.  The
-        fallback is the residual bound ``t + rho B`` of §2 on the solver's own multipliers.
+        ``proofs/ksdp.md`` §3: the solver's multipliers (``hint = (t, mu)``, else solved here) are rounded (30
+        significant bits each), ``t`` is recomputed from the Schur complement and rounded up with a small margin,
+        and ``Y(t) ≻ 0`` is proven.  With ``repair``, mixtures with a strictly feasible anchor (one more solve)
+        are candidates too.  The fallback is the residual bound ``t + rho B`` of §2 on the solver's multipliers.
         """
         if not math.isfinite(norm_bound):
             return None
@@ -329,15 +339,12 @@ class _Relaxation:
             return None
         t_hat, mu = hint
         candidates = self._candidates(i, [(mu, 0.0)])
-        best = self._first_proven(i, candidates)
-        if best is None or best.value - t_hat > REPAIR_LOSS * max(abs(t_hat), 2.0**-30):
+        if repair:
             eps = ANCHOR_MARGIN * max(float(np.max(np.abs(mu))) if mu.size else 0.0, 1.0)
             anchor = self._solve(i, solver, margin=eps)
             if anchor is not None:
-                mixes = [((1.0 - w) * mu + w * anchor[1], float(w)) for w in MIX_WEIGHTS if w > 0]
-                repaired = self._first_proven(i, candidates + self._candidates(i, mixes))
-                if repaired is not None and (best is None or repaired.value < best.value):
-                    best = repaired
+                candidates += self._candidates(i, [((1.0 - w) * mu + w * anchor[1], float(w)) for w in MIX_WEIGHTS if w > 0])
+        best = self._first_proven(i, candidates)
         if best is None:  # §2: the residual bound t + rho B on the solver's own multipliers
             bound = self._check(i, t_hat, mu, norm_bound)
             return None if bound is None else RowCertificate(bound, t_hat, "rho", None, None)
