@@ -123,13 +123,22 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     loss = value / solver_value - 1 if solver_value > 0 else (0.0 if value == 0 else math.inf)
     details.update(solver_value=solver_value, certified_value=value, relative_loss=loss,
                    sdp_solver_value=sdp_solver, sdp_certified_value=sdp_certified, mix=max(mixes, default=None))
-    status = None
-    if loss > LOSS_WARN:
-        details["note"] = (f"the certified value {value:.9g} is {loss:.2e} relative above the solver's value "
-                           f"{solver_value:.9g}: the solver's multipliers could not be repaired closer "
-                           "(proofs/ksdp.md §3); the value is still a proven upper bound")
-        status = f"certified value {loss:.1e} relative above the solver's"
+    status, note = _loss_report(value, solver_value)
+    if note is not None:
+        details["note"] = note
     return float_upper_bound("ksdp", p, value, started, assumptions, solver=solver, status=status, details=details)
+
+
+def _loss_report(value: float, solver_value: float) -> tuple[str | None, str | None]:
+    """``(status, note)`` when the certified value is more than ``LOSS_WARN`` relative above the solver's value,
+    else ``(None, None)``."""
+    loss = value / solver_value - 1 if solver_value > 0 else (0.0 if value == 0 else math.inf)
+    if not loss > LOSS_WARN:
+        return None, None
+    note = (f"the certified value {value:.9g} is {loss:.2e} relative above the solver's value {solver_value:.9g}: "
+            "the solver's multipliers could not be repaired closer (proofs/ksdp.md §3); the value is still a "
+            "proven upper bound")
+    return f"certified value {loss:.1e} relative above the solver's", note
 
 
 def _certify_row(problem: _Relaxation, i: int, norm_bound: float, solver: str) -> RowCertificate | None:
