@@ -7,11 +7,14 @@ For l∞, row ``i`` of K2 is ``max e_i^T W_L D_{L-1} ⋯ D_1 W_1 s`` over ``s �
 
 * ``s_j^2 = 1`` and ``(x - α z)(x - β z) = 0`` for every neuron (and ``x = α z`` when ``α = β``).
 
-Every multiplier vector ``μ`` and number ``t`` with ``Y = t e_0 e_0^T - Q_0 + Σ μ_m A_m ⪰ 0`` proves
+Every multiplier vector ``μ`` and number ``t`` with ``Y = t e_0 e_0^T - Q_0 + Σ μ_m A_m ≻ 0`` proves
 ``row_i ≤ t`` (Shor's relaxation, weak duality).  The multipliers come from an SDP solver (cvxpy); the
-certificate does not trust them: ``Y`` is rebuilt in exact rational arithmetic from the float multipliers
-and the exact weights, ``λ_min(Y) ≥ -ρ`` is proved by a verified Cholesky factorisation, and
-``row_i ≤ t + ρ B`` with ``B ≥ ||v||^2`` on the feasible set.  Each row is finally the minimum with the
+certificate does not trust them: they are rounded to dyadic rationals (30 significant bits each), ``t`` is
+recomputed from the Schur complement and rounded up, ``Y`` is rebuilt in exact rational arithmetic and
+``Y ≻ 0`` is proven by a verified Cholesky factorisation.  A lossy certificate is repaired by mixing the
+multipliers with those of a strictly feasible anchor, a badly scaled row is rescaled per neuron by powers of
+two and solved again (the kernel pieces are shared with LipSDP, :mod:`lipverify.sdp`); the residual bound
+``t + ρ B`` (``λ_min(Y) ≥ -ρ``, ``B ≥ ||v||^2``) is the last resort.  Each row is finally the minimum with the
 KCP and K4 row bounds, so ``K2 ≤ KSDP ≤ min(K4, KCP)``.
 """
 
@@ -65,7 +68,9 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     Polynomial time: one SDP (an ``N x N`` LMI, ``N = 1 + n_0 + Σ_{l<L} n_l``) per output row (l∞) or input
     column (l1), solved by ``solver`` through cvxpy (default CVXOPT, Clarabel as a fallback);
     ``NotApplicableError`` when ``N > max_size``.  If a row gets no certificate, that row falls back to
-    ``min(K4, KCP)`` (listed in ``details["fallback_rows"]``).
+    ``min(K4, KCP)`` (listed in ``details["fallback_rows"]``).  ``details`` has ``solver_value``,
+    ``certified_value`` and ``relative_loss``; a loss above 1e-4 is also said in ``status`` and
+    ``details["note"]`` (``proofs/ksdp.md`` §3–§4).
 
     >>> import lipverify as lv
     >>> net = lv.Network([lv.Dense([[1, -1], [1, 1]]), lv.ReLU(), lv.Dense([[1, 1]])])
