@@ -113,7 +113,7 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
         else:
             details["certified_rows"] += 1
             certified = _times_power_of_two_up(cert.value, total_shift + cert.shift)
-            hint = math.ldexp(cert.solver_t, total_shift + cert.shift)
+            hint = _times_power_of_two_up(cert.solver_t, total_shift + cert.shift)  # a float times 2^e: exact
             row = min(row, certified)
             suggested = min(suggested, hint)
             sdp_solver, sdp_certified = max(sdp_solver, hint), max(sdp_certified, certified)
@@ -174,7 +174,7 @@ def _certify_row(problem: _Relaxation, i: int, norm_bound: float, solver: str) -
         repaired = current.certify_row(i, current.norm_bound(), solver, hint=hint, repair=True)
         if repaired is not None and (second is None or repaired.value < second.value):
             second = replace(repaired, shift=shift, rebalanced=rounds)
-    if first is None or (second is not None and math.ldexp(second.value, shift) < first.value):
+    if first is None or (second is not None and _times_power_of_two_up(second.value, shift) < first.value):
         return second
     return first
 
@@ -223,7 +223,10 @@ def _scale_fractions(w: np.ndarray, e: int) -> np.ndarray:
 
 def _times_power_of_two_up(x: float, e: int) -> float:
     """``x * 2^e`` when that is exact, else ``inf`` (the certificate is then not used)."""
-    y = math.ldexp(x, e)
+    try:
+        y = math.ldexp(x, e)
+    except OverflowError:
+        return math.inf
     if not math.isfinite(y) or math.ldexp(y, -e) != x:
         return math.inf
     return y
@@ -388,9 +391,12 @@ class _Relaxation:
             if y is None:
                 return None
             for m in margins:
-                t = inflated(t_star, m)
-                if self._prove(y, float(t), 0.0):
-                    return float(t), m
+                try:
+                    t = float(inflated(t_star, m))  # exact: 30 significant bits
+                except OverflowError:
+                    return None
+                if self._prove(y, t, 0.0):
+                    return t, m
             return None
 
         found = first_proven(candidates, prove, MARGINS)
