@@ -228,7 +228,7 @@ def rebalance(problem: LipSDPProblem, rho: float, lambdas) -> LipSDPProblem | No
         rows = exps[k] if k < problem.depth - 1 else np.full(problem.weights[k].shape[0], d)
         cols = exps[k - 1] if k > 0 else np.zeros(problem.weights[k].shape[1], dtype=np.int64)
         got = scale_entries(problem.weights[k], problem.radii[k], None if problem.exact is None else problem.exact[k],
-                             rows, cols)
+                            rows, cols)
         if got is None:
             return None
         weights.append(got[0])
