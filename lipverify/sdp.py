@@ -175,7 +175,7 @@ def _shift_weight(w: np.ndarray, r: np.ndarray | None, f: np.ndarray | None, e: 
     return ws, rs, (None if f is None else _scaled_fractions(f, e))
 
 
-def _scale_entries(w: np.ndarray, r: np.ndarray | None, f: np.ndarray | None, row_exp, col_exp):
+def scale_entries(w: np.ndarray, r: np.ndarray | None, f: np.ndarray | None, row_exp, col_exp):
     """``2**(col_exp[j] - row_exp[i])`` times entry ``(i, j)`` of a (float, radius, Fractions-or-None) weight;
     floats that underflow get ``eta`` added to their radius, overflow gives ``None``."""
     e = np.asarray(col_exp, dtype=np.int64)[None, :] - np.asarray(row_exp, dtype=np.int64)[:, None]
@@ -227,8 +227,8 @@ def rebalance(problem: LipSDPProblem, rho: float, lambdas) -> LipSDPProblem | No
     for k in range(problem.depth):
         rows = exps[k] if k < problem.depth - 1 else np.full(problem.weights[k].shape[0], d)
         cols = exps[k - 1] if k > 0 else np.zeros(problem.weights[k].shape[1], dtype=np.int64)
-        got = _scale_entries(problem.weights[k], problem.radii[k], None if problem.exact is None else problem.exact[k],
-                             rows, cols)
+        got = scale_entries(problem.weights[k], problem.radii[k], None if problem.exact is None else problem.exact[k],
+                            rows, cols)
         if got is None:
             return None
         weights.append(got[0])
@@ -552,18 +552,23 @@ def schur_rho(problem: LipSDPProblem, lambdas) -> float:
     return float(np.max(np.linalg.eigvalsh((z + z.T) / 2)))
 
 
-def _round_multipliers(lambdas_float, floor: float):
+def round_multipliers(lambdas_float, floor: float, *, signed: bool = False):
     """Dyadic multipliers, each with 30 significant bits of its own (the multipliers of a deep or unevenly
     scaled net span many orders of magnitude: a common grid would erase the small ones), at least ``floor``;
-    entries below ``2**-80`` times the largest are set to 0."""
+    entries below ``2**-80`` times the largest (in magnitude) are set to 0.  ``signed=True`` (multipliers of
+    equality constraints, e.g. ``ksdp``) keeps negative entries and ignores ``floor``."""
     flat = np.concatenate([np.ravel(x) for x in lambdas_float]) if lambdas_float else np.zeros(0)
     top = max(float(np.max(np.abs(flat))) if flat.size else 0.0, floor)
     lam_q, lam_f = [], []
     for x in lambdas_float:
-        x = np.maximum(np.asarray(x, dtype=np.float64), floor)
-        x = np.where(x > math.ldexp(top, -80), x, 0.0)
+        x = np.asarray(x, dtype=np.float64)
+        if not signed:
+            x = np.maximum(x, floor)
+        x = np.where(np.abs(x) > math.ldexp(top, -80), x, 0.0)
         e = np.frexp(x)[1]
-        q = np.maximum(np.ldexp(np.rint(np.ldexp(x, DYADIC_BITS - e)), e - DYADIC_BITS), 0.0)
+        q = np.ldexp(np.rint(np.ldexp(x, DYADIC_BITS - e)), e - DYADIC_BITS)
+        if not signed:
+            q = np.maximum(q, 0.0)
         lam_f.append(q)
         lam_q.append(tuple(Fraction(float(v)) for v in q))
     return lam_q, lam_f
@@ -591,10 +596,29 @@ def _base_candidates(lambdas_float, scale: float):
         yield [x * (1.0 + delta) for x in lambdas_float], 0.0
 
 
+def inflated(estimate: float, margin: float) -> Fraction:
+    """``estimate`` (clipped at 0) plus ``margin`` relative (at least ``margin * 2**-30``), rounded up to a dyadic
+    rational with 30 significant bits, hence exactly a float (``proofs/lipsdp.md`` §4 step 3)."""
+    return _round_up_dyadic(max(estimate, 0.0) + margin * max(abs(estimate), 2.0**-30), DYADIC_BITS)
+
+
+def first_proven(candidates, prove, margins=MARGINS):
+    """Try ``candidates`` (tuples whose first entry is the estimate of the certified quantity) in increasing
+    order of that estimate: the margins ``<= 1e-7`` on the best eight, then every margin on all of them.
+    ``prove(candidate, margins)`` returns a proof or ``None``; returns ``(candidate, proof)`` or ``None``."""
+    candidates = sorted(candidates, key=lambda c: c[0])
+    small = tuple(m for m in margins if m <= 1e-7)
+    for ms, todo in ((small, candidates[:8]), (margins, candidates)):
+        for cand in todo:
+            proof = prove(cand, ms)
+            if proof is not None:
+                return cand, proof
+    return None
+
+
 def _prove(problem: LipSDPProblem, lam_q, lam_f, rho_est: float, check: str, margins) -> tuple[Certificate, float] | None:
-    base = max(abs(rho_est), 2.0**-30)
     for m in margins:
-        rho = _round_up_dyadic(max(rho_est, 0.0) + m * base, DYADIC_BITS)
+        rho = inflated(rho_est, m)
         cert = Certificate(rho, tuple(lam_q))
         # cheap float pre-test before an expensive proof
         h = _assemble(*lmi_blocks(problem, lam_f, float(rho)))
@@ -630,7 +654,7 @@ def certify(problem: LipSDPProblem, lambdas_float, *, check: str = "auto", margi
 
     def add(lams, floor, mix):
         nonlocal failure
-        lam_q, lam_f = _round_multipliers(lams, floor)
+        lam_q, lam_f = round_multipliers(lams, floor)
         try:
             rho_est = schur_rho(problem, lam_f)
         except CertificationError as exc:
@@ -653,13 +677,10 @@ def certify(problem: LipSDPProblem, lambdas_float, *, check: str = "auto", margi
                 add([(1.0 - t) * x + t * y for x, y in zip(lambdas_float, anchor)], 0.0, float(t))
     if not candidates:
         raise failure
-    candidates.sort(key=lambda c: c[0])
-    small = tuple(m for m in margins if m <= 1e-7)
-    for passes in ((small, candidates[:8]), (margins, candidates)):
-        for rho_est, mix, lam_q, lam_f in passes[1]:
-            proven = _prove(problem, lam_q, lam_f, rho_est, check, passes[0])
-            if proven is not None:
-                return Certification(proven[0], proven[1], rho_est, check, mix)
+    found = first_proven(candidates, lambda c, ms: _prove(problem, c[2], c[3], c[0], check, ms), margins)
+    if found is not None:
+        (rho_est, mix, _, _), proven = found
+        return Certification(proven[0], proven[1], rho_est, check, mix)
     raise CertificationError(
         f"lipsdp: could not prove the LMI certificate (check={check!r}) even with rho inflated by a relative "
         f"{margins[-1]:g}; the solver's multipliers are too inaccurate: try solver='CVXOPT' or tighter tolerances"

@@ -7,11 +7,14 @@ For l∞, row ``i`` of K2 is ``max e_i^T W_L D_{L-1} ⋯ D_1 W_1 s`` over ``s �
 
 * ``s_j^2 = 1`` and ``(x - α z)(x - β z) = 0`` for every neuron (and ``x = α z`` when ``α = β``).
 
-Every multiplier vector ``μ`` and number ``t`` with ``Y = t e_0 e_0^T - Q_0 + Σ μ_m A_m ⪰ 0`` proves
+Every multiplier vector ``μ`` and number ``t`` with ``Y = t e_0 e_0^T - Q_0 + Σ μ_m A_m ≻ 0`` proves
 ``row_i ≤ t`` (Shor's relaxation, weak duality).  The multipliers come from an SDP solver (cvxpy); the
-certificate does not trust them: ``Y`` is rebuilt in exact rational arithmetic from the float multipliers
-and the exact weights, ``λ_min(Y) ≥ -ρ`` is proved by a verified Cholesky factorisation, and
-``row_i ≤ t + ρ B`` with ``B ≥ ||v||^2`` on the feasible set.  Each row is finally the minimum with the
+certificate does not trust them: they are rounded to dyadic rationals (30 significant bits each), ``t`` is
+recomputed from the Schur complement and rounded up, ``Y`` is rebuilt in exact rational arithmetic and
+``Y ≻ 0`` is proven by a verified Cholesky factorisation.  A lossy certificate is repaired by mixing the
+multipliers with those of a strictly feasible anchor, a badly scaled row is rescaled per neuron by powers of
+two and solved again (the kernel pieces are shared with LipSDP, :mod:`lipverify.sdp`); the residual bound
+``t + ρ B`` (``λ_min(Y) ≥ -ρ``, ``B ≥ ||v||^2``) is the last resort.  Each row is finally the minimum with the
 KCP and K4 row bounds, so ``K2 ≤ KSDP ≤ min(K4, KCP)``.
 """
 
@@ -20,9 +23,11 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 
 from ..errors import NotApplicableError
@@ -30,6 +35,19 @@ from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
 from ..rigorous import ETA, UNIT_ROUNDOFF, add_up, fro_sq_upper, matmul_up, sum_up, up, verify_positive_definite
+from ..sdp import (
+    ANCHOR_MARGIN,
+    BALANCED,
+    LOSS_WARN,
+    MARGINS,
+    MIX_WEIGHTS,
+    REBALANCE_ROUNDS,
+    RHO_BALANCED,
+    first_proven,
+    inflated,
+    round_multipliers,
+    scale_entries,
+)
 from .chain import LinearChain, linear_chain, to_fraction
 from .common import float_upper_bound, require_norm
 from .enclosure import enclose
@@ -37,6 +55,10 @@ from .kcp import kcp_rows
 
 #: default limit on the size of the relaxation matrix (``1 + n_0 + Σ_l n_l``)
 MAX_SIZE = 250
+#: relative loss (certified row over the solver's row value, minus 1) above which a row is rebalanced and
+#: repaired (proofs/ksdp.md §3-§4).  Larger than LipSDP's 1e-7: CVXOPT's own value lies 1e-7 to 3e-7 below the
+#: optimum on typical rows (its infeasibility), which no repair can recover; the repair then only doubled the time.
+REPAIR_LOSS = 1e-6
 
 
 def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_size: int = MAX_SIZE) -> Bound:
@@ -49,7 +71,9 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     Polynomial time: one SDP (an ``N x N`` LMI, ``N = 1 + n_0 + Σ_{l<L} n_l``) per output row (l∞) or input
     column (l1), solved by ``solver`` through cvxpy (default CVXOPT, Clarabel as a fallback);
     ``NotApplicableError`` when ``N > max_size``.  If a row gets no certificate, that row falls back to
-    ``min(K4, KCP)`` (listed in ``details["fallback_rows"]``).
+    ``min(K4, KCP)`` (listed in ``details["fallback_rows"]``).  ``details`` has ``solver_value``,
+    ``certified_value`` and ``relative_loss``; a loss above 1e-4 is also said in ``status`` and
+    ``details["note"]`` (``proofs/ksdp.md`` §3–§4).
 
     >>> import lipverify as lv
     >>> net = lv.Network([lv.Dense([[1, -1], [1, 1]]), lv.ReLU(), lv.Dense([[1, 1]])])
@@ -65,7 +89,8 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     exact = _exact_weights(chain)
     layout = _Layout(chain)
     base = np.minimum(kcp_rows(chain), _k4_rows(chain))
-    details: dict = {"size": layout.size, "fallback_rows": [], "certified_rows": 0}
+    details: dict = {"size": layout.size, "fallback_rows": [], "certified_rows": 0, "rho_rows": [],
+                     "rebalanced_rows": []}
     assumptions = ("floating point with rigorous rounding-error bounds", "SDP multipliers re-checked in exact arithmetic")
     if not layout.uncertain:  # a linear chain: K4 and KCP are exact already
         return float_upper_bound("ksdp", p, float(np.max(base)) if base.size else 0.0, started, assumptions,
@@ -81,17 +106,84 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     total_shift = sum(shifts)
     problem = _Relaxation(layout, scaled, chain.slopes)
     norm_bound = problem.norm_bound()
-    value = 0.0
+    value = solver_value = sdp_solver = sdp_certified = 0.0
+    mixes: list = []
     for i in range(chain.n_out):
-        row = float(base[i])
-        cert = problem.certify_row(i, norm_bound, solver)
+        row = suggested = float(base[i])
+        cert = _certify_row(problem, i, norm_bound, solver)
         if cert is None:
             details["fallback_rows"].append(i)
         else:
             details["certified_rows"] += 1
-            row = min(row, _times_power_of_two_up(cert, total_shift))
+            certified = _times_power_of_two_up(cert.value, total_shift + cert.shift)
+            hint = _times_power_of_two_up(cert.solver_t, total_shift + cert.shift)  # a float times 2^e: exact
+            row = min(row, certified)
+            suggested = min(suggested, hint)
+            sdp_solver, sdp_certified = max(sdp_solver, hint), max(sdp_certified, certified)
+            if cert.mix is not None:
+                mixes.append(cert.mix)
+            if cert.method == "rho":
+                details["rho_rows"].append(i)
+            if cert.rebalanced:
+                details["rebalanced_rows"].append(i)
         value = max(value, row)
-    return float_upper_bound("ksdp", p, value, started, assumptions, solver=solver, details=details)
+        solver_value = max(solver_value, suggested)
+    loss = value / solver_value - 1 if solver_value > 0 else (0.0 if value == 0 else math.inf)
+    details.update(solver_value=solver_value, certified_value=value, relative_loss=loss,
+                   sdp_solver_value=sdp_solver, sdp_certified_value=sdp_certified, mix=max(mixes, default=None))
+    status, note = _loss_report(value, solver_value)
+    if note is not None:
+        details["note"] = note
+    return float_upper_bound("ksdp", p, value, started, assumptions, solver=solver, status=status, details=details)
+
+
+def _loss_report(value: float, solver_value: float) -> tuple[str | None, str | None]:
+    """``(status, note)`` when the certified value is more than ``LOSS_WARN`` relative above the solver's value,
+    else ``(None, None)``."""
+    loss = value / solver_value - 1 if solver_value > 0 else (0.0 if value == 0 else math.inf)
+    if not loss > LOSS_WARN:
+        return None, None
+    note = (f"the certified value {value:.9g} is {loss:.2e} relative above the solver's value {solver_value:.9g}: "
+            "the solver's multipliers could not be repaired closer (proofs/ksdp.md §3); the value is still a "
+            "proven upper bound")
+    return f"certified value {loss:.1e} relative above the solver's", note
+
+
+def _certify_row(problem: _Relaxation, i: int, norm_bound: float, solver: str) -> RowCertificate | None:
+    """Row ``i`` certified as in ``proofs/ksdp.md`` §3–§4: a first certificate from the solver's multipliers; if it
+    fails, loses more than ``REPAIR_LOSS`` or ``t`` is far from 1, the relaxation is rescaled by powers of two
+    and solved again until balanced; if the certificate of the (rescaled) problem still loses more than
+    ``REPAIR_LOSS``, mixtures with a strictly feasible anchor are tried.  The smallest certified value wins."""
+    hint = problem._solve(i, solver)
+    if hint is None:
+        return None
+    first = problem.certify_row(i, norm_bound, solver, hint=hint, repair=False)
+    current, shift, rounds = problem, 0, 0
+    if first is None or _lossy(first) or abs(math.log2(max(hint[0], 2.0**-1000))) > RHO_BALANCED:
+        while rounds < REBALANCE_ROUNDS:
+            balanced = current.rebalanced(i, *hint)
+            if balanced is None:
+                break
+            new_hint = balanced[0]._solve(i, solver)
+            if new_hint is None:
+                break  # keep the last solution (on the previous scaling)
+            current, shift, hint = balanced[0], shift + balanced[1], new_hint
+            rounds += 1
+    second = first
+    if rounds:
+        second = current.certify_row(i, current.norm_bound(), solver, hint=hint, repair=False)
+        second = None if second is None else replace(second, shift=shift, rebalanced=rounds)
+    if second is None or _lossy(second):
+        repaired = current.certify_row(i, current.norm_bound(), solver, hint=hint, repair=True)
+        if repaired is not None and (second is None or repaired.value < second.value):
+            second = replace(repaired, shift=shift, rebalanced=rounds)
+    if first is None or (second is not None and _times_power_of_two_up(second.value, shift) < first.value):
+        return second
+    return first
+
+
+def _lossy(cert: RowCertificate) -> bool:
+    return cert.value - cert.solver_t > REPAIR_LOSS * max(abs(cert.solver_t), 2.0**-30)
 
 
 def _check_solver(solver: str) -> None:
@@ -134,7 +226,10 @@ def _scale_fractions(w: np.ndarray, e: int) -> np.ndarray:
 
 def _times_power_of_two_up(x: float, e: int) -> float:
     """``x * 2^e`` when that is exact, else ``inf`` (the certificate is then not used)."""
-    y = math.ldexp(x, e)
+    try:
+        y = math.ldexp(x, e)
+    except OverflowError:
+        return math.inf
     if not math.isfinite(y) or math.ldexp(y, -e) != x:
         return math.inf
     return y
@@ -175,18 +270,24 @@ class _Relaxation:
 
     def __init__(self, layout: _Layout, weights: list[np.ndarray], slopes):
         self.layout, self.weights, self.slopes = layout, weights, slopes
+        self._mats: list | None = None
+        self._coo_cache: tuple | None = None
         self.constraints: list[dict[tuple[int, int], Fraction]] = []
+        self.neuron_constraints: list[np.ndarray] = []  # index of every neuron's quadratic constraint, per layer
         for j in layout.s:
             self._add({(j, j): Fraction(1), (0, 0): Fraction(-1)})
         for l, s in enumerate(slopes):
             a, b = to_fraction(s.lo), to_fraction(s.hi)
             w = weights[l]
             prev = layout.inputs(l)
+            self.neuron_constraints.append(np.zeros(w.shape[0], dtype=np.int64))
             for k in range(w.shape[0]):
                 x = int(layout.x[l][k])
                 z = {int(prev[m]): w[k, m] for m in range(w.shape[1]) if w[k, m] != 0}
                 # (x - a z)(x - b z) = x^2 - (a+b) x z + ab z^2 = 0: x = d z with d in {a, b}
-                self._add(_poly_sum({(x, x): Fraction(1)}, _lin_times(z, x, -(a + b)), _scaled(_square(z), a * b)))
+                self.neuron_constraints[l][k] = len(self.constraints)
+                zz = _scaled(_square(z), a * b) if a * b != 0 else {}  # ReLU: ab = 0, no z^2 term (and no work)
+                self._add(_poly_sum({(x, x): Fraction(1)}, _lin_times(z, x, -(a + b)), zz))
                 if a == b:  # a point slope: also the linear x - a z = 0
                     self._add(_poly_sum(_mono(x, 0), _lin_times(z, 0, -a)))
 
@@ -213,39 +314,151 @@ class _Relaxation:
             return math.inf
         return total
 
-    def certify_row(self, i: int, norm_bound: float, solver: str) -> float | None:
-        """A certified upper bound of row ``i`` (scaled units), or ``None`` when no certificate was found."""
+    def rebalanced(self, i: int, t_hat: float, mu: np.ndarray) -> tuple[_Relaxation, int] | None:
+        """The relaxation of the chain ``W_L'' = 2^-d W_L N_{L-1}``, ``W_l'' = N_l^-1 W_l N_{l-1}``
+        (``N_l = diag(2^n)`` on the hidden neurons, ``N_0 = I``), with ``d`` and ``n`` chosen from a solution
+        ``(t_hat, mu)`` of row ``i`` so that the new solution has ``t`` and every neuron's multiplier near 1
+        (``proofs/ksdp.md`` §4); ``(relaxation, d)``, or ``None`` when already balanced within ``4**BALANCED``."""
+        if not (math.isfinite(t_hat) and t_hat > 0) or not np.all(np.isfinite(mu)):
+            return None
+        d = round(math.log2(t_hat))
+        top = float(np.max(np.abs(mu))) if mu.size else 0.0
+        exps = []
+        for idx in self.neuron_constraints:
+            lam = np.abs(mu[idx])
+            with np.errstate(divide="ignore"):
+                logs = np.log(lam) / math.log(4) - d / 2  # mu'' = 2^-d 4^n mu
+            keep = np.isfinite(logs) & (lam > top * 2.0**-40)
+            exps.append(np.where(keep, -np.rint(np.clip(logs, -40, 40)), 0).astype(np.int64))
+        if abs(d) <= BALANCED and all(np.all(np.abs(n) <= BALANCED) for n in exps):
+            return None
+        weights = []
+        depth = len(self.weights)
+        for k, w in enumerate(self.weights):
+            rows = exps[k] if k < depth - 1 else np.full(w.shape[0], d)
+            cols = exps[k - 1] if k > 0 else np.zeros(w.shape[1], dtype=np.int64)
+            wf = np.array([float(x) for x in w.flat], dtype=np.float64).reshape(w.shape)
+            got = scale_entries(wf, None, w, rows, cols)
+            if got is None:
+                return None
+            weights.append(got[2])
+        return _Relaxation(self.layout, weights, self.slopes), d
+
+    def certify_row(self, i: int, norm_bound: float, solver: str, hint=None, repair: bool = True) -> RowCertificate | None:
+        """A certified upper bound of row ``i`` (scaled units), or ``None`` when no certificate was found.
+
+        ``proofs/ksdp.md`` §3: the solver's multipliers (``hint = (t, mu)``, else solved here) are rounded (30
+        significant bits each), ``t`` is recomputed from the Schur complement and rounded up with a small margin,
+        and ``Y(t) ≻ 0`` is proven.  With ``repair``, mixtures with a strictly feasible anchor (one more solve)
+        are candidates too.  The fallback is the residual bound ``t + rho B`` of §2 on the solver's multipliers.
+        """
         if not math.isfinite(norm_bound):
             return None
-        hint = self._solve(i, solver)
+        if hint is None:
+            hint = self._solve(i, solver)
         if hint is None:
             return None
-        t, mu = hint
-        return self._check(i, t, mu, norm_bound)
+        t_hat, mu = hint
+        candidates = self._candidates(i, [(mu, 0.0)])
+        if repair:
+            eps = ANCHOR_MARGIN * max(float(np.max(np.abs(mu))) if mu.size else 0.0, 1.0)
+            anchor = self._solve(i, solver, margin=eps)
+            if anchor is not None:
+                candidates += self._candidates(i, [((1.0 - w) * mu + w * anchor[1], float(w)) for w in MIX_WEIGHTS if w > 0])
+        best = self._first_proven(i, candidates)
+        if best is None:  # §2: the residual bound t + rho B on the solver's own multipliers
+            bound = self._check(i, t_hat, mu, norm_bound)
+            return None if bound is None else RowCertificate(bound, t_hat, "rho", None, None)
+        return RowCertificate(best.value, t_hat, best.method, best.mix, best.margin)
+
+    def _candidates(self, i: int, multipliers) -> list:
+        """``(t*, mix, mu_q)`` for every ``(mu, mix)``: ``mu`` rounded per entry to 30 significant bits and
+        ``t*`` its Schur-complement estimate; multipliers whose hidden block is not positive definite are dropped."""
+        out = []
+        for mu, mix in multipliers:
+            if not np.all(np.isfinite(mu)):
+                continue
+            (mu_q,), _ = round_multipliers([mu], 0.0, signed=True)
+            t_star = self._schur_t(i, np.array([float(x) for x in mu_q]))
+            if t_star is not None:
+                out.append((t_star, mix, mu_q))
+        return out
+
+    def _first_proven(self, i: int, candidates) -> RowCertificate | None:
+        assembled: dict = {}  # the exact Y(0) of a candidate, built once for both passes of first_proven
+
+        def prove(cand, margins):
+            t_star, _, mu_q = cand
+            if id(cand) not in assembled:
+                assembled[id(cand)] = self._exact_y(i, mu_q)
+            y = assembled[id(cand)]
+            if y is None:
+                return None
+            for m in margins:
+                try:
+                    t = float(inflated(t_star, m))  # exact: 30 significant bits
+                except OverflowError:
+                    return None
+                if self._prove(y, t, 0.0):
+                    return t, m
+            return None
+
+        found = first_proven(candidates, prove, MARGINS)
+        if found is None:
+            return None
+        (_, mix, _), (value, margin) = found
+        return RowCertificate(value, math.nan, "schur", mix, margin)
 
     # -- the SDP (a hint only) -------------------------------------------------------------------------
-    def _solve(self, i: int, solver: str):
-        """``(t, μ)`` from ``min t s.t. t e_0 e_0^T - Q_0 + Σ μ_m A_m ⪰ 0`` (one LMI in ``1 + m`` unknowns), or None."""
-        import cvxpy as cp
+    def _matrices(self) -> list:
+        """The constraint matrices ``A_m`` as float sparse matrices (the solver side only)."""
+        if self._mats is None:
+            n = self.layout.size
+            mats = []
+            for poly in self.constraints:
+                rows, cols, vals = [], [], []
+                for (a, b), c in poly.items():
+                    if a == b:
+                        rows.append(a)
+                        cols.append(b)
+                        vals.append(float(c))
+                    else:
+                        rows += [a, b]
+                        cols += [b, a]
+                        vals += [float(c) / 2] * 2
+                mats.append(sp.csr_matrix((vals, (rows, cols)), shape=(n, n)))
+            self._mats = mats
+        return self._mats
 
+    def _coo(self):
+        """All ``A_m`` in one coordinate list ``(rows, cols, values, m)`` (for ``Σ μ_m A_m`` in one sparse sum)."""
+        if self._coo_cache is None:
+            parts = [(a.tocoo(), m) for m, a in enumerate(self._matrices())]
+            self._coo_cache = (_cat([c.row for c, _ in parts], np.int64), _cat([c.col for c, _ in parts], np.int64),
+                               _cat([c.data for c, _ in parts], np.float64),
+                               _cat([np.full(c.nnz, m) for c, m in parts], np.int64))
+        return self._coo_cache
+
+    def _objective_matrix(self, i: int) -> np.ndarray:
         n = self.layout.size
-        mats = []
-        for poly in self.constraints:
-            rows, cols, vals = [], [], []
-            for (a, b), c in poly.items():
-                if a == b:
-                    rows.append(a)
-                    cols.append(b)
-                    vals.append(float(c))
-                else:
-                    rows += [a, b]
-                    cols += [b, a]
-                    vals += [float(c) / 2] * 2
-            mats.append(sp.csr_matrix((vals, (rows, cols)), shape=(n, n)))
         q = np.zeros((n, n))
         for (a, b), c in self.objective(i).items():
             q[a, b] -= float(c) / 2
             q[b, a] -= float(c) / 2
+        return q
+
+    def _solve(self, i: int, solver: str, margin: float = 0.0):
+        """``(t, μ)`` from ``min t s.t. t e_0 e_0^T - Q_0 + Σ μ_m A_m ⪰ 0`` (one LMI in ``1 + m`` unknowns), or None.
+
+        With ``margin > 0`` the LMI is ``Y - margin E_r ⪰ 0`` (``E_r`` the identity except at ``(0, 0)``): a
+        strictly feasible anchor for the repair of ``proofs/ksdp.md`` §3."""
+        import cvxpy as cp
+
+        n = self.layout.size
+        mats = self._matrices()
+        q = self._objective_matrix(i)
+        if margin:
+            q[np.arange(1, n), np.arange(1, n)] -= margin
         e00 = np.zeros((n, n))
         e00[0, 0] = 1.0
         mu = cp.Variable(len(mats))
@@ -264,12 +477,28 @@ class _Relaxation:
             return float(t.value), np.asarray(mu.value, dtype=np.float64)
         return None
 
+    def _schur_t(self, i: int, mu: np.ndarray) -> float | None:
+        """Float estimate of the least ``t`` with ``Y(t) ⪰ 0`` for these multipliers: with ``K = Y(0)``,
+        ``t* = k_r0^T K_rr^-1 k_r0 - K_00`` (``None`` when ``K_rr`` is not numerically positive definite)."""
+        rows, cols, vals, owner = self._coo()
+        n = self.layout.size
+        k = self._objective_matrix(i) + sp.coo_matrix((vals * mu[owner], (rows, cols)), shape=(n, n)).toarray()
+        try:
+            chol = scipy.linalg.cholesky(k[1:, 1:], lower=True)
+        except np.linalg.LinAlgError:
+            return None
+        y = scipy.linalg.solve_triangular(chol, k[1:, 0], lower=True)
+        t = float(y @ y - k[0, 0])
+        return t if math.isfinite(t) else None
+
     # -- the certificate (exact) -----------------------------------------------------------------------
-    def _check(self, i: int, t: float, mu: np.ndarray, norm_bound: float) -> float | None:
+    def _exact_y(self, i: int, mu) -> tuple[np.ndarray, float] | None:
+        """``Y(0) = -Q_0 + Σ μ_m A_m`` assembled exactly from the multipliers (dyadic rationals), rounded to floats
+        entry by entry (correctly rounded), with a bound of the spectral norm of the rounding error."""
         n = self.layout.size
         y = np.full((n, n), Fraction(0), dtype=object)
         for m, poly in enumerate(self.constraints):
-            coef = Fraction(float(mu[m]))
+            coef = Fraction(mu[m])
             if coef == 0:
                 continue
             for (a, b), c in poly.items():
@@ -281,22 +510,58 @@ class _Relaxation:
         if not np.all(np.isfinite(yf)):
             return None
         conv_err = add_up(up(np.abs(yf) * UNIT_ROUNDOFF), np.full(yf.shape, ETA))
-        conv = float(up(math.sqrt(fro_sq_upper(conv_err))))
+        return yf, float(up(math.sqrt(fro_sq_upper(conv_err))))
+
+    @staticmethod
+    def _prove(y: tuple[np.ndarray, float], t: float, rho: float) -> bool:
+        """Prove ``Y(0) + t e_0 e_0^T + rho I ≻ 0`` for the exact ``Y(0)`` of :meth:`_exact_y` (``t``, ``rho`` floats)."""
+        yf, conv = y
+        h = yf.copy()
+        h[0, 0] += t
+        if rho:
+            h = h + rho * np.eye(h.shape[0])
+        # the additions on the diagonal round: at most u |h_ii| each, twice at (0, 0)
+        diag = float(up(2 * UNIT_ROUNDOFF * float(np.max(np.abs(np.diag(h))))))
+        diag = float(up(diag + up(2 * UNIT_ROUNDOFF * (abs(t) + abs(yf[0, 0])))))
+        return verify_positive_definite(h, err=float(up(conv + diag)))
+
+    def _check(self, i: int, t: float, mu: np.ndarray, norm_bound: float) -> float | None:
+        """The residual bound of ``proofs/ksdp.md`` §2: ``t + rho B`` with ``Y(t) + rho I ≻ 0`` proven, for any
+        float ``t`` and multipliers ``mu`` (or ``None``)."""
+        y = self._exact_y(i, [float(x) for x in mu])
+        if y is None:
+            return None
+        yf = y[0]
         h0 = yf.copy()
         h0[0, 0] += t
         lam = float(np.linalg.eigvalsh(h0)[0])
         scale = max(1.0, float(np.max(np.abs(h0))))
         rho = max(0.0, -lam) + 1e-12 * scale
         for _ in range(12):
-            h = h0 + rho * np.eye(n)
-            # the additions on the diagonal round: at most u |h_ii| each, twice at (0, 0)
-            diag = float(up(2 * UNIT_ROUNDOFF * float(np.max(np.abs(np.diag(h))))))
-            diag = float(up(diag + up(2 * UNIT_ROUNDOFF * (abs(t) + abs(yf[0, 0])))))
-            if verify_positive_definite(h, err=float(up(conv + diag))):
+            if self._prove(y, t, rho):
                 bound = float(up(t + float(up(rho * norm_bound))))
                 return bound if math.isfinite(bound) else None
             rho = rho * 10 + 1e-10 * scale
         return None
+
+
+@dataclass(frozen=True)
+class RowCertificate:
+    """A proven bound ``value`` of one row (scaled units), the solver's ``solver_t``, how it was proven
+    (``"schur"``: ``Y(value) ≻ 0``; ``"rho"``: the residual bound ``t + rho B``), the mixing weight toward the
+    anchor (``0.0``: the solver's own multipliers; ``None`` for ``"rho"``) and the relative margin on ``t``."""
+
+    value: float
+    solver_t: float
+    method: str
+    mix: float | None
+    margin: float | None
+    shift: int = 0  # value and solver_t are in units of 2**shift (rebalanced relaxation, proofs/ksdp.md §4)
+    rebalanced: int = 0
+
+
+def _cat(parts: list, dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
 
 def _key(a: int, b: int) -> tuple[int, int]:
