@@ -153,8 +153,9 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     each made realizable by a linear program that finds the point of the box deepest inside the pattern's region
     (without ``domain``, whose constant is the global one, the LP box is ``GLOBAL_LP_SCALE`` times larger).
     Certification: candidates are certified one by one (module docstring); the best certified value is reported.
-    Without any certified positive value the result is ``kind="estimate"`` (the float value), or ``kind="lower"``
-    value 0 when every Jacobian seen is 0 — the note says which.  Proof: ``proofs/lower_bound.md``.
+    Without a certified positive value: ``kind="lower"`` value 0 when every Jacobian seen is 0 or every certified
+    point's lower end is 0, else ``kind="estimate"`` (the float value, no point certified) — the note says which.
+    Proof: ``proofs/lower_bound.md``.
 
     >>> import lipverify as lv
     >>> net = lv.Network([lv.Dense([[1, -2], [0, 1]], [0, 1]), lv.ReLU(), lv.Dense([[1, 1]])])
@@ -181,7 +182,7 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
             raise ValueError(f"lower_bound: radius must be a finite number >= 0, got {radius!r}")
         lo, hi = np.full(shape, -float(radius)), np.full(shape, float(radius))
     cnn = is_cnn(net)
-    jac = _cnn_jacobians(net) if cnn else net.jacobian
+    jac = _reverse_jacobians(net) if cnn or net.n_out < net.n_in else net.jacobian
 
     # ---- search (float, not certified)
     x = rng.uniform(lo, hi, size=(samples, *shape))
@@ -224,9 +225,10 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
             return certified_jacobian_norm(net, point, p)
         scale = 1.0 if domain is not None else GLOBAL_LP_SCALE
         structured = _pattern_candidates(net, p, lo.ravel() * scale, hi.ravel() * scale, points[order[:4]])
-    best, where, tried = 0.0, "", 0
+    best, where, tried, certified = 0.0, "", 0, 0
     for point, label in structured:
         v = certify(point.reshape(shape))
+        certified += v is not None
         if v is not None and v > best:
             best, where = v, label
     for idx in order:
@@ -234,6 +236,7 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
             break
         tried += 1
         v = certify(points[idx])
+        certified += v is not None
         if v is not None and v > best:
             best, where = v, "a sampled point"
     seconds = time.perf_counter() - started
@@ -244,6 +247,11 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     if float_best == 0.0:
         note = (f"every Jacobian seen is 0 ({search}{extra}): 0, the trivial lower bound, is the best found "
                 "(the network may be constant on the searched box)")
+        return Bound(0.0, p, "lower_bound", "lower", seconds, assumptions=(note,))
+    if certified:
+        note = (f"0 is the best certified value: at the {certified} points certified differentiable the rigorous lower "
+                f"end of ||J(x)|| is 0 (rounding or cancellation leaves it indistinguishable from 0); the float search "
+                f"saw {float_best:.6g}, which is not certified ({search}{extra})")
         return Bound(0.0, p, "lower_bound", "lower", seconds, assumptions=(note,))
     note = (f"not certified: no candidate point could be certified (each may lie on a kink or a max-pool tie; "
             f"{tried} tried of {search}{extra}); this is the float Jacobian norm at the best point, no guarantee "
@@ -389,7 +397,7 @@ def _pattern_candidates(net: Network, norm: str, lo: np.ndarray, hi: np.ndarray,
         return found
     neurons = sum(w for _, neg, pos, w in pwl.acts if neg != pos)
     widths = [pwl.n_in] + [s[1].shape[0] for s in pwl.steps if s[0] == "dense"]
-    per_pattern = sum(widths[i] * widths[i + 1] * pwl.n_in for i in range(len(widths) - 1))
+    per_pattern = sum(widths[i] * widths[i + 1] * pwl.n_in for i in range(1, len(widths) - 1)) + widths[1] * pwl.n_in
     if neurons * per_pattern > PATTERN_FLIP_WORK:
         return found
     improved = True
@@ -415,13 +423,14 @@ def _pattern_candidates(net: Network, norm: str, lo: np.ndarray, hi: np.ndarray,
     return found
 
 
-# --------------------------------------------------------------------------- CNNs: float Jacobians (search)
+# --------------------------------------------------------------------------- float Jacobians (search)
 
 
-def _cnn_jacobians(net: Network, chunk: int = 32):
-    """A function of a batch ``X`` giving the float Jacobians ``(B, n_out, n_in)`` of a CNN by reverse mode
-    (matrix-free layer operators, one backward pass of the ``n_out`` output basis vectors), at kinks the
-    one-sided derivative and for max-pool ties the first maximal cell (as ``Network.jacobian``)."""
+def _reverse_jacobians(net: Network, chunk: int = 32):
+    """A function of a batch ``X`` giving the float Jacobians ``(B, n_out, n_in)`` by reverse mode (matrix-free
+    layer operators, one backward pass of the ``n_out`` output basis vectors: cheaper than ``Network.jacobian``'s
+    forward mode when ``n_out < n_in``), at kinks the one-sided derivative and for max-pool ties the first maximal
+    cell (as ``Network.jacobian``).  For the search only."""
     ops = {}
     for i, layer in enumerate(net.layers):
         if isinstance(layer, Dense):
