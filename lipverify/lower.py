@@ -426,7 +426,7 @@ def _pattern_candidates(net: Network, norm: str, lo: np.ndarray, hi: np.ndarray,
 # --------------------------------------------------------------------------- float Jacobians (search)
 
 
-def _reverse_jacobians(net: Network, chunk: int = 32):
+def _reverse_jacobians(net: Network, chunk: int | None = None):
     """A function of a batch ``X`` giving the float Jacobians ``(B, n_out, n_in)`` by reverse mode (matrix-free
     layer operators, one backward pass of the ``n_out`` output basis vectors: cheaper than ``Network.jacobian``'s
     forward mode when ``n_out < n_in``), at kinks the one-sided derivative and for max-pool ties the first maximal
@@ -438,11 +438,13 @@ def _reverse_jacobians(net: Network, chunk: int = 32):
         elif isinstance(layer, (Conv2d, AvgPool2d, BatchNorm2d)):
             ops[i] = linear_op(layer, net.shapes[i], "implicit")
         elif isinstance(layer, MaxPool2d):
-            ops[i] = layer.window_index(net.shapes[i])
+            ops[i] = (layer.window_index(net.shapes[i]), layer.max_overlap(net.shapes[i]) > 1)
         elif not isinstance(layer, (Activation, Flatten)):
             raise UnsupportedLayerError(f"lower_bound: layer {i} ({layer.describe()}) has no reverse-mode Jacobian rule "
                                         "(supported: Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, Dense, Flatten, activations)")
     m = net.n_out
+    if chunk is None:  # about 4 million floats of backward rows at a time
+        chunk = max(1, 4_000_000 // (m * max(int(np.prod(shp)) for shp in net.shapes)))
 
     def batch(x: np.ndarray) -> np.ndarray:
         b = x.shape[0]
@@ -452,11 +454,11 @@ def _reverse_jacobians(net: Network, chunk: int = 32):
             if isinstance(layer, Activation):
                 tape.append(("act", layer.derivative(h).reshape(b, -1)))
             elif isinstance(layer, MaxPool2d):
-                idx = ops[i]
+                idx, overlap = ops[i]
                 flat = h.reshape(b, -1)
                 vals = np.where(idx >= 0, flat[:, np.maximum(idx, 0)], -np.inf)
                 arg = np.take_along_axis(idx[None], vals.argmax(axis=2)[..., None], axis=2)[..., 0]
-                tape.append(("pool", arg, flat.shape[1]))
+                tape.append(("pool", arg, flat.shape[1], overlap))
             elif i in ops:
                 tape.append(("lin", ops[i]))
             h = layer.forward(h)
@@ -467,10 +469,16 @@ def _reverse_jacobians(net: Network, chunk: int = 32):
             elif entry[0] == "act":
                 g = (g.reshape(b, m, -1) * entry[1][:, None, :]).reshape(b * m, -1)
             else:
-                arg, n_in = entry[1], entry[2]
-                gi = np.zeros((b, n_in, m))
-                np.add.at(gi, (np.arange(b)[:, None], arg), g.reshape(b, m, -1).transpose(0, 2, 1))
-                g = gi.transpose(0, 2, 1).reshape(b * m, n_in)
+                arg, n_in, overlap = entry[1:]
+                gi = np.zeros((b, m, n_in))
+                rows = np.arange(b)[:, None]
+                if overlap:  # a cell may be selected by several windows: accumulate
+                    gt = np.zeros((b, n_in, m))
+                    np.add.at(gt, (rows, arg), g.reshape(b, m, -1).transpose(0, 2, 1))
+                    gi = gt.transpose(0, 2, 1)
+                else:  # disjoint windows select distinct cells
+                    gi[rows[:, None], np.arange(m)[None, :, None], arg[:, None, :]] = g.reshape(b, m, -1)
+                g = gi.reshape(b * m, n_in)
         return g.reshape(b, m, -1)
 
     def jacobians(x: np.ndarray) -> np.ndarray:

@@ -316,9 +316,15 @@ def test_too_large_cnn_is_an_estimate_with_the_reason(monkeypatch):
     assert b.kind == "estimate" and "CNN_CERTIFY_WORK" in b.assumptions[0]
 
 
-@pytest.mark.parametrize("p", ["1", "2", "inf"])
-def test_cnn_float_jacobians_agree_with_forward_mode(p):
-    net = relu_pool_net(-0.3)
+@pytest.mark.parametrize("overlapping", [False, True])
+def test_cnn_float_jacobians_agree_with_autograd(overlapping):
+    """The search's reverse-mode Jacobians, with disjoint and with overlapping max-pool windows."""
+    if overlapping:
+        kernel = np.random.default_rng(4).standard_normal((2, 1, 2, 2))
+        net = lv.Network([lv.Conv2d(kernel), lv.ReLU(), lv.MaxPool2d(2, stride=1), lv.Flatten(),
+                          lv.Dense(np.arange(1.0, 17.0).reshape(2, 8))], input_shape=(1, 4, 4))
+    else:
+        net = relu_pool_net(-0.3)
     x = np.random.default_rng(2).uniform(-1, 1, (5, 1, 4, 4))
     rev = lower._reverse_jacobians(net)(x)
     fwd = np.stack([torch_jacobian(net, xi) for xi in x])
