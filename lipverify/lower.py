@@ -620,7 +620,20 @@ def _maxpool_with_error(win: np.ndarray, h: np.ndarray, err: np.ndarray, flat: n
 
 
 def certified_cnn_jacobian_norm(net: Network, x: np.ndarray, norm: str, plan: tuple | None = None) -> float | None:
-    """A rigorous lower bound of ``||J(x)||_p`` for a CNN, or ``None`` when ``f`` may not be differentiable at ``x``."""
+    """A rigorous lower bound of ``||J(x)||_p`` for a CNN, or ``None`` when ``f`` may not be differentiable at ``x``.
+
+    Claim: if a float is returned, ``f`` is differentiable at ``x`` and the value is ``<= ||J(x)||_p`` in exact
+    arithmetic (so ``<= Lip_p(f)``).  Assumptions: IEEE binary64 round-to-nearest, the activation error model of the
+    fully connected path.  Steps: explicit layer matrices with radii, a running error analysis of the forward pass,
+    the kink test, the max-pool test (unique maximiser, or a tie of locally constant cells), an interval enclosure of
+    ``J(x)`` from the output side.  Proof: ``proofs/lower_bound.md`` (certification, CNNs).  ``plan`` is
+    ``_cnn_plan(net)``, to reuse across points.
+
+    >>> import numpy as np, lipverify as lv
+    >>> net = lv.Network([lv.MaxPool2d(2), lv.Flatten()], input_shape=(1, 2, 2))
+    >>> certified_cnn_jacobian_norm(net, np.array([[[1.0, 1.0], [0.0, 0.0]]]), "inf") is None  # a tie: no derivative
+    True
+    """
     return _certified_cnn_norm(_cnn_plan(net) if plan is None else plan, x, norm)
 
 
