@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import lipverify as lv
@@ -207,8 +207,7 @@ def test_certified_cnn_jacobian_norm_matches_autograd(net, p, seed):
     tight (the enclosure is narrow at a differentiable point)."""
     x = np.random.default_rng(seed).uniform(-1, 1, net.input_shape)
     v = lower.certified_cnn_jacobian_norm(net, x, p)
-    if v is None:
-        return
+    assume(v is not None)  # a kink or a max-pool tie (often: zero weights); about half of the draws certify
     oracle = induced(torch_jacobian(net, x), p)
     assert v <= oracle * (1 + 1e-9) + 1e-12, (v, oracle)
     assert v >= oracle * (1 - 1e-6) - 1e-9, (v, oracle)
