@@ -10,6 +10,7 @@ from .bounds import METHODS, Comparison, bound, compare
 from .conv import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
 from .errors import (
     CertificationError,
+    InternalConsistencyError,
     LipVerifyError,
     ModelFormatError,
     NotApplicableError,
@@ -33,7 +34,7 @@ __all__ = [
     "METHODS", "NORMS", "Activation", "AvgPool2d", "BatchNorm2d", "Bound", "CertificationError", "Comparison", "Conv2d",
     "Dense", "Flatten", "GELU", "MaxPool2d",
     "Identity", "Layer", "LeakyReLU", "LipVerifyError", "ModelFormatError", "Network", "NotApplicableError",
-    "NumericalError", "ReLU", "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
+    "InternalConsistencyError", "NumericalError", "ReLU", "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
     "UnsupportedLayerError", "bound", "certified_radius", "compare", "exact", "from_torch", "load", "localize",
     "lower_bound", "parse_norm", "save",
 ]

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 from . import __version__
 from .bounds import METHODS, Comparison, compare
-from .errors import LipVerifyError, ModelFormatError, NotApplicableError, ShapeError
+from .errors import InternalConsistencyError, LipVerifyError, ModelFormatError, NotApplicableError, ShapeError
 from .io import load
 from .lower import lower_bound
 from .network import Network
 from .norms import NORMS, parse_norm
-from .result import Skipped
+from .result import Skipped, check_consistency
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -92,6 +92,7 @@ def _exact(args) -> int:
                 rows.append(exact(net, n))
             except NotApplicableError as exc:
                 rows.append(Skipped("exact", n, str(exc), time.perf_counter() - started))
+        check_consistency(rows)
         result = Comparison(rows)
         if args.json:
             outputs.append(_json_object(name, net, result))
@@ -101,7 +102,7 @@ def _exact(args) -> int:
             if isinstance(row, Skipped):
                 print(f"  l{row.norm}: not computed: {row.error}")
             else:
-                gap = "" if row.kind == "exact" else f"  (certified enclosure [{row.lower:.10g}, {float(row.value):.10g}])"
+                gap = "" if row.lower is None else f"  (certified enclosure [{row.lower:.10g}, {float(row.value):.10g}])"
                 print(f"  l{row.norm}: {row.value}  [{row.kind}, {row.seconds:.3f} s]{gap}")
                 if constants.get(row.norm) is not None:
                     print(f"        closed form: {constants[row.norm]}")
@@ -180,6 +181,7 @@ def _run(net: Network, norms: list[str], methods: list[str] | None, conv: str | 
     finally:
         if bar is not None:
             bar.close()
+    check_consistency(rows)  # the sampled lower bound against every upper bound
     return Comparison(rows)
 
 
@@ -292,6 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BadInput, ModelFormatError, ShapeError, NotApplicableError, ValueError, FileNotFoundError) as exc:
         print(f"lipverify: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except InternalConsistencyError as exc:
+        print(f"lipverify: internal error: {type(exc).__name__}: {exc}\n"
+              "lipverify: no result is printed because two of them contradict each other; please report this "
+              "(the command line, the model file and `lipverify --version`) to the lipverify maintainers",
+              file=sys.stderr)
+        return EXIT_INTERNAL
     except LipVerifyError as exc:
         print(f"lipverify: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(exc, ModelFormatError) else EXIT_INTERNAL

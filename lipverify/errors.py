@@ -33,3 +33,10 @@ class ModelFormatError(LipVerifyError, ValueError):
 
 class NumericalError(LipVerifyError, ArithmeticError):
     """A computation overflowed or produced NaN; no number is reported."""
+
+
+class InternalConsistencyError(LipVerifyError):
+    """Two results contradict each other (an upper bound below a certified lower bound of the same constant).
+
+    One of them is wrong, so neither is reported: this is a bug in lipverify (or in a user-defined activation
+    that misdeclares its slopes); please report it with the network."""

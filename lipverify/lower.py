@@ -30,7 +30,7 @@ from .layers import Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU
 from .network import Network
 from .norms import NormLike, parse_norm
 from .result import Bound
-from .rigorous import ETA, add_up, down, gamma_up, interval_product, matmul_up, nonneg_spectral_upper, sum_down, up
+from .rigorous import ETA, add_up, down, gamma_up, interval_product, matmul_up, spectral_norm_lower, sum_down, up
 
 #: relative error assumed for numpy's evaluation of tanh, exp, erf and the derivative formulas built on them
 LIBM_REL = 1e-13
@@ -136,9 +136,8 @@ def enclosure_norm_lower(enc: rigorous.Interval, norm: str) -> float:
         return float(np.max(sum_down(low, axis=1)))
     if norm == "1":
         return float(np.max(sum_down(low, axis=0)))
-    sigma = float(np.linalg.norm(enc.mid, 2)) * (1 - 1e-10)  # LAPACK's SVD is accurate to about n u
-    rad = nonneg_spectral_upper(enc.rad) if np.any(enc.rad) else 0.0
-    return max(float(down(sigma - rad)), 0.0)
+    # ||M v|| / ||v|| rounded down for every M in the enclosure (R12 of proofs/rigorous_arithmetic.md)
+    return spectral_norm_lower(enc.mid, enc.rad)
 
 
 def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: int = 50, radius: float = 1.0,

@@ -9,10 +9,12 @@ Two representations are used:
 
 * nonnegative matrices, multiplied with :func:`matmul_up` (an entrywise upper bound of the product);
 * interval matrices in midpoint-radius form :class:`Interval` (``mid ± rad`` entrywise), multiplied
-  by point matrices with :func:`Interval.left_matmul` / :func:`Interval.right_matmul`.
+  on the left by (interval) point matrices with :meth:`Interval.left_matmul`.
 
-The spectral norm is bounded by :func:`spectral_norm_upper` through a verified floating-point
-Cholesky factorisation (:func:`verify_positive_definite`).
+The spectral norm is bounded from above by :func:`spectral_norm_upper` through a verified floating-point
+Cholesky factorisation (:func:`verify_positive_definite`), and from below, for every member of an interval
+matrix, by :func:`spectral_norm_lower`. Matrices are rescaled by exact powers of two (:func:`_pow2_scale`)
+before any squaring, so entries anywhere in the finite float range give a bound.
 """
 
 from __future__ import annotations
@@ -49,6 +51,24 @@ def _finite_float(x, what: str) -> float:
     if not math.isfinite(x):
         raise NumericalError(f"{what}: the bound overflowed the float range; no bound is reported")
     return x
+
+
+def _pow2_scale(x: Array, e: int) -> tuple[Array, Array]:
+    """``(y, inexact)`` with ``y = fl(x 2^-e)`` (``numpy.ldexp``) and the mask of the entries of ``y`` that are not
+    exactly ``x 2^-e`` (they lost bits to underflow; each is one of the two floats around the exact value, R11)."""
+    y = np.ldexp(x, -e)
+    with np.errstate(over="ignore"):
+        inexact = np.ldexp(y, e) != x
+    return y, inexact
+
+
+def _unscale(x: float, e: int, direction) -> float:
+    """``x 2^e``, exact when representable and otherwise moved by ``direction`` (:func:`up` or :func:`down`, R11)."""
+    with np.errstate(over="ignore"):
+        y = np.ldexp(x, e)
+        if math.isfinite(y) and np.ldexp(y, -e) == x:
+            return float(y)
+        return float(direction(y))
 
 
 def up(x):
@@ -129,6 +149,7 @@ def sum_up(x: Array, axis=None) -> Array:
 def sum_down(x: Array, axis=None) -> Array:
     """Lower bound of the exact sum of a nonnegative array (dense or scipy sparse) along ``axis``."""
     s, k = _float_sum(x, axis)
+    _check_finite(s, "sum_down")
     return np.maximum(down(s * (2.0 - relative_factor(k))), 0.0)
 
 
@@ -144,38 +165,56 @@ def norm_upper_nonneg(a, norm: str) -> float:
 
 
 def nonneg_spectral_upper(a, iterations: int = 60) -> float:
-    """Upper bound of ``||a||_2`` for a nonnegative matrix, by the Collatz–Wielandt inequality.
+    """Upper bound of ``||a||_2`` for a nonnegative matrix ``a`` (dense or scipy sparse), by Collatz–Wielandt.
 
-    For ``B = a^T a >= 0`` and any vector ``x > 0``, ``rho(B) <= max_i (B x)_i / x_i``; ``x`` comes from
-    power iteration and the quotient is evaluated with upward rounding (``proofs/rigorous_arithmetic.md``).
-    Falls back to ``sqrt(||a||_1 ||a||_inf)`` when that is smaller.
+    ``a`` is first scaled by an exact power of two to ``max a`` in ``[1/2, 1)`` (entries that underflow are rounded
+    up), so every finite matrix gets a bound when the bound itself is a finite float. For ``B = a^T a >= 0`` and any
+    ``x > 0``, ``rho(B) <= max_i (B x)_i / x_i``; ``x`` comes from power iteration and the quotient is evaluated with
+    upward rounding. Falls back to ``sqrt(||a||_1 ||a||_inf)`` when that is smaller. Proof: R8, R11 of
+    ``proofs/rigorous_arithmetic.md``.
+
+    >>> 2.0**1000 <= nonneg_spectral_upper(np.array([[2.0**1000, 0.0], [0.0, 1.0]])) <= 2.0**1000 * (1 + 1e-12)
+    True
     """
     if sp.issparse(a):
-        a = a.tocsr()
+        a = a.tocsr().astype(np.float64, copy=True)
+        data = a.data
     else:
-        a = np.asarray(a, dtype=np.float64)
-    if 0 in a.shape:
+        a = np.array(a, dtype=np.float64)
+        data = a
+    if 0 in a.shape or data.size == 0:
         return 0.0
+    _check_finite(data, "nonneg_spectral_upper")
+    if np.any(data < 0):
+        raise ValueError(
+            f"nonneg_spectral_upper: the {a.shape[0]}x{a.shape[1]} matrix has negative entries; pass its entrywise "
+            "absolute value (a bound of ||abs(a)||_2 also bounds ||a||_2) or use spectral_norm_upper"
+        )
+    top = float(np.max(data))
+    if top == 0.0:
+        return 0.0
+    exponent = math.frexp(top)[1]
+    scaled, inexact = _pow2_scale(data, exponent)
+    data[...] = np.where(inexact, up(scaled), scaled)  # a >= 2^-e * (the input), entrywise
     cheap = float(up(math.sqrt(up(float(np.max(sum_up(a, axis=0))) * float(np.max(sum_up(a, axis=1)))))))
-    if cheap == 0.0:
-        return 0.0
-    _finite_float(cheap, "nonneg_spectral_upper")
+    value = cheap
     x = np.ones(a.shape[1])
     for _ in range(iterations):
         y = a.T @ (a @ x)
         ny = float(np.max(y))
         if not ny > 0 or not math.isfinite(ny):
-            return cheap
+            break
         x = y / ny
-    x = np.maximum(x, 1e-6)
-    bx = matmul_up(a.T, matmul_up(a, x[:, None]))[:, 0]
-    x_low = x  # x is exact as stored; the quotient below is rounded up
-    rho = float(np.max(up(bx / x_low)))
-    return _finite_float(min(cheap, float(up(math.sqrt(rho)))), "nonneg_spectral_upper")
+    else:
+        x = np.maximum(x, 1e-6)  # any positive float vector gives a valid bound
+        bx = matmul_up(a.T, matmul_up(a, x[:, None]))[:, 0]
+        rho = float(np.max(up(bx / x)))
+        value = min(cheap, float(up(math.sqrt(rho))))
+    return _finite_float(_unscale(value, exponent, up), "nonneg_spectral_upper")
 
 
 def abs_norm_upper(mid: Array, rad: Array | None, norm: str) -> float:
-    """Upper bound of ``max ||M||`` over all ``M`` with ``|M - mid| <= rad`` entrywise."""
+    """Upper bound of ``max ||M||`` over all ``M`` with ``|M - mid| <= rad`` entrywise (R9)."""
     if norm in ("1", "inf"):
         mag = np.abs(mid) if rad is None else add_up(np.abs(mid), rad)
         return norm_upper_nonneg(mag, norm)
@@ -183,7 +222,9 @@ def abs_norm_upper(mid: Array, rad: Array | None, norm: str) -> float:
     if rad is not None and np.any(rad):
         r1 = norm_upper_nonneg(rad, "1")
         rinf = norm_upper_nonneg(rad, "inf")
-        value = float(up(value + up(math.sqrt(up(r1 * rinf)))))
+        # sqrt(r1) * sqrt(rinf) rather than sqrt(r1 * rinf): the product may overflow when the result does not
+        rad_norm = float(up(float(up(math.sqrt(r1))) * float(up(math.sqrt(rinf)))))
+        value = _finite_float(up(value + rad_norm), "abs_norm_upper")
     return value
 
 
@@ -197,21 +238,43 @@ def verify_positive_definite(h: Array, *, err: float = 0.0) -> bool:
     """Prove that every symmetric real matrix within spectral distance ``err`` of the float matrix ``h``
     is positive definite.
 
-    Runs a floating-point Cholesky factorisation of ``h - c I`` for a shift ``c`` chosen to dominate the
-    rounding errors, and then checks the a-posteriori inequality of ``proofs/rigorous_arithmetic.md``
-    (Demmel's backward error bound ``R^T R = H + dH``, ``|dH| <= gamma_{n+1} |R^T||R|``).
+    ``h`` is first scaled by an exact power of two to ``max |h_ij|`` in ``[1/2, 1)`` (R11), so matrices anywhere in
+    the float range are handled alike. Then runs a floating-point Cholesky factorisation of ``h - c I`` for a shift
+    ``c`` chosen to dominate the rounding errors, and checks the a-posteriori inequality R10 of
+    ``proofs/rigorous_arithmetic.md`` (Demmel's backward error bound ``R^T R = S + dS``,
+    ``|dS| <= gamma_{n+1} |R^T||R| + U``, ``||U||_2 <= n (n + max r_ii) eta``).
     Returns ``False`` when the proof does not go through (which does not prove indefiniteness).
+
+    >>> verify_positive_definite(np.diag([2.0**1023, 2.0**1023])), verify_positive_definite(np.eye(2), err=1.0)
+    (True, False)
     """
     h = np.asarray(h, dtype=np.float64)
     n = h.shape[0]
     if n == 0:
         return True
-    if not np.all(np.isfinite(h)) or not np.array_equal(h, h.T):
+    err = float(err)
+    if not np.all(np.isfinite(h)) or not np.array_equal(h, h.T) or not (math.isfinite(err) and err >= 0):
         return False
+    top = float(np.max(np.abs(h)))
+    if top == 0.0:
+        return False
+    exponent = math.frexp(top)[1]
+    h, inexact = _pow2_scale(h, exponent)  # symmetric still: the scaling is entrywise
+    err = float(_unscale(err, -exponent, up))
+    if np.any(inexact):
+        # each entry that underflowed moved by less than eta: spectral distance < n eta
+        err = float(up(err + n * ETA))
+    return _verify_pd_scaled(h, err)
+
+
+def _verify_pd_scaled(h: Array, err: float) -> bool:
+    """:func:`verify_positive_definite` for a finite symmetric ``h`` with ``max |h_ij|`` in ``[1/2, 1)`` (R10)."""
+    n = h.shape[0]
     g = gamma_up(n + 1)
     trace_abs = float(sum_up(np.abs(np.diag(h))))
     diag_max = float(np.max(np.abs(np.diag(h))))
-    # the shift must exceed gamma_{n+1} ||R||_F^2 (~ gamma_{n+1} tr(H)) plus the other error terms
+    # the shift must exceed gamma_{n+1} ||R||_F^2 (~ gamma_{n+1} tr(H)) plus the other error terms; its value only
+    # decides whether the test succeeds, never whether a success is correct
     c = float(up(2.0 * g * trace_abs + 2.0 * err + 4.0 * UNIT_ROUNDOFF * diag_max + 1e3 * n * ETA))
     shifted = h - c * np.eye(n)
     # subtracting c on the diagonal is rounded: error at most u * |shifted_ii| per entry
@@ -222,20 +285,25 @@ def verify_positive_definite(h: Array, *, err: float = 0.0) -> bool:
         return False
     if not np.all(np.isfinite(r)) or np.any(np.diag(r) <= 0):
         return False
-    backward = float(up(g * fro_sq_upper(r) + up(2.0 * n * (n + float(np.max(np.diag(r)))) * ETA)))
+    # the underflow term n (n + max r_ii) eta, with a factor 2 covering the roundings of 2n(n + max r_ii)
+    underflow = float(up(2.0 * n * (n + float(np.max(np.diag(r)))) * ETA))
+    backward = float(up(g * fro_sq_upper(r) + underflow))
     # lambda_min(H_true) >= c - backward - shift_err - err
     margin = c - float(up(up(backward + shift_err) + err))
     return margin > 0
 
 
 def spectral_norm_upper(a, *, rel_margin: float | None = None) -> float:
-    """A float ``s`` with ``||a||_2 <= s`` in exact arithmetic, for a float matrix ``a``.
+    """A float ``s`` with ``||a||_2 <= s`` in exact arithmetic, for a float matrix (or vector) ``a``.
 
-    ``s`` is about ``(1 + rel_margin) ||a||_2`` (default margin ``16 (n+2)^2 u``, enlarged until the proof
-    succeeds): the estimate from LAPACK is inflated and then proved by
-    :func:`verify_positive_definite` applied to ``s^2 I - a^T a`` (the smaller Gram matrix), with the
-    rounding error of forming the Gram matrix, ``gamma_m ||a||_F^2``, accounted for.
-    Proof: ``proofs/rigorous_arithmetic.md``.
+    ``a`` is scaled by an exact power of two to ``max |a_ij|`` in ``[1/2, 1)`` (R11). ``s`` is about
+    ``(1 + rel_margin) ||a||_2`` (default margin ``16 (n+2)^2 u``, enlarged until the proof succeeds): the estimate
+    from LAPACK is inflated and then proved by :func:`verify_positive_definite` applied to ``s^2 I - a^T a`` (the
+    smaller Gram matrix), with the rounding error of forming the Gram matrix accounted for.
+    Proof: R10 of ``proofs/rigorous_arithmetic.md``.
+
+    >>> spectral_norm_upper(np.array([[3.0, 0.0], [0.0, 4.0]])) >= 4.0
+    True
     """
     if sp.issparse(a):
         a = a.toarray()
@@ -243,22 +311,33 @@ def spectral_norm_upper(a, *, rel_margin: float | None = None) -> float:
     _check_finite(a, "spectral_norm_upper")
     if a.size == 0 or not np.any(a):
         return 0.0
-    if a.ndim == 1 or 1 in a.shape:
-        # a vector: the spectral norm is the Euclidean norm
-        return float(up(math.sqrt(fro_sq_upper(a))))
+    if a.ndim == 1:
+        a = a[None, :]
     if a.shape[0] < a.shape[1]:
         a = a.T
-    m = a.shape[0]
-    # scale by a power of two (exact) so that the Gram matrix stays in the normal range
+    # scale by a power of two (exact up to underflow, R11) so that no square overflows or underflows prematurely
     exponent = math.frexp(float(np.max(np.abs(a))))[1]
     a = np.ldexp(a, -exponent)
+    # ||2^-e a - a||_2 <= sqrt(mn) eta / 2 <= fl(sqrt(mn) * eta)
+    underflow = math.sqrt(a.size) * ETA
+    if a.shape[1] == 1:
+        # a vector: the spectral norm is the Euclidean norm
+        s = float(up(math.sqrt(fro_sq_upper(a))))
+    else:
+        s = _spectral_upper_scaled(a, rel_margin)
+    return _finite_float(_unscale(float(up(s + underflow)), exponent, up), "spectral_norm_upper")
+
+
+def _spectral_upper_scaled(a: Array, rel_margin: float | None) -> float:
+    """A float ``s >= ||a||_2`` for an ``m x n`` float matrix, ``m >= n >= 2``, ``max |a_ij|`` in ``[1/2, 1)`` (R10)."""
+    m, n = a.shape
     gram = a.T @ a
     gram = (gram + gram.T) / 2  # symmetric; the error bound below covers every entry either way
-    # |fl(a^T a) - a^T a| <= gamma_m |a|^T |a| and the averaging adds at most u per entry
-    gram_err = float(up(up(gamma_up(m) * fro_sq_upper(a)) * (1 + 4 * UNIT_ROUNDOFF)))
-    gram_err = float(up(gram_err + up(UNIT_ROUNDOFF * fro_sq_upper(a) * 2)))
-    gram_err = float(up(gram_err + 2.0 * a.shape[1] * (m + 1) * ETA))  # underflow in the Gram product
-    n = gram.shape[0]
+    fro = fro_sq_upper(a)
+    # |fl(a^T a) - a^T a| <= gamma_m |a|^T |a| + m eta; the averaging adds u (1 + gamma_m) |a|^T |a| + eta
+    gram_err = float(up(up(gamma_up(m) * fro) * (1 + 4 * UNIT_ROUNDOFF)))
+    gram_err = float(up(gram_err + up(UNIT_ROUNDOFF * fro * 2)))
+    gram_err = float(up(gram_err + 2.0 * n * (m + 1) * ETA))
     # the largest eigenvalue of the float Gram matrix (LAPACK, accurate to about n u relative)
     est = math.sqrt(max(_largest_eigenvalue(gram), 0.0))
     margin = rel_margin if rel_margin is not None else 16.0 * (n + 2) ** 2 * UNIT_ROUNDOFF
@@ -267,15 +346,12 @@ def spectral_norm_upper(a, *, rel_margin: float | None = None) -> float:
         s2 = float(down(s * s))  # s2 <= s^2: proving s2 I - a^T a > 0 proves ||a|| < s
         h = -gram
         h[np.diag_indices(n)] += s2
-        # forming s^2 - gram_ii rounds: at most u * |h_ii| per diagonal entry
+        # forming s2 - gram_ii rounds: at most u * |h_ii| per diagonal entry
         diag_err = float(up(UNIT_ROUNDOFF * float(np.max(np.abs(np.diag(h))))))
         if verify_positive_definite(h, err=float(up(gram_err + diag_err))):
-            # scaling by a power of two is exact except for underflow, at most eta/2 per entry
-            underflow = math.sqrt(a.size) * ETA
-            with np.errstate(over="ignore"):
-                return _finite_float(up(np.ldexp(up(s + underflow), exponent)), "spectral_norm_upper")
+            return s
         margin *= 4.0
-    raise CertificationError("could not certify an upper bound of the spectral norm")
+    raise CertificationError(f"could not certify an upper bound of the spectral norm of a {m}x{n} matrix")
 
 
 def _largest_eigenvalue(sym: Array) -> float:
@@ -287,6 +363,87 @@ def _largest_eigenvalue(sym: Array) -> float:
         except scipy.sparse.linalg.ArpackNoConvergence:
             pass
     return float(scipy.linalg.eigvalsh(sym, subset_by_index=[n - 1, n - 1], check_finite=False)[0])
+
+
+def spectral_norm_lower(mid: Array, rad: Array | None = None, v: Array | None = None) -> float:
+    """A float ``s <= ||M||_2`` for **every** real matrix ``M`` with ``|M - mid| <= rad`` entrywise (``M = mid`` when
+    ``rad`` is ``None``), with no assumption on LAPACK's accuracy.
+
+    ``s`` is ``||M v||_2 / ||v||_2`` bounded from below with directed rounding, for the float vector ``v`` (default:
+    the top right singular vector of ``mid`` computed by LAPACK; any nonzero ``v`` gives a valid bound, an accurate one
+    a tight bound): ``|(M v)_i| >= |fl(mid v)_i| - gamma_n (|mid||v|)_i - 2(n+1) eta - (rad |v|)_i``, squares and sum
+    rounded down, square root rounded down, ``||v||_2`` rounded up. ``mid`` and ``rad`` are scaled by an exact power
+    of two first (R11), so every finite interval matrix gets a bound. Proof: R12 of ``proofs/rigorous_arithmetic.md``.
+
+    >>> s = spectral_norm_lower(np.array([[3.0, 0.0], [0.0, 4.0]]))
+    >>> 4.0 * (1 - 1e-14) < s <= 4.0
+    True
+    """
+    mid = np.asarray(mid, dtype=np.float64)
+    if mid.ndim != 2:
+        raise ValueError(f"spectral_norm_lower: mid must be a matrix (2-D array), got shape {mid.shape}")
+    rad = np.zeros_like(mid) if rad is None else np.asarray(rad, dtype=np.float64)
+    if rad.shape != mid.shape:
+        raise ValueError(f"spectral_norm_lower: rad has shape {rad.shape}, mid has shape {mid.shape}; they must agree")
+    _check_finite(mid, "spectral_norm_lower (midpoint)")
+    _check_finite(rad, "spectral_norm_lower (radius)")
+    if np.any(rad < 0):
+        raise ValueError("spectral_norm_lower: the radius has negative entries; it must be entrywise >= 0")
+    m, n = mid.shape
+    if mid.size == 0:
+        return 0.0
+    top = max(float(np.max(np.abs(mid))), float(np.max(rad)))
+    if top == 0.0:
+        return 0.0
+    # 2^-e M lies in mid_s +- rad_s: rounding of a scaled entry that underflowed moves it by less than eta (R11)
+    exponent = math.frexp(top)[1]
+    mid_s, mid_inexact = _pow2_scale(mid, exponent)
+    rad_s, rad_inexact = _pow2_scale(rad, exponent)
+    rad_s = np.where(rad_inexact, up(rad_s), rad_s)
+    rad_s = np.where(mid_inexact, up(rad_s + ETA), rad_s)
+    if v is None:
+        v = _top_right_singular_vector(mid_s)
+    else:
+        v = np.asarray(v, dtype=np.float64).ravel()
+        if v.shape != (n,):
+            raise ValueError(f"spectral_norm_lower: v has {v.size} entries, the {m}x{n} matrix needs {n}")
+        _check_finite(v, "spectral_norm_lower (vector)")
+    vmax = float(np.max(np.abs(v)))
+    if vmax == 0.0:
+        return 0.0
+    # a power of two: exact (the quotient is unchanged) unless tiny entries underflow; any vector would do anyway
+    v = np.ldexp(v, -math.frexp(vmax)[1])
+    absv = np.abs(v)[:, None]
+    y = (mid_s @ v[:, None])[:, 0]
+    # |fl(mid v) - mid v| <= gamma_n |mid||v| + n eta (R3); |E v| <= rad |v| for |E| <= rad
+    slack = add_up(scale_up(matmul_up(np.abs(mid_s), absv)[:, 0], gamma_up(n)), 2.0 * (n + 1) * ETA,
+                   matmul_up(rad_s, absv)[:, 0])
+    low = np.maximum(down(np.abs(y) - slack), 0.0)  # low_i <= |(M v)_i|
+    num_sq = float(sum_down(np.maximum(down(low * low), 0.0)))
+    if num_sq == 0.0:
+        return 0.0
+    num = float(down(math.sqrt(num_sq)))
+    den = float(up(math.sqrt(fro_sq_upper(v))))
+    quotient = max(float(down(num / den)), 0.0)
+    with np.errstate(over="ignore"):
+        value = _unscale(quotient, exponent, down)
+    # the true value exceeds the float range only if 2^e * quotient does; then the largest float is a lower bound
+    return value if math.isfinite(value) else float(np.finfo(np.float64).max)
+
+
+def _top_right_singular_vector(a: Array) -> Array:
+    """An estimate (not a bound) of the top right singular vector of a finite float matrix ``a``."""
+    try:
+        _, _, vh = np.linalg.svd(a, full_matrices=False)
+        v = vh[0]
+        if np.all(np.isfinite(v)) and np.any(v):
+            return v
+    except np.linalg.LinAlgError:
+        pass
+    # LAPACK failed: the unit vector of the largest column is still a valid (if loose) choice
+    v = np.zeros(a.shape[1])
+    v[int(np.argmax(np.sum(a * a, axis=0)))] = 1.0
+    return v
 
 
 @dataclass(frozen=True)
@@ -303,7 +460,9 @@ class Interval:
 
     @classmethod
     def from_bounds(cls, lo: Array, hi: Array) -> Interval:
-        """Smallest float midpoint-radius enclosure of ``[lo, hi]``."""
+        """Smallest float midpoint-radius enclosure of ``[lo, hi]`` (finite float bounds, R7)."""
+        lo = _check_finite(np.asarray(lo, dtype=np.float64), "Interval.from_bounds (lower bounds)")
+        hi = _check_finite(np.asarray(hi, dtype=np.float64), "Interval.from_bounds (upper bounds)")
         mid = lo / 2 + hi / 2
         rad = np.maximum(up(hi - mid), up(mid - lo))
         return cls(mid, np.maximum(rad, 0.0))

@@ -41,7 +41,7 @@ def test_docstring_example_values():
     assert lv.bound(net, "k4", norm="inf").exact_value == 3
     assert lv.bound(net, "k1", norm="inf").exact_value == 4
     k2 = lv.bound(net, "k2", norm="inf")
-    assert k2.kind == "exact" and k2.value == pytest.approx(3, rel=1e-12) and k2.value >= 3
+    assert k2.kind == "upper" and k2.quantity_exact and k2.value == pytest.approx(3, rel=1e-12) and k2.value >= 3
 
 
 @given(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=3), st.data())
@@ -142,8 +142,11 @@ def test_k2_budget_gives_a_certified_upper_bound_with_gap():
     net = _relu_net(ws)
     partial = lv.bound(net, "k2", norm="inf", max_nodes=5)
     full = lv.bound(net, "k2", norm="inf", max_nodes=10**6, time_limit=60)
-    assert partial.kind == "upper" and partial.lower <= full.value <= partial.value
-    assert full.kind == "exact" and full.gap <= 1e-8 * full.value
+    assert partial.kind == "upper" and not partial.quantity_exact and partial.lower is None
+    assert partial.details["best_vertex"] <= full.value <= partial.value
+    assert partial.details["k2_gap"] >= partial.value - partial.details["best_vertex"] > 0
+    assert full.kind == "upper" and full.quantity_exact and full.lower is None
+    assert full.details["k2_gap"] <= 1e-8 * full.value
     assert full.value <= lv.bound(net, "k4", norm="inf").value * (1 + 1e-12)
 
 

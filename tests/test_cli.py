@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -8,19 +9,24 @@ import pytest
 import lipverify as lv
 from lipverify.cli import main
 
-RESULT_KEYS = {"method", "norm", "value", "kind", "seconds", "error"}
+RESULT_KEYS = {"method", "norm", "value", "kind", "seconds", "error", "quantity_exact", "lower", "rounding"}
+OPTIONAL_KEYS = {"exact", "conv"}
 
 
 def _check_schema(obj):
     assert set(obj) == {"model", "input_shape", "results"}
     assert isinstance(obj["model"], str) and all(isinstance(d, int) for d in obj["input_shape"])
     for r in obj["results"]:
-        assert set(r) == RESULT_KEYS
+        assert RESULT_KEYS <= set(r) <= RESULT_KEYS | OPTIONAL_KEYS
         assert r["norm"] in ("1", "2", "inf") and isinstance(r["seconds"], float)
+        assert isinstance(r["quantity_exact"], bool)
         if r["error"] is None:
             assert isinstance(r["value"], float) and r["kind"] in ("upper", "exact", "lower", "estimate")
+            assert isinstance(r["rounding"], str)
+            assert r["lower"] is None or (isinstance(r["lower"], float) and r["lower"] <= r["value"])
         else:
             assert r["value"] is None and r["kind"] is None and isinstance(r["error"], str)
+            assert r["lower"] is None and r["rounding"] is None and r["quantity_exact"] is False
 
 
 @pytest.fixture
@@ -128,3 +134,29 @@ def test_exact_command_on_a_model_file(model, capsys):
     assert main(["exact", model, "--norm", "inf", "1"]) == 0
     out = capsys.readouterr().out
     assert "linf:" in out and "l1:" in out
+
+
+def _liar(net, norm="inf", **_):
+    """A deliberately wrong method: half the norm of the dense Jacobian at (1, ..., 1), labelled an upper bound."""
+    j = np.asarray(net.jacobian(np.ones(net.input_shape)), dtype=float).reshape(-1, net.n_in)
+    value = 0.5 * np.linalg.norm(j, {"1": 1, "2": 2, "inf": np.inf}[norm])
+    return lv.Bound.upper_bound(float(value), norm, "liar", rounding="outward (rigorous float)")
+
+
+@pytest.mark.parametrize("command", ["bound", "compare"])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_contradictory_results_are_an_internal_error(tmp_path, capsys, monkeypatch, command, as_json):
+    """An upper bound below the sampled certified lower bound: exit 1, both rows named, nothing printed on stdout."""
+    from lipverify.bounds import METHODS
+
+    monkeypatch.setitem(METHODS, "liar", _liar)
+    path = tmp_path / "line.npz"  # f(x) = 3 relu(x) - 3 relu(-x) = 3x: constant 3; the liar says 1.5
+    lv.save(lv.Network([lv.Dense([[1.0], [-1.0]]), lv.ReLU(), lv.Dense([[3.0, -3.0]])]), path)
+    argv = [command, str(path), "--method", "k4", "liar", "--norm", "inf"] + (["--json"] if as_json else [])
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "internal error" in err and "InternalConsistencyError" in err and "please report" in err
+    assert re.search(r"liar linf upper = 1\.5 is below lower_bound linf lower = (3|2\.99)", err), err
+    # without the lower bound row nothing contradicts the liar
+    assert main(argv + ["--no-lower"]) == 0

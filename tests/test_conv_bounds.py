@@ -94,7 +94,8 @@ def test_k2_explicit_matches_dense_network_and_refuses_max_pooling():
     fc = dense_equivalent(net)
     for p in ("1", "inf"):
         a, b = lv.bound(net, "k2", p), lv.bound(fc, "k2", p)
-        assert a.kind == b.kind == "exact" and _close(float(a.value), float(b.value))
+        assert a.kind == b.kind == "upper" and a.quantity_exact and b.quantity_exact
+        assert _close(float(a.value), float(b.value))
         assert a.details["conv"] == "explicit"
     with pytest.raises(lv.NotApplicableError, match="max pooling"):
         lv.bound(small_cnn(0, "max"), "k2", "inf")

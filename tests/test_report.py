@@ -20,6 +20,9 @@ def test_report_quick_suite_writes_every_test_page(tmp_path, capsys):
     assert "**Holds:** K4 is exact" in (tmp_path / "test1.md").read_text()
     index = (tmp_path / "index.md").read_text()
     assert "[Test 3: random weight matrices](test3.md)" in index
+    test3 = (tmp_path / "test3.md").read_text()
+    # the ratios to K2 come from the networks where K2's search closed (quantity_exact; K2 is labelled upper)
+    assert re.search(r"\| k4 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [1-9][0-9]* \|", test3), test3
     test4 = (tmp_path / "test4.md").read_text()
     assert "| k4 | implicit |" in test4 and "| k4 | explicit |" in test4 and "test accuracy" in test4
 
@@ -42,3 +45,24 @@ def test_analytic_families_have_the_stated_constants():
     rng = np.random.default_rng(0)
     net = scalar_nonnegative_net(rng, 4)
     assert lv.bound(net, "k4", norm="inf").exact_value == exact_constant(net)
+
+
+def test_report_refuses_contradictory_results(tmp_path, monkeypatch):
+    """A bound below the exact constant is an internal error of the report, never a printed row."""
+    from fractions import Fraction
+
+    import pytest
+
+    import lipverify as lv
+    from lipverify import report
+    from lipverify.bounds import METHODS
+    from lipverify.errors import InternalConsistencyError
+
+    def liar(net, norm="inf", **_):  # half the true slope of f(x) = 3x, labelled an upper bound
+        return lv.Bound.upper_bound(1.5, norm, "liar", rounding="outward (rigorous float)")
+
+    monkeypatch.setitem(METHODS, "liar", liar)
+    net = lv.Network([lv.Dense([[1.0], [-1.0]]), lv.ReLU(), lv.Dense([[3.0, -3.0]])])
+    with pytest.raises(InternalConsistencyError, match="liar l1 upper = 1.5 is below exact l1 exact = 3"):
+        report._analytic_page(tmp_path, report.SUITES["quick"], lambda _m: None, "t", "", [("line", net, Fraction(3))],
+                              None, "t")

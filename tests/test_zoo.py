@@ -90,3 +90,43 @@ def test_yarotsky_square_interpolates_x2():
     grid = np.arange(9) / 8
     assert np.allclose(net(grid[:, None])[:, 0], grid**2)
     assert np.allclose(net(np.array([[-2.0], [3.0]]))[:, 0], [-2.0, 3.0])
+
+
+def test_compare_zoo_json_labels_follow_the_kind_rule(capsys):
+    """`lipverify compare --zoo --json`: every label speaks of the constant (issue 11, item 1). The zoo's closed forms
+    are the oracle: no `exact` row there (only `lv.exact` may say exact), every `upper` row above the closed form,
+    every `lower` row below it; K2 closed is `upper` with `quantity_exact` (it was `exact` on 30 of 60 rows)."""
+    import json
+
+    from lipverify.cli import main
+
+    assert main(["compare", "--zoo", "--json"]) == 0
+    objs = json.loads(capsys.readouterr().out)
+    assert {o["model"] for o in objs} == set(ZOO)
+    k2_closed = 0
+    for obj in objs:
+        closed = ZOO[obj["model"]].constants
+        for r in obj["results"]:
+            if r["value"] is None:
+                continue
+            assert r["kind"] != "exact", (obj["model"], r)
+            truth = closed[r["norm"]]
+            if r["kind"] == "upper":
+                assert sympy.Rational(r["value"]) >= truth, (obj["model"], r)
+            elif r["kind"] == "lower":
+                assert sympy.Rational(r["value"]) <= truth, (obj["model"], r)
+            if r["method"] == "k2":
+                assert r["kind"] == "upper" and r["lower"] is None
+                k2_closed += r["quantity_exact"]
+    assert k2_closed >= 30
+
+    assert main(["exact", "--zoo", "--json", "--norm", "1", "2", "inf"]) == 0
+    objs = json.loads(capsys.readouterr().out)
+    exact_rows = 0
+    for obj in objs:
+        for r in obj["results"]:
+            if r["kind"] == "exact":
+                assert r["method"] == "exact"
+                assert sympy.simplify(sympy.sympify(r["exact"]) - ZOO[obj["model"]].constants[r["norm"]]) == 0
+                exact_rows += 1
+    assert exact_rows >= 50

@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from ..errors import LipVerifyError, NotApplicableError
+from ..errors import InternalConsistencyError, LipVerifyError, NotApplicableError
 from ..local import localize
 from ..network import Network
 from ..norms import NORMS, NormLike, parse_norm
-from ..result import Bound, Skipped
+from ..result import Bound, Skipped, check_consistency
 from ..sdp import lipsdp
 from .k1 import k1
 from .k2 import k2
@@ -90,11 +90,7 @@ class Comparison(tuple):
                 lines.append(f"{row.method:<12} {'l' + row.norm:<5} {'-':<9} {'-':>14} {row.seconds:>9.3f}  {row.error}")
             else:
                 note = f"conv={row.details['conv']}  " if "conv" in row.details else ""
-                if row.method == "k2":
-                    note += ("K2 closed: exact value of the bias-free bound" if row.kind == "exact"
-                             else f"K2 not closed; best vertex {row.lower:.6g}")
-                elif row.exact_value is not None:
-                    note += f"exact: {row.exact_value}"
+                note += row_note(row)
                 lines.append(f"{row.method:<12} {'l' + row.norm:<5} {row.kind:<9} {float(row.value):>14.6g} "
                              f"{row.seconds:>9.3f}  {note}")
         return "\n".join(lines)
@@ -108,6 +104,25 @@ class Comparison(tuple):
                 d["conv"] = _conv_of(row)
             out.append(d)
         return out
+
+
+def row_note(row: Bound) -> str:
+    """The table note of a row: what a method computed exactly about its *own* quantity (never the constant, which
+    ``kind`` speaks of), K2's search state, a certified lower end, an exact value."""
+    parts = []
+    if row.method == "k2" and row.quantity_exact:
+        parts.append("K2 closed: the bias-free bound itself, not the constant")
+    elif row.method == "k2" and "best_vertex" in row.details:
+        capped = row.details.get("capped_by")
+        parts.append(f"K2 not closed (best vertex {row.details['best_vertex']:.6g})"
+                     + (f"; capped by {capped}" if capped not in (None, "k2") else ""))
+    elif row.quantity_exact:
+        parts.append(f"{row.method}'s own quantity computed exactly, not the constant")
+    if row.lower is not None:
+        parts.append(f"certified lower end {row.lower:.6g}")
+    if row.exact_value is not None:
+        parts.append(f"exact: {row.exact_value}")
+    return "; ".join(parts)
 
 
 def _conv_of(row) -> str | None:
@@ -130,7 +145,10 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
     """Every registered (or every listed) method in every listed norm.
 
     A method that does not apply, or fails, gives a :class:`Skipped` row with the reason; nothing is
-    dropped.  ``domain=(lower, upper)`` gives local bounds on that box (see :func:`bound`).  ``options`` maps a
+    dropped; a method that overflows (``NumericalError``) gives a Skipped row with the reason.  An upper bound
+    below a certified lower bound of the same norm raises :class:`~lipverify.errors.InternalConsistencyError`
+    (both cannot be true; neither is reported).  ``domain=(lower, upper)`` gives local bounds on that box (see
+    :func:`bound`).  ``options`` maps a
     method id to its keyword arguments, e.g. ``k2={"time_limit": 1}``.
     For a CNN every method gives two rows, ``conv="implicit"`` then ``conv="explicit"`` (only the given
     one with ``conv=...``): a Bound's ``details["conv"]`` names its variant, a Skipped row's reason starts
@@ -161,10 +179,13 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
                     prefix = f"conv={v}: "
                 try:
                     rows.append(METHODS[m](net, n, **kwargs))
+                except InternalConsistencyError:
+                    raise  # a bug, never a skipped row
                 except NotApplicableError as exc:
                     rows.append(Skipped(m, n, prefix + str(exc), time.perf_counter() - started))
                 except LipVerifyError as exc:
                     rows.append(Skipped(m, n, f"{prefix}{type(exc).__name__}: {exc}", time.perf_counter() - started))
     if domain is not None:
         rows = [_on_box(r) if isinstance(r, Bound) else r for r in rows]
+    check_consistency(rows)
     return Comparison(rows)

@@ -10,7 +10,7 @@ import sympy
 
 from ..errors import NotApplicableError, NumericalError
 from ..norms import NormLike, NormName, parse_norm
-from ..result import Bound, float_up
+from ..result import EXACT_ROUNDED_UP, OUTWARD, Bound, float_up
 from .chain import EXACT_WORK_LIMIT, LinearChain, exact_work
 
 
@@ -28,8 +28,9 @@ def require_norm(method: str, norm: NormLike, supported: tuple[str, ...], why: s
 def exact_upper_bound(method: str, norm: str, value: Fraction, started: float, assumptions=()) -> Bound:
     """A bound computed in exact rational arithmetic, reported with its float rounded upward."""
     exact = sympy.Rational(value.numerator, value.denominator)
-    return Bound(float_up(exact), norm, method, "upper", time.perf_counter() - started, exact_value=exact,
-                 assumptions=tuple(assumptions) + ("exact rational arithmetic",))
+    return Bound.upper_bound(float_up(exact), norm, method, rounding=EXACT_ROUNDED_UP,
+                             seconds=time.perf_counter() - started, exact_value=exact,
+                             assumptions=tuple(assumptions) + ("exact rational arithmetic",))
 
 
 def float_upper_bound(method: str, norm: str, value: float, started: float, assumptions=(), **extra) -> Bound:
@@ -37,8 +38,9 @@ def float_upper_bound(method: str, norm: str, value: float, started: float, assu
     if not math.isfinite(value):
         raise NumericalError(f"{method}: the l{norm} bound overflowed the float range; no bound is reported "
                              "(rescale the network or give exact rational weights)")
-    return Bound(float(value), norm, method, "upper", time.perf_counter() - started,
-                 assumptions=tuple(assumptions) + ("floating point with rigorous rounding-error bounds",), **extra)
+    return Bound.upper_bound(float(value), norm, method, rounding=OUTWARD, seconds=time.perf_counter() - started,
+                             assumptions=tuple(assumptions) + ("floating point with rigorous rounding-error bounds",),
+                             **extra)
 
 
 def choose_arithmetic(method: str, arithmetic: str, chain: LinearChain, norm: str) -> bool:

@@ -11,8 +11,8 @@ import numpy as np
 from ..conv.dispatch import cnn as _cnn
 from ..network import Network
 from ..norms import NormLike
-from ..result import Bound
-from ..rigorous import down, nonneg_spectral_upper, spectral_norm_upper, sum_down, sum_up, up
+from ..result import OUTWARD, Bound
+from ..rigorous import down, nonneg_spectral_upper, spectral_norm_lower, spectral_norm_upper, sum_down, sum_up, up
 from .chain import LinearChain, linear_chain
 from .common import require_norm
 from .enclosure import enclose, layer_slopes
@@ -20,22 +20,34 @@ from .enclosure import enclose, layer_slopes
 
 def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = 20_000, time_limit: float = 10.0,
        rel_tol: float = 1e-9, seed: int = 0, conv: str | None = None) -> Bound:
-    """K2 = ``max_{D_l ∈ {α_l, β_l}^{n_l}} ||W_L D_{L-1} ⋯ D_1 W_1||_p`` (the sup over the slope box is
-    attained at a vertex because the norm is convex), for p in {1, 2, ∞}.
+    """An upper bound of the Lipschitz constant from K2 = ``max_{D_l ∈ {α_l, β_l}^{n_l}} ||W_L D_{L-1} ⋯ D_1 W_1||_p``
+    (the sup over the slope box is attained at a vertex because the norm is convex), for p in {1, 2, ∞}.
 
     Best-first branch-and-bound over activation patterns.  A node fixes the first neurons to ``α`` or
     ``β`` and is bounded by the interval enclosure of :mod:`lipverify.bounds.enclosure` (the K4 bound
     with per-neuron slopes; for l2 the spectral norm of its magnitude), a leaf is evaluated with
-    rigorous rounding.  l∞ splits by output row and l1 by input column.  Anytime: when ``max_nodes`` or
-    ``time_limit`` runs out the result is a certified upper bound (``kind="upper"``) with the best
-    vertex value as ``lower``; ``kind="exact"`` only when the search closed (value and lower then agree
-    up to ``rel_tol``).  NP-hard in general.  Proof: ``proofs/k2.md``.
+    rigorous rounding.  l∞ splits by output row and l1 by input column.  NP-hard in general.
+
+    The result is always ``kind="upper"``: K2 ignores the biases, so even K2 itself can exceed the constant
+    (``relu(x) - relu(-x) = x`` has constant 1 and K2 = 2).  When the search closed, ``value`` is K2 to
+    ``rel_tol`` and ``quantity_exact`` is true.  When ``max_nodes`` or ``time_limit`` ran out, ``value`` is the
+    minimum of the search's certified upper end and the cheaper bounds K*, K1 (and K4 in l1/l∞) on the same
+    network, each ≥ K2 (``details["capped_by"]`` names the smallest).  ``details["best_vertex"]`` is the best
+    vertex value found, a lower end of K2 — *not* a lower bound of the Lipschitz constant, so ``lower`` stays
+    ``None`` — and ``details["k2_gap"] = value - best_vertex``.  Proof: ``proofs/k2.md``.
+
+    >>> import lipverify as lv
+    >>> net = lv.Network([lv.Dense([[1], [-1]]), lv.ReLU(), lv.Dense([[1, -1]])])   # relu(x) - relu(-x) = x
+    >>> b = lv.bound(net, "k2", norm="inf")
+    >>> round(b.value, 9), b.kind, b.quantity_exact, b.lower
+    (2.0, 'upper', True, None)
     """
     started = time.perf_counter()
     p = require_norm("k2", norm, ("1", "2", "inf"))
     if max_nodes < 1 or time_limit <= 0:
         raise ValueError(f"k2: max_nodes must be >= 1 and time_limit > 0, got {max_nodes}, {time_limit}")
-    if _cnn(net, conv):  # CNNs: the explicit sparse chain (lipverify.conv); no max pooling
+    is_cnn = _cnn(net, conv)
+    if is_cnn:  # CNNs: the explicit sparse chain (lipverify.conv); no max pooling
         from ..conv.bounds import cnn_chain
 
         chain = cnn_chain(net, "k2", conv)
@@ -44,17 +56,46 @@ def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = 20_000, time_li
     if p == "inf":
         chain = chain.transpose()
     search = _Search(chain, "2" if p == "2" else "1", max_nodes, started + time_limit, rel_tol, seed)
-    upper, lower, closed, nodes = search.run()
-    assumptions = ("floating point with rigorous rounding-error bounds",)
-    details = {"conv": "explicit"} if _cnn(net, conv) else {}
-    if not closed and p == "2":
-        from .kstar import kstar
+    upper, best_vertex, closed, nodes = search.run()
+    assumptions = ["floating point with rigorous rounding-error bounds"]
+    details: dict = {"conv": "explicit"} if is_cnn else {}
+    capped_by = "k2"
+    if not closed:
+        upper, capped_by, tried = _cap(net, p, upper, "explicit" if is_cnn else None)
+        assumptions.append(f"K2 search out of budget: value = min(search upper end, {', '.join(tried)}) on the same "
+                           f"network, each >= K2; here {'the search' if capped_by == 'k2' else capped_by} gave the minimum")
+        details["capped_by"] = capped_by
+    quantity_exact = closed and upper - best_vertex <= 4 * rel_tol * upper + 1e-300
+    if quantity_exact:
+        assumptions.append("K2 closed: value is the bias-free bound K2 itself (to rel_tol), still only an upper "
+                           "bound of the Lipschitz constant")
+    return Bound.upper_bound(upper, p, "k2", rounding=OUTWARD, seconds=time.perf_counter() - started,
+                             quantity_exact=quantity_exact, assumptions=tuple(assumptions),
+                             status="closed" if closed else "budget exhausted",
+                             details={"nodes": nodes, "closed": closed, "best_vertex": best_vertex,
+                                      "k2_gap": float(up(upper - best_vertex)), **details})
 
-        upper = min(upper, float(kstar(net, "2", conv="explicit" if _cnn(net, conv) else None).value))
-    kind = "exact" if closed and upper - lower <= 4 * rel_tol * upper + 1e-300 else "upper"
-    return Bound(upper, p, "k2", kind, time.perf_counter() - started, lower=lower, assumptions=assumptions,
-                 status="closed" if closed else "budget exhausted",
-                 details={"nodes": nodes, "closed": closed, "gap": upper - lower, **details})
+
+def _cap(net: Network, p: str, upper: float, conv: str | None) -> tuple[float, str, list[str]]:
+    """``min(upper, K*, K1[, K4 in l1/l∞])`` on ``net`` and the name of the smallest (``"k2"`` for ``upper``):
+    each is an upper bound of K2 (``K2 <= K1 <= K*``, ``K2 <= K4``; ``proofs/k2.md``).  A cheaper bound that
+    fails (overflow, size limit) is left out."""
+    from ..errors import LipVerifyError
+    from .k1 import k1
+    from .k4 import k4
+    from .kstar import kstar
+
+    methods = [("kstar", kstar), ("k1", k1)] + ([("k4", k4)] if p != "2" else [])
+    best, who, tried = upper, "k2", []
+    for name, fn in methods:
+        try:
+            v = fn(net, p, conv=conv).float_value()
+        except LipVerifyError:
+            continue
+        tried.append(name)
+        if v is not None and v < best:
+            best, who = v, name
+    return best, who, tried
 
 
 class _Search:
@@ -93,8 +134,8 @@ class _Search:
         # a leaf is a point matrix up to rounding: ||mid||_2 -/+ ||rad||_2
         rad = nonneg_spectral_upper(enc.rad) if np.any(enc.rad) else 0.0
         upper = float(up(spectral_norm_upper(enc.mid) + rad))
-        sigma = float(np.linalg.norm(enc.mid, 2)) if enc.mid.size else 0.0
-        return upper, max(sigma * (1 - 1e-10) - float(up(rad)), 0.0)
+        # the lower end holds for every member of the enclosure (R12 of proofs/rigorous_arithmetic.md)
+        return upper, spectral_norm_lower(enc.mid, enc.rad)
 
     def run(self) -> tuple[float, float, bool, int]:
         """Returns ``(upper, lower, closed, nodes)``; see ``proofs/k2.md`` for why ``upper`` is certified."""

@@ -13,9 +13,9 @@ import time
 import numpy as np
 
 from ..bounds.chain import IDENTITY_SLOPES, LinearChain
-from ..errors import NotApplicableError
+from ..errors import NotApplicableError, NumericalError
 from ..network import Network
-from ..result import Bound, float_up
+from ..result import OUTWARD, Bound, float_up
 from ..rigorous import Interval, down, gamma_up, matmul_up, sum_up, up
 from .operators import DenseOp, SparseOp, bound_nonneg, check_finite
 from .program import Program, build_program, check_variant
@@ -31,8 +31,9 @@ def _result(method: str, p: str, value: float, started: float, prog: Program, **
            "explicit": "layers as scipy.sparse matrices (conv='explicit')"}[prog.variant]
     details = {"conv": prog.variant, "maxpool": prog.has_maxpool}
     details.update(extra.pop("details", {}))
-    return Bound(float(value), p, method, "upper", time.perf_counter() - started,
-                 assumptions=(how, "floating point with rigorous rounding-error bounds"), details=details, **extra)
+    return Bound.upper_bound(float(value), p, method, rounding=OUTWARD, seconds=time.perf_counter() - started,
+                             assumptions=(how, "floating point with rigorous rounding-error bounds"), details=details,
+                             **extra)
 
 
 # --------------------------------------------------------------------------- K*
@@ -46,6 +47,10 @@ def cnn_kstar(net: Network, p: str, conv: str | None) -> Bound:
     for s in prog.steps:
         if s.kind in ("linear", "maxpool"):
             value = float(up(value * s.op.norm_up(p)))
+            if not np.isfinite(value):
+                raise NumericalError(
+                    f"kstar (conv={prog.variant}): the l{p} product of layer norms overflowed the float range at layer "
+                    f"{s.index} ({s.layer}); no bound is reported (rescale the weights)")
     return _result("kstar", p, value, started, prog)
 
 

@@ -49,6 +49,8 @@ MAX_NODES = 2_000_000
 RADIUS_TOL = 0.0
 
 _HINF = highspy.kHighsInf
+#: right-hand sides of the normalised region rows are clipped to this magnitude (below HiGHS's infinity, 1e20)
+_RHS_CAP = 1e15
 
 
 def _q(v) -> fmpq:
@@ -290,7 +292,12 @@ class _Enumerator:
         vals = np.empty(n + 1)
         vals[:n] = -a / nrm
         vals[n] = 1.0
-        self.highs.addRow(-_HINF, c / nrm, n + 1, self._cols, vals)
+        # a row with a (nearly) vanishing float normal scales its right-hand side past HiGHS's infinity, which
+        # HiGHS >= 1.16 rejects; the LP is only a heuristic (every decision is re-checked exactly), so clip it
+        rhs = min(max(c / nrm, -_RHS_CAP), _RHS_CAP)
+        status = self.highs.addRow(-_HINF, rhs, n + 1, self._cols, vals)
+        if status == highspy.HighsStatus.kError:
+            raise SolverError(f"exact (regions): HiGHS refused a region row ({status}); normal norm {nrm:.3g}, offset {c:.3g}")
         self.row_norms.append(nrm)
 
     def _pop(self) -> None:
