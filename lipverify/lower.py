@@ -29,7 +29,7 @@ from .errors import LipVerifyError, NumericalError, UnsupportedLayerError
 from .layers import Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU
 from .network import Network
 from .norms import NormLike, parse_norm
-from .result import Bound
+from .result import OUTWARD, Bound
 from .rigorous import ETA, add_up, down, gamma_up, interval_product, matmul_up, spectral_norm_lower, sum_down, up
 
 #: relative error assumed for numpy's evaluation of tanh, exp, erf and the derivative formulas built on them
@@ -213,7 +213,7 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
             note = (f"not certified: float Jacobian norm at the best of {search}; certifying this CNN needs about "
                     f"{work} multiply-adds per point (limit CNN_CERTIFY_WORK = {CNN_CERTIFY_WORK} in lipverify.lower), "
                     "so no guarantee either way; use a smaller domain of inputs or the upper bounds")
-            return Bound(float_best, p, "lower_bound", "estimate", time.perf_counter() - started, assumptions=(note,))
+            return Bound.estimate(float_best, p, "lower_bound", seconds=time.perf_counter() - started, assumptions=(note,))
         plan = _cnn_plan(net)
 
         def certify(point):
@@ -242,20 +242,20 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     extra = f", {len(structured)} activation-pattern LP points" if structured else ""
     if best > 0:
         note = f"certified at {where}; searched {search}{extra}"
-        return Bound(best, p, "lower_bound", "lower", seconds, assumptions=(note,))
+        return Bound.lower_bound(best, p, "lower_bound", rounding=OUTWARD, seconds=seconds, assumptions=(note,))
     if float_best == 0.0:
         note = (f"every Jacobian seen is 0 ({search}{extra}): 0, the trivial lower bound, is the best found "
                 "(the network may be constant on the searched box)")
-        return Bound(0.0, p, "lower_bound", "lower", seconds, assumptions=(note,))
+        return Bound.lower_bound(0.0, p, "lower_bound", rounding=OUTWARD, seconds=seconds, assumptions=(note,))
     if certified:
         note = (f"0 is the best certified value: at the {certified} points certified differentiable the rigorous lower "
                 f"end of ||J(x)|| is 0 (rounding or cancellation leaves it indistinguishable from 0); the float search "
                 f"saw {float_best:.6g}, which is not certified ({search}{extra})")
-        return Bound(0.0, p, "lower_bound", "lower", seconds, assumptions=(note,))
+        return Bound.lower_bound(0.0, p, "lower_bound", rounding=OUTWARD, seconds=seconds, assumptions=(note,))
     note = (f"not certified: no candidate point could be certified (each may lie on a kink or a max-pool tie; "
             f"{tried} tried of {search}{extra}); this is the float Jacobian norm at the best point, no guarantee "
             "either way; the only certified lower bound is the trivial 0")
-    return Bound(float_best, p, "lower_bound", "estimate", seconds, assumptions=(note,))
+    return Bound.estimate(float_best, p, "lower_bound", seconds=seconds, assumptions=(note,))
 
 
 def _reflect(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
