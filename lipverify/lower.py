@@ -45,6 +45,9 @@ GLOBAL_LP_SCALE = 16.0
 PATTERN_LP_BUDGET = 32
 #: the single-flip pattern search runs when (neurons) x (multiply-adds of one pattern Jacobian) is below this
 PATTERN_FLIP_WORK = 50_000_000
+#: activation-pattern candidates are tried when the LP's constraint matrix (kink neurons x inputs) has at most this
+#: many entries (HiGHS took ~35 s per LP at 1024 x 784 on a busy machine)
+PATTERN_LP_ENTRIES = 200_000
 
 
 def jacobian_norm(jac: np.ndarray, norm: str) -> np.ndarray:
@@ -372,10 +375,14 @@ def _pattern_candidates(net: Network, norm: str, lo: np.ndarray, hi: np.ndarray,
 
     Starts: the max-slope pattern (every neuron on the side of larger slope magnitude; all-active for ReLU) and the
     patterns of ``best_points``; then single flips of the best realizable pattern that raise its float Jacobian
-    norm, each checked by an LP (at most ``PATTERN_LP_BUDGET`` LPs).  Certification happens afterwards.
+    norm, each checked by an LP (at most ``PATTERN_LP_BUDGET`` LPs).  Certification happens afterwards.  Skipped
+    (empty) when the LP would exceed ``PATTERN_LP_ENTRIES``.
     """
     pwl = _pwl_net(net)
     if pwl is None or not any(neg != pos for _, neg, pos, _ in pwl.acts):
+        return []
+    neurons = sum(w for _, neg, pos, w in pwl.acts if neg != pos)
+    if neurons * pwl.n_in > PATTERN_LP_ENTRIES:
         return []
     lps = 0
     found: list[tuple[np.ndarray, str]] = []
@@ -394,7 +401,6 @@ def _pattern_candidates(net: Network, norm: str, lo: np.ndarray, hi: np.ndarray,
             current, current_value = pattern, v
     if current is None:
         return found
-    neurons = sum(w for _, neg, pos, w in pwl.acts if neg != pos)
     widths = [pwl.n_in] + [s[1].shape[0] for s in pwl.steps if s[0] == "dense"]
     per_pattern = sum(widths[i] * widths[i + 1] * pwl.n_in for i in range(1, len(widths) - 1)) + widths[1] * pwl.n_in
     if neurons * per_pattern > PATTERN_FLIP_WORK:
