@@ -14,6 +14,14 @@ with ``A = [blkdiag(W_1..W_{L-1}), 0]``, ``B = [0, I]``, ``T = diag(lambda)``, a
     PYTHONPATH=. python benchmarks/bench_lipsdp.py                 # 2x50 and 3x100
     PYTHONPATH=. python benchmarks/bench_lipsdp.py --big           # also 784-500-200-50-10 (structured only)
     PYTHONPATH=. python benchmarks/bench_lipsdp.py --sizes 10-50-50-10
+    PYTHONPATH=. python benchmarks/bench_lipsdp.py --table         # issue 17: deep ill-conditioned zoo nets
+    PYTHONPATH=/path/to/other/checkout python benchmarks/bench_lipsdp.py --table   # the same table, other code
+
+``--table`` prints, for the zoo's sawtooth(3..8, 10, 12) and yarotsky_square(3), (5), the certified value, the solver's
+value, their relative gap, the known LipSDP optimum (4^k and 2^(m+1) - 1, confirmed by an independent dense
+cvxpy solve in ``tests/test_sdp.py`` up to sawtooth(6); beyond, the plain solvers fail and 4^k is the pattern)
+and the time of ``lv.bound``; it only reads ``b.value`` and ``b.details["solver_value"]`` so that it runs on
+older versions of lipverify too.
 """
 
 from __future__ import annotations
@@ -104,12 +112,37 @@ def run(sizes, solver, with_dense=True, seed=0):
           f"solve {b.details['solve_seconds']:.2f} s, certification {b.details['certify_seconds']:.2f} s)", flush=True)
 
 
+def table() -> None:
+    from lipverify import zoo
+
+    rows = [(f"sawtooth({k})", zoo.sawtooth(k), 4.0**k) for k in (3, 4, 5, 6, 7, 8, 10, 12)]
+    rows += [(f"yarotsky_square({m})", zoo.yarotsky_square(m), 2.0 ** (m + 1) - 1) for m in (3, 5)]
+    print(f"lipverify from {lv.__file__}")
+    print(f"{'network':22s} {'certified':>16s} {'solver value':>16s} {'cert/solver-1':>14s} {'LipSDP opt':>11s} "
+          f"{'cert/opt-1':>11s} {'seconds':>8s}")
+    for name, net, optimum in rows:
+        t0 = time.perf_counter()
+        try:
+            b = lv.bound(net, "lipsdp", norm=2)
+        except lv.LipVerifyError as exc:
+            print(f"{name:22s} {type(exc).__name__}: {exc}")
+            continue
+        secs = time.perf_counter() - t0
+        sv = b.details["solver_value"]
+        print(f"{name:22s} {b.value:16.9f} {sv:16.9f} {b.value / sv - 1:14.2e} {optimum:11.0f} "
+              f"{b.value / optimum - 1:11.2e} {secs:8.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--solver", default="CVXOPT", choices=["CVXOPT", "SCS"])
     parser.add_argument("--sizes", action="append", help="layer widths, e.g. 50-50-50-10 (repeatable)")
     parser.add_argument("--big", action="store_true", help="also 784-500-200-50-10, structured formulation only")
+    parser.add_argument("--table", action="store_true", help="only the issue-17 table of deep zoo networks")
     args = parser.parse_args()
+    if args.table:
+        table()
+        return
     cases = [tuple(int(x) for x in s.split("-")) for s in args.sizes] if args.sizes else [(50, 50, 50, 10),
                                                                                             (100, 100, 100, 100, 10)]
     for sizes in cases:

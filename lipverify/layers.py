@@ -2,19 +2,25 @@
 
 A layer knows its output shape for a given input shape, its numpy forward pass and Jacobian, its
 sympy form and, for activations, the interval ``[alpha, beta]`` that contains every value of its
-derivative (the *slope interval*).  The bound families in :mod:`lipverify.bounds` read these facts;
-they never guess.
+derivative (the *slope interval*), a proven bound of its own float evaluation error, its range on an
+interval and its slopes narrowed to an interval (``proofs/activations.md``).  The bound families in
+:mod:`lipverify.bounds`, :mod:`lipverify.local` and :mod:`lipverify.lower` read these facts; they never guess.
+An activation whose forward contradicts its declared slopes is refused when it is built.
 
 Weights may be numpy arrays, nested lists, or sympy matrices whose entries are Rationals or
-symbols.  Exact input (integers, Fractions, sympy Rationals) is kept exactly in ``weight_exact``;
-``weight`` is the nearest float matrix and ``weight_radius`` bounds the conversion error entrywise.
-NaN or infinite weights are refused when the layer is built.
+symbols.  No weight is rounded silently: exact input (integers and integer arrays beyond 2^53, Fractions,
+Decimals, long doubles, sympy Rationals) is kept exactly in ``weight_exact``; ``weight`` is the nearest float
+matrix and ``weight_radius`` bounds the conversion error entrywise.  NaN or infinite weights, and bool, string,
+complex or date/time data, are refused when the layer is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -28,17 +34,69 @@ Shape = tuple[int, ...]
 
 
 # --------------------------------------------------------------------------- weight conversion
+#
+# No weight is rounded silently (proof: ``proofs/activations.md`` §5).  binary64, binary32 and binary16 floats are
+# taken as the exact values they denote; integers, Fractions, Decimals, long doubles and sympy numbers are kept
+# exactly (``ParamMatrix.exact``) with a proven entrywise radius ``|exact - float|``, unless every entry is exactly a
+# float64 (then the float array is the exact value); ml_dtypes' narrow real formats (bfloat16, float8, int4, ...) are
+# exact in float64; bools, strings, complex, date/time and void data are refused.
+
+_REFUSED_KINDS = {"b": "bool", "U": "str", "S": "bytes", "V": "void or a non-real extension type", "M": "datetime64",
+                  "m": "timedelta64", "c": "complex", "T": "string"}
+
+
+def _refuse_scalar(v: Any, where: str) -> None:
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{where}: entry {v!r} is a bool; give numbers (1 or 0 if that is what is meant)")
+    if isinstance(v, (str, bytes, np.str_, np.bytes_)):
+        raise TypeError(f"{where}: entry {v!r} is a {type(v).__name__}, not a number; convert it explicitly")
+    if isinstance(v, (complex, np.complexfloating)):
+        raise TypeError(f"{where}: entry {v!r} is complex; weights must be real numbers")
+
+
+def _is_float64_scalar(v: Any) -> bool:
+    """A binary64/32/16 float: its value is exactly a float64."""
+    return isinstance(v, (float, np.float16, np.float32, np.float64))
 
 
 def _is_exact_scalar(v: Any) -> bool:
-    return isinstance(v, (int, np.integer, Fraction, sympy.Basic)) and not isinstance(v, bool)
+    return not isinstance(v, (bool, np.bool_)) and (
+        isinstance(v, (int, np.integer, Fraction, Decimal, sympy.Basic))
+        or (isinstance(v, np.floating) and not _is_float64_scalar(v)))
+
+
+def _is_float64_value(v: Any, where: str) -> bool:
+    """Whether the exact number ``v`` equals a finite float64 (then ``float(v)`` is that float)."""
+    r = _to_sympy_scalar(v, where)
+    if not r.is_Rational:
+        return False
+    fr = Fraction(int(r.p), int(r.q))
+    try:
+        return Fraction(float(fr)) == fr
+    except OverflowError:
+        return False
+
+
+def _exact_rational(v: Any, where: str) -> sympy.Rational:
+    """The exact rational value of a finite float of any width or of a Decimal."""
+    try:
+        if isinstance(v, Decimal):
+            fr = Fraction(v)
+            return sympy.Rational(fr.numerator, fr.denominator)
+        p, q = v.as_integer_ratio()
+    except (ValueError, OverflowError):
+        raise ValueError(f"{where}: entry {v} is not finite; NaN and inf weights are refused") from None
+    return sympy.Rational(int(p), int(q))
 
 
 def _to_sympy_scalar(v: Any, where: str) -> sympy.Expr:
+    _refuse_scalar(v, where)
     if isinstance(v, Fraction):
         return sympy.Rational(v.numerator, v.denominator)
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+    if isinstance(v, (int, np.integer)):
         return sympy.Integer(int(v))
+    if isinstance(v, (float, np.floating, Decimal)):
+        return _exact_rational(v, where)
     if isinstance(v, sympy.Basic):
         expr = sympy.sympify(v)
         if expr.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
@@ -49,12 +107,23 @@ def _to_sympy_scalar(v: Any, where: str) -> sympy.Expr:
     raise TypeError(f"{where}: entry {v!r} of type {type(v).__name__} is not a number")
 
 
+def _fraction_up(fr: Fraction) -> float:
+    """The smallest float ``>= fr`` (``fr >= 0``); Python's ``Fraction -> float`` is correctly rounded."""
+    try:
+        f = float(fr)
+    except OverflowError:
+        return math.inf
+    if Fraction(f) < fr:
+        f = math.nextafter(f, math.inf)
+    return f
+
+
 @dataclass(frozen=True)
 class ParamMatrix:
     """A parameter array kept as floats and, when given exactly, as a sympy matrix as well.
 
-    ``exact`` is a sympy ``ImmutableMatrix`` (or ``None`` for float input); ``value`` is the nearest
-    float array (``None`` when ``exact`` has free symbols); ``radius`` bounds ``|exact - value|``
+    ``exact`` is a sympy ``ImmutableMatrix`` (or ``None`` when the float array is the exact value); ``value`` is the
+    nearest float array (``None`` when ``exact`` has free symbols); ``radius`` bounds ``|exact - value|``
     entrywise (``None`` when the floats are exact).
     """
 
@@ -68,10 +137,64 @@ class ParamMatrix:
         return set() if self.exact is None else set(self.exact.free_symbols)
 
 
-def as_param(data: Any, *, ndim: int, where: str) -> ParamMatrix:
-    """Convert weights or biases to a :class:`ParamMatrix` of rank ``ndim`` (1 or 2).
+def _integer_array_is_float(arr: np.ndarray) -> bool:
+    """Whether every entry of an integer array is exactly a float64."""
+    if arr.dtype.itemsize <= 4:
+        return True
+    small = arr <= 2**53 if arr.dtype.kind == "u" else (arr >= -(2**53)) & (arr <= 2**53)
+    if np.all(small):
+        return True
+    big = arr[~small]
+    return all(int(float(v)) == int(v) for v in big.tolist())
 
-    Raises ``ValueError``/``TypeError`` naming ``where`` for NaN/inf, non-numeric or wrong-rank input.
+
+def _is_narrow_extension_type(dt: np.dtype) -> bool:
+    """Whether ``dt`` is one of ml_dtypes' real formats (bfloat16, float8/6/4 variants, int4/int2/...; kind ``"V"``,
+    registered by onnx) whose every value is a binary64 value: at most 52 mantissa bits and exponents within binary64's,
+    or at most 53-bit integers, so ``astype(float64)`` is exact."""
+    if dt.type is np.void or dt.names is not None or "complex" in dt.name:
+        return False
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - onnx brings it
+        return False
+    try:
+        info = ml_dtypes.finfo(dt)
+        return info.nmant <= 52 and info.maxexp <= 1024 and info.minexp >= -1022
+    except (TypeError, ValueError):
+        pass
+    try:
+        return ml_dtypes.iinfo(dt).bits <= 53
+    except (TypeError, ValueError):
+        return False
+
+
+def _numeric_array(arr: np.ndarray, where: str) -> np.ndarray | None:
+    """A non-object numpy array as the float64 array of its exact values, or ``None`` when some entry is not a
+    float64 (then it is converted exactly, entry by entry); refuses non-real dtypes."""
+    kind = arr.dtype.kind
+    if kind == "V" and _is_narrow_extension_type(arr.dtype):
+        return arr.astype(np.float64)
+    if kind in _REFUSED_KINDS:
+        raise TypeError(f"{where}: weights of dtype {arr.dtype} ({_REFUSED_KINDS[kind]}) are refused; give real numbers")
+    if kind in "iu":
+        return arr.astype(np.float64) if _integer_array_is_float(arr) else None
+    if kind == "f":
+        if arr.dtype.itemsize <= 8:
+            return arr.astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            f = arr.astype(np.float64)
+        if np.all(np.isfinite(f)) and np.all(f.astype(arr.dtype) == arr):
+            return f
+        return None
+    raise TypeError(f"{where}: weights of dtype {arr.dtype} are not supported; give real numbers")
+
+
+def as_param(data: Any, *, ndim: int, where: str) -> ParamMatrix:
+    """Convert weights or biases to a :class:`ParamMatrix` of rank ``ndim`` (1 or 2), never rounding silently.
+
+    Raises ``ValueError``/``TypeError`` naming ``where`` for NaN/inf, non-numeric (bool, str, complex, ...) or
+    wrong-rank input.
     """
     if isinstance(data, sympy.MatrixBase):
         mat = sympy.ImmutableMatrix(data)
@@ -81,7 +204,10 @@ def as_param(data: Any, *, ndim: int, where: str) -> ParamMatrix:
             mat = sympy.ImmutableMatrix(list(mat))
         return _from_sympy(mat, ndim, where)
     if isinstance(data, np.ndarray) and data.dtype != object:
-        arr = data
+        floats = _numeric_array(data, where)
+        if floats is None:
+            return _exact_from_objects(data.astype(object), ndim, where)
+        arr = floats
     else:
         try:
             arr = np.array(data, dtype=object)
@@ -89,30 +215,37 @@ def as_param(data: Any, *, ndim: int, where: str) -> ParamMatrix:
             raise ShapeError(f"{where}: not a rectangular array ({exc})") from None
         if any(isinstance(v, (list, tuple, np.ndarray)) for v in arr.flat):
             raise ShapeError(f"{where}: not a rectangular array (rows of different lengths)")
-        if arr.size and all(_is_exact_scalar(v) for v in arr.flat):
-            if arr.ndim != ndim:
-                raise ShapeError(f"{where}: expected a rank-{ndim} array, got shape {arr.shape}")
-            flat = [_to_sympy_scalar(v, where) for v in arr.flat]
-            rows = arr.shape[0]
-            cols = arr.shape[1] if ndim == 2 else 1
-            return _from_sympy(sympy.ImmutableMatrix(rows, cols, flat), ndim, where)
-        try:
-            arr = np.array(data, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"{where}: weights must be numeric (numpy array, nested lists of numbers or a sympy "
-                f"Matrix), got {type(data).__name__}"
-            ) from None
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise TypeError(f"{where}: weights must be real numbers, got dtype {arr.dtype}")
-    arr = np.array(arr, dtype=np.float64)
+        for v in arr.flat:
+            _refuse_scalar(v, where)
+        for v in arr.flat:
+            if not (_is_exact_scalar(v) or _is_float64_scalar(v)):
+                raise TypeError(
+                    f"{where}: weights must be numeric (numpy array, nested lists of numbers or a sympy Matrix); "
+                    f"entry {v!r} of type {type(v).__name__} is not a number"
+                )
+        exact_kind = [_is_exact_scalar(v) for v in arr.flat]
+        if arr.size and (all(exact_kind) or not all(
+                _is_float64_value(v, where) for v, e in zip(arr.flat, exact_kind) if e)):
+            # all exact numbers (kept exact, as given), or floats mixed with numbers that no float64 equals
+            return _exact_from_objects(arr, ndim, where)
+        arr = np.array([float(v) for v in arr.flat], dtype=np.float64).reshape(arr.shape)
     if arr.ndim != ndim:
         raise ShapeError(f"{where}: expected a rank-{ndim} array, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         raise ValueError(f"{where}: entry {bad} is {arr[bad]}; NaN and inf weights are refused")
+    arr = np.array(arr, dtype=np.float64)
     arr.setflags(write=False)
     return ParamMatrix(arr, None, None, arr.shape)
+
+
+def _exact_from_objects(arr: np.ndarray, ndim: int, where: str) -> ParamMatrix:
+    if arr.ndim != ndim:
+        raise ShapeError(f"{where}: expected a rank-{ndim} array, got shape {arr.shape}")
+    flat = [_to_sympy_scalar(v, where) for v in arr.flat]
+    rows = arr.shape[0]
+    cols = arr.shape[1] if ndim == 2 else 1
+    return _from_sympy(sympy.ImmutableMatrix(rows, cols, flat), ndim, where)
 
 
 def _from_sympy(mat: sympy.ImmutableMatrix, ndim: int, where: str) -> ParamMatrix:
@@ -123,14 +256,23 @@ def _from_sympy(mat: sympy.ImmutableMatrix, ndim: int, where: str) -> ParamMatri
         return ParamMatrix(None, mat, None, shape)
     if not all(e.is_real for e in entries):
         raise TypeError(f"{where}: entries must be real numbers")
-    values = np.array([float(e) for e in entries], dtype=np.float64)
+    values = np.zeros(len(entries))
+    radius = np.zeros(len(entries))
+    for i, e in enumerate(entries):
+        if e.is_Rational:
+            fr = Fraction(int(e.p), int(e.q))
+            try:
+                values[i] = float(fr)  # correctly rounded
+            except OverflowError:
+                values[i] = math.inf
+            if math.isfinite(values[i]):
+                radius[i] = _fraction_up(abs(Fraction(values[i]) - fr))
+        else:
+            values[i] = float(sympy.N(e, 30))
+            if math.isfinite(values[i]):
+                radius[i] = float_up(abs(sympy.Rational(values[i]) - e))
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{where}: an entry overflows the float range")
-    radius = np.zeros_like(values)
-    for i, (e, v) in enumerate(zip(entries, values)):
-        if not (e.is_Rational and sympy.Rational(v) == e):
-            # float(e) is correctly rounded for Rationals, and within a few ulps for other reals
-            radius[i] = 4 * np.spacing(abs(v)) if e.is_Rational else 16 * np.spacing(abs(v)) + 1e-300
     values = values.reshape(shape)
     radius = radius.reshape(shape)
     values.setflags(write=False)
@@ -163,15 +305,269 @@ class Layer:
         return self.kind
 
 
-class Activation(Layer):
+# --------------------------------------------------------------------------- floating-point error model of the activations
+
+#: **Assumption (A-libm)**, ``proofs/activations.md`` §2: for every float ``s`` numpy's ``exp`` and ``tanh`` and scipy's
+#: ``expit`` and ``erfc`` return ``y`` with ``|y - f(s)| <= LIBM_REL |f(s)| + LIBM_ABS`` (they are accurate to a few
+#: ulps; 1e-13 is about 450 ulps).  The one place this constant is defined.
+LIBM_REL = 1e-13
+#: the absolute part of (A-libm): results below the normal range may lose all their bits
+LIBM_ABS = 2.0**-1022
+_U = 2.0**-53  # unit roundoff of binary64
+_ETA = 2.0**-1074  # smallest positive subnormal
+
+
+def _mul_up(a, b):
+    """Upper bound of the exact product of nonnegative arrays (``0 * inf`` counts as 0)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = np.nextafter(a * b, np.inf)
+    return np.where((a == 0) | (b == 0), 0.0, p)
+
+
+def _add_up(*terms):
+    """Upper bound of the exact sum of nonnegative arrays."""
+    total = np.float64(0.0)
+    with np.errstate(over="ignore"):
+        for t in terms:
+            total = np.nextafter(total + t, np.inf)
+    return total
+
+
+@dataclass(frozen=True)
+class _Tracked:
+    """A float array ``v`` computed by a fixed formula and (when ``e`` is not ``None``) an elementwise bound ``e`` of
+    ``|v - V|``, ``V`` the exact real value of the formula (running error analysis, ``proofs/activations.md`` §2)."""
+
+    v: np.ndarray
+    e: np.ndarray | None
+
+    @staticmethod
+    def exact(x, track: bool) -> _Tracked:
+        x = np.asarray(x, dtype=np.float64)
+        return _Tracked(x, np.zeros(x.shape) if track else None)
+
+    @staticmethod
+    def const(value: float, radius: float, track: bool) -> _Tracked:
+        return _Tracked(np.float64(value), np.float64(radius) if track else None)
+
+    def __mul__(self, other: _Tracked) -> _Tracked:
+        with np.errstate(over="ignore", under="ignore"):
+            v = self.v * other.v
+        if self.e is None:
+            return _Tracked(v, None)
+        # |ab - AB| <= |a| e_b + (|b| + e_b) e_a, plus the rounding 2u|fl(ab)| + eta (Lemma R)
+        e = _add_up(_mul_up(np.abs(self.v), other.e), _mul_up(_add_up(np.abs(other.v), other.e), self.e),
+                    _mul_up(2 * _U, np.abs(v)), _ETA)
+        return _Tracked(v, e)
+
+    def __add__(self, other: _Tracked) -> _Tracked:
+        with np.errstate(over="ignore"):
+            v = self.v + other.v
+        if self.e is None:
+            return _Tracked(v, None)
+        return _Tracked(v, _add_up(self.e, other.e, _mul_up(2 * _U, np.abs(v))))
+
+    def apply(self, func, dsup, cap=None) -> _Tracked:
+        """``func`` (a library function under (A-libm)) at ``v``; ``dsup(v, e)`` bounds ``|func'|`` between ``v`` and
+        every point within ``e`` of it, and ``cap(v, e)`` (optional) bounds the oscillation of ``func`` there (only
+        called where ``e > 0``)."""
+        with np.errstate(over="ignore", under="ignore"):
+            v = np.asarray(func(self.v), dtype=np.float64)
+        if self.e is None:
+            return _Tracked(v, None)
+        e = _add_up(_mul_up(2 * LIBM_REL, np.abs(v)), 2 * LIBM_ABS)
+        if np.any(self.e > 0):
+            moved = _mul_up(dsup(self.v, self.e), self.e)
+            if cap is not None:
+                moved = np.minimum(moved, cap(self.v, self.e))
+            e = _add_up(e, moved)
+        return _Tracked(v, e)
+
+
+def _exp_upper(s):
+    """An upper bound of ``exp(s)`` from numpy's ``exp`` under (A-libm); ``eta`` for ``s < -746``, where
+    ``exp(s) < e^{-746} < eta``."""
+    s = np.asarray(s, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore"):
+        bound = _add_up(_mul_up(np.exp(s), 1 + 2 * LIBM_REL), 2 * LIBM_ABS)
+    return np.where(s < -746.0, _ETA, bound)
+
+
+def _distance_from_zero(v, e):
+    """A float lower bound of ``min |t|`` over ``t`` in ``[v - e, v + e]`` (0 when the interval may contain 0)."""
+    with np.errstate(invalid="ignore"):
+        return np.fmax(np.nextafter(np.abs(v) - e, -np.inf), 0.0)
+
+
+def _erfc_dsup(v, e):
+    """``sup |erfc'| = (2/sqrt(pi)) exp(-t^2) <= 1.1284 exp(-m^2)`` with ``m`` the distance of the interval from 0."""
+    m = _distance_from_zero(v, e)
+    with np.errstate(over="ignore", under="ignore"):
+        m2 = np.fmax(np.nextafter(m * m, -np.inf), 0.0)
+    return _mul_up(1.1284, _exp_upper(-m2))
+
+
+def _erfc_cap(v, e):
+    """Oscillation of erfc on an interval at distance ``m > 0`` from 0: its values lie in ``(0, erfc(m)]`` or
+    ``[2 - erfc(m), 2)``, and ``erfc(m) <= exp(-m^2)``; ``inf`` (no cap) when the interval may contain 0."""
+    m = _distance_from_zero(v, e)
+    with np.errstate(over="ignore", under="ignore"):
+        m2 = np.fmax(np.nextafter(m * m, -np.inf), 0.0)
+    return np.where(m > 0, _exp_upper(-m2), np.inf)
+
+
+def _exp_neg_dsup(v, e):
+    """``sup exp(-s)`` over ``s >= max(v - e, 0)`` (the exact argument is ``x^2/2 >= 0``)."""
+    with np.errstate(invalid="ignore"):
+        m = np.fmax(np.nextafter(v - e, -np.inf), 0.0)
+    return _exp_upper(-m)
+
+
+def _expit(x):
+    from scipy.special import expit
+
+    return expit(x)
+
+
+def _erfc(x):
+    from scipy.special import erfc
+
+    return erfc(x)
+
+
+def _neg_exp(s):
+    return np.exp(-s)
+
+
+def _lemma_r_error(out):
+    """``2 LIBM_REL |out| + 2 LIBM_ABS``: the error of one library call with an exact argument (Lemma R + A-libm)."""
+    return _add_up(_mul_up(2 * LIBM_REL, np.abs(np.asarray(out, dtype=np.float64))), 2 * LIBM_ABS)
+
+
+@functools.cache
+def _const(value: sympy.Expr) -> tuple[float, float]:
+    """The float nearest ``value`` and a proven bound of its distance from ``value``."""
+    f = float(sympy.N(value, 40))
+    return f, float_up(abs(sympy.Rational(f) - value))
+
+
+# --------------------------------------------------------------------------- the slope check on construction
+
+_SLOPES_CHECKED: dict = {}
+
+
+def _check_key(act: Activation):
+    try:
+        if dataclasses.is_dataclass(act):
+            params = tuple((f.name, repr(getattr(act, f.name, None))) for f in dataclasses.fields(act))
+        else:
+            params = tuple(sorted((k, repr(v)) for k, v in vars(act).items()))
+        key = (type(act), params)
+        hash(key)
+        return key
+    except TypeError:
+        return None
+
+
+def _check_points() -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``x < y``: neighbours of a grid (dense near 0, log-spaced to ±1e4) and seeded random pairs."""
+    logs = np.logspace(-8, 4, 97)
+    grid = np.unique(np.concatenate([np.linspace(-8.0, 8.0, 641), logs, -logs, [0.0]]))
+    rng = np.random.default_rng(20261202)
+    a = np.concatenate([rng.uniform(-10, 10, 256), rng.choice(grid, 256)])
+    b = np.concatenate([rng.uniform(-10, 10, 256), rng.choice(grid, 256)])
+    x = np.concatenate([grid[:-1], np.minimum(a, b)])
+    y = np.concatenate([grid[1:], np.maximum(a, b)])
+    keep = x < y
+    return x[keep], y[keep]
+
+
+def check_slopes(act: Activation) -> None:
+    """Refuse ``act`` when its ``forward`` contradicts its declared slope interval.
+
+    For pairs ``x < y`` on a grid and at seeded random points, the exact secant ``(σ(y) - σ(x)) / (y - x)`` must lie in
+    ``[α, β]`` (mean value theorem).  The float values of ``σ`` are only known within the declared
+    ``forward_error`` plus one library error (``2 LIBM_REL |σ| + 2 LIBM_ABS``, for a subclass that overrides
+    ``forward`` but inherits its parent's error bound); a pair is refused only when the whole interval of possible
+    exact secants lies outside ``[α, β]``, so a truthful activation is never refused.  Results are cached per class
+    and parameters.  Raises ``ValueError`` naming the class, the pair and the quotient.
+
+    >>> class AbsReLU(ReLU):  # forward |x| while declaring slopes [0, 1]
+    ...     def forward(self, x):
+    ...         return np.abs(x)
+    >>> try:
+    ...     AbsReLU()
+    ... except ValueError as exc:
+    ...     print(str(exc)[:72])
+    AbsReLU: forward contradicts the declared slope interval [0.0, 1.0]: at
+    """
+    key = _check_key(act)
+    if key is not None and key in _SLOPES_CHECKED:
+        return
+    alpha, beta = act.slope_interval
+    x, y = _check_points()
+    pts = np.concatenate([x, y])
+    with np.errstate(all="ignore"):
+        f = np.asarray(act.forward(pts[:, None]), dtype=np.float64).reshape(pts.shape)
+        err = _add_up(np.asarray(act.forward_error(pts[:, None]), dtype=np.float64).reshape(pts.shape),
+                      _lemma_r_error(f))
+        n = len(x)
+        fx, fy, ex, ey = f[:n], f[n:], err[:n], err[n:]
+        ok = np.isfinite(fx) & np.isfinite(fy) & np.isfinite(ex) & np.isfinite(ey)
+        d = fy - fx
+        e = _add_up(ex, ey)
+        d_lo = np.nextafter(np.nextafter(d, -np.inf) - e, -np.inf)
+        d_hi = np.nextafter(np.nextafter(d, np.inf) + e, np.inf)
+        h = y - x
+        h_lo, h_hi = np.nextafter(h, -np.inf), np.nextafter(h, np.inf)
+        most = np.nextafter(np.maximum(beta * h_lo, beta * h_hi), np.inf)
+        least = np.nextafter(np.minimum(alpha * h_lo, alpha * h_hi), -np.inf)
+    bad = ok & ((d_lo > most) | (d_hi < least))
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        q = float(d[i] / h[i])
+        raise ValueError(
+            f"{type(act).__name__}: forward contradicts the declared slope interval [{alpha + 0.0!r}, {beta + 0.0!r}]: "
+            f"at x = {float(x[i])!r}, y = {float(y[i])!r} the difference quotient (f(y) - f(x)) / (y - x) = {q!r} lies "
+            "outside it "
+            "(beyond the float error of the quotient); declare slopes that contain every derivative value of forward"
+        )
+    if key is not None:
+        _SLOPES_CHECKED[key] = True
+
+
+class _ActivationMeta(type):
+    """Runs :func:`check_slopes` on every activation built (including user subclasses)."""
+
+    def __call__(cls, *args, **kwargs):
+        obj = super().__call__(*args, **kwargs)
+        if getattr(cls, "check_on_construction", True):
+            check_slopes(obj)
+        return obj
+
+
+class Activation(Layer, metaclass=_ActivationMeta):
     """An elementwise activation with derivative values in ``[slope_lower, slope_upper]``.
 
-    ``slopes`` are exact sympy Rationals; ``slope_interval`` the same interval rounded outward to floats.
+    ``slopes`` are exact sympy Rationals; ``slope_interval`` the same interval rounded outward to floats.  Every
+    activation declares, besides its slopes (``proofs/activations.md``):
+
+    * ``forward_error(x)`` / ``derivative_error(x)``: elementwise bounds of ``|forward(x) - σ(x)|`` and
+      ``|derivative(x) - σ'(x)|`` for float ``x`` (proven for the built-ins under assumption (A-libm); the defaults,
+      for user activations, *assume* one library error ``2 LIBM_REL |value| + 2 LIBM_ABS``);
+    * ``range_on(lo, hi)``: an outward-rounded enclosure of ``σ([lo, hi])`` elementwise (default: the mean-value
+      enclosure ``σ(c) ± (r max(|α|, |β|) + forward_error(c))``, sound for any activation whose slopes are right);
+    * ``narrow_slopes(lo, hi)``: per-element slope intervals of ``σ`` on ``[lo, hi]`` (default: the global one).
+
+    Constructing an activation checks its slopes against its forward (:func:`check_slopes`).
     """
 
     kind: ClassVar[str] = "Activation"
     #: an upper bound of sup |σ''| away from kinks (0 for piecewise-linear activations)
     curvature: ClassVar[float] = 0.0
+    #: run :func:`check_slopes` when an instance is built
+    check_on_construction: ClassVar[bool] = True
 
     @property
     def slopes(self) -> tuple[sympy.Rational, sympy.Rational]:
@@ -195,6 +591,97 @@ class Activation(Layer):
 
     def sympy_apply(self, expr: sympy.Expr) -> sympy.Expr:
         raise NotImplementedError
+
+    # declared facts about the float evaluation ---------------------------------------------------
+    def forward_error(self, x: np.ndarray) -> np.ndarray:
+        """A bound of ``|forward(x) - σ(x)|`` elementwise.  Default (user activations): an *assumption*, one library
+        error ``2 LIBM_REL |forward(x)| + 2 LIBM_ABS``; override it with a proven bound."""
+        return _lemma_r_error(self.forward(x))
+
+    def derivative_error(self, x: np.ndarray) -> np.ndarray:
+        """A bound of ``|derivative(x) - σ'(x)|`` where ``σ`` is differentiable (default: an assumption, as
+        :meth:`forward_error`)."""
+        return _lemma_r_error(self.derivative(x))
+
+    def range_on(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Floats ``(a, b)`` with ``σ([lo, hi]) ⊆ [a, b]`` elementwise.
+
+        Default: the mean-value enclosure ``σ(c) ± (r K + forward_error(c))`` with ``c`` the midpoint, ``r >= hi - c,
+        c - lo`` and ``K = max(|α|, |β|)`` (``proofs/activations.md`` §3).
+        """
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            c = 0.5 * lo + 0.5 * hi
+            c = np.minimum(np.maximum(c, lo), hi)
+            r = np.maximum(np.nextafter(c - lo, np.inf), np.nextafter(hi - c, np.inf))
+        a, b = self.slope_interval
+        k = max(abs(a), abs(b))
+        fc = np.asarray(self.forward(c), dtype=np.float64)
+        spread = _add_up(_mul_up(k, r), self.forward_error(c))
+        return _outward(fc, spread, fc, spread)
+
+    def narrow_slopes(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-element floats ``(α_i, β_i)`` containing ``σ'`` on ``[lo_i, hi_i]`` (default: the global interval)."""
+        a, b = self.slope_interval
+        shape = np.shape(lo)
+        return np.full(shape, a), np.full(shape, b)
+
+
+def _outward(f_lo, e_lo, f_hi, e_hi) -> tuple[np.ndarray, np.ndarray]:
+    """``(down(f_lo - e_lo), up(f_hi + e_hi))``; NaN becomes an infinite end (never a number)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        a = np.nextafter(np.nextafter(f_lo, -np.inf) - e_lo, -np.inf)
+        b = np.nextafter(np.nextafter(f_hi, np.inf) + e_hi, np.inf)
+    return np.where(np.isnan(a), -np.inf, a), np.where(np.isnan(b), np.inf, b)
+
+
+def _monotone_range(act: Activation, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """``σ([lo, hi]) ⊆ [σ(lo), σ(hi)]`` for a nondecreasing ``σ``, widened by the forward errors."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    return _outward(act.forward(lo), act.forward_error(lo), act.forward(hi), act.forward_error(hi))
+
+
+def _unimodal_range(act: Activation, lo, hi, x_star: tuple[float, float], f_min: float):
+    """Range of a function decreasing on ``(-inf, x*]`` and increasing on ``[x*, inf)``, with
+    ``x* ∈ [x_star[0], x_star[1]]`` and ``f_min <= σ(x*)`` (``proofs/activations.md`` §3)."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    f_lo, f_hi = act.forward(lo), act.forward(hi)
+    e_lo, e_hi = act.forward_error(lo), act.forward_error(hi)
+    a_lo, b_lo = _outward(f_lo, e_lo, f_lo, e_lo)
+    a_hi, b_hi = _outward(f_hi, e_hi, f_hi, e_hi)
+    may_contain = (lo <= x_star[1]) & (hi >= x_star[0])
+    return np.where(may_contain, np.minimum(f_min, np.minimum(a_lo, a_hi)), np.minimum(a_lo, a_hi)), np.maximum(b_lo, b_hi)
+
+
+def _two_bump_slopes(act: Activation, lo, hi, c_lo: float, c_hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Slopes on ``[lo, hi]`` of an activation whose ``σ'`` decreases on ``(-inf, -c]``, increases on ``[-c, c]`` and
+    decreases on ``[c, inf)`` with ``c ∈ [c_lo, c_hi]`` and extremes ``σ'(-c) >= α``, ``σ'(c) <= β`` (GELU, SiLU): the
+    extremes on ``[lo, hi]`` are at its ends or at ``∓c`` when it may contain them (``proofs/activations.md`` §3)."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    s_lo, s_hi = act.slope_interval
+    d_lo, d_hi = act.derivative(lo), act.derivative(hi)
+    e_lo, e_hi = act.derivative_error(lo), act.derivative_error(hi)
+    a1, b1 = _outward(d_lo, e_lo, d_lo, e_lo)
+    a2, b2 = _outward(d_hi, e_hi, d_hi, e_hi)
+    alpha = np.where((lo <= -c_lo) & (hi >= -c_hi), s_lo, np.minimum(a1, a2))
+    beta = np.where((lo <= c_hi) & (hi >= c_lo), s_hi, np.maximum(b1, b2))
+    alpha = np.clip(alpha, s_lo, s_hi)
+    beta = np.clip(beta, s_lo, s_hi)
+    return alpha, np.maximum(alpha, beta)
+
+
+def _even_decreasing_slopes(act: Activation, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """Slopes on ``[lo, hi]`` of an activation whose ``σ'`` is even and nonincreasing in ``|z|``: between ``σ'`` at
+    the farthest point and at the point nearest to 0, widened by the derivative errors."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    s_lo, s_hi = act.slope_interval
+    near = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
+    far = np.maximum(np.abs(lo), np.abs(hi))
+    alpha, _ = _outward(act.derivative(far), act.derivative_error(far), 0.0, 0.0)
+    _, beta = _outward(0.0, 0.0, act.derivative(near), act.derivative_error(near))
+    alpha = np.clip(alpha, s_lo, s_hi)
+    beta = np.clip(beta, s_lo, s_hi)
+    return alpha, np.maximum(alpha, beta)
 
 
 # --------------------------------------------------------------------------- affine layers
@@ -349,7 +836,7 @@ class Flatten(Layer):
 
 @dataclass(frozen=True, eq=False)
 class ReLU(Activation):
-    """``max(0, x)``; slopes ``[0, 1]``."""
+    """``max(0, x)``; slopes ``[0, 1]``; evaluated exactly."""
 
     kind: ClassVar[str] = "ReLU"
     slopes: ClassVar = (sympy.Integer(0), sympy.Integer(1))
@@ -364,30 +851,63 @@ class ReLU(Activation):
     def derivative(self, x):
         return (x > 0).astype(np.float64)
 
+    def forward_error(self, x):
+        return np.zeros(np.shape(x))
+
+    def derivative_error(self, x):
+        return np.zeros(np.shape(x))
+
+    def range_on(self, lo, hi):
+        return _monotone_range(self, lo, hi)
+
+    def narrow_slopes(self, lo, hi):
+        return _piecewise_linear_slopes(self, lo, hi, 0.0, 0.0)
+
     def sympy_apply(self, expr):
         return sympy.Max(0, expr)
 
 
+def _piecewise_linear_slopes(act: Activation, lo, hi, neg_lo: float, neg_hi: float):
+    """Slopes on ``[lo, hi]`` of a function linear with slope 1 on ``[0, inf)`` and slope in ``[neg_lo, neg_hi]`` on
+    ``(-inf, 0]``: ``[1, 1]`` when ``lo >= 0``, the negative side's when ``hi <= 0``, else the global interval."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    s_lo, s_hi = act.slope_interval
+    alpha = np.where(lo >= 0, 1.0, np.where(hi <= 0, neg_lo, s_lo))
+    beta = np.where(lo >= 0, 1.0, np.where(hi <= 0, neg_hi, s_hi))
+    return np.maximum(alpha, s_lo), np.minimum(beta, s_hi)
+
+
 @dataclass(frozen=True, eq=False)
 class LeakyReLU(Activation):
-    """``x`` for ``x >= 0`` and ``a x`` otherwise; slopes ``[min(a, 1), max(a, 1)]``."""
+    """``x`` for ``x >= 0`` and ``a x`` otherwise; slopes ``[min(a, 1), max(a, 1)]``.
+
+    ``a`` may be negative (then the function decreases on ``x < 0`` and has its minimum 0 at 0) or exceed 1.
+
+    >>> lo, hi = LeakyReLU(-0.5).range_on(np.array([-1.0]), np.array([3.0]))  # σ([-1, 3]) = [0, 3]
+    >>> float(lo[0]), bool(3.0 <= hi[0] < 3.0 + 1e-12)
+    (0.0, True)
+    """
 
     negative_slope: Any = sympy.Rational(1, 100)
     kind: ClassVar[str] = "LeakyReLU"
 
     def __post_init__(self) -> None:
         a = self.negative_slope
-        if isinstance(a, bool) or not isinstance(a, (int, float, Fraction, np.integer, np.floating, sympy.Basic)):
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, float, Fraction, np.integer, np.floating,
+                                                                  sympy.Basic)):
             raise TypeError(f"LeakyReLU: negative_slope must be a real number, got {a!r}")
         if isinstance(a, (float, np.floating)):
             if not math.isfinite(a):
                 raise ValueError(f"LeakyReLU: negative_slope must be finite, got {a}")
-            exact = sympy.Rational(float(a))
+            exact = _exact_rational(a, "LeakyReLU negative_slope")
         else:
             exact = _to_sympy_scalar(a, "LeakyReLU negative_slope")
             if not exact.is_Rational:
                 raise TypeError(f"LeakyReLU: negative_slope must be a rational number, got {a}")
+        a_float, a_rad = _const(exact)
         object.__setattr__(self, "_a", exact)
+        object.__setattr__(self, "_a_float", a_float)
+        object.__setattr__(self, "_a_radius", a_rad)
 
     @property
     def slopes(self):
@@ -398,11 +918,30 @@ class LeakyReLU(Activation):
         return True
 
     def forward(self, x):
-        a = float(self._a)
-        return np.where(x >= 0, x, a * x)
+        with np.errstate(over="ignore"):  # |a x| beyond the float range is inf, as it should be
+            return np.where(x >= 0, x, self._a_float * x)
 
     def derivative(self, x):
-        return np.where(x > 0, 1.0, float(self._a))
+        return np.where(x > 0, 1.0, self._a_float)
+
+    def forward_error(self, x):
+        # x >= 0: exact.  x < 0: |fl(â x) - a x| <= |x| |â - a| + 2u |fl(â x)| + eta (Lemma R)
+        x = np.asarray(x, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            e = _add_up(_mul_up(np.abs(x), self._a_radius), _mul_up(2 * _U, np.abs(self._a_float * x)), _ETA)
+        return np.where(x >= 0, 0.0, e)
+
+    def derivative_error(self, x):
+        return np.where(np.asarray(x) > 0, 0.0, self._a_radius)
+
+    def range_on(self, lo, hi):
+        if self._a >= 0:
+            return _monotone_range(self, lo, hi)
+        return _unimodal_range(self, lo, hi, (0.0, 0.0), 0.0)  # decreasing on x <= 0, minimum σ(0) = 0
+
+    def narrow_slopes(self, lo, hi):
+        a_lo, a_hi = float_down(self._a), float_up(self._a)
+        return _piecewise_linear_slopes(self, lo, hi, a_lo, a_hi)
 
     def sympy_apply(self, expr):
         return sympy.Piecewise((expr, expr >= 0), (self._a * expr, True))
@@ -428,13 +967,33 @@ class Identity(Activation):
     def derivative(self, x):
         return np.ones_like(x, dtype=np.float64)
 
+    def forward_error(self, x):
+        return np.zeros(np.shape(x))
+
+    def derivative_error(self, x):
+        return np.zeros(np.shape(x))
+
+    def range_on(self, lo, hi):
+        return _monotone_range(self, lo, hi)
+
+    def narrow_slopes(self, lo, hi):
+        return np.ones(np.shape(lo)), np.ones(np.shape(lo))
+
     def sympy_apply(self, expr):
         return expr
 
 
+def _sech2(x, track: bool) -> _Tracked:
+    """``tanh'(x) = 4 expit(2x) expit(-2x)`` (no cancellation in the tails); ``|x|`` is clipped at 1000, where
+    ``sech^2 < 4 e^{-2000}`` is below the smallest subnormal (the clipping adds ``eta`` to the error)."""
+    x = np.clip(np.asarray(x, dtype=np.float64), -1000.0, 1000.0)
+    p = _Tracked.exact(2.0 * x, track).apply(_expit, None) * _Tracked.exact(-2.0 * x, track).apply(_expit, None)
+    return p * _Tracked.const(4.0, 0.0, track)
+
+
 @dataclass(frozen=True, eq=False)
 class Tanh(Activation):
-    """``tanh``; slopes ``[0, 1]``."""
+    """``tanh``; slopes ``[0, 1]``; derivative evaluated as ``4 expit(2x) expit(-2x)``."""
 
     kind: ClassVar[str] = "Tanh"
     curvature: ClassVar[float] = 0.77  # 4 / (3 sqrt 3) = 0.7698...
@@ -444,37 +1003,133 @@ class Tanh(Activation):
         return np.tanh(x)
 
     def derivative(self, x):
-        return 1.0 - np.tanh(x) ** 2
+        return _sech2(x, False).v
+
+    def forward_error(self, x):
+        return _lemma_r_error(np.tanh(x))
+
+    def derivative_error(self, x):
+        clipped = np.abs(np.asarray(x, dtype=np.float64)) > 1000.0
+        e = _sech2(x, True).e
+        return np.where(clipped, _add_up(e, _ETA), e)
+
+    def range_on(self, lo, hi):
+        return _monotone_range(self, lo, hi)
+
+    def narrow_slopes(self, lo, hi):
+        return _even_decreasing_slopes(self, lo, hi)
 
     def sympy_apply(self, expr):
         return sympy.tanh(expr)
 
 
+def _sigmoid_derivative(x, track: bool) -> _Tracked:
+    """``expit(x) expit(-x)``: accurate in both tails."""
+    return _Tracked.exact(x, track).apply(_expit, None) * _Tracked.exact(-np.asarray(x, dtype=np.float64),
+                                                                          track).apply(_expit, None)
+
+
 @dataclass(frozen=True, eq=False)
 class Sigmoid(Activation):
-    """The logistic function ``1 / (1 + exp(-x))``; slopes ``[0, 1/4]``."""
+    """The logistic function ``1 / (1 + exp(-x))`` (scipy's ``expit``); slopes ``[0, 1/4]``."""
 
     kind: ClassVar[str] = "Sigmoid"
     curvature: ClassVar[float] = 0.0963  # 1 / (6 sqrt 3) = 0.09623...
     slopes: ClassVar = (sympy.Integer(0), sympy.Rational(1, 4))
 
     def forward(self, x):
-        return 0.5 * (1.0 + np.tanh(0.5 * x))
+        return _expit(np.asarray(x, dtype=np.float64))
 
     def derivative(self, x):
-        s = self.forward(x)
-        return s * (1.0 - s)
+        return _sigmoid_derivative(x, False).v
+
+    def forward_error(self, x):
+        return _lemma_r_error(self.forward(x))
+
+    def derivative_error(self, x):
+        return _sigmoid_derivative(x, True).e
+
+    def range_on(self, lo, hi):
+        return _monotone_range(self, lo, hi)
+
+    def narrow_slopes(self, lo, hi):
+        return _even_decreasing_slopes(self, lo, hi)
 
     def sympy_apply(self, expr):
         return 1 / (1 + sympy.exp(-expr))
 
 
+@functools.cache
+def _unimodal_minimum(name: str) -> tuple[tuple[float, float], float]:
+    """A proven float bracket ``[a, b]`` of the minimiser ``x*`` and a float ``m <= σ(x*)`` for GELU / SiLU, by
+    python-flint ``arb`` ball arithmetic (``proofs/activations.md`` §3): the sign of ``σ'`` at the bracket's ends is
+    decided rigorously, and ``m`` is a float below ``σ`` evaluated on the ball covering the bracket."""
+    from flint import arb, ctx
+
+    old = ctx.prec
+    ctx.prec = 128
+    try:
+        if name == "GELU":
+            def f(t):
+                return t * (1 + (t / arb(2).sqrt()).erf()) / 2
+
+            def df(t):
+                return (1 + (t / arb(2).sqrt()).erf()) / 2 + t * (-t * t / 2).exp() / (2 * arb.pi()).sqrt()
+
+            a, b = "-0.75179153", "-0.75179152"
+        else:
+            def f(t):
+                return t / (1 + (-t).exp())
+
+            def df(t):
+                s = 1 / (1 + (-t).exp())
+                return s * (1 + t * (1 - s))
+
+            a, b = "-1.27846455", "-1.27846454"
+        lo_ball, hi_ball = arb(a), arb(b)
+        if not (bool(df(lo_ball) < 0) and bool(df(hi_ball) > 0)):
+            raise RuntimeError(f"{name}: the bracket of the minimiser could not be verified")
+        value = f(lo_ball.union(hi_ball)).lower()
+        m = float(value)
+        while not bool(arb(m) <= value):
+            m = float(np.nextafter(m, -np.inf))
+        x_lo = float(np.nextafter(float(a), -np.inf))
+        x_hi = float(np.nextafter(float(b), np.inf))
+        if not (bool(arb(x_lo) < lo_ball) and bool(arb(x_hi) > hi_ball)):
+            raise RuntimeError(f"{name}: the float bracket of the minimiser could not be verified")
+        return (x_lo, x_hi), m
+    finally:
+        ctx.prec = old
+
+
+def _gelu(x, track: bool) -> tuple[_Tracked, _Tracked]:
+    """``(0.5 x) erfc(x * fl(-1/sqrt 2))`` and its erfc factor: no cancellation for ``x -> -inf``."""
+    x = np.asarray(x, dtype=np.float64)
+    c, c_rad = _const(-1 / sympy.sqrt(2))
+    xt = _Tracked.exact(x, track)
+    erfc_t = (xt * _Tracked.const(c, c_rad, track)).apply(_erfc, _erfc_dsup, _erfc_cap)
+    return (_Tracked.const(0.5, 0.0, track) * xt) * erfc_t, erfc_t
+
+
+def _gelu_derivative(x, track: bool) -> _Tracked:
+    """``0.5 erfc(-x/sqrt 2) + x exp(-x^2/2) / sqrt(2 pi)``; the second term is dropped for ``|x| > 40``, where it is
+    below ``40 e^{-800} < eta`` (added to the error)."""
+    x = np.asarray(x, dtype=np.float64)
+    _, erfc_t = _gelu(x, track)
+    k, k_rad = _const(1 / sympy.sqrt(2 * sympy.pi))
+    xs = _Tracked.exact(np.where(np.abs(x) <= 40.0, x, 0.0), track)
+    half = _Tracked.const(0.5, 0.0, track)
+    gauss = ((xs * xs) * half).apply(_neg_exp, _exp_neg_dsup)
+    return half * erfc_t + (xs * gauss) * _Tracked.const(k, k_rad, track)
+
+
 @dataclass(frozen=True, eq=False)
 class GELU(Activation):
-    """``x Phi(x)`` (exact erf form); slopes enclosed by ``[-0.1290, 1.1290]``.
+    """``x Phi(x)`` (exact erf form, evaluated as ``0.5 x erfc(-x/sqrt 2)``); slopes enclosed by ``[-0.1290, 1.1290]``.
 
     The extreme slopes are ``1/2 ± (erf(1)/2 + 1/(e sqrt(pi)))``, numerically ``-0.128904`` and
-    ``1.128904`` at ``x = ∓sqrt(2)``; see ``proofs/activations.md``.
+    ``1.128904`` at ``x = ∓sqrt(2)``; the minimum ``-0.16997...`` is at ``x* = -0.75179...``;
+    see ``proofs/activations.md``.
     """
 
     kind: ClassVar[str] = "GELU"
@@ -482,33 +1137,70 @@ class GELU(Activation):
     slopes: ClassVar = (sympy.Rational(-1290, 10000), sympy.Rational(11290, 10000))
 
     def forward(self, x):
-        from scipy.special import erf
-
-        return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+        return _gelu(x, False)[0].v
 
     def derivative(self, x):
-        from scipy.special import erf
+        return _gelu_derivative(x, False).v
 
-        return 0.5 * (1.0 + erf(x / math.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    def forward_error(self, x):
+        return _gelu(x, True)[0].e
+
+    def derivative_error(self, x):
+        dropped = np.abs(np.asarray(x, dtype=np.float64)) > 40.0
+        e = _gelu_derivative(x, True).e
+        return np.where(dropped, _add_up(e, _ETA), e)
+
+    def range_on(self, lo, hi):
+        x_star, f_min = _unimodal_minimum("GELU")
+        return _unimodal_range(self, lo, hi, x_star, f_min)
+
+    def narrow_slopes(self, lo, hi):
+        return _two_bump_slopes(self, lo, hi, 1.4142135, 1.4142137)  # GELU'' = φ(x)(2 - x²): c = √2
 
     def sympy_apply(self, expr):
         return expr / 2 * (1 + sympy.erf(expr / sympy.sqrt(2)))
 
 
+def _silu(x, track: bool) -> _Tracked:
+    xt = _Tracked.exact(x, track)
+    return xt * xt.apply(_expit, None)
+
+
+def _silu_derivative(x, track: bool) -> _Tracked:
+    """``expit(x) (1 + x expit(-x))``: no cancellation in the tails (``1 - expit(x)`` is never formed)."""
+    x = np.asarray(x, dtype=np.float64)
+    xt = _Tracked.exact(x, track)
+    q = _Tracked.exact(-x, track).apply(_expit, None)
+    return xt.apply(_expit, None) * (_Tracked.const(1.0, 0.0, track) + xt * q)
+
+
 @dataclass(frozen=True, eq=False)
 class SiLU(Activation):
-    """``x sigmoid(x)`` (swish); slopes enclosed by ``[-0.0999, 1.0999]`` (extremes ±1.099839…, see proofs)."""
+    """``x sigmoid(x)`` (swish, evaluated as ``x expit(x)``); slopes enclosed by ``[-0.0999, 1.0999]`` (extremes
+    ±1.099839…), minimum ``-0.27846...`` at ``x* = -1.27846...``; see ``proofs/activations.md``."""
 
     kind: ClassVar[str] = "SiLU"
     curvature: ClassVar[float] = 0.51  # |s(1-s)(2 + x(1-2s))| <= 1/2, attained at 0
     slopes: ClassVar = (sympy.Rational(-999, 10000), sympy.Rational(10999, 10000))
 
     def forward(self, x):
-        return x * 0.5 * (1.0 + np.tanh(0.5 * x))
+        return _silu(x, False).v
 
     def derivative(self, x):
-        s = 0.5 * (1.0 + np.tanh(0.5 * x))
-        return s * (1.0 + x * (1.0 - s))
+        return _silu_derivative(x, False).v
+
+    def forward_error(self, x):
+        return _silu(x, True).e
+
+    def derivative_error(self, x):
+        return _silu_derivative(x, True).e
+
+    def range_on(self, lo, hi):
+        x_star, f_min = _unimodal_minimum("SiLU")
+        return _unimodal_range(self, lo, hi, x_star, f_min)
+
+    def narrow_slopes(self, lo, hi):
+        return _two_bump_slopes(self, lo, hi, 2.3992, 2.3995)  # c = x0 ∈ (2.3993, 2.3994), proofs/activations.md §1
 
     def sympy_apply(self, expr):
         return expr / (1 + sympy.exp(-expr))

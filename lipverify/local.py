@@ -1,8 +1,9 @@
 """Local Lipschitz bounds on an input box, and certified robustness radii (proof: ``proofs/local.md``).
 
 Interval bound propagation (rigorous, outward rounded) gives every activation input an interval on the
-box; on it each activation's slopes narrow (a ReLU that is always inactive has slopes ``[0, 0]``, always
-active ``[1, 1]``; tanh and sigmoid narrow by monotonicity of ``|σ'|`` in ``|z|``).  :func:`localize`
+box (each activation's declared ``range_on`` maps an input interval to an enclosure of its image); on it each
+activation's slopes narrow by its declared ``narrow_slopes`` (a ReLU that is always inactive has slopes ``[0, 0]``,
+always active ``[1, 1]``; tanh and sigmoid narrow by monotonicity of ``|σ'|`` in ``|z|``).  :func:`localize`
 returns the same network with every activation wrapped in :class:`LocalActivation` carrying the
 narrowed per-neuron slopes, so every bound method run on it bounds the Lipschitz constant on the box.
 """
@@ -16,12 +17,9 @@ import numpy as np
 import sympy
 
 from .errors import NotApplicableError, ShapeError
-from .layers import GELU, Activation, Dense, Flatten, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
+from .layers import Activation, Dense, Flatten
 from .network import Network
-from .rigorous import ETA, Interval, down, up
-
-#: relative accuracy assumed for numpy's tanh/exp (a few ulps in practice)
-LIBM_REL = 1e-13
+from .rigorous import Interval, down, up
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,6 +30,8 @@ class LocalActivation(Activation):
     lo: np.ndarray
     hi: np.ndarray
     kind: ClassVar[str] = "LocalActivation"
+    #: its slopes hold on the box only, not on the whole line: the construction check does not apply
+    check_on_construction: ClassVar[bool] = False
 
     @property
     def slopes(self):
@@ -55,6 +55,15 @@ class LocalActivation(Activation):
     def derivative(self, x):
         return self.base.derivative(x)
 
+    def forward_error(self, x):
+        return self.base.forward_error(x)
+
+    def derivative_error(self, x):
+        return self.base.derivative_error(x)
+
+    def range_on(self, lo, hi):
+        return self.base.range_on(lo, hi)
+
     def sympy_apply(self, expr):
         return self.base.sympy_apply(expr)
 
@@ -77,51 +86,6 @@ def _parse_box(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def _activation_range(act: Activation, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """An enclosure of ``σ([lo, hi])`` (elementwise), rounded outward."""
-    if isinstance(act, (ReLU, LeakyReLU, Identity, Tanh, Sigmoid)):  # nondecreasing
-        a, b = act.forward(lo), act.forward(hi)
-    elif isinstance(act, (GELU, SiLU)):  # decreasing then increasing, minimum at x*
-        x_star, f_min = (-0.7517916, -0.17) if isinstance(act, GELU) else (-1.2784645, -0.2785)
-        a = np.minimum(act.forward(lo), act.forward(hi))
-        a = np.where((lo <= x_star + 1e-6) & (hi >= x_star - 1e-6), f_min, a)
-        b = np.maximum(act.forward(lo), act.forward(hi))
-    else:
-        raise NotApplicableError(f"local bounds: no interval rule for {act.describe()}")
-    margin_a = LIBM_REL * np.abs(a) + ETA
-    margin_b = LIBM_REL * np.abs(b) + ETA
-    return down(a - margin_a), up(b + margin_b)
-
-
-def _narrow(act: Activation, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-neuron slope intervals of ``act`` on inputs in ``[lo, hi]`` (floats, rounded outward)."""
-    s_lo, s_hi = act.slope_interval
-    if isinstance(act, (ReLU, LeakyReLU)):
-        neg = float(act.slopes[0]) if isinstance(act, ReLU) else None
-        if isinstance(act, LeakyReLU):
-            a = act.slopes[0] if act.slopes[0] != 1 else act.slopes[1]  # the negative-side slope
-            neg_lo = float(down(float(a)))
-            neg_hi = float(up(float(a)))
-        else:
-            neg_lo = neg_hi = neg
-        alpha = np.full(lo.shape, s_lo)
-        beta = np.full(lo.shape, s_hi)
-        active = lo >= 0
-        inactive = hi <= 0
-        alpha[active] = beta[active] = 1.0
-        alpha[inactive], beta[inactive] = neg_lo, neg_hi
-        return np.maximum(alpha, s_lo), np.minimum(beta, s_hi)
-    if isinstance(act, (Tanh, Sigmoid)):
-        # σ' is even and decreasing in |z|: extremes at the nearest and the farthest point from 0
-        near = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
-        far = np.maximum(np.abs(lo), np.abs(hi))
-        d_near, d_far = act.derivative(near), act.derivative(far)
-        alpha = np.maximum(down(d_far - LIBM_REL * (1 + far) - ETA), s_lo)
-        beta = np.minimum(up(d_near + LIBM_REL * (1 + near) + ETA), s_hi)
-        return alpha, np.maximum(beta, alpha)
-    return np.full(lo.shape, s_lo), np.full(lo.shape, s_hi)
-
-
 def localize(net: Network, domain: Any) -> Network:
     """The network with every activation narrowed to its slopes on the box ``domain = (lower, upper)``."""
     lo, hi = _parse_box(net, domain)
@@ -133,13 +97,13 @@ def localize(net: Network, domain: Any) -> Network:
             bias = layer.bias[:, None]
             b_rad = np.zeros_like(bias) if layer.bias_radius is None else layer.bias_radius[:, None]
             z_lo, z_hi = x.bounds()
-            x = Interval.from_bounds(down(z_lo + bias - b_rad), up(z_hi + bias + b_rad))
+            x = Interval.from_bounds(down(down(z_lo + bias) - b_rad), up(up(z_hi + bias) + b_rad))  # one rounding each
             layers.append(layer)
         elif isinstance(layer, Activation):
             z_lo, z_hi = x.bounds()
-            a, b = _narrow(layer, z_lo[:, 0], z_hi[:, 0])
+            a, b = layer.narrow_slopes(z_lo[:, 0], z_hi[:, 0])
             layers.append(LocalActivation(layer, a, b))
-            out_lo, out_hi = _activation_range(layer, z_lo, z_hi)
+            out_lo, out_hi = layer.range_on(z_lo, z_hi)
             x = Interval.from_bounds(out_lo, out_hi)
         elif isinstance(layer, Flatten):
             layers.append(layer)
@@ -160,11 +124,11 @@ def output_enclosure(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]
             x = x.left_matmul(layer.weight, layer.weight_radius)
             b_rad = np.zeros(layer.n_out) if layer.bias_radius is None else layer.bias_radius
             z_lo, z_hi = x.bounds()
-            x = Interval.from_bounds(down(z_lo + (layer.bias - b_rad)[:, None]),
-                                     up(z_hi + (layer.bias + b_rad)[:, None]))
+            bias = layer.bias[:, None]
+            x = Interval.from_bounds(down(down(z_lo + bias) - b_rad[:, None]), up(up(z_hi + bias) + b_rad[:, None]))
         elif isinstance(layer, Activation):
             z_lo, z_hi = x.bounds()
-            x = Interval.from_bounds(*_activation_range(layer, z_lo, z_hi))
+            x = Interval.from_bounds(*layer.range_on(z_lo, z_hi))
         elif not isinstance(layer, Flatten):
             raise NotApplicableError(f"output enclosure: layer {i} ({layer.describe()}) is not supported")
     out_lo, out_hi = x.bounds()

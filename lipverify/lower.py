@@ -26,14 +26,12 @@ from .conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
 from .conv.operators import DenseOp
 from .conv.program import conv_matrix, explicit_nnz, is_cnn, linear_op
 from .errors import LipVerifyError, NumericalError, UnsupportedLayerError
-from .layers import Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU
+from .layers import LIBM_REL, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU  # noqa: F401  (LIBM_REL: defined once, in layers.py)
 from .network import Network
 from .norms import NormLike, parse_norm
 from .result import OUTWARD, Bound
 from .rigorous import ETA, add_up, down, gamma_up, interval_product, matmul_up, spectral_norm_lower, sum_down, up
 
-#: relative error assumed for numpy's evaluation of tanh, exp, erf and the derivative formulas built on them
-LIBM_REL = 1e-13
 #: how many of the best points are tried for certification
 CANDIDATES = 16
 #: CNNs are certified through their explicit layer matrices and an interval enclosure of the Jacobian; above this
@@ -63,7 +61,8 @@ def _forward_with_errors(net: Network, x: np.ndarray) -> dict[int, tuple[np.ndar
     """Float inputs ``z`` of every activation layer (by layer index) with rigorous bounds ``|z - z_exact|``.
 
     Dense: ``|fl(Wh + b) - (W_exact h_exact + b_exact)| <= gamma_{n+1}(|W||h| + |b|) + |W| e + r (|h| + e) + rb``;
-    activations: ``e_out <= max(|alpha|, |beta|) e_in + LIBM_REL |out| + eta``.
+    activations: ``e_out <= max(|alpha|, |beta|) e_in + forward_error(z)`` (the activation's declared, proven bound of
+    its own evaluation error at the float input; ``proofs/activations.md`` §2).
     """
     h = np.asarray(x, dtype=np.float64).ravel()
     err = np.zeros_like(h)
@@ -87,7 +86,10 @@ def _forward_with_errors(net: Network, x: np.ndarray) -> dict[int, tuple[np.ndar
             records[i] = (h, err)
             lo, hi = layer.slope_interval
             out = layer.forward(h)
-            err = add_up(up(max(abs(lo), abs(hi)) * err), up(LIBM_REL * np.abs(out)), np.full_like(out, ETA))
+            own = np.asarray(layer.forward_error(h), dtype=np.float64)
+            err = add_up(up(max(abs(lo), abs(hi)) * err), own)
+            if not np.all(np.isfinite(err)):
+                raise NumericalError(f"layer {i} ({layer.describe()}): the forward error bound is not finite")
             h = out
         elif isinstance(layer, Flatten):
             continue
@@ -97,15 +99,21 @@ def _forward_with_errors(net: Network, x: np.ndarray) -> dict[int, tuple[np.ndar
 
 
 def _derivative_interval(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """An interval containing ``σ'(z_exact)``, or ``None`` when ``z`` may sit on a kink."""
+    """An interval containing ``σ'(z_exact)``, or ``None`` when ``z`` may sit on a kink.
+
+    ``|σ'(z_exact) - fl σ'(z)| <= |σ'(z_exact) - σ'(z)| + |σ'(z) - fl σ'(z)| <= κ ez + derivative_error(z)`` with
+    ``κ >= sup |σ''|`` (``curvature``; 0 for piecewise-linear activations, which are linear on the side of ``z``)."""
     d = layer.derivative(z)
+    own = np.asarray(layer.derivative_error(z), dtype=np.float64)
     if layer.is_piecewise_linear:
         if np.any(np.abs(z) <= ez):
             return None
-        spread = np.abs(np.spacing(d))  # LeakyReLU's rational slope rounded to a float
-        return down(d - spread), up(d + spread)
-    spread = up(layer.curvature * ez + LIBM_REL * (1.0 + np.abs(z)) + ETA)
-    return down(d - spread), up(d + spread)
+        spread = own
+    else:
+        spread = add_up(up(layer.curvature * ez), own)
+    if not np.all(np.isfinite(spread)):
+        return None
+    return down(down(d) - spread), up(up(d) + spread)
 
 
 def certified_jacobian_norm(net: Network, x: np.ndarray, norm: str) -> float | None:
@@ -569,9 +577,6 @@ def _shift_radius(layer: BatchNorm2d) -> np.ndarray:
                   np.full(t.shape, 2 * ETA))
 
 
-_IDENTITY = Identity()
-
-
 def _affine_with_error(st: _Step, h: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``z = fl(M h + b)`` and a bound of ``|z - (M_exact h_exact + b_exact)|`` where ``|h - h_exact| <= err``:
     ``gamma_{k+1} (|M||h| + |b|) + |M| err + R (|h| + err) + r_b + 4 (k + 2) eta`` (k = ``st.inner``)."""
@@ -590,11 +595,12 @@ def _affine_with_error(st: _Step, h: np.ndarray, err: np.ndarray) -> tuple[np.nd
 
 def _activation_with_error(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``fl(sigma(z))`` and a bound of its distance to ``sigma(z_exact)`` for ``|z - z_exact| <= ez``:
-    ``max(|alpha|, |beta|) ez`` (mean value theorem) plus the evaluation error at ``z`` that the fully connected
-    analysis (``_forward_with_errors``, error-free input) assigns, so both paths share one activation error model."""
-    out, e_eval = _forward_with_errors(Network([layer, _IDENTITY], input_shape=(z.size,)), z)[1]
+    ``max(|alpha|, |beta|) ez`` (mean value theorem) plus the activation's declared evaluation error at ``z``
+    (``forward_error``, ``proofs/activations.md`` §2), as in ``_forward_with_errors``."""
     lo, hi = layer.slope_interval
-    return out, add_up(rigorous.scale_up(ez, max(abs(lo), abs(hi))), e_eval)
+    out = layer.forward(z)
+    err = add_up(up(max(abs(lo), abs(hi)) * ez), np.asarray(layer.forward_error(z), dtype=np.float64))
+    return out, rigorous._check_finite(err, f"lower_bound: {layer.describe()} forward error bound")
 
 
 def _locally_constant(layer: Activation, z: np.ndarray, ez: np.ndarray) -> np.ndarray:

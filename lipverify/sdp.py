@@ -19,6 +19,11 @@ block-structured cvxpy formulation :func:`formulate`.  A status other than optim
 
 Numerics: every weight matrix is first scaled by a power of two (exact) so that its spectral norm lies in
 ``[1/2, 1)``; the constant of the original chain is the scaled one times the product of the powers of two.
+On deep nets with cancellations (the zoo's sawtooth) that is not enough: the solution is then rescaled per
+neuron by powers of two and solved again (:func:`rebalance`), and a point on the boundary of the feasible set
+is repaired by mixing it with a strictly feasible anchor (:func:`certify`); ``proofs/lipsdp.md`` §3, §5.
+``Bound.details`` reports the solver's value, the certified value and the relative loss; a loss above 1e-4
+is said in ``Bound.status`` and ``details["note"]``.
 """
 
 from __future__ import annotations
@@ -55,6 +60,21 @@ SOLVERS = ("CVXOPT", "SCS", "CLARABEL")
 FORMULATE_MAX_ENTRIES = 20_000_000
 #: relative inflations of rho tried, in order, until the proof goes through
 MARGINS = (1e-9, 1e-7, 1e-5, 1e-3)
+#: mixing weights toward the anchor tried by :func:`certify` (proofs/lipsdp.md §5)
+MIX_WEIGHTS = tuple(10.0 ** (-j / 2) for j in range(20, -1, -1))
+#: strict-feasibility margin of the anchor solve, relative to the largest multiplier of the balanced problem
+ANCHOR_MARGIN = 1e-4
+#: relative loss (certified value over solver value, minus 1) above which the anchor repair is run
+REPAIR_LOSS = 1e-7
+#: rho and every layer's largest multiplier within 4**BALANCED of 1 count as balanced (no second solve)
+BALANCED = 2
+#: a first solution with rho outside [4**-RHO_BALANCED, 4**RHO_BALANCED] is rebalanced even if its certificate is
+#: tight (CVXOPT's absolute tolerance 1e-7 would be a large relative error of a tiny rho)
+RHO_BALANCED = 6
+#: at most this many rescale-and-solve-again rounds (proofs/lipsdp.md §5)
+REBALANCE_ROUNDS = 4
+#: relative loss above which the result says so in its status and note
+LOSS_WARN = 1e-4
 #: significant bits kept when rounding the multipliers and rho to dyadic rationals
 DYADIC_BITS = 30
 
@@ -64,7 +84,9 @@ DYADIC_BITS = 30
 
 @dataclass(frozen=True)
 class LipSDPProblem:
-    """A chain scaled by powers of two: ``weights[l] = 2**-shifts[l] * W_{l+1}`` (exactly).
+    """A chain scaled by powers of two: ``weights[l] = 2**-shifts[l] * N_{l+1}^-1 W_{l+1} N_l`` (exactly), with
+    ``N_l = diag(2**neuron_exps[l-1])`` for hidden layer ``l`` and ``N_0 = N_L = I`` (no per-neuron
+    exponents: ``N_l = I``; ``proofs/lipsdp.md`` §3).
 
     ``exact[l]`` is the scaled weight as a ``Fraction`` object array when the exact weights are known
     (float weights without radius are exact dyadic rationals), else ``None``; ``radii[l]`` bounds
@@ -77,6 +99,13 @@ class LipSDPProblem:
     exact: tuple[np.ndarray, ...] | None
     slopes: tuple[tuple[Fraction, Fraction], ...]
     shifts: tuple[int, ...]
+    neuron_exps: tuple[np.ndarray, ...] | None = None
+
+    def original_certificate(self, cert: Certificate) -> Certificate:
+        """A certificate of this (scaled) problem as a certificate of the original chain (§3)."""
+        if self.neuron_exps is not None:
+            cert = cert.neurons_unscaled(self.neuron_exps)
+        return cert.unscaled(self.shifts)
 
     @property
     def depth(self) -> int:
@@ -128,15 +157,86 @@ def problem_from_chain(chain: LinearChain, *, want_exact: bool = True) -> LipSDP
     for w, r, f in merged:
         norm = float(np.linalg.norm(w, 2)) if w.size else 0.0
         e = math.frexp(norm)[1] if norm > 0 and math.isfinite(norm) else 0
-        ws = np.ldexp(w, -e)
-        rs = None if r is None else up(np.ldexp(r, -e))
-        if not np.array_equal(np.ldexp(ws, e), w):  # underflow made the scaling inexact: at most eta per entry
-            rs = up((0.0 if rs is None else rs) + np.full(w.shape, ETA))
+        ws, rs, fs = _shift_weight(w, r, f, e)
         weights.append(ws)
         radii.append(rs)
-        exact.append(None if f is None else _scaled_fractions(f, e))
+        exact.append(fs)
         shifts.append(e)
     return LipSDPProblem(tuple(weights), tuple(radii), tuple(exact) if use_exact else None, tuple(slopes), tuple(shifts))
+
+
+def _shift_weight(w: np.ndarray, r: np.ndarray | None, f: np.ndarray | None, e: int):
+    """``2**-e`` times a (float, radius, Fractions-or-None) weight: exact unless the floats underflow, in which
+    case ``eta`` per entry is added to the radius (the Fractions stay exact)."""
+    ws = np.ldexp(w, -e)
+    rs = None if r is None else up(np.ldexp(r, -e))
+    if not np.array_equal(np.ldexp(ws, e), w):  # underflow made the scaling inexact: at most eta per entry
+        rs = up((0.0 if rs is None else rs) + np.full(w.shape, ETA))
+    return ws, rs, (None if f is None else _scaled_fractions(f, e))
+
+
+def _scale_entries(w: np.ndarray, r: np.ndarray | None, f: np.ndarray | None, row_exp, col_exp):
+    """``2**(col_exp[j] - row_exp[i])`` times entry ``(i, j)`` of a (float, radius, Fractions-or-None) weight;
+    floats that underflow get ``eta`` added to their radius, overflow gives ``None``."""
+    e = np.asarray(col_exp, dtype=np.int64)[None, :] - np.asarray(row_exp, dtype=np.int64)[:, None]
+    ws = np.ldexp(w, e)
+    rs = None if r is None else up(np.ldexp(r, e))
+    if not (np.all(np.isfinite(ws)) and (rs is None or np.all(np.isfinite(rs)))):
+        return None
+    if not np.array_equal(np.ldexp(ws, -e), w):
+        rs = up((0.0 if rs is None else rs) + np.full(w.shape, ETA))
+    fs = None
+    if f is not None:
+        fs = np.empty(f.shape, dtype=object)
+        for idx, v in np.ndenumerate(f):
+            k = int(e[idx])
+            fs[idx] = v * (Fraction(2**k) if k >= 0 else Fraction(1, 2 ** (-k)))
+    return ws, rs, fs
+
+
+def rebalance(problem: LipSDPProblem, rho: float, lambdas) -> LipSDPProblem | None:
+    """The same chain rescaled by powers of two, chosen from a (rough) solution ``(rho, lambda)`` of
+    ``problem`` so that the rescaled solution has ``rho`` and every multiplier near 1 (``proofs/lipsdp.md`` §3, §5).
+
+    The output weight is scaled by ``2**-d`` (``d = round(log4 rho)``, divides ``rho`` and every multiplier by
+    ``4**d``) and hidden neuron ``i`` by ``N = 2**n_i`` (its multiplier times ``4**n_i``), with
+    ``n_i = -round(log4(lambda_i / 4**d))``.  The first scaling (weight norms in [1/2, 1)) ignores
+    cancellations between layers: on the zoo's sawtooth the optimal multipliers decay by 16 per layer and
+    ``rho`` is ~4^-2k, far below the solver's absolute tolerances; rescaled neurons of a ReLU net spread the
+    multipliers of one layer as widely.  Returns ``None`` when the solution is already within
+    ``4**BALANCED`` of 1 (or the rescaled weights would not be finite).
+    """
+    if not (math.isfinite(rho) and rho > 0) or problem.depth < 1:
+        return None
+    d = round(math.log(rho, 4))
+    flat = np.concatenate([np.ravel(x) for x in lambdas]) if lambdas else np.zeros(0)
+    top = float(np.max(flat)) if flat.size else 0.0
+    exps = []
+    for lam in lambdas:
+        lam = np.asarray(lam, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log(lam) / math.log(4) - d
+        # multipliers below 2^-40 of the largest are numerically zero: leave those neurons alone
+        keep = np.isfinite(logs) & (lam > top * 2.0**-40)
+        exps.append(np.where(keep, -np.rint(np.clip(logs, -40, 40)), 0).astype(np.int64))
+    if abs(d) <= BALANCED and all(np.all(np.abs(n) <= BALANCED) for n in exps):
+        return None
+    old = problem.neuron_exps or tuple(np.zeros(s, dtype=np.int64) for s in problem.hidden)
+    new = tuple(a + b for a, b in zip(old, exps))
+    weights, radii, exact = [], [], []
+    for k in range(problem.depth):
+        rows = exps[k] if k < problem.depth - 1 else np.full(problem.weights[k].shape[0], d)
+        cols = exps[k - 1] if k > 0 else np.zeros(problem.weights[k].shape[1], dtype=np.int64)
+        got = _scale_entries(problem.weights[k], problem.radii[k], None if problem.exact is None else problem.exact[k],
+                             rows, cols)
+        if got is None:
+            return None
+        weights.append(got[0])
+        radii.append(got[1])
+        exact.append(got[2])
+    shifts = problem.shifts[:-1] + (problem.shifts[-1] + d,)
+    return LipSDPProblem(tuple(weights), tuple(radii), None if problem.exact is None else tuple(exact), problem.slopes,
+                         shifts, new)
 
 
 def lmi_size(chain: LinearChain) -> int:
@@ -207,6 +307,13 @@ class Certificate:
     def unscaled(self, shifts: tuple[int, ...]) -> Certificate:
         """Inverse of :meth:`scaled`."""
         return self.scaled(tuple(-s for s in shifts))
+
+    def neurons_unscaled(self, exps) -> Certificate:
+        """The certificate of the chain before the per-neuron scaling ``N_l`` (§3): ``lambda_i 4**-n_i``."""
+        lams = []
+        for lam, ns in zip(self.lambdas, exps):
+            lams.append(tuple(x * (Fraction(1, 4 ** int(n)) if n >= 0 else Fraction(4 ** int(-n))) for x, n in zip(lam, ns)))
+        return Certificate(self.rho, tuple(lams))
 
 
 def lmi_blocks(problem: LipSDPProblem, lambdas, rho):
@@ -446,30 +553,72 @@ def schur_rho(problem: LipSDPProblem, lambdas) -> float:
 
 
 def _round_multipliers(lambdas_float, floor: float):
-    """Dyadic multipliers on one common grid (30 significant bits of the largest), at least ``floor``."""
+    """Dyadic multipliers, each with 30 significant bits of its own (the multipliers of a deep or unevenly
+    scaled net span many orders of magnitude: a common grid would erase the small ones), at least ``floor``;
+    entries below ``2**-80`` times the largest are set to 0."""
     flat = np.concatenate([np.ravel(x) for x in lambdas_float]) if lambdas_float else np.zeros(0)
     top = max(float(np.max(np.abs(flat))) if flat.size else 0.0, floor)
     lam_q, lam_f = [], []
     for x in lambdas_float:
         x = np.maximum(np.asarray(x, dtype=np.float64), floor)
-        if top > 0:
-            s = DYADIC_BITS - math.frexp(top)[1]
-            q = np.maximum(np.ldexp(np.rint(np.ldexp(x, s)), -s), 0.0)
-        else:
-            q = np.zeros_like(x)
+        x = np.where(x > math.ldexp(top, -80), x, 0.0)
+        e = np.frexp(x)[1]
+        q = np.maximum(np.ldexp(np.rint(np.ldexp(x, DYADIC_BITS - e)), e - DYADIC_BITS), 0.0)
         lam_f.append(q)
         lam_q.append(tuple(Fraction(float(v)) for v in q))
     return lam_q, lam_f
 
 
-def certify(problem: LipSDPProblem, lambdas_float, *, check: str = "auto", margins=MARGINS):
-    """Turn the solver's multipliers into a proven certificate of the scaled problem.
+@dataclass(frozen=True)
+class Certification:
+    """What :func:`certify` proved: the certificate, the relative margin on ``rho`` that was needed, the float
+    Schur estimate of ``rho`` for the chosen multipliers, the check used, and the mixing weight ``t`` toward the
+    anchor (``None`` without an anchor; ``0.0`` when the solver's own multipliers were used)."""
 
-    Multipliers that leave the hidden block singular (e.g. all zero when the last weight vanishes, or an
-    optimum on the boundary of the feasible set) are raised to a small floor or inflated by a small factor,
-    which only changes the candidate; the proof is the same.
-    Returns ``(certificate, margin, rho_estimate, check_used)``; raises :class:`CertificationError`.
+    certificate: Certificate
+    margin: float
+    rho_estimate: float
+    check: str
+    mix: float | None = None
+
+
+def _base_candidates(lambdas_float, scale: float):
+    """The solver's multipliers, raised to a floor, or inflated (the optimum may sit on the boundary where the
+    hidden block is singular, e.g. for ``|x| = relu(x) + relu(-x)``)."""
+    for floor in (0.0, 2.0**-30 * scale, 2.0**-20 * scale, 2.0**-10 * scale):
+        yield lambdas_float, floor
+    for delta in (2.0**-30, 2.0**-20, 2.0**-12, 2.0**-6):
+        yield [x * (1.0 + delta) for x in lambdas_float], 0.0
+
+
+def _prove(problem: LipSDPProblem, lam_q, lam_f, rho_est: float, check: str, margins) -> tuple[Certificate, float] | None:
+    base = max(abs(rho_est), 2.0**-30)
+    for m in margins:
+        rho = _round_up_dyadic(max(rho_est, 0.0) + m * base, DYADIC_BITS)
+        cert = Certificate(rho, tuple(lam_q))
+        # cheap float pre-test before an expensive proof
+        h = _assemble(*lmi_blocks(problem, lam_f, float(rho)))
+        try:
+            np.linalg.cholesky(h)
+        except np.linalg.LinAlgError:
+            continue
+        if check_certificate(problem, cert, method=check):
+            return cert, m
+    return None
+
+
+def certify(problem: LipSDPProblem, lambdas_float, *, check: str = "auto", margins=MARGINS, anchor=None,
+            mix_weights=MIX_WEIGHTS) -> Certification:
+    """Turn the solver's multipliers into a proven certificate of the scaled problem (``proofs/lipsdp.md`` §4).
+
+    Without ``anchor``: the first of the solver's multipliers, raised to a small floor or inflated by a small
+    factor, whose hidden block is numerically positive definite.  With ``anchor`` (multipliers whose hidden
+    block is safely positive definite, e.g. from a solve with a strict-feasibility margin): also the mixtures
+    ``(1 - t) lambda + t anchor`` for ``t`` in ``mix_weights`` (§5).  Candidates are tried in increasing order
+    of their Schur-complement ``rho`` (small margins first), so the proven ``rho`` is the smallest found.
+    Every candidate is admissible; the proof is the same.  Raises :class:`CertificationError`.
     """
+    lambdas_float = [np.asarray(x, dtype=np.float64) for x in lambdas_float]
     flat = np.concatenate([np.ravel(x) for x in lambdas_float]) if lambdas_float else np.zeros(0)
     if flat.size and not np.all(np.isfinite(flat)):
         raise CertificationError("lipsdp: the solver returned non-finite multipliers")
@@ -477,35 +626,40 @@ def certify(problem: LipSDPProblem, lambdas_float, *, check: str = "auto", margi
         check = "exact" if problem.exact is not None and problem.size <= EXACT_MAX_SIZE else "float"
     scale = max(float(np.max(flat)) if flat.size else 0.0, 1.0)
     failure = None
-    # candidates: the solver's multipliers, raised to a floor, or inflated (the optimum may sit on the
-    # boundary where the hidden block is singular, e.g. for |x| = relu(x) + relu(-x))
-    candidates = [(floor, 1.0) for floor in (0.0, 2.0**-30 * scale, 2.0**-20 * scale, 2.0**-10 * scale)]
-    candidates += [(0.0, 1.0 + delta) for delta in (2.0**-30, 2.0**-20, 2.0**-12, 2.0**-6)]
-    for floor, inflate in candidates:
-        lam_q, lam_f = _round_multipliers([np.asarray(x, dtype=np.float64) * inflate for x in lambdas_float], floor)
+    candidates = []  # (rho_estimate, mix, lam_q, lam_f)
+
+    def add(lams, floor, mix):
+        nonlocal failure
+        lam_q, lam_f = _round_multipliers(lams, floor)
         try:
             rho_est = schur_rho(problem, lam_f)
         except CertificationError as exc:
             failure = exc
-            continue
+            return False
         if not math.isfinite(rho_est):
             raise CertificationError("lipsdp: the Schur complement estimate of rho is not finite")
-        base = max(abs(rho_est), 2.0**-30)
-        for m in margins:
-            rho = _round_up_dyadic(max(rho_est, 0.0) + m * base, DYADIC_BITS)
-            cert = Certificate(rho, tuple(lam_q))
-            # cheap float pre-test before an expensive proof
-            h = _assemble(*lmi_blocks(problem, lam_f, float(rho)))
-            try:
-                np.linalg.cholesky(h)
-            except np.linalg.LinAlgError:
-                continue
-            if check_certificate(problem, cert, method=check):
-                return cert, m, rho_est, check
-        failure = None
-        break
-    if failure is not None:
+        candidates.append((rho_est, mix, lam_q, lam_f))
+        return True
+
+    for lams, floor in _base_candidates(lambdas_float, scale):
+        if add(lams, floor, None if anchor is None else 0.0):
+            break
+    if anchor is not None:
+        anchor = [np.asarray(x, dtype=np.float64) for x in anchor]
+        if len(anchor) != len(lambdas_float) or not all(np.all(np.isfinite(x)) for x in anchor):
+            raise ValueError("certify: the anchor must be finite multipliers of the same layers")
+        for t in mix_weights:
+            if t > 0:
+                add([(1.0 - t) * x + t * y for x, y in zip(lambdas_float, anchor)], 0.0, float(t))
+    if not candidates:
         raise failure
+    candidates.sort(key=lambda c: c[0])
+    small = tuple(m for m in margins if m <= 1e-7)
+    for passes in ((small, candidates[:8]), (margins, candidates)):
+        for rho_est, mix, lam_q, lam_f in passes[1]:
+            proven = _prove(problem, lam_q, lam_f, rho_est, check, passes[0])
+            if proven is not None:
+                return Certification(proven[0], proven[1], rho_est, check, mix)
     raise CertificationError(
         f"lipsdp: could not prove the LMI certificate (check={check!r}) even with rho inflated by a relative "
         f"{margins[-1]:g}; the solver's multipliers are too inaccurate: try solver='CVXOPT' or tighter tolerances"
@@ -515,8 +669,9 @@ def certify(problem: LipSDPProblem, lambdas_float, *, check: str = "auto", margi
 # --------------------------------------------------------------------------- the SDP
 
 
-def formulate(problem: LipSDPProblem, variant: str = "neuron"):
-    """The cvxpy problem ``min rho  s.t.  H(rho, lambda) ⪰ 0, lambda >= 0`` built block by block.
+def formulate(problem: LipSDPProblem, variant: str = "neuron", margin: float = 0.0):
+    """The cvxpy problem ``min rho  s.t.  H(rho, lambda) ⪰ 0, lambda >= 0`` built block by block
+    (``H - margin E_hidden ⪰ 0`` when ``margin > 0``: a strict-feasibility margin on the hidden blocks).
 
     Structure used: ``H`` is block tridiagonal (``cp.bmat`` with zero blocks as empty sparse constants);
     ``Lambda W`` is an elementwise product with a broadcast column (one coefficient per weight entry, no
@@ -568,6 +723,9 @@ def formulate(problem: LipSDPProblem, variant: str = "neuron"):
             diag[k - 1].append(float(a * b) * wtlw)
         lower.append(-float((a + b) / 2) * lw)
     diag[n - 1].append(-(ws[-1].T @ ws[-1]))
+    if margin:
+        for k in range(1, n):
+            diag[k].append(-margin * sp.identity(sizes[k], format="csr"))
     blocks = []
     for i in range(n):
         row = []
@@ -597,7 +755,7 @@ class _StructuredLMI:
     certified separately (:func:`certify`).
     """
 
-    def __init__(self, problem: LipSDPProblem, variant: str):
+    def __init__(self, problem: LipSDPProblem, variant: str, margin: float = 0.0):
         self.problem = problem
         self.sizes = problem.sizes
         self.offs = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
@@ -618,6 +776,8 @@ class _StructuredLMI:
         wl = problem.weights[-1]
         a0, a1 = self.offs[-2], self.offs[-1]
         q[a0:a1, a0:a1] = wl.T @ wl
+        # strict-feasibility margin: H - margin * E_hidden ⪰ 0 keeps the hidden block away from singularity
+        q[np.arange(self.n0, self.n), np.arange(self.n0, self.n)] += margin
         self.h = np.concatenate([np.zeros(self.nv), -q.ravel(order="F")])
 
     # F(x) = rho E_0 + K_lambda (no Q), a dense symmetric matrix
@@ -736,11 +896,12 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _solve_cvxopt(problem: LipSDPProblem, variant: str, solver_options: dict):
-    """LipSDP through CVXOPT's ``conelp`` with the structured operators of :class:`_StructuredLMI`."""
+def _solve_cvxopt(problem: LipSDPProblem, variant: str, solver_options: dict, margin: float = 0.0):
+    """LipSDP through CVXOPT's ``conelp`` with the structured operators of :class:`_StructuredLMI`
+    (with ``H - margin E_hidden ⪰ 0`` in place of ``H ⪰ 0`` when ``margin > 0``)."""
     from cvxopt import matrix, solvers
 
-    lmi = _StructuredLMI(problem, variant)
+    lmi = _StructuredLMI(problem, variant, margin)
     c = matrix(np.concatenate([[1.0], np.zeros(lmi.nv)]))
     dims = {"l": lmi.nv, "q": [], "s": [lmi.n]}
 
@@ -773,21 +934,22 @@ def _solve_cvxopt(problem: LipSDPProblem, variant: str, solver_options: dict):
     return float(x[0]), values
 
 
-def _solve(problem: LipSDPProblem, variant: str, solvers: tuple[str, ...], solver_options: dict):
+def _solve(problem: LipSDPProblem, variant: str, solvers: tuple[str, ...], solver_options: dict, margin: float = 0.0):
     """Try ``solvers`` in order: CVXOPT through :func:`_solve_cvxopt` (structured KKT solver), the others
-    through cvxpy (:func:`formulate`).  Returns ``(solver, status, rho, lambdas)``; raises SolverError."""
+    through cvxpy (:func:`formulate`), with a strict-feasibility ``margin`` on the hidden blocks.
+    Returns ``(solver, status, rho, lambdas)``; raises SolverError."""
     import cvxpy as cp
 
     errors = []
     for name in solvers:
         if name == "CVXOPT":
             try:
-                rho_value, values = _solve_cvxopt(problem, variant, solver_options)
+                rho_value, values = _solve_cvxopt(problem, variant, solver_options, margin)
             except SolverError as exc:
                 errors.append(str(exc))
                 continue
             return name, "optimal", rho_value, values
-        prob, rho, lams = formulate(problem, variant)
+        prob, rho, lams = formulate(problem, variant, margin)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -835,7 +997,9 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     Proof: ``proofs/lipsdp.md``.  Only l2 (other norms raise :class:`NotApplicableError`); nets whose LMI side
     (inputs + hidden neurons) exceeds ``max_neurons`` raise :class:`NotApplicableError`.  The solver is
     CVXOPT (then SCS) unless ``solver`` names one; a non-optimal status raises :class:`SolverError`; an
-    unprovable certificate raises :class:`CertificationError`.
+    unprovable certificate raises :class:`CertificationError`.  Ill-conditioned nets are rebalanced and
+    re-solved, near-boundary optima repaired through an anchor (``proofs/lipsdp.md`` §5); ``details`` has
+    ``solver_value``, ``certified_value`` and ``relative_loss`` (above 1e-4 it is also in ``status``).
 
     >>> import lipverify as lv
     >>> net = lv.Network([lv.Dense([[1, 1], [1, -1]]), lv.ReLU(), lv.Dense([[1, 0], [0, 1]])])
@@ -861,13 +1025,58 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     if check == "exact" and problem.exact is None:
         raise ValueError("lipsdp: check='exact' needs exact weights; these carry conversion radii: use check='float'")
     solvers = _solver_list(solver, problem.size)
+    options = dict(solver_options or {})
     t0 = time.perf_counter()
-    name, status, rho_solver, lam = _solve(problem, variant, solvers, dict(solver_options or {}))
-    t1 = time.perf_counter()
-    cert, margin, rho_est, used = certify(problem, lam, check=check)
+    name, status, rho_solver, lam = _solve(problem, variant, solvers, options)
+    t_solve = time.perf_counter() - t0
+    cert, failure = _try_certify(problem, lam, check)
+    rounds, fallback = 0, None
+    if cert is None or _loss(cert, rho_solver) > REPAIR_LOSS or abs(math.log(max(rho_solver, 1e-300), 4)) > RHO_BALANCED:
+        # §5: rescale by powers of two so that the solution is O(1) and solve again, until balanced
+        current, found = problem, (name, status, rho_solver, lam)
+        while rounds < REBALANCE_ROUNDS:
+            balanced = rebalance(current, found[2], found[3])
+            if balanced is None:
+                break
+            t = time.perf_counter()
+            try:
+                found = _solve(balanced, variant, solvers, options)
+            except SolverError:
+                break  # keep the last solution (on the previous scaling)
+            finally:
+                t_solve += time.perf_counter() - t
+            current = balanced
+            rounds += 1
+        if rounds:  # continue on the rescaled problem; the first certificate stays as a fallback
+            if cert is not None:
+                fallback = (problem, (name, status, rho_solver, lam), cert)
+            problem, (name, status, rho_solver, lam) = current, found
+            cert, failure = _try_certify(problem, lam, check)
+    anchor_margin = None
+    if cert is None or _loss(cert, rho_solver) > REPAIR_LOSS:
+        # §5: mix toward a strictly feasible anchor (same LMI with a margin on the hidden blocks)
+        top = max((float(np.max(x)) for x in lam if np.size(x)), default=0.0)
+        anchor_margin = ANCHOR_MARGIN * (top if math.isfinite(top) and top > 0 else 1.0)
+        try:
+            t = time.perf_counter()
+            try:
+                anchor = _solve(problem, variant, solvers, options, anchor_margin)[3]
+            finally:
+                t_solve += time.perf_counter() - t
+            repaired = certify(problem, lam, check=check, anchor=anchor)
+            if cert is None or repaired.certificate.rho < cert.certificate.rho:
+                cert = repaired
+        except (SolverError, CertificationError):
+            pass
+    kept_first = fallback is not None and (cert is None or _value(fallback[0], fallback[2]) < _value(problem, cert))
+    if kept_first:
+        problem, (name, status, rho_solver, lam), cert = fallback
+    if cert is None:
+        raise failure
+    t1 = t0 + t_solve
     t2 = time.perf_counter()
     total = sum(problem.shifts)
-    root = float(up(math.sqrt(float(cert.rho))))  # rho is a float; sqrt is correctly rounded
+    root = float(up(math.sqrt(float(cert.certificate.rho))))  # rho is a float; sqrt is correctly rounded
     try:
         value = math.ldexp(root, total)
         solver_value = math.ldexp(math.sqrt(max(rho_solver, 0.0)), total)
@@ -875,26 +1084,61 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
         raise NumericalError("lipsdp: the certified bound overflows the float range; rescale the weights") from None
     if math.ldexp(value, -total) != root:  # underflow rounded the power-of-two scaling: round upward
         value = float(up(value))
+    loss = value / solver_value - 1 if solver_value > 0 else math.inf
     details = {
         "variant": variant,
         "lmi_size": problem.size,
         "solver_value": solver_value,
+        "certified_value": value,
+        "relative_loss": loss,
         "rho_solver": rho_solver,
-        "rho_schur": rho_est,
-        "rho_certified": float(cert.rho),
-        "rho_inflation": float(cert.rho) / rho_solver - 1 if rho_solver > 0 else math.inf,
-        "margin": margin,
-        "check": used,
+        "rho_schur": cert.rho_estimate,
+        "rho_certified": float(cert.certificate.rho),
+        "rho_inflation": float(cert.certificate.rho) / rho_solver - 1 if rho_solver > 0 else math.inf,
+        "margin": cert.margin,
+        "rebalanced": rounds,
+        "first_scaling_kept": kept_first,
+        "anchor_margin": anchor_margin,
+        "mix": cert.mix,
+        "check": cert.check,
         "scale_exponents": problem.shifts,
-        "certificate": cert.unscaled(problem.shifts),
+        "certificate": problem.original_certificate(cert.certificate),
         "solve_seconds": t1 - t0,
         "certify_seconds": t2 - t1,
     }
+    if loss > LOSS_WARN:
+        details["note"] = (f"the certified value {value:.9g} is {loss:.2e} relative above the solver's value "
+                           f"{solver_value:.9g}: the solver's multipliers could not be repaired closer "
+                           "(proofs/lipsdp.md §5); the value is still a proven upper bound")
+        status = f"{status}; certified value {loss:.1e} relative above the solver's"
+    used = cert.check
     assumptions = (f"LipSDP-{variant} LMI proven positive definite "
                    + ("in exact rational arithmetic (python-flint)" if used == "exact"
                       else "by a verified floating-point Cholesky factorisation"),)
     return Bound(value, p, "lipsdp", "upper", time.perf_counter() - started, assumptions=assumptions,
                  solver=name, status=status, details=details)
+
+
+def _loss(cert: Certification, rho_solver: float) -> float:
+    """Relative loss ``sqrt(rho_certified / rho_solver) - 1`` of the certified value (``inf`` if undefined)."""
+    if not rho_solver > 0:
+        return math.inf
+    return math.sqrt(float(cert.certificate.rho) / rho_solver) - 1
+
+
+def _value(problem: LipSDPProblem, cert: Certification) -> float:
+    """The bound a certificate of ``problem`` gives, in float (for comparing candidates only)."""
+    try:
+        return math.ldexp(math.sqrt(float(cert.certificate.rho)), sum(problem.shifts))
+    except OverflowError:
+        return math.inf
+
+
+def _try_certify(problem: LipSDPProblem, lam, check: str):
+    try:
+        return certify(problem, lam, check=check), None
+    except CertificationError as exc:
+        return None, exc
 
 
 def verify(net: Network, certificate: Certificate, *, method: str = "auto") -> bool:

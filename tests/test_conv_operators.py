@@ -150,3 +150,94 @@ def test_max_overlap_of_a_convolution():
     assert linear_op(conv, (1, 5, 5), "implicit").max_overlap() == 9
     conv = lv.Conv2d(np.ones((1, 1, 3, 3)), stride=2)
     assert linear_op(conv, (1, 7, 7), "implicit").max_overlap() == 4
+
+
+# --------------------------------------------------------------------------- l2 bounds near the ends of the float range
+
+
+def _exact_conv_matrix(kernel, shape, stride, padding):
+    """The matrix of a (groups = 1, dilation = 1) convolution, written as a textbook loop over exact Fractions."""
+    co, ci, kh, kw = kernel.shape
+    _, h, w = shape
+    ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    rows = []
+    for o in range(co):
+        for y in range(ho):
+            for x in range(wo):
+                row = [Fraction(0)] * (ci * h * w)
+                for c in range(ci):
+                    for i in range(kh):
+                        for j in range(kw):
+                            r, s = y * stride + i - padding, x * stride + j - padding
+                            if 0 <= r < h and 0 <= s < w:
+                                row[(c * h + r) * w + s] += Fraction(float(kernel[o, c, i, j]))
+                rows.append(row)
+    return rows
+
+
+def _exact_spectral_norm(rows, exponent: int, prec: int):
+    """``||M||_2`` of the rational matrix ``rows`` with mpmath at ``prec`` bits: ``2^exponent ||2^-exponent M||_2``."""
+    import mpmath
+
+    with mpmath.workprec(prec):
+        scaled = [[v * Fraction(2) ** -exponent for v in row] for row in rows]  # dyadic: exact in mpf
+        m = mpmath.matrix([[mpmath.mpf(v.numerator) / v.denominator for v in row] for row in scaled])
+        gram = m.T * m
+        top = max(mpmath.eigsy(gram, eigvals_only=True))
+        return mpmath.ldexp(mpmath.sqrt(top), exponent)
+
+
+NEAR_LIMITS = [
+    # entries 2^1000 and 2^-1000 in one kernel: the squares of the first overflow, those of the second underflow
+    (np.array([[[[2.0**1000, 2.0**-1000], [3 * 2.0**999, 2.0**1000]]], [[[2.0**-1000, 2.0**999], [0.0, 2.0**998]]]]),
+     1000, 2300),
+    # every entry near 2^-1000: products underflow to zero without scaling
+    (np.array([[[[1.0, 3.0], [5.0, 7.0]]], [[[2.0, 0.0], [1.0, 4.0]]]]) * 2.0**-1000, -1000, 300),
+]
+
+
+@pytest.mark.parametrize("kernel,exponent,prec", NEAR_LIMITS)
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0)])
+def test_l2_bounds_of_a_convolution_with_entries_near_the_float_limits(kernel, exponent, prec, stride, padding):
+    """Regression (issue 18 item 5): the Collatz–Wielandt bound of ``|W|`` overflowed to ``inf`` for entries near
+    2^1000 and lost everything to underflow (a bound ~1e-162 for a norm ~1e-300) near 2^-1000."""
+    import mpmath
+
+    from lipverify.conv.operators import BatchedOp
+
+    shape = (1, 4, 4)
+    layer = lv.Conv2d(kernel, stride=stride, padding=padding)
+    exact = _exact_spectral_norm(_exact_conv_matrix(kernel, shape, stride, padding), exponent, prec)
+    implicit, explicit = linear_op(layer, shape, "implicit"), linear_op(layer, shape, "explicit")
+    majorant = BatchedOp.l2_up(implicit)  # the kernel is >= 0: |W| = W, so this bound is also nearly tight
+    for value in (majorant, implicit.l2_up(), explicit.l2_up()):
+        assert np.isfinite(value)
+        with mpmath.workprec(prec):
+            assert mpmath.mpf(value) >= exact
+            assert mpmath.mpf(value) <= exact * (1 + mpmath.mpf("1e-6"))
+    # the unscaled Collatz–Wielandt argument on the explicit majorant matrix agrees
+    assert majorant == pytest.approx(explicit.l2_up(), rel=1e-6)
+
+
+def test_l2_majorant_of_a_convolution_beyond_the_float_range_raises():
+    """A bound above the largest float is refused (``NumericalError``), never returned as ``inf``."""
+    from lipverify.conv.operators import BatchedOp
+    from lipverify.errors import NumericalError
+
+    # ||W||_2 = (2 cos(pi/10))^2 2^1023 ~ 1.8 * 2^1024 (the 1-D factor [1, 1] on 4 cells, padding 1): above max float
+    layer = lv.Conv2d(np.full((1, 1, 2, 2), 2.0**1023), padding=1)
+    implicit = linear_op(layer, (1, 4, 4), "implicit")
+    with pytest.raises(NumericalError, match="l2_up"):
+        BatchedOp.l2_up(implicit)
+    with pytest.raises(NumericalError):
+        implicit.l2_up()
+
+
+def test_batchnorm_l2_bound_that_overflows_raises():
+    """``up(|s| + r)`` of the largest float is ``inf``: refused with ``NumericalError``, never returned."""
+    from lipverify.errors import NumericalError
+
+    big = np.finfo(np.float64).max
+    with pytest.raises(NumericalError, match="ChannelScaleOp"):
+        ChannelScaleOp(np.array([big, 1.0]), np.array([1e300, 0.0]), (2, 1, 1)).l2_up()
+    assert ChannelScaleOp(np.array([2.0**1000, -3.0]), np.array([0.0, 0.0]), (2, 1, 1)).l2_up() >= 2.0**1000

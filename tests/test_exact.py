@@ -290,3 +290,87 @@ def test_thin_wedges_are_never_dropped():
     else:
         assert b.kind == "upper" and sympy.Rational(b.value) >= truth
         assert b.lower is None or sympy.Rational(b.lower) <= truth
+
+
+# --------------------------------------------------------------------------- smooth: tiny constants (issue 18 item 5)
+
+
+def test_smooth_l2_tail_bound_keeps_slopes_whose_squares_underflow():
+    """Regression: the l2 tail bound summed squares ``m * m`` in floats; magnitudes near 1e-177 squared to 0 and the
+    "upper bound" was the smallest subnormal.  The tail bound must stay above ``sup_{x >= r} ||f'(x)||_2``."""
+    import mpmath
+
+    from lipverify.exact.common import stages
+    from lipverify.exact.smooth1d import _Net, _tail
+
+    c = sympy.Rational(1, 10**170)
+    net = lv.Network([lv.Dense([[1]]), lv.Tanh(), lv.Dense([[3 * c], [4 * c]])])  # f'(x) = (3c, 4c) sech^2(x)
+    r = 8.0
+    with mpmath.workdps(60):
+        # sech^2 decreases on x >= 0: the supremum over the right tail is at x = r (the left one at -r, the same)
+        true = 5 * mpmath.mpf(1) / 10**170 * mpmath.sech(r) ** 2
+        for sign in (1, -1):
+            bound = _tail(_Net(stages(net)), r, sign, "2")
+            assert mpmath.mpf(bound) >= true
+            assert mpmath.mpf(bound) <= 10 * true  # the magnitudes were not rounded to zero and then padded
+
+
+def test_smooth_l2_constant_near_1e_minus_170_is_enclosed_relatively():
+    """A tanh network whose l2 constant is 5e-170: the enclosure contains it and is tight relative to it (the
+    bisection tolerance was absolute, 1e-9, and stopped at once with an upper end 7.6 times the constant)."""
+    c = sympy.Rational(1, 10**170)
+    net = lv.Network([lv.Dense([[1]], [sympy.Rational(1, 3)]), lv.Tanh(), lv.Dense([[3 * c], [4 * c]])])
+    true = 5 * c  # sup ||(3c, 4c) sech^2(x + 1/3)||_2, at x = -1/3: exact
+    b = lv.exact(net, 2)
+    if b.kind == "exact":
+        assert sympy.simplify(b.value - true) == 0
+    else:
+        assert b.kind == "upper"
+        assert sympy.Rational(b.lower) <= true <= sympy.Rational(b.value)
+        assert sympy.Rational(b.value) <= true * (1 + sympy.Rational(1, 10**6))
+
+
+def test_sympy_candidate_is_accepted_only_inside_the_certified_enclosure():
+    """Regression: a candidate was accepted if within ``[lower - 1e-12, upper + 1e-12]``, i.e. anything in
+    ``[0, 2e-12]`` for a constant near 1e-12.  Now the candidate must provably lie in ``[lower, upper]``."""
+    from lipverify.exact.smooth1d import certified_inside
+
+    assert not certified_inside(sympy.Rational(15, 10**13), 1e-13, 1e-12)  # the old rule accepted it
+    assert not certified_inside(sympy.Rational(0), 1e-13, 1e-12)
+    assert certified_inside(sympy.Rational(5, 10**13), 1e-13, 1e-12)
+    # an endpoint itself (a dyadic rational) is inside; the next float's value is not
+    assert certified_inside(sympy.Rational(*Fraction(1e-12).as_integer_ratio()), 1e-13, 1e-12)
+    assert not certified_inside(sympy.Rational(*Fraction(np.nextafter(1e-12, 1.0)).as_integer_ratio()), 1e-13, 1e-12)
+    # an irrational next to a float end: the side is decided exactly, (xf 10^12)^2 < 2 with fractions
+    x = sympy.sqrt(2) / 10**12
+    xf = float(sympy.N(x, 50))
+    below = (Fraction(xf) * 10**12) ** 2 < 2
+    assert certified_inside(x, xf, 1.0) == below and certified_inside(x, 0.0, xf) == (not below)
+    # transcendental values and a tiny scale
+    t = 6 * (1 - sympy.tanh(2) ** 2) / 10**12
+    tf = float(sympy.N(t, 50))
+    assert certified_inside(t, float(np.nextafter(tf, 0)), float(np.nextafter(tf, 1)))
+    assert not certified_inside(t, float(np.nextafter(tf, 1)), 1.0)
+    # an operation without a rigorous enclosure here: never accepted
+    assert not certified_inside(sympy.LambertW(sympy.Rational(1, 10**12)), 0.0, 1.0)
+
+
+def test_smooth_constant_near_1e_minus_12_is_exact_only_if_equal():
+    """f(x) = 3e-12 tanh(2x) on [1, 2]: Lip = 6e-12 (1 - tanh(2)^2) ~ 4.2e-13 (at x = 1), computed here with mpmath; a result
+    labelled exact must equal it, and the rigorous enclosure used to accept it is tight relative to it."""
+    import mpmath
+
+    c = sympy.Rational(3, 10**12)
+    net = lv.Network([lv.Dense([[2]]), lv.Tanh(), lv.Dense([[c]])])
+    b = lv.exact(net, 2, domain=([1], [2]))
+    with mpmath.workdps(80):
+        true = 6 * mpmath.mpf(1) / 10**12 * (1 - mpmath.tanh(2) ** 2)
+        assert mpmath.mpf(float(b.value)) >= true * (1 - mpmath.mpf(2) ** -52)  # value rounded to a float
+        if b.kind == "exact":
+            assert abs(mpmath.mpf(str(sympy.N(b.value, 75))) - true) <= true * mpmath.mpf(10) ** -60
+            lower, upper = b.details["enclosure"]
+        else:
+            assert mpmath.mpf(b.value) >= true
+            lower, upper = b.lower, b.value
+        assert mpmath.mpf(lower) <= true <= mpmath.mpf(upper)
+        assert upper - lower <= 1e-6 * float(true)

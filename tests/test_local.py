@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+import sympy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lipverify as lv
+from lipverify.local import output_enclosure
 from lipverify.strategies import networks
 
 TOL = 1e-9
@@ -89,3 +91,37 @@ def test_exact_local_constant_is_below_every_local_bound(net, center, radius):
                 assert float(row.value) >= ref * (1 - TOL) - 1e-150, (row.method, p)
         glob = lv.exact(net, p)
         assert ref <= float(glob.value) * (1 + TOL) + 1e-150
+
+
+class _Sine(lv.Activation):
+    """A user activation declaring only slopes, forward and derivative."""
+
+    kind = "Sine"
+    slopes = (sympy.Integer(-1), sympy.Integer(1))
+
+    def forward(self, x):
+        return np.sin(x)
+
+    def derivative(self, x):
+        return np.cos(x)
+
+
+@pytest.mark.parametrize("act", [_Sine(), lv.GELU(), lv.SiLU(), lv.LeakyReLU(-2)], ids=lambda a: a.describe())
+def test_output_enclosure_and_local_bound_follow_the_activation_shape(act):
+    # one hidden layer, so f(x) = w2 . σ(W1 x + b1) is evaluated independently in mpmath below
+    import mpmath as mp
+
+    w1, b1, w2 = np.array([[1.5], [-2.0]]), np.array([0.3, -0.8]), np.array([[1.0, 0.5]])
+    net = lv.Network([lv.Dense(w1, b1), act, lv.Dense(w2)], input_shape=(1,))
+    sig = {"Sine": mp.sin, "GELU": lambda t: t / 2 * mp.erfc(-t / mp.sqrt(2)), "SiLU": lambda t: t / (1 + mp.exp(-t)),
+           "LeakyReLU": lambda t: t if t >= 0 else -2 * t}[act.kind]
+    dom = ([-2.0], [1.0])
+    lo, hi = output_enclosure(net, dom)
+    mp.mp.dps = 30
+    xs = np.linspace(-2.0, 1.0, 3001)
+    for x in xs:
+        f = sum(mp.mpf(w2[0, i]) * sig(mp.mpf(w1[i, 0]) * mp.mpf(x) + mp.mpf(b1[i])) for i in range(2))
+        assert mp.mpf(lo[0]) <= f <= mp.mpf(hi[0]), x
+    jac = np.abs(net.jacobian(xs[:, None])).max()
+    for method in ("k4", "kstar", "k1"):
+        assert lv.bound(net, method, norm="inf", domain=dom).value >= jac * (1 - 1e-12)

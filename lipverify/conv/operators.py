@@ -21,7 +21,21 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
-from ..rigorous import ETA, UNIT_ROUNDOFF, _check_finite, abs_norm_upper, add_up, relative_factor, spectral_norm_upper, up
+from ..errors import NumericalError
+from ..rigorous import (
+    ETA,
+    UNIT_ROUNDOFF,
+    _check_finite,
+    _finite_float,
+    _pow2_scale,
+    _unscale,
+    abs_norm_upper,
+    add_up,
+    nonneg_spectral_upper,
+    relative_factor,
+    spectral_norm_upper,
+    up,
+)
 from . import ops
 from .layers import Conv2d
 
@@ -130,24 +144,48 @@ class BatchedOp(LinearOperator):
         return self.l2_up()
 
     def l2_up(self, iterations: int = 30) -> float:
-        """``||W||_2 <= || |W| + R ||_2 <= sqrt(max((B x) / x))`` for ``B = (|W|+R)^T (|W|+R)`` and any ``x > 0``
-        (Collatz–Wielandt); ``x`` from power iteration, the quotient rounded up; never above
-        ``sqrt(||W||_1 ||W||_∞)`` (``proofs/cnn_implicit.md``)."""
-        n_out, n_in = self.shape
-        cheap = float(up(math.sqrt(up(self.norm_up("1") * self.norm_up("inf")))))
-        if cheap == 0.0:
+        """Upper bound of ``||W||_2`` through the nonnegative majorant ``N = |W| + R`` (``||W||_2 <= ||N||_2``).
+
+        ``N`` is first scaled by an exact power of two ``2^-e`` to largest entry in ``[1/2, 1)`` (entries that
+        underflow are rounded up, :meth:`scaled_majorant`), so entries anywhere in the float range give a bound; on
+        the scaled ``N'``: Collatz–Wielandt ``||N'||_2^2 <= max_i (B x)_i / x_i`` for ``B = N'^T N'`` and any ``x > 0``
+        (``x`` from power iteration, floored at ``1e-6`` to be positive, the quotient rounded up), never above
+        ``sqrt(||N'||_1 ||N'||_∞)``; the result times ``2^e`` rounded up. The same argument as
+        :func:`lipverify.rigorous.nonneg_spectral_upper`, on an operator. Raises :class:`NumericalError` when the
+        bound is not a float. Proof: ``proofs/cnn_implicit.md`` (K* per layer, 1.).
+        """
+        return _finite_float(self._majorant_l2(iterations), f"{type(self).__name__}.l2_up (shape {self.shape})")
+
+    def scaled_majorant(self) -> tuple[BatchedOp | None, int]:
+        """``(op, e)``: an operator whose nonnegative passes use a float matrix ``N' >= 2^-e (|W| + R)`` entrywise with
+        ``max N'`` in ``[1/2, 1)``; ``(None, 0)`` when ``|W| + R`` is zero."""
+        raise NotImplementedError(f"{type(self).__name__} has no scaled nonnegative majorant; it must override l2_up")
+
+    def _majorant_l2(self, iterations: int) -> float:
+        """:meth:`l2_up` before the finiteness check: ``inf`` when the bound exceeds the float range."""
+        op, e = self.scaled_majorant()
+        if op is None:
             return 0.0
-        x = np.ones((1, n_in))
-        for _ in range(iterations):
-            y = self.abs_backward(self.abs_forward(x))
-            m = float(np.max(y))
-            if not (m > 0 and math.isfinite(m)):
-                return cheap
-            x = y / m
-        x = np.maximum(x, 1e-6)
-        bx = self.abs_backward_up(self.abs_forward_up(x))
-        rho = float(np.max(up(bx / x)))
-        return min(cheap, float(up(math.sqrt(rho))))
+        return float(_unscale(_collatz_wielandt_up(op, iterations), e, up))
+
+
+def _collatz_wielandt_up(op: BatchedOp, iterations: int) -> float:
+    """Upper bound of ``||N||_2`` for the nonnegative matrix ``N`` of ``op``'s passes, ``max N`` in ``[1/2, 1)``
+    (then no pass overflows, and ``||N||_1 ||N||_∞ >= 1/4`` does not underflow); ``proofs/cnn_implicit.md``."""
+    cheap = float(up(math.sqrt(up(op.norm_up("1") * op.norm_up("inf")))))
+    x = np.ones((1, op.shape[1]))
+    for _ in range(iterations):
+        y = op.abs_backward(op.abs_forward(x))  # plain floats: only chooses x
+        m = float(np.max(y))
+        if not (m > 0 and math.isfinite(m)):
+            return cheap
+        x = y / m
+    # any x > 0 gives a valid bound; the floor makes x positive (zero columns of N give zeros) and keeps the
+    # quotients below max(B x) 10^6, so the value of the floor decides tightness, never soundness
+    x = np.maximum(x, 1e-6)
+    bx = op.abs_backward_up(op.abs_forward_up(x))  # >= N^T (N x) in exact arithmetic
+    rho = float(np.max(up(bx / x)))
+    return min(cheap, float(up(math.sqrt(rho))))
 
 
 class _Adjoint(LinearOperator):
@@ -215,15 +253,21 @@ class SparseOp(BatchedOp):
         return bound_nonneg(np.asarray((self.radius.T @ y.T).T), self.k_backward)
 
     def l2_up(self, iterations: int = 30) -> float:
-        """The smaller of the nonnegative bound of the base class and, when the matrix has at most
-        ``DENSE_L2_LIMIT`` entries, its rigorous spectral norm (:func:`lipverify.rigorous.spectral_norm_upper`)."""
+        """The smaller of the Collatz–Wielandt bound of ``|| |W| + R ||_2`` (:func:`lipverify.rigorous.nonneg_spectral_upper`
+        on the majorant matrix, scaled by a power of two there) and, when the matrix has at most ``DENSE_L2_LIMIT``
+        entries, its rigorous spectral norm (:func:`lipverify.rigorous.spectral_norm_upper`, radius included).
+        Raises :class:`NumericalError` when neither is a float."""
         n_out, n_in = self.shape
-        value = super().l2_up(iterations)
+        try:
+            value = nonneg_spectral_upper(self.abs_matrix, iterations)
+        except NumericalError:
+            value = math.inf  # the majorant's bound left the float range; the dense bound may not
         if n_out * n_in <= DENSE_L2_LIMIT:
             if not self.has_radius:
-                return min(value, spectral_norm_upper(self.matrix.toarray()))
-            return min(value, abs_norm_upper(self.matrix.toarray(), self.radius.toarray(), "2"))
-        return value
+                value = min(value, spectral_norm_upper(self.matrix.toarray()))
+            else:
+                value = min(value, abs_norm_upper(self.matrix.toarray(), self.radius.toarray(), "2"))
+        return _finite_float(value, f"SparseOp.l2_up ({n_out}x{n_in} matrix)")
 
 
 #: explicit l2 norms use a dense verified Cholesky up to this many matrix entries
@@ -303,7 +347,7 @@ class ConvOp(BatchedOp):
         def block_norm(k, r) -> float:
             return abs_norm_upper(np.ascontiguousarray(k), None if r is None else np.ascontiguousarray(r), "2")
 
-        best = super().l2_up(iterations)
+        best = self._majorant_l2(iterations)
         im2col = 0.0
         for g in range(groups):
             sl = slice(g * og, (g + 1) * og)
@@ -318,7 +362,18 @@ class ConvOp(BatchedOp):
                     sl = slice(g * og, (g + 1) * og)
                     tap = max(tap, block_norm(self.kernel[sl, :, i, j], None if rad is None else rad[sl, :, i, j]))
                 taps = float(up(taps + tap))
-        return min(best, im2col, taps)
+        return _finite_float(min(best, im2col, taps), f"ConvOp.l2_up (kernel {self.kernel.shape}, input {self.in_shape})")
+
+    def scaled_majorant(self) -> tuple[ConvOp | None, int]:
+        """The convolution with kernel ``fl(2^-e up(|K| + R_K))``, rounded up where the scaling underflowed (R11 of
+        ``proofs/rigorous_arithmetic.md``), ``e`` = ``frexp(max up(|K| + R_K))[1]``."""
+        k = _check_finite(self.abs_kernel, f"ConvOp (kernel {self.kernel.shape}): |K| + R")
+        top = float(np.max(k, initial=0.0))
+        if top == 0.0:
+            return None, 0
+        e = math.frexp(top)[1]
+        scaled, inexact = _pow2_scale(k, e)
+        return ConvOp(self.layer, self.in_shape, np.where(inexact, up(scaled), scaled)), e
 
     def abs_forward(self, x):
         return self._fwd(x, self.abs_kernel)
@@ -380,7 +435,8 @@ class ChannelScaleOp(BatchedOp):
         self.scale = np.repeat(scale, hw)
         self.radius = np.repeat(radius, hw)
         self.has_radius = bool(np.any(radius))
-        self.abs_scale = up(np.abs(self.scale) + self.radius)
+        with np.errstate(over="ignore"):  # an overflow is refused where abs_scale is used (check_finite, l2_up)
+            self.abs_scale = up(np.abs(self.scale) + self.radius)
         n = self.scale.size
         super().__init__(n, n)
 
@@ -400,7 +456,8 @@ class ChannelScaleOp(BatchedOp):
     radius_backward_up = radius_forward_up
 
     def l2_up(self, iterations: int = 30) -> float:
-        return float(np.max(self.abs_scale))
+        """``||diag(s)||_2 = max |s_c|``, bounded by ``max up(|s_c| + r_c)``; ``NumericalError`` if that overflowed."""
+        return _finite_float(np.max(self.abs_scale), f"ChannelScaleOp.l2_up (BatchNorm scale of {self.in_shape[0]} channels)")
 
     def sparse(self) -> SparseOp:
         return SparseOp(sp.diags(self.scale, format="csr"), sp.diags(self.radius, format="csr"))

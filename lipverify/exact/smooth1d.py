@@ -4,12 +4,14 @@ Proof: ``proofs/exact.md`` (section "One input: smooth activations").  Two techn
 
 * **sympy**: for a scalar output and at most two hidden neurons, the critical points of ``f'`` are solved
   with ``solveset`` over the reals (or the domain); the supremum is the largest ``|f'|`` over them and the
-  limits at the ends.  Accepted as ``kind="exact"`` only when it lies inside the rigorous enclosure below.
+  limits at the ends.  Accepted as ``kind="exact"`` only when an arb ball of it provably lies inside the rigorous
+  enclosure below (:func:`certified_inside`).
 * **arb branch and bound**: interval forward-mode differentiation (``f'`` and ``f''``) in python-flint
   ``arb`` ball arithmetic.  On a box ``X = m ± r`` the range of ``f'`` is enclosed by the naive extension
   intersected with the centred form ``f'(m) + f''(X)·[-r, r]``; the largest box bound is bisected until it is
-  within ``tol`` of the best point value ``||f'(m)||``.  Over ``R`` the tails ``|x| >= R`` are enclosed by
-  extended-real interval arithmetic (monotonicity pieces of each activation and of its derivative).
+  within ``tol`` of the best point value ``||f'(m)||`` (relative for constants below 1, :func:`branch_and_bound`).
+  Over ``R`` the tails ``|x| >= R`` are enclosed by extended-real interval arithmetic (monotonicity pieces of each
+  activation and of its derivative; the l2 norm of the tail vector through :func:`lipverify.rigorous.spectral_norm_upper`).
   Reported as ``kind="upper"`` with ``lower`` (the gap is ``value - lower``), never as exact.
 """
 
@@ -19,13 +21,15 @@ import heapq
 import math
 import time
 
+import numpy as np
 import sympy
-from flint import arb, fmpq
+from flint import arb, ctx, fmpq
 
-from ..errors import NotApplicableError
+from ..errors import NotApplicableError, NumericalError
 from ..layers import GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
 from ..network import Network
 from ..result import Bound, float_down, float_up
+from ..rigorous import spectral_norm_upper
 from .common import Stage
 
 _SQRT2 = arb(2).sqrt()
@@ -261,11 +265,17 @@ def _tail(net: _Net, r: float, sign: int, norm: str) -> float:
             out_d.append(_ext_prod(sd, di))
         v, d = out_v, out_d
     mags = [max(abs(lo), abs(hi)) for lo, hi in d]
-    if norm == "inf":
+    if norm == "inf" or not all(math.isfinite(m) for m in mags):
         return max(mags)
     if norm == "1":
+        # fsum is correctly rounded (error <= half an ulp); the factor and nextafter lift it above the exact sum
         return math.nextafter(math.fsum(mags) * (1 + 1e-15), math.inf)
-    return math.nextafter(math.sqrt(math.fsum(m * m for m in mags)) * (1 + 1e-15), math.inf)
+    # the Euclidean norm of the vector of magnitudes, scaled by a power of two first: squares of magnitudes near
+    # 1e-170 would underflow to 0, those near 1e170 overflow (R10/R11 of proofs/rigorous_arithmetic.md)
+    try:
+        return spectral_norm_upper(np.array(mags))
+    except NumericalError:  # the bound is above the float range
+        return math.inf
 
 
 # --------------------------------------------------------------------------- branch and bound
@@ -291,7 +301,11 @@ def _enclose(net: _Net, a: fmpq, b: fmpq, norm: str) -> tuple[float, float]:
 
 def branch_and_bound(net: _Net, norm: str, lo: fmpq, hi: fmpq, *, tol: float, deadline: float,
                      tails: bool, max_boxes: int = 200_000) -> tuple[float, float, dict]:
-    """Rigorous enclosure ``[lower, upper]`` of ``sup ||f'||`` on ``[lo, hi]`` (plus the tails when ``tails``)."""
+    """Rigorous enclosure ``[lower, upper]`` of ``sup ||f'||`` on ``[lo, hi]`` (plus the tails when ``tails``).
+
+    Bisection stops when ``upper - lower <= tol * min(1, u0)`` (``u0`` the first finite upper end: absolute for
+    constants of order 1 and above, relative below), the time limit or ``max_boxes``; the tolerance used is
+    ``info["tol"]``."""
     best_lo = 0.0
     heap: list = []
     up0, l0 = _enclose(net, lo, hi, norm)
@@ -306,9 +320,13 @@ def branch_and_bound(net: _Net, norm: str, lo: fmpq, hi: fmpq, *, tol: float, de
             best_lo = max(best_lo, _lo(_norm_ball(net.derivs(pt, second=False)[0], norm)))
         tail_up = max(_tail(net, r, 1, norm), _tail(net, r, -1, norm))
     boxes = 1
+    scaled = False
     while heap:
         top = -heap[0][0]
         upper = max(top, tail_up)
+        if not scaled and math.isfinite(upper):
+            # relative below 1 (scaling the output weights by c scales the whole enclosure by c), absolute above
+            tol, scaled = tol * min(1.0, upper), True
         if upper - best_lo <= tol or time.monotonic() > deadline or boxes >= max_boxes:
             break
         if tail_up >= top and tail_up - best_lo > tol:
@@ -324,7 +342,8 @@ def branch_and_bound(net: _Net, norm: str, lo: fmpq, hi: fmpq, *, tol: float, de
                 counter += 1
     top = -heap[0][0] if heap else best_lo
     upper = max(top, tail_up, best_lo)
-    return upper, best_lo, {"boxes": boxes, "tail_radius": r if tails else None, "tail_bound": tail_up if tails else None}
+    return upper, best_lo, {"boxes": boxes, "tol": tol, "tail_radius": r if tails else None,
+                            "tail_bound": tail_up if tails else None}
 
 
 # --------------------------------------------------------------------------- entry point
@@ -364,6 +383,78 @@ def _sympy_candidate(net: Network, stage_list: list[Stage], norm: str, dom) -> s
     return sympy.Max(*cands)
 
 
+_ARB_FUNCS = {
+    sympy.exp: arb.exp, sympy.log: arb.log, sympy.tanh: arb.tanh, sympy.sinh: arb.sinh, sympy.cosh: arb.cosh,
+    sympy.atanh: arb.atanh, sympy.asinh: arb.asinh, sympy.acosh: arb.acosh, sympy.erf: arb.erf, sympy.sech: arb.sech,
+    sympy.Abs: abs,
+}
+
+
+def _arb_value(expr: sympy.Expr) -> arb | None:
+    """A ball (at the current ``flint.ctx.prec``) containing the real number ``expr``, or None when ``expr`` uses an
+    operation outside the supported set (rationals, pi, E, +, *, powers, exp/log/hyperbolic/erf, Abs, Max, Min)."""
+    if expr.is_Rational:
+        return arb(fmpq(int(expr.p), int(expr.q)))
+    if isinstance(expr, sympy.Float):
+        q = sympy.Rational(expr)  # the binary value of the Float, exactly
+        return arb(fmpq(int(q.p), int(q.q)))
+    if expr is sympy.pi:
+        return arb.pi()
+    if expr is sympy.E:
+        return arb.const_e()
+    args = [_arb_value(a) for a in expr.args]
+    if not args or any(a is None for a in args):
+        return None
+    if expr.is_Add:
+        return sum(args[1:], args[0])
+    if expr.is_Mul:
+        out = args[0]
+        for a in args[1:]:
+            out = out * a
+        return out
+    if expr.is_Pow:
+        base, ex = args
+        if expr.exp.is_Integer:
+            return base ** int(expr.exp)
+        return base ** ex if base > 0 else None  # a non-integer power of a ball that may reach 0 or below: refuse
+    if isinstance(expr, (sympy.Max, sympy.Min)):
+        out = args[0]
+        for a in args[1:]:
+            out = out.max(a) if isinstance(expr, sympy.Max) else out.min(a)
+        return out
+    f = _ARB_FUNCS.get(expr.func)
+    return None if f is None or len(args) != 1 else f(args[0])
+
+
+def certified_inside(value: sympy.Expr, lower: float, upper: float) -> bool:
+    """True only if the real number ``value`` (a sympy expression) provably lies in ``[lower, upper]`` (floats).
+
+    ``value`` is enclosed in an arb ball at 128, 512 and 2048 bits (:func:`_arb_value`); the claim holds when a ball
+    lies inside ``[lower, upper]`` (both ends exact floats, no tolerance: the enclosure of ``smooth_constant`` is already
+    rounded outward).  False when no ball decides it or ``value`` uses an unsupported operation.
+
+    >>> certified_inside(sympy.Rational(3, 10**12), 2.9e-12, 3.1e-12), certified_inside(sympy.Rational(3, 10**12), 0.0, 2.9e-12)
+    (True, False)
+    """
+    if not (math.isfinite(lower) and math.isfinite(upper)) or lower > upper:
+        return False
+    lo, hi = arb(lower), arb(upper)
+    old = ctx.prec
+    try:
+        for prec in (128, 512, 2048):
+            ctx.prec = prec
+            ball = _arb_value(sympy.sympify(value))
+            if ball is None or not ball.is_finite():
+                return False
+            if lo <= ball and ball <= hi:
+                return True
+            if ball < lo or ball > hi:
+                return False
+    finally:
+        ctx.prec = old
+    return False
+
+
 def _sym(f) -> sympy.Rational:
     return sympy.Rational(f.numerator, f.denominator)
 
@@ -382,9 +473,9 @@ def smooth_constant(net: Network, stage_list: list[Stage], norm: str, dom, start
         lo, hi = (fmpq(v.numerator, v.denominator) for v in (dom[0][0], dom[1][0]))
     deadline = time.monotonic() + time_limit
     upper, lower, info = branch_and_bound(anet, norm, lo, hi, tol=tol, deadline=deadline, tails=dom is None)
-    if dom is None and upper - lower > tol:  # widen the bisected interval while only the tails stay open
+    if dom is None and upper - lower > info["tol"]:  # widen the bisected interval while only the tails stay open
         for _ in range(6):
-            if info["tail_bound"] is None or info["tail_bound"] <= lower + tol or time.monotonic() > deadline:
+            if info["tail_bound"] is None or info["tail_bound"] <= lower + info["tol"] or time.monotonic() > deadline:
                 break
             lo, hi = lo * 8, hi * 8
             upper, lower, info = branch_and_bound(anet, norm, lo, hi, tol=tol, deadline=deadline, tails=True)
@@ -392,17 +483,16 @@ def smooth_constant(net: Network, stage_list: list[Stage], norm: str, dom, start
     if use_sympy:
         cand = _sympy_candidate(net, stage_list, norm, dom)
         if cand is not None:
-            val = float(sympy.N(cand, 30))
-            if lower - 1e-12 <= val <= upper + 1e-12:
+            if certified_inside(cand, lower, upper):
                 return Bound(cand, norm, "exact", "exact", time.perf_counter() - started, exact_value=cand,
                              lower=float_down(cand), solver="sympy solveset", status="optimal",
                              assumptions=("critical points of f' by sympy, confirmed by a rigorous arb enclosure",),
                              details={"technique": "sympy critical points", "enclosure": (lower, upper)})
     if not (math.isfinite(upper) and math.isfinite(lower)):
         raise NotApplicableError("exact (smooth): no finite enclosure; the tails could not be bounded")
-    status = "converged" if upper - lower <= tol else "gap above tolerance (time limit or open tails)"
+    status = "converged" if upper - lower <= info["tol"] else "gap above tolerance (time limit or open tails)"
     return Bound(upper, norm, "exact", "upper", time.perf_counter() - started, lower=lower, solver="python-flint arb",
                  status=status, assumptions=("rigorous interval enclosure; not an exact value",), details=info)
 
 
-__all__ = ["smooth_constant", "branch_and_bound"]
+__all__ = ["smooth_constant", "branch_and_bound", "certified_inside"]
