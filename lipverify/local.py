@@ -150,7 +150,7 @@ def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | No
 
     from .bounds import bound
     from .norms import parse_norm
-    from .result import Bound
+    from .result import OUTWARD, Bound
 
     started = time.perf_counter()
     p = parse_norm(norm)
@@ -180,6 +180,7 @@ def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | No
         best = min(best, float(radius))
     if not np.isfinite(best):
         raise ValueError("certified_radius: every margin is unbounded (a constant network); give radius=")
-    return Bound(best, p, f"certified_radius:{method}", "lower", time.perf_counter() - started,
-                 assumptions=(f"class {y}", "local" if radius is not None else "global"),
-                 details={"label": y, "radius": radius})
+    # kind "lower" of the robustness radius (not of the Lipschitz constant): details["quantity"] says so
+    return Bound.lower_bound(best, p, f"certified_radius:{method}", rounding=OUTWARD, seconds=time.perf_counter() - started,
+                             assumptions=(f"class {y}", "local" if radius is not None else "global"),
+                             details={"label": y, "radius": radius, "quantity": "robustness radius"})

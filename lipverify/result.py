@@ -30,6 +30,8 @@ EXACT_ROUNDED_DOWN = "exact rational, float rounded down"
 EXACT_SYMBOLIC = "exact (sympy), float rounded outward"
 NO_ROUNDING_GUARANTEE = "none (estimate)"
 UNRECORDED = "not recorded (built with Bound(...))"
+#: ``details["quantity"]`` of rows that bound the Lipschitz constant (the default; a certified radius says otherwise)
+LIPSCHITZ = "lipschitz constant"
 
 _NON_FINITE = (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
 
@@ -266,7 +268,8 @@ def check_consistency(rows: Iterable) -> None:
     Traceback (most recent call last):
     lipverify.errors.InternalConsistencyError: k4 linf upper = 2 is below lower_bound linf lower = 3: ...
     """
-    bounds = [r for r in rows if isinstance(r, Bound)]
+    # rows about another quantity (a certified robustness radius, details["quantity"]) are not Lipschitz values
+    bounds = [r for r in rows if isinstance(r, Bound) and r.details.get("quantity", LIPSCHITZ) == LIPSCHITZ]
     for u in bounds:
         for lo in bounds:
             if lo.norm != u.norm or (_local(u) and not _local(lo)):

@@ -44,7 +44,7 @@ from .bounds.common import require_norm
 from .errors import CertificationError, NotApplicableError, NumericalError, SolverError
 from .network import Network
 from .norms import NormLike
-from .result import Bound
+from .result import OUTWARD, Bound
 from .rigorous import ETA, UNIT_ROUNDOFF, Interval, add_up, sum_up, up, verify_positive_definite
 
 #: default limit of the LMI side (inputs + hidden neurons) so that ``lv.compare`` stays fast
@@ -1115,8 +1115,8 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     assumptions = (f"LipSDP-{variant} LMI proven positive definite "
                    + ("in exact rational arithmetic (python-flint)" if used == "exact"
                       else "by a verified floating-point Cholesky factorisation"),)
-    return Bound(value, p, "lipsdp", "upper", time.perf_counter() - started, assumptions=assumptions,
-                 solver=name, status=status, details=details)
+    return Bound.upper_bound(value, p, "lipsdp", rounding=OUTWARD, seconds=time.perf_counter() - started,
+                             assumptions=assumptions, solver=name, status=status, details=details)
 
 
 def _loss(cert: Certification, rho_solver: float) -> float:
