@@ -1,30 +1,51 @@
-"""Lower bounds of the Lipschitz constant from Jacobians at sampled points (``kind="lower"``).
+"""Lower bounds of the Lipschitz constant from Jacobians at chosen points (``kind="lower"``).
 
 Proof: ``proofs/lower_bound.md``.  At a point ``x`` where ``f`` is differentiable, ``||J(x)||_p <= Lip_p(f)``.
-For fully connected networks the reported value is *certified*: the point is kept only when every
-piecewise-linear activation input is provably away from its kink (so ``f`` is differentiable there), and
-``||J(x)||_p`` is bounded below through a rigorous interval enclosure of ``J(x)`` built from a running
-error analysis of the forward pass.  For other networks (CNNs) the float Jacobian norm is used with the
-same kink test done approximately and a relative margin, which the result's assumptions state.
+The reported value is *certified*: a point is kept only when ``f`` is provably differentiable there (every
+piecewise-linear activation input provably away from its kink; in CNNs also every max-pool window's maximum
+provably unique, or all its candidates locally constant), and ``||J(x)||_p`` is bounded below through a
+rigorous interval enclosure of ``J(x)`` built from a running error analysis of the forward pass.  Fully
+connected and convolutional networks are certified; a CNN above :data:`CNN_CERTIFY_WORK` gets
+``kind="estimate"`` (the float value, no guarantee) with the reason, and so does a search whose candidates
+all fail certification.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
+import scipy.optimize
+import scipy.sparse as sp
 
+from . import rigorous
 from .bounds.chain import linear_chain
 from .bounds.enclosure import enclose
-from .errors import NumericalError, UnsupportedLayerError
-from .layers import LIBM_REL, Activation, Dense, Flatten  # noqa: F401  (LIBM_REL: defined once, in layers.py)
+from .conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
+from .conv.operators import DenseOp
+from .conv.program import conv_matrix, explicit_nnz, is_cnn, linear_op
+from .errors import LipVerifyError, NumericalError, UnsupportedLayerError
+from .layers import LIBM_REL, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU  # noqa: F401  (LIBM_REL: defined once, in layers.py)
 from .network import Network
 from .norms import NormLike, parse_norm
-from .result import Bound
+from .result import OUTWARD, Bound
 from .rigorous import ETA, add_up, down, gamma_up, interval_product, matmul_up, spectral_norm_lower, sum_down, up
 
 #: how many of the best points are tried for certification
 CANDIDATES = 16
+#: CNNs are certified through their explicit layer matrices and an interval enclosure of the Jacobian; above this
+#: many multiply-adds (nonzeros of the layer matrices times ``min(n_in, n_out)``) ``lower_bound`` reports an estimate
+CNN_CERTIFY_WORK = 50_000_000
+#: without a ``domain`` the constant is global: activation-pattern candidates (LPs) range over this many radii
+GLOBAL_LP_SCALE = 16.0
+#: linear programs the activation-pattern search may solve (per call of ``lower_bound``)
+PATTERN_LP_BUDGET = 32
+#: the single-flip pattern search runs when (neurons) x (multiply-adds of one pattern Jacobian) is below this
+PATTERN_FLIP_WORK = 50_000_000
+#: activation-pattern candidates are tried when the LP's constraint matrix (kink neurons x inputs) has at most this
+#: many entries (HiGHS took ~35 s per LP at 1024 x 784 on a busy machine)
+PATTERN_LP_ENTRIES = 200_000
 
 
 def jacobian_norm(jac: np.ndarray, norm: str) -> np.ndarray:
@@ -96,8 +117,10 @@ def _derivative_interval(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tu
 
 
 def certified_jacobian_norm(net: Network, x: np.ndarray, norm: str) -> float | None:
-    """A rigorous lower bound of ``||J(x)||_p`` for a fully connected network, or ``None`` when ``x`` may lie
-    on a kink (where ``f`` need not be differentiable)."""
+    """A rigorous lower bound of ``||J(x)||_p``, or ``None`` when ``x`` may lie on a kink (where ``f`` need not be
+    differentiable).  CNNs go through :func:`certified_cnn_jacobian_norm`."""
+    if is_cnn(net):
+        return certified_cnn_jacobian_norm(net, x, norm)
     chain = linear_chain(net, "lower_bound")
     records = _forward_with_errors(net, x)
     alphas, betas = [], []
@@ -113,6 +136,12 @@ def certified_jacobian_norm(net: Network, x: np.ndarray, norm: str) -> float | N
         alphas.append(interval[0])
         betas.append(interval[1])
     enc = enclose(chain, slice(None), alphas, betas)
+    return enclosure_norm_lower(enc, norm)
+
+
+def enclosure_norm_lower(enc: rigorous.Interval, norm: str) -> float:
+    """A rigorous lower bound of ``min ||J||_p`` over the interval matrix ``enc`` (every member's norm is at
+    least the value): entrywise magnitudes ``|mid| - rad`` rounded down for l1/l∞ (``proofs/lower_bound.md``)."""
     low = np.maximum(down(np.abs(enc.mid) - enc.rad), 0.0)
     if norm == "inf":
         return float(np.max(sum_down(low, axis=1)))
@@ -124,31 +153,57 @@ def certified_jacobian_norm(net: Network, x: np.ndarray, norm: str) -> float | N
 
 def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: int = 50, radius: float = 1.0,
                 seed: int = 0, domain: tuple | None = None) -> Bound:
-    """``max ||J(x)||_p`` over random points and a hill-climbing refinement: a valid **lower** bound.
+    """The largest *certified* ``||J(x)||_p`` over searched points: a valid **lower** bound of ``Lip_p(f)``.
 
-    Points are drawn uniformly from ``domain`` (a pair of arrays) or from ``[-radius, radius]^n``.  For fully
-    connected networks the best points are certified (see the module docstring and ``proofs/lower_bound.md``);
-    a point that may lie on a kink is discarded.
+    Search (not certified): ``samples`` points drawn uniformly from ``domain`` (a pair of arrays) or from
+    ``[-radius, radius]^n``, then ``steps`` rounds of random-direction hill climbing from the best eight, the moves
+    reflected back into the box (never clipped onto its faces, where kinks may sit).  Fully connected networks with
+    ReLU/LeakyReLU/Identity activations add activation-pattern candidates: the max-slope (for ReLU all-active)
+    pattern and the pattern of the best sampled point, then single flips that increase the pattern's Jacobian norm,
+    each made realizable by a linear program that finds the point of the box deepest inside the pattern's region
+    (without ``domain``, whose constant is the global one, the LP box is ``GLOBAL_LP_SCALE`` times larger).
+    Certification: candidates are certified one by one (module docstring); the best certified value is reported.
+    Without a certified positive value: ``kind="lower"`` value 0 when every Jacobian seen is 0 or every certified
+    point's lower end is 0, else ``kind="estimate"`` (the float value, no point certified) — the note says which.
+    Proof: ``proofs/lower_bound.md``.
+
+    >>> import lipverify as lv
+    >>> net = lv.Network([lv.Dense([[1, -2], [0, 1]], [0, 1]), lv.ReLU(), lv.Dense([[1, 1]])])
+    >>> b = lv.lower_bound(net, "inf")
+    >>> b.kind, round(float(b.value), 9)
+    ('lower', 3.0)
     """
     started = time.perf_counter()
     p = parse_norm(norm)
+    if net.free_symbols:
+        raise LipVerifyError(f"lower_bound: the network has symbolic parameters {sorted(map(str, net.free_symbols))}; "
+                             "use net.subs({...}) first, or lv.exact for a formula")
+    if samples < 1 or steps < 0:
+        raise ValueError(f"lower_bound: samples must be >= 1 and steps >= 0, got samples={samples}, steps={steps}")
     rng = np.random.default_rng(seed)
     shape = net.input_shape
     if domain is not None:
         lo = np.broadcast_to(np.asarray(domain[0], dtype=np.float64), shape)
         hi = np.broadcast_to(np.asarray(domain[1], dtype=np.float64), shape)
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo <= hi)):
+            raise ValueError(f"lower_bound: domain must be finite with lower <= upper entrywise (input shape {shape})")
     else:
-        lo, hi = np.full(shape, -radius), np.full(shape, radius)
+        if not (np.isfinite(radius) and radius >= 0):
+            raise ValueError(f"lower_bound: radius must be a finite number >= 0, got {radius!r}")
+        lo, hi = np.full(shape, -float(radius)), np.full(shape, float(radius))
+    cnn = is_cnn(net)
+    jac = _reverse_jacobians(net) if cnn or net.n_out < net.n_in else net.jacobian
+
+    # ---- search (float, not certified)
     x = rng.uniform(lo, hi, size=(samples, *shape))
-    vals = jacobian_norm(net.jacobian(x), p)
-    # hill climbing from the best few points (random directions: works across kinks)
+    vals = jacobian_norm(jac(x), p)
     top = x[np.argsort(vals)[-min(8, samples):]].copy()
-    top_vals = jacobian_norm(net.jacobian(top), p)
+    top_vals = jacobian_norm(jac(top), p)
     step = 0.25 * float(np.max(hi - lo)) if np.max(hi - lo) > 0 else 0.0
     pool, pool_vals = [x], [vals]
     for _ in range(steps):
-        cand = np.clip(top + step * rng.standard_normal(top.shape), lo, hi)
-        cv = jacobian_norm(net.jacobian(cand), p)
+        cand = _reflect(top + step * rng.standard_normal(top.shape), lo, hi)
+        cv = jacobian_norm(jac(cand), p)
         better = cv > top_vals
         top[better], top_vals[better] = cand[better], cv[better]
         pool.append(cand)
@@ -157,25 +212,496 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     points = np.concatenate(pool)
     values = np.concatenate(pool_vals)
     if not np.all(np.isfinite(values)):
-        raise NumericalError("lower_bound: a Jacobian norm was not finite")
+        raise NumericalError("lower_bound: a Jacobian norm was not finite (overflow in the network); no bound is reported")
     order = np.argsort(values)[::-1]
-    try:
-        linear_chain(net, "lower_bound")
-        certified = True
-    except UnsupportedLayerError:
-        certified = False
-    best, tried = 0.0, 0
-    if certified:
-        for idx in order:
-            if values[idx] <= best or tried >= CANDIDATES:
-                break
-            tried += 1
-            v = certified_jacobian_norm(net, points[idx], p)
-            if v is not None:
-                best = max(best, v)
-        note = f"certified at the best point of {len(values)} ({samples} samples, {steps} hill-climbing steps, seed {seed})"
+    float_best = float(values[order[0]])
+    search = f"{len(values)} points ({samples} samples, {steps} hill-climbing steps, seed {seed})"
+
+    # ---- certification
+    if cnn:
+        work = explicit_nnz(net) * min(net.n_in, net.n_out)
+        if work > CNN_CERTIFY_WORK:
+            note = (f"not certified: float Jacobian norm at the best of {search}; certifying this CNN needs about "
+                    f"{work} multiply-adds per point (limit CNN_CERTIFY_WORK = {CNN_CERTIFY_WORK} in lipverify.lower), "
+                    "so no guarantee either way; use a smaller domain of inputs or the upper bounds")
+            return Bound.estimate(float_best, p, "lower_bound", seconds=time.perf_counter() - started, assumptions=(note,))
+        plan = _cnn_plan(net)
+
+        def certify(point):
+            return _certified_cnn_norm(plan, point, p)
+        structured: list[tuple[np.ndarray, str]] = []
     else:
-        best = float(values[order[0]]) * (1 - 1e-6)
-        note = (f"float Jacobian norm minus 1e-6 relative, not certified against rounding or kinks "
-                f"({samples} samples, {steps} steps, seed {seed})")
-    return Bound(best, p, "lower_bound", "lower", time.perf_counter() - started, assumptions=(note,))
+        def certify(point):
+            return certified_jacobian_norm(net, point, p)
+        scale = 1.0 if domain is not None else GLOBAL_LP_SCALE
+        structured = _pattern_candidates(net, p, lo.ravel() * scale, hi.ravel() * scale, points[order[:4]])
+    best, where, tried, certified = 0.0, "", 0, 0
+    for point, label in structured:
+        v = certify(point.reshape(shape))
+        certified += v is not None
+        if v is not None and v > best:
+            best, where = v, label
+    for idx in order:
+        if values[idx] <= best or tried >= CANDIDATES:
+            break
+        tried += 1
+        v = certify(points[idx])
+        certified += v is not None
+        if v is not None and v > best:
+            best, where = v, "a sampled point"
+    seconds = time.perf_counter() - started
+    extra = f", {len(structured)} activation-pattern LP points" if structured else ""
+    if best > 0:
+        note = f"certified at {where}; searched {search}{extra}"
+        return Bound.lower_bound(best, p, "lower_bound", rounding=OUTWARD, seconds=seconds, assumptions=(note,))
+    if float_best == 0.0:
+        note = (f"every Jacobian seen is 0 ({search}{extra}): 0, the trivial lower bound, is the best found "
+                "(the network may be constant on the searched box)")
+        return Bound.lower_bound(0.0, p, "lower_bound", rounding=OUTWARD, seconds=seconds, assumptions=(note,))
+    if certified:
+        note = (f"0 is the best certified value: at the {certified} points certified differentiable the rigorous lower "
+                f"end of ||J(x)|| is 0 (rounding or cancellation leaves it indistinguishable from 0); the float search "
+                f"saw {float_best:.6g}, which is not certified ({search}{extra})")
+        return Bound.lower_bound(0.0, p, "lower_bound", rounding=OUTWARD, seconds=seconds, assumptions=(note,))
+    note = (f"not certified: no candidate point could be certified (each may lie on a kink or a max-pool tie; "
+            f"{tried} tried of {search}{extra}); this is the float Jacobian norm at the best point, no guarantee "
+            "either way; the only certified lower bound is the trivial 0")
+    return Bound.estimate(float_best, p, "lower_bound", seconds=seconds, assumptions=(note,))
+
+
+def _reflect(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``x`` folded back into the box ``[lo, hi]`` by reflection at its faces (a continuous distribution stays
+    continuous, so no mass lands on a face, unlike clipping); degenerate coordinates are set to ``lo``."""
+    width = hi - lo
+    safe = np.where(width > 0, width, 1.0)
+    y = np.mod(x - lo, 2.0 * safe)
+    y = np.where(y > safe, 2.0 * safe - y, y)
+    return np.where(width > 0, np.clip(lo + y, lo, hi), lo)
+
+
+# --------------------------------------------------------------------------- activation patterns (FC, PWL)
+
+_PWL_TYPES = (ReLU, LeakyReLU, Identity)
+
+
+@dataclass(frozen=True)
+class _PwlNet:
+    """A fully connected network whose activations are built-in ReLU/LeakyReLU/Identity: ``dense`` steps
+    ``(W, b)`` and activation steps ``(slope_negative, slope_positive)`` (floats, for the search only)."""
+
+    steps: tuple
+    n_in: int
+
+    @property
+    def acts(self) -> list[tuple[int, float, float, int]]:
+        """``(step index, negative slope, positive slope, width)`` of every activation step."""
+        out, width = [], self.n_in
+        for k, s in enumerate(self.steps):
+            if s[0] == "dense":
+                width = s[1].shape[0]
+            else:
+                out.append((k, s[1], s[2], width))
+        return out
+
+
+def _pwl_net(net: Network) -> _PwlNet | None:
+    steps = []
+    for layer in net.layers:
+        if isinstance(layer, Dense):
+            steps.append(("dense", layer.weight, layer.bias))
+        elif type(layer) in _PWL_TYPES:  # exact types: a subclass may change the forward pass
+            neg, pos = (float(layer.derivative(np.array([v]))[0]) for v in (-1.0, 1.0))
+            steps.append(("act", neg, pos))
+        elif isinstance(layer, Flatten):
+            continue
+        else:
+            return None
+    return _PwlNet(tuple(steps), net.n_in)
+
+
+def _pattern_of(pwl: _PwlNet, x: np.ndarray) -> list[np.ndarray]:
+    """Which side (True: positive) of its kink every activation input is on at ``x`` (float forward pass)."""
+    h, pattern = np.asarray(x, dtype=np.float64).ravel(), []
+    for s in pwl.steps:
+        if s[0] == "dense":
+            h = s[1] @ h + s[2]
+        else:
+            pattern.append(h > 0)
+            h = np.where(h > 0, s[2], s[1]) * h
+    return pattern
+
+
+def _pattern_maps(pwl: _PwlNet, pattern: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """For a fixed pattern: the Jacobian ``J`` (float) and the affine maps ``z = A x + c`` of every activation input."""
+    a, c, maps, k = None, np.zeros(pwl.n_in), [], 0
+    for s in pwl.steps:
+        if s[0] == "dense":
+            a = s[1].copy() if a is None else s[1] @ a
+            c = s[1] @ c + s[2]
+        else:
+            if a is None:
+                a = np.eye(pwl.n_in)
+            maps.append((a, c))
+            slope = np.where(pattern[k], s[2], s[1])
+            k += 1
+            a, c = slope[:, None] * a, slope * c
+    return (np.eye(pwl.n_in) if a is None else a), maps
+
+
+def _realize(pwl: _PwlNet, maps, pattern, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+    """A point of the box deep inside the pattern's region: the LP ``max t`` s.t. ``s_i (A_i x + c_i) >= t ||A_i||``
+    (HiGHS), or ``None`` when the best ``t`` is not positive (the region has no interior in the box)."""
+    rows, rhs = [], []
+    for (a, c), pos, (_, neg, posl, _) in zip(maps, pattern, pwl.acts):
+        if neg == posl:
+            continue  # no kink
+        sgn = np.where(pos, 1.0, -1.0)
+        nrm = np.linalg.norm(a, axis=1)
+        const = nrm == 0
+        if np.any(const & (sgn * c <= 0)):
+            return None
+        rows.append(np.hstack([-(sgn[~const, None] * a[~const]), nrm[~const, None]]))
+        rhs.append(sgn[~const] * c[~const])
+    width = float(np.max(hi - lo)) if lo.size else 0.0
+    if not rows or width <= 0:
+        return None
+    n = lo.size
+    res = scipy.optimize.linprog(np.r_[np.zeros(n), -1.0], A_ub=np.vstack(rows), b_ub=np.concatenate(rhs),
+                                 bounds=list(zip(lo, hi)) + [(None, width)], method="highs")
+    if res.status != 0 or not -res.fun > 0:
+        return None
+    return np.clip(res.x[:n], lo, hi)
+
+
+def _float_norm(j: np.ndarray, norm: str) -> float:
+    return float(jacobian_norm(j[None], norm)[0])
+
+
+def _pattern_candidates(net: Network, norm: str, lo: np.ndarray, hi: np.ndarray,
+                        best_points: np.ndarray) -> list[tuple[np.ndarray, str]]:
+    """Points (flat) deep inside strong activation patterns, with a label; empty unless ``net`` is a PWL FC net.
+
+    Starts: the max-slope pattern (every neuron on the side of larger slope magnitude; all-active for ReLU) and the
+    patterns of ``best_points``; then single flips of the best realizable pattern that raise its float Jacobian
+    norm, each checked by an LP (at most ``PATTERN_LP_BUDGET`` LPs).  Certification happens afterwards.  Skipped
+    (empty) when the LP would exceed ``PATTERN_LP_ENTRIES``.
+    """
+    pwl = _pwl_net(net)
+    if pwl is None or not any(neg != pos for _, neg, pos, _ in pwl.acts):
+        return []
+    neurons = sum(w for _, neg, pos, w in pwl.acts if neg != pos)
+    if neurons * pwl.n_in > PATTERN_LP_ENTRIES:
+        return []
+    lps = 0
+    found: list[tuple[np.ndarray, str]] = []
+    starts = [([np.full(w, pos >= abs(neg)) for _, neg, pos, w in pwl.acts], "the max-slope activation pattern")]
+    starts += [(_pattern_of(pwl, x), "the activation pattern of a sampled point") for x in best_points[:1]]
+    current, current_value = None, -1.0
+    for pattern, label in starts:
+        j, maps = _pattern_maps(pwl, pattern)
+        lps += 1
+        x = _realize(pwl, maps, pattern, lo, hi)
+        if x is None:
+            continue
+        found.append((x, f"an LP point of {label}"))
+        v = _float_norm(j, norm)
+        if v > current_value:
+            current, current_value = pattern, v
+    if current is None:
+        return found
+    widths = [pwl.n_in] + [s[1].shape[0] for s in pwl.steps if s[0] == "dense"]
+    per_pattern = sum(widths[i] * widths[i + 1] * pwl.n_in for i in range(1, len(widths) - 1)) + widths[1] * pwl.n_in
+    if neurons * per_pattern > PATTERN_FLIP_WORK:
+        return found
+    improved = True
+    while improved and lps < PATTERN_LP_BUDGET:
+        improved = False
+        for k, (_, neg, pos, w) in enumerate(pwl.acts):
+            if neg == pos:
+                continue
+            for i in range(w):
+                if lps >= PATTERN_LP_BUDGET:
+                    break
+                trial = [a.copy() for a in current]
+                trial[k][i] = not trial[k][i]
+                j, maps = _pattern_maps(pwl, trial)
+                v = _float_norm(j, norm)
+                if not v > current_value * (1 + 1e-12):
+                    continue
+                lps += 1
+                x = _realize(pwl, maps, trial, lo, hi)
+                if x is not None:
+                    current, current_value, improved = trial, v, True
+                    found.append((x, "an LP point of a flipped activation pattern"))
+    return found
+
+
+# --------------------------------------------------------------------------- float Jacobians (search)
+
+
+def _reverse_jacobians(net: Network, chunk: int | None = None):
+    """A function of a batch ``X`` giving the float Jacobians ``(B, n_out, n_in)`` by reverse mode (matrix-free
+    layer operators, one backward pass of the ``n_out`` output basis vectors: cheaper than ``Network.jacobian``'s
+    forward mode when ``n_out < n_in``), at kinks the one-sided derivative and for max-pool ties the first maximal
+    cell (as ``Network.jacobian``).  For the search only."""
+    ops = {}
+    for i, layer in enumerate(net.layers):
+        if isinstance(layer, Dense):
+            ops[i] = DenseOp(layer.weight)
+        elif isinstance(layer, (Conv2d, AvgPool2d, BatchNorm2d)):
+            ops[i] = linear_op(layer, net.shapes[i], "implicit")
+        elif isinstance(layer, MaxPool2d):
+            ops[i] = (layer.window_index(net.shapes[i]), layer.max_overlap(net.shapes[i]) > 1)
+        elif not isinstance(layer, (Activation, Flatten)):
+            raise UnsupportedLayerError(f"lower_bound: layer {i} ({layer.describe()}) has no reverse-mode Jacobian rule "
+                                        "(supported: Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, Dense, Flatten, activations)")
+    m = net.n_out
+    if chunk is None:  # about 4 million floats of backward rows at a time
+        chunk = max(1, 4_000_000 // (m * max(int(np.prod(shp)) for shp in net.shapes)))
+
+    def batch(x: np.ndarray) -> np.ndarray:
+        b = x.shape[0]
+        tape = []
+        h = x
+        for i, layer in enumerate(net.layers):
+            if isinstance(layer, Activation):
+                tape.append(("act", layer.derivative(h).reshape(b, -1)))
+            elif isinstance(layer, MaxPool2d):
+                idx, overlap = ops[i]
+                flat = h.reshape(b, -1)
+                vals = np.where(idx >= 0, flat[:, np.maximum(idx, 0)], -np.inf)
+                arg = np.take_along_axis(idx[None], vals.argmax(axis=2)[..., None], axis=2)[..., 0]
+                tape.append(("pool", arg, flat.shape[1], overlap))
+            elif i in ops:
+                tape.append(("lin", ops[i]))
+            h = layer.forward(h)
+        g = np.broadcast_to(np.eye(m), (b, m, m)).reshape(b * m, m)
+        for entry in reversed(tape):
+            if entry[0] == "lin":
+                g = entry[1].backward(g)
+            elif entry[0] == "act":
+                g = (g.reshape(b, m, -1) * entry[1][:, None, :]).reshape(b * m, -1)
+            else:
+                arg, n_in, overlap = entry[1:]
+                gi = np.zeros((b, m, n_in))
+                rows = np.arange(b)[:, None]
+                if overlap:  # a cell may be selected by several windows: accumulate
+                    gt = np.zeros((b, n_in, m))
+                    np.add.at(gt, (rows, arg), g.reshape(b, m, -1).transpose(0, 2, 1))
+                    gi = gt.transpose(0, 2, 1)
+                else:  # disjoint windows select distinct cells
+                    gi[rows[:, None], np.arange(m)[None, :, None], arg[:, None, :]] = g.reshape(b, m, -1)
+                g = gi.reshape(b * m, n_in)
+        return g.reshape(b, m, -1)
+
+    def jacobians(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return np.concatenate([batch(x[s:s + chunk]) for s in range(0, x.shape[0], chunk)])
+
+    return jacobians
+
+
+# --------------------------------------------------------------------------- CNNs: certification
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One step of a CNN's certified forward pass: ``"affine"`` (``z = M h + b``: explicit matrix ``M`` with
+    entrywise radius, bias with radius, ``inner`` products per output entry), ``"act"`` or ``"maxpool"``."""
+
+    kind: str
+    index: int
+    layer: Layer
+    matrix: object = None
+    abs_matrix: object = None
+    radius: object = None
+    bias: np.ndarray | None = None
+    bias_radius: np.ndarray | None = None
+    inner: int = 1
+    windows: np.ndarray | None = None
+
+
+def _cnn_plan(net: Network) -> tuple[_Step, ...]:
+    """The explicit steps of a CNN (``proofs/lower_bound.md``, CNN certification)."""
+    steps = []
+    for i, layer in enumerate(net.layers):
+        shape = net.shapes[i]
+        out = net.shapes[i + 1]
+        if isinstance(layer, Activation):
+            steps.append(_Step("act", i, layer))
+            continue
+        if isinstance(layer, Flatten):
+            continue
+        if isinstance(layer, MaxPool2d):
+            steps.append(_Step("maxpool", i, layer, windows=layer.window_index(shape)))
+            continue
+        bias_radius = None
+        if isinstance(layer, Dense):
+            m, r, bias, bias_radius = layer.weight, layer.weight_radius, layer.bias, layer.bias_radius
+        elif isinstance(layer, Conv2d):
+            m, r = conv_matrix(layer, shape, layer.weight_radius)
+            hw = int(np.prod(out[1:]))
+            bias = np.repeat(layer.bias, hw)
+            b_param = getattr(layer, "_bias", None)  # exact biases carry a conversion radius
+            if b_param is not None and b_param.radius is not None:
+                bias_radius = np.repeat(b_param.radius, hw)
+        elif isinstance(layer, AvgPool2d):
+            conv = layer.as_conv(shape[0])
+            _, rc = layer.coefficient
+            m, r = conv_matrix(conv, shape, np.full(conv.kernel_shape, rc) if rc else None)
+            bias = np.zeros(m.shape[0])
+        elif isinstance(layer, BatchNorm2d):
+            hw = int(np.prod(shape[1:]))
+            m = sp.diags(np.repeat(layer.scale, hw), format="csr")
+            r = sp.diags(np.repeat(layer.scale_radius, hw), format="csr")
+            bias, bias_radius = np.repeat(layer.shift, hw), np.repeat(_shift_radius(layer), hw)
+        else:
+            raise UnsupportedLayerError(f"lower_bound: layer {i} ({layer.describe()}) has no certified forward pass "
+                                        "(supported: Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, Dense, Flatten, activations)")
+        if sp.issparse(m):
+            m = m.tocsr()
+            inner = max(int(np.diff(m.indptr).max(initial=0)), 1)
+        else:
+            inner = max(m.shape[1], 1)
+        steps.append(_Step("affine", i, layer, m, abs(m), r, np.asarray(bias, dtype=np.float64), bias_radius, inner))
+    return tuple(steps)
+
+
+def _shift_radius(layer: BatchNorm2d) -> np.ndarray:
+    """Bound of ``|fl(beta - fl(mean * s)) - (beta - mean * s_exact)|`` with ``|s - s_exact| <= scale_radius``:
+    ``u |t| + u |p| + |mean| r_s + 2 eta`` (``p = fl(mean * s)``, ``t`` the float shift), rounded up."""
+    p = np.abs(layer.mean * layer.scale)
+    t = np.abs(layer.shift)
+    u = rigorous.UNIT_ROUNDOFF
+    return add_up(rigorous.scale_up(t, u), rigorous.scale_up(p, u), up(np.abs(layer.mean) * layer.scale_radius),
+                  np.full(t.shape, 2 * ETA))
+
+
+def _affine_with_error(st: _Step, h: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``z = fl(M h + b)`` and a bound of ``|z - (M_exact h_exact + b_exact)|`` where ``|h - h_exact| <= err``:
+    ``gamma_{k+1} (|M||h| + |b|) + |M| err + R (|h| + err) + r_b + 4 (k + 2) eta`` (k = ``st.inner``)."""
+    z = np.asarray(st.matrix @ h, dtype=np.float64).ravel() + st.bias
+    ah = np.abs(h)
+    mag = add_up(matmul_up(st.abs_matrix, ah[:, None])[:, 0], np.abs(st.bias))
+    e = add_up(rigorous.scale_up(mag, gamma_up(st.inner + 1)), matmul_up(st.abs_matrix, err[:, None])[:, 0],
+               np.full(z.shape, 4.0 * (st.inner + 2) * ETA))
+    if st.radius is not None:
+        e = add_up(e, matmul_up(st.radius, add_up(ah, err)[:, None])[:, 0])
+    if st.bias_radius is not None:
+        e = add_up(e, st.bias_radius)
+    return rigorous._check_finite(z, f"lower_bound: layer {st.index} ({st.layer.describe()})"), \
+        rigorous._check_finite(e, f"lower_bound: layer {st.index} ({st.layer.describe()})")
+
+
+def _activation_with_error(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``fl(sigma(z))`` and a bound of its distance to ``sigma(z_exact)`` for ``|z - z_exact| <= ez``:
+    ``max(|alpha|, |beta|) ez`` (mean value theorem) plus the activation's declared evaluation error at ``z``
+    (``forward_error``, ``proofs/activations.md`` §2), as in ``_forward_with_errors``."""
+    lo, hi = layer.slope_interval
+    out = layer.forward(z)
+    err = add_up(up(max(abs(lo), abs(hi)) * ez), np.asarray(layer.forward_error(z), dtype=np.float64))
+    return out, rigorous._check_finite(err, f"lower_bound: {layer.describe()} forward error bound")
+
+
+def _locally_constant(layer: Activation, z: np.ndarray, ez: np.ndarray) -> np.ndarray:
+    """Neurons whose output is provably constant near the point: a ReLU (or LeakyReLU(0)) input provably < 0."""
+    if type(layer) is ReLU or (type(layer) is LeakyReLU and layer.slopes[0] == 0):
+        return up(z + ez) < 0
+    return np.zeros(z.shape, dtype=bool)
+
+
+def _maxpool_with_error(win: np.ndarray, h: np.ndarray, err: np.ndarray, flat: np.ndarray):
+    """Certified max pooling at a point: ``(out, out_err, out_flat, selected)``, or ``None`` when some window's
+    maximiser is not provably fixed.  Candidates of a window are the cells whose upper end reaches the largest
+    lower end; one candidate: it is the maximiser near the point; several: allowed only when all are locally
+    constant (then so is the window's max).  ``|max fl - max exact| <= max err`` over the window."""
+    valid = win >= 0
+    safe = np.where(valid, win, 0)
+    hv = np.where(valid, h[safe], -np.inf)
+    low = np.where(valid, down(h[safe] - err[safe]), -np.inf)
+    high = np.where(valid, up(h[safe] + err[safe]), -np.inf)
+    floor = low.max(axis=1)
+    cand = valid & (high >= floor[:, None])
+    multi = cand.sum(axis=1) > 1
+    if np.any(multi & np.any(cand & ~flat[safe], axis=1)):
+        return None
+    sel = safe[np.arange(win.shape[0]), hv.argmax(axis=1)]
+    out_err = np.where(valid, err[safe], 0.0).max(axis=1)
+    return h[sel], out_err, np.where(multi, True, flat[sel]), sel
+
+
+def certified_cnn_jacobian_norm(net: Network, x: np.ndarray, norm: str, plan: tuple | None = None) -> float | None:
+    """A rigorous lower bound of ``||J(x)||_p`` for a CNN, or ``None`` when ``f`` may not be differentiable at ``x``.
+
+    Claim: if a float is returned, ``f`` is differentiable at ``x`` and the value is ``<= ||J(x)||_p`` in exact
+    arithmetic (so ``<= Lip_p(f)``).  Assumptions: IEEE binary64 round-to-nearest, the activation error model of the
+    fully connected path.  Steps: explicit layer matrices with radii, a running error analysis of the forward pass,
+    the kink test, the max-pool test (unique maximiser, or a tie of locally constant cells), an interval enclosure of
+    ``J(x)`` from the output side.  Proof: ``proofs/lower_bound.md`` (certification, CNNs).  ``plan`` is
+    ``_cnn_plan(net)``, to reuse across points.
+
+    >>> import numpy as np, lipverify as lv
+    >>> net = lv.Network([lv.MaxPool2d(2), lv.Flatten()], input_shape=(1, 2, 2))
+    >>> certified_cnn_jacobian_norm(net, np.array([[[1.0, 1.0], [0.0, 0.0]]]), "inf") is None  # a tie: no derivative
+    True
+    """
+    return _certified_cnn_norm(_cnn_plan(net) if plan is None else plan, x, norm)
+
+
+def _certified_cnn_norm(plan: tuple[_Step, ...], x: np.ndarray, norm: str) -> float | None:
+    h = np.asarray(x, dtype=np.float64).ravel()
+    err = np.zeros_like(h)
+    flat = np.zeros(h.shape, dtype=bool)
+    mats: list = []
+    rads: list = []
+    slots: list[tuple[np.ndarray, np.ndarray]] = []
+    pending: tuple[np.ndarray, np.ndarray] | None = None
+
+    def push(m, r) -> None:
+        nonlocal pending
+        n = m.shape[1]
+        if mats or pending is not None:
+            if not mats:  # the network starts with an activation
+                mats.append(sp.identity(n, format="csr"))
+                rads.append(None)
+            slots.append(pending if pending is not None else (np.ones(n), np.ones(n)))
+        pending = None
+        mats.append(m)
+        rads.append(r)
+
+    for st in plan:
+        if st.kind == "affine":
+            h, err = _affine_with_error(st, h, err)
+            flat = np.zeros(h.shape, dtype=bool)
+            push(st.matrix, st.radius)
+        elif st.kind == "act":
+            d = _derivative_interval(st.layer, h, err)
+            if d is None:
+                return None
+            flat = _locally_constant(st.layer, h, err)
+            h, err = _activation_with_error(st.layer, h, err)
+            pending = d if pending is None else interval_product(pending, d)
+        else:
+            res = _maxpool_with_error(st.windows, h, err, flat)
+            if res is None:
+                return None
+            n_in = h.size
+            h, err, flat, sel = res
+            push(sp.csr_matrix((np.ones(sel.size), (np.arange(sel.size), sel)), shape=(sel.size, n_in)), None)
+    if pending is not None:
+        push(sp.identity(h.size, format="csr"), None)
+    n_in, n_out = mats[0].shape[1], mats[-1].shape[0]
+    if n_out <= n_in:  # propagate from the outputs: the enclosure has n_out columns
+        ws = [m.T for m in reversed(mats)]
+        rs = [None if r is None else r.T for r in reversed(rads)]
+        slots = slots[::-1]
+    else:
+        ws, rs = mats, rads
+    w0 = ws[0].toarray() if sp.issparse(ws[0]) else np.asarray(ws[0])
+    r0 = rs[0].toarray() if sp.issparse(rs[0]) else rs[0]
+    enc = rigorous.Interval.point(w0, r0)
+    for (alpha, beta), w, r in zip(slots, ws[1:], rs[1:]):
+        enc = enc.scale_rows(alpha, beta).left_matmul(w, r)
+    if n_out <= n_in:
+        enc = rigorous.Interval(enc.mid.T, enc.rad.T)
+    return enclosure_norm_lower(enc, norm)

@@ -341,7 +341,7 @@ def test4(out: Path, suite: Suite, progress: Progress) -> Path:
             else:
                 lines.append(f"| {r.method} | {conv} | {float(r.value):.6g} | {r.kind} | {r.seconds:.3f} | {row_note(r)} |")
                 values.setdefault(norm, {})[f"{r.method} ({conv})"] = float(r.value)
-        lines += [f"| lower_bound | – | {float(lo.value):.6g} | lower | {lo.seconds:.3f} | sampled in [0, 1]^784 |", ""]
+        lines += [f"| lower_bound | – | {float(lo.value):.6g} | {lo.kind} | {lo.seconds:.3f} | sampled in [0, 1]^784 |", ""]
         values.setdefault(norm, {})["lower bound"] = float(lo.value)
     fig, axes = plt.subplots(1, len(suite.test4_norms), figsize=(4 * len(suite.test4_norms), 4), squeeze=False)
     for ax, norm in zip(axes[0], suite.test4_norms):
