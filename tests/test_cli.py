@@ -97,7 +97,7 @@ def test_compare_plot_writes_a_png(model, tmp_path, capsys):
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width > 400 and height > 200
     zoo = tmp_path / "zoo.png"
-    assert main(["compare", "--zoo", "--norm", "inf", "--method", "k4", "kstar", "--plot", str(zoo)]) == 0
+    assert main(["compare", "--zoo", "--norm", "inf", "--method", "k4", "--method", "kstar", "--plot", str(zoo)]) == 0
     assert int.from_bytes(zoo.read_bytes()[20:24], "big") > height  # one panel per network
     assert main(["compare", model, "--plot", str(tmp_path / "no-such-dir" / "x.png")]) == 2
     assert "cannot write the figure" in capsys.readouterr().err
@@ -131,7 +131,7 @@ def test_exact_command_prints_sympy_values_and_json(capsys):
 
 
 def test_exact_command_on_a_model_file(model, capsys):
-    assert main(["exact", model, "--norm", "inf", "1"]) == 0
+    assert main(["exact", model, "--norm", "inf,1"]) == 0
     out = capsys.readouterr().out
     assert "linf:" in out and "l1:" in out
 
@@ -146,16 +146,20 @@ def _liar(net, norm="inf", **_):
 @pytest.mark.parametrize("command", ["bound", "compare"])
 @pytest.mark.parametrize("as_json", [False, True])
 def test_contradictory_results_are_an_internal_error(tmp_path, capsys, monkeypatch, command, as_json):
-    """An upper bound below the sampled certified lower bound: exit 1, both rows named, nothing printed on stdout."""
+    """An upper bound below the sampled certified lower bound: exit 1, both rows named; the contradicting upper bound
+    is never printed (rows are checked before they stream; the lower bound runs first), --json prints nothing."""
     from lipverify.bounds import METHODS
 
     monkeypatch.setitem(METHODS, "liar", _liar)
     path = tmp_path / "line.npz"  # f(x) = 3 relu(x) - 3 relu(-x) = 3x: constant 3; the liar says 1.5
     lv.save(lv.Network([lv.Dense([[1.0], [-1.0]]), lv.ReLU(), lv.Dense([[3.0, -3.0]])]), path)
-    argv = [command, str(path), "--method", "k4", "liar", "--norm", "inf"] + (["--json"] if as_json else [])
+    argv = [command, str(path), "--method", "k4,liar", "--norm", "inf"] + (["--json"] if as_json else [])
     assert main(argv) == 1
     out, err = capsys.readouterr()
-    assert out == ""
+    if as_json:
+        assert out == ""
+    else:
+        assert "lower_bound" in out and "liar" not in out
     assert "internal error" in err and "InternalConsistencyError" in err and "please report" in err
     assert re.search(r"liar linf upper = 1\.5 is below lower_bound linf lower = (3|2\.99)", err), err
     # without the lower bound row nothing contradicts the liar
