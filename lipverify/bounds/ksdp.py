@@ -68,29 +68,30 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     chain = linear_chain(net, "ksdp")
     if p == "1":
         chain = chain.transpose()
-    exact = _exact_weights(chain)
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"ksdp: time_limit must be > 0 seconds or None, got {time_limit!r}")
     layout = _Layout(chain)
+    if layout.uncertain:  # the work limits first: they are cheap to check, the exact weights are not
+        if layout.size > max_size:
+            raise NotApplicableError(
+                f"ksdp: the relaxation has size {layout.size} > {limit_hint(KSDP_SIZE, max_size)}; raise it (e.g. "
+                f"{limit_hint(KSDP_SIZE, layout.size)}; one SDP of this size per output row for l∞ / input column for "
+                "l1) or use the polynomial bounds kcp or k4"
+            )
+        if chain.n_out > max_sdps:
+            what = "input column for l1" if p == "1" else "output row for l∞"
+            raise NotApplicableError(
+                f"ksdp: {chain.n_out} SDPs of size {layout.size} needed (one per {what}) > "
+                f"{limit_hint(KSDP_SDPS, max_sdps)}; raise it (e.g. {limit_hint(KSDP_SDPS, chain.n_out)}) or use the "
+                "polynomial bounds kcp or k4"
+            )
+    exact = _exact_weights(chain)
     base = np.minimum(kcp_rows(chain), _k4_rows(chain))
     details: dict = {"size": layout.size, "fallback_rows": [], "certified_rows": 0}
     assumptions = ("floating point with rigorous rounding-error bounds", "SDP multipliers re-checked in exact arithmetic")
     if not layout.uncertain:  # a linear chain: K4 and KCP are exact already
         return float_upper_bound("ksdp", p, float(np.max(base)) if base.size else 0.0, started, assumptions,
                                  details=details)
-    if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"ksdp: time_limit must be > 0 seconds or None, got {time_limit!r}")
-    if layout.size > max_size:
-        raise NotApplicableError(
-            f"ksdp: the relaxation has size {layout.size} > {limit_hint(KSDP_SIZE, max_size)}; raise it (e.g. "
-            f"{limit_hint(KSDP_SIZE, layout.size)}; one SDP of this size per output row for l∞ / input column for l1) "
-            "or use the polynomial bounds kcp or k4"
-        )
-    if chain.n_out > max_sdps:
-        what = "input column for l1" if p == "1" else "output row for l∞"
-        raise NotApplicableError(
-            f"ksdp: {chain.n_out} SDPs of size {layout.size} needed (one per {what}) > "
-            f"{limit_hint(KSDP_SDPS, max_sdps)}; raise it (e.g. {limit_hint(KSDP_SDPS, chain.n_out)}) or use the "
-            "polynomial bounds kcp or k4"
-        )
     # exact power-of-two rescaling of every layer keeps the SDP well conditioned
     shifts = [_exponent(w) for w in exact]
     scaled = [_scale_fractions(w, -e) for w, e in zip(exact, shifts)]
