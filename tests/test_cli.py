@@ -1,7 +1,10 @@
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,3 +167,141 @@ def test_contradictory_results_are_an_internal_error(tmp_path, capsys, monkeypat
     assert re.search(r"liar linf upper = 1\.5 is below lower_bound linf lower = (3|2\.99)", err), err
     # without the lower bound row nothing contradicts the liar
     assert main(argv + ["--no-lower"]) == 0
+
+
+# --------------------------------------------------------------------------- through a subprocess (issue 16)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*argv, timeout=600):
+    return subprocess.run([sys.executable, "-m", "lipverify", *map(str, argv)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _mlp_file(tmp_path, sizes, seed=0, name="mlp.npz"):
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if i:
+            layers.append(lv.ReLU())
+        layers.append(lv.Dense(rng.normal(0, np.sqrt(2 / a), (b, a)), rng.normal(0, 0.1, b)))
+    path = tmp_path / name
+    lv.save(lv.Network(layers), path)
+    return path
+
+
+def _jsonl(out):
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_options_may_come_before_or_after_the_model(model):
+    for argv in (["bound", "--method", "k4", model], ["bound", model, "--method", "k4"],
+                 ["bound", "--method", "k4", "--norm", "1", model, "--norm", "inf"]):
+        res = _cli(*argv, "--jsonl", "--no-lower")
+        assert res.returncode == 0, res.stderr
+        rows = _jsonl(res.stdout)
+        assert {r["method"] for r in rows} == {"k4"} and all(r["model"] == model for r in rows)
+    res = _cli("bound", "--method", "k4,k1", "--method", "kstar", "--norm", "1,inf", model, "--jsonl", "--no-lower")
+    assert res.returncode == 0, res.stderr
+    assert [(r["method"], r["norm"]) for r in _jsonl(res.stdout)] == [
+        ("k4", "1"), ("k1", "1"), ("kstar", "1"), ("k4", "inf"), ("k1", "inf"), ("kstar", "inf")]
+
+
+def test_exit_codes_through_a_subprocess(tmp_path, model):
+    rng = np.random.default_rng(0)
+    cnn = tmp_path / "cnn.onnx"
+    lv.save(lv.Network([lv.Conv2d(rng.standard_normal((2, 1, 3, 3))), lv.ReLU(), lv.Flatten(),
+                        lv.Dense(rng.standard_normal((2, 8)))], input_shape=(1, 4, 4)), cnn)
+    res = _cli("exact", cnn)  # a layer exact cannot handle: bad input, with the reason
+    assert res.returncode == 2 and "layer 0 (Conv2d" in res.stderr and "Traceback" not in res.stderr
+    res = _cli("exact", _mlp_file(tmp_path, (16, 8, 2)), "--norm", "inf")  # over exact's limits: computes nothing
+    assert res.returncode == 2 and "input dimension 16" in res.stderr
+    res = _cli("bound", "--method", "ksdp", _mlp_file(tmp_path, (8, 12, 1), name="m2.npz"), "--max-size", "10")
+    assert res.returncode == 2 and "> --max-size 10" in res.stderr and "max_size=" not in res.stderr
+    res = _cli("bound", model, "--k2-nodes", "0")
+    assert res.returncode == 2 and "--k2-nodes: expected a positive int" in res.stderr
+    res = _cli("bound", tmp_path / "missing.onnx")
+    assert res.returncode == 2 and "no such file" in res.stderr
+    res = _cli("bound", model, "--method", "k4", "--no-lower")
+    assert res.returncode == 0 and "k4" in res.stdout and res.stderr == ""
+
+
+def test_k2_node_budget_is_reproducible_from_the_command_line(tmp_path):
+    path = _mlp_file(tmp_path, (6, 16, 16, 3), seed=4)
+    values = set()
+    for _ in range(2):
+        res = _cli("bound", path, "--method", "k2", "--norm", "2", "--k2-nodes", "80", "--seed", "1", "--json",
+                   "--no-lower")
+        assert res.returncode == 0, res.stderr
+        (row,) = json.loads(res.stdout)["results"]
+        values.add(row["value"])
+    assert len(values) == 1
+
+
+def test_time_limit_skips_rows_and_names_the_flag(model):
+    res = _cli("compare", model, "--time-limit", "1e-6", "--jsonl")
+    assert res.returncode == 0, res.stderr
+    rows = _jsonl(res.stdout)
+    assert len(rows) == 3 * (len(lv.METHODS) + 1)
+    skipped = [r for r in rows if r["error"] and r["error"].startswith("time budget exhausted")]
+    assert skipped and all("--time-limit 1e-06" in r["error"] for r in skipped)
+    assert all(r["error"] for r in rows[1:])  # at most the first row started within 1 µs
+
+
+def test_jsonl_streams_one_object_per_row_and_json_agrees(model):
+    streamed = _jsonl(_cli("compare", model, "--jsonl", "--norm", "inf").stdout)
+    whole = json.loads(_cli("compare", model, "--json", "--norm", "inf").stdout)
+    assert [{k: v for k, v in r.items() if k not in ("model", "seconds")} for r in streamed] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in whole["results"]]
+    assert streamed[0]["method"] == "lower_bound"  # the lower bound first: upper bounds are checked against it
+
+
+def test_ctrl_c_prints_the_rows_done_and_exits_130(tmp_path):
+    path = _mlp_file(tmp_path, (64, 128, 64, 10))
+    proc = subprocess.Popen([sys.executable, "-m", "lipverify", "bound", str(path), "--method", "k4,k2", "--norm", "2",
+                             "--no-lower", "--k2-nodes", "100000000", "--time-limit", "500", "--jsonl"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # k4's row (not defined in l2) is out: k2 is running
+        assert json.loads(first)["method"] == "k4"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "interrupted; 1 row(s) done" in err
+    assert out == ""
+
+
+def test_plot_draws_every_row_labelled_and_marked_by_kind():
+    pytest.importorskip("matplotlib")
+    from lipverify.cli import plot_figure
+
+    rng = np.random.default_rng(0)
+    cnn = lv.Network([lv.Conv2d(rng.standard_normal((2, 1, 3, 3)), padding=1), lv.ReLU(), lv.Flatten(),
+                      lv.Dense(rng.standard_normal((2, 32)))], input_shape=(1, 4, 4))
+    rows = lv.Comparison([lv.lower_bound(cnn, n) for n in ("1", "inf")] +
+                         list(lv.compare(cnn, norms=["1", "inf"], methods=["kstar", "k1", "k4"])))
+    fig = plot_figure([("cnn", rows)], ["1", "inf"])
+    (ax,) = fig.axes
+    bars = {p.get_gid(): p.get_height() for p in ax.patches if p.get_gid()}
+    expected = {}
+    for r in rows:
+        if isinstance(r, lv.Bound):
+            conv = r.details.get("conv")
+            label = r.method if conv is None else f"{r.method} {conv[:4]}"
+            expected[f"{label}|l{r.norm}|{r.kind}"] = r.float_value()
+    assert bars == expected  # every row with a value, implicit and explicit apart, k1 included
+    assert {"kstar impl|linf|upper", "kstar expl|linf|upper", "k1 expl|l1|upper", "lower_bound|l1|lower"} <= set(bars)
+    texts = {t.get_text() for t in ax.texts}
+    assert all(f"{gid.split('|')[0]} {h:.4g}" in texts for gid, h in bars.items())
+    colours = {p.get_gid().split("|")[2]: (p.get_facecolor(), p.get_hatch()) for p in ax.patches if p.get_gid()}
+    assert colours["upper"] != colours["lower"]
+    spans_decades = max(bars.values()) >= 10 * min(bars.values())
+    assert ax.get_yscale() == ("log" if spans_decades else "linear")
+    narrow = lv.Comparison([lv.Bound.upper_bound(2.0, "inf", "k4", rounding="x"),
+                            lv.Bound.upper_bound(3.0, "inf", "k3", rounding="x")])
+    assert plot_figure([("m", narrow)], ["inf"]).axes[0].get_yscale() == "linear"
