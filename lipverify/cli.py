@@ -15,6 +15,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from . import __version__
 from .bounds import COMPARE_BUDGETS, METHODS, TABLE_HEADER, Comparison, compare, row_dict, table_line, time_exhausted
 from .bounds.records import Method, command_line
@@ -451,6 +453,18 @@ def _plot(models: list[tuple[str, Comparison]], norms: list[str], out: str) -> N
         raise BadInput(f"--plot {out}: cannot write the figure ({exc})") from None
 
 
+def _cli_advice(args, message: str) -> str:
+    """Advice worded for the command line where the library's message is worded for Python."""
+    shape = getattr(args, "input_shape", None)
+    if "insert Flatten()" in message and shape:
+        try:
+            flat = int(np.prod(_input_shape(shape)))
+        except BadInput:
+            return ""
+        return f" (on the command line: give the flat input size, --input-shape {flat})"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     import signal
@@ -482,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BadInput, LipVerifyError, ValueError, FileNotFoundError) as exc:
         # every other LipVerifyError describes the input (a layer, a shape, a limit, an overflow), never a bug
         name = "" if isinstance(exc, (BadInput, ValueError, FileNotFoundError)) else f"{type(exc).__name__}: "
-        print(f"lipverify: error: {name}{exc}", file=sys.stderr)
+        print(f"lipverify: error: {name}{exc}{_cli_advice(args, str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:  # a bug: show where, exit 1
         traceback.print_exc()

@@ -305,3 +305,12 @@ def test_plot_draws_every_row_labelled_and_marked_by_kind():
     narrow = lv.Comparison([lv.Bound.upper_bound(2.0, "inf", "k4", rounding="x"),
                             lv.Bound.upper_bound(3.0, "inf", "k3", rounding="x")])
     assert plot_figure([("m", narrow)], ["inf"]).axes[0].get_yscale() == "linear"
+
+
+def test_shape_advice_names_the_command_line_fix(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "lin.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)), path)
+    res = _cli("bound", path, "--input-shape", "1,8,8", "--method", "k4")
+    assert res.returncode == 2 and "--input-shape 64" in res.stderr
+    assert _cli("bound", path, "--input-shape", "64", "--method", "k4", "--no-lower").returncode == 0
