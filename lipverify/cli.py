@@ -129,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
     norms_option(p_exact, ["inf"])
     p_exact.add_argument("--input-shape", default=None, help="input shape for model files without one, e.g. 1,28,28")
     p_exact.add_argument("--json", action="store_true", help="print one JSON object (a list with --zoo)")
+    p_exact.add_argument("--max-input-dim", type=_positive(int, "--max-input-dim"), default=None, metavar="N",
+                         help="region enumeration: largest input dimension tried (default 12)")
+    p_exact.add_argument("--max-neurons", type=_positive(int, "--max-neurons"), default=None, metavar="N",
+                         help="region enumeration: most hidden neurons tried (default 256)")
+    p_exact.add_argument("--time-limit", type=_positive(float, "--time-limit"), default=None, metavar="SECONDS",
+                         help="wall-clock cap of region enumeration and of the smooth method (an extra cap)")
     p_report = sub.add_parser("report", help="regenerate the bound-comparison report (Markdown + PNG)")
     p_report.add_argument("--suite", default="paper", help="paper (minutes) or quick (seconds); default: %(default)s")
     p_report.add_argument("--out", default="docs/reports", help="output folder; default: %(default)s")
@@ -155,17 +161,27 @@ def _exact(args) -> int:
     from .exact import exact
 
     norms = _norms(args, ["inf"])
+    options = {k: v for k, v in (("max_input_dim", args.max_input_dim), ("max_neurons", args.max_neurons),
+                                 ("time_limit", args.time_limit)) if v is not None}
     outputs = []
     for name, net, constants in _models(args):
         rows = []
         for n in norms:
             started = time.perf_counter()
             try:
-                rows.append(exact(net, n))
+                rows.append(exact(net, n, **options))
+            except TypeError as exc:  # a flag the technique chosen for this network does not take
+                given = ", ".join("--" + k.replace("_", "-") for k in options)
+                raise BadInput(f"exact: not every option of {given} applies to the technique chosen for this network "
+                               f"({exc}); --max-input-dim and --max-neurons apply to region enumeration only "
+                               "(piecewise-linear networks with several inputs)") from None
             except LipVerifyError as exc:
                 if isinstance(exc, InternalConsistencyError):
                     raise
-                rows.append(Skipped("exact", n, str(exc), time.perf_counter() - started))
+                reason = str(exc)
+                if "max_input_dim=" in reason:
+                    reason += " (on the command line: --max-input-dim N, --max-neurons N)"
+                rows.append(Skipped("exact", n, reason, time.perf_counter() - started))
         check_consistency(rows)
         if not args.zoo and all(isinstance(r, Skipped) for r in rows):
             # nothing computed for the one model asked about: that is an answer of "unsupported", exit 2

@@ -216,7 +216,17 @@ def test_exit_codes_through_a_subprocess(tmp_path, model):
     res = _cli("exact", cnn)  # a layer exact cannot handle: bad input, with the reason
     assert res.returncode == 2 and "layer 0 (Conv2d" in res.stderr and "Traceback" not in res.stderr
     res = _cli("exact", _mlp_file(tmp_path, (16, 8, 2)), "--norm", "inf")  # over exact's limits: computes nothing
-    assert res.returncode == 2 and "input dimension 16" in res.stderr
+    assert res.returncode == 2 and "input dimension 16" in res.stderr and "--max-input-dim N" in res.stderr
+    small = tmp_path / "relu2.npz"  # a 2-input ReLU net: exact by region enumeration, refused below input dimension 2
+    lv.save(lv.Network([lv.Dense([[1.0, 2.0], [2.0, -1.0], [1.0, 1.0]]), lv.ReLU(), lv.Dense([[1.0, -1.0, 0.5]])]), small)
+    res = _cli("exact", small, "--max-input-dim", "1")
+    assert res.returncode == 2 and "limited to input dimension 1" in res.stderr
+    res = _cli("exact", small, "--max-input-dim", "2", "--time-limit", "60", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["results"][0]["kind"] == "exact"
+    tanh = tmp_path / "tanh.npz"
+    lv.save(lv.Network([lv.Dense([[1.0], [2.0]]), lv.Tanh(), lv.Dense([[1.0, -1.0]])]), tanh)
+    res = _cli("exact", tanh, "--max-neurons", "5")
+    assert res.returncode == 2 and "region enumeration only" in res.stderr and "Traceback" not in res.stderr
     res = _cli("bound", "--method", "ksdp", _mlp_file(tmp_path, (8, 12, 1), name="m2.npz"), "--max-size", "10")
     assert res.returncode == 2 and "> --max-size 10" in res.stderr and "max_size=" not in res.stderr
     res = _cli("bound", model, "--k2-nodes", "0")
