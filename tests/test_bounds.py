@@ -283,3 +283,14 @@ def test_bound_and_compare_take_a_live_torch_module():
     net = lv.from_torch(module)
     with pytest.raises(lv.ModelFormatError, match=r"input_shape=\(5,\) does not match"):
         lv.bound(net, "k4", norm="inf", input_shape=(5,))
+
+
+def test_k2_starting_vertices_respect_the_node_budget():
+    """l1 searches one problem per input column: past ``max_nodes`` only each problem's first vertex and root are
+    evaluated (both needed for the certified upper end), not the five other starting vertices."""
+    net = _random_relu_net(7, (40, 6, 2))
+    b = lv.bound(net, "k2", norm="1", max_nodes=10)
+    assert b.details["nodes"] <= 2 * 40 + 10 and b.details["stopped_by"] == "max_nodes"
+    assert b.value >= lv.lower_bound(net, "1").value
+    w1, w2 = (np.asarray(layer.weight, dtype=float) for layer in net.layers if isinstance(layer, lv.Dense))
+    assert b.value >= np.abs(w2 @ w1).sum(axis=0).max() - 1e-12  # all slopes 1 is a vertex

@@ -163,7 +163,7 @@ class _Search:
         starts = [tuple([1] * n), tuple([0] * n)] + [tuple(int(v) for v in self.rng.integers(0, 2, n)) for _ in range(4)]
         for problem in self.problems:
             for dec in starts if n else [()]:
-                if dec != starts[0] and time.perf_counter() > self.deadline:
+                if dec != starts[0] and (nodes >= self.max_nodes or time.perf_counter() > self.deadline):
                     break
                 u, lo = self.evaluate(problem, dec)
                 nodes += 1
