@@ -152,7 +152,7 @@ def enclosure_norm_lower(enc: rigorous.Interval, norm: str) -> float:
 
 
 def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: int = 50, radius: float = 1.0,
-                seed: int = 0, domain: tuple | None = None) -> Bound:
+                seed: int = 0, domain: tuple | None = None, input_shape=None) -> Bound:
     """The largest *certified* ``||J(x)||_p`` over searched points: a valid **lower** bound of ``Lip_p(f)``.
 
     Search (not certified): ``samples`` points drawn uniformly from ``domain`` (a pair of arrays) or from
@@ -165,6 +165,7 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     Certification: candidates are certified one by one (module docstring); the best certified value is reported.
     Without a certified positive value: ``kind="lower"`` value 0 when every Jacobian seen is 0 or every certified
     point's lower end is 0, else ``kind="estimate"`` (the float value, no point certified) — the note says which.
+    ``net`` may also be a live ``torch.nn.Module`` (with ``input_shape=``; :func:`lipverify.io.as_network`).
     Proof: ``proofs/lower_bound.md``.
 
     >>> import lipverify as lv
@@ -173,7 +174,10 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     >>> b.kind, round(float(b.value), 9)
     ('lower', 3.0)
     """
+    from .io import as_network
+
     started = time.perf_counter()
+    net = as_network(net, input_shape)
     p = parse_norm(norm)
     if net.free_symbols:
         raise LipVerifyError(f"lower_bound: the network has symbolic parameters {sorted(map(str, net.free_symbols))}; "

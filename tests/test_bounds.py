@@ -201,3 +201,112 @@ def test_compare_on_a_cnn_gives_a_row_for_every_method():
     assert all(isinstance(r, lv.Skipped) and "layer 0 (Conv2d" in r.error for r in fc_only)
     with pytest.raises(ValueError, match="no conv option"):
         lv.bound(cnn, "kcp", norm="inf", conv="explicit")
+
+
+# --------------------------------------------------------------------------- budgets, streaming (issue 16)
+
+
+def _random_relu_net(seed, sizes):
+    rng = np.random.default_rng(seed)
+    ws = [rng.standard_normal((b, a)) for a, b in zip(sizes[:-1], sizes[1:])]
+    return _relu_net(ws, [rng.standard_normal(w.shape[0]) for w in ws])
+
+
+def test_k2_budget_is_a_node_count_so_repeated_runs_agree():
+    net = _random_relu_net(3, (6, 12, 12, 3))
+    runs = [lv.bound(net, "k2", norm="2", max_nodes=60) for _ in range(2)]
+    assert runs[0].value == runs[1].value and runs[0].details == runs[1].details
+    assert runs[0].details["stopped_by"] == "max_nodes" and not runs[0].details["closed"]
+    assert any("max_nodes=600" in a for a in runs[0].assumptions)  # the advice names the Python keyword
+    # the value is still an upper bound of the dense Jacobian norm at sampled points
+    assert runs[0].value >= lv.lower_bound(net, "2").value
+
+
+def test_k2_reports_progress_in_nodes():
+    calls = []
+    lv.bound(_random_relu_net(3, (6, 12, 12, 3)), "k2", norm="2", max_nodes=400,
+             progress=lambda done, total: calls.append((done, total)))
+    assert len(calls) >= 3 and all(total == 400 for _, total in calls)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] <= 402
+
+
+def test_compare_time_budget_skips_the_rows_not_started():
+    net = _random_relu_net(0, (3, 5, 2))
+    rows = lv.compare(net, norms=["1", "2"], methods=["k4", "kstar", "lipsdp"], time_limit=1e-9)
+    assert len(rows) == 6
+    for row in rows:
+        assert isinstance(row, lv.Skipped)
+        refusal = lv.METHODS[row.method].norm_refusal(row.norm)
+        assert row.error == refusal if refusal else row.error.startswith("time budget exhausted (time_limit=1e-09")
+    with pytest.raises(ValueError, match="time_limit must be >= 0"):
+        lv.compare(net, time_limit=-1)
+
+
+def test_compare_streams_every_row_as_it_completes():
+    net = _random_relu_net(0, (3, 5, 2))
+    seen, started = [], []
+    rows = lv.compare(net, norms=["inf", "2"], on_row=seen.append, progress=lambda m, n: started.append((m, n)))
+    assert seen == list(rows) and [(r.method, r.norm) for r in rows] == started
+
+
+def test_ksdp_sdp_count_budget_and_time_cap():
+    net = _random_relu_net(5, (2, 4, 3))
+    with pytest.raises(lv.NotApplicableError, match=r"3 SDPs .*\(one per output row for l∞\) > max_sdps=2"):
+        lv.bound(net, "ksdp", "inf", max_sdps=2)
+    full = lv.bound(net, "ksdp", "inf")
+    capped = lv.bound(net, "ksdp", "inf", time_limit=1e-9)  # no row starts: every row keeps min(K4, KCP)
+    assert capped.details["time_capped_rows"] == [0, 1, 2] and capped.details["certified_rows"] == 0
+    assert full.value <= capped.value <= min(lv.bound(net, "k4", "inf").value, lv.bound(net, "kcp", "inf").value)
+    w1, w2 = (np.asarray(layer.weight, dtype=float) for layer in net.layers if isinstance(layer, lv.Dense))
+    assert capped.value >= np.max(np.abs(w2 @ w1).sum(axis=1)) - 1e-12  # all slopes 1 is a vertex of K2
+
+
+def test_bound_and_compare_take_a_live_torch_module():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    w1, w2 = (m.weight.detach().numpy() for m in (module[0], module[2]))
+    kstar = np.abs(w1).sum(axis=1).max() * np.abs(w2).sum(axis=1).max()  # product of the l∞ operator norms
+    assert lv.bound(module, "kstar", norm="inf").value == pytest.approx(kstar, rel=1e-12)
+    assert lv.bound(module, "kstar", norm="inf").value >= kstar
+    rows = lv.compare(module, norms=["inf"], methods=["kstar", "k4"])
+    assert rows.value("kstar", "inf") == pytest.approx(kstar, rel=1e-12)
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+    rows = lv.compare(cnn, norms=["inf"], methods=["k4"], input_shape=(1, 4, 4))
+    assert [lv.bounds._conv_of(r) for r in rows] == ["implicit", "explicit"]
+    with pytest.raises(lv.ModelFormatError, match="input_shape"):
+        lv.bound(cnn, "k4", norm="inf")
+    with pytest.raises(TypeError, match="lv.load"):
+        lv.bound([[1.0]], "k4", norm="inf")
+    net = lv.from_torch(module)
+    with pytest.raises(lv.ModelFormatError, match=r"input_shape=\(5,\) does not match"):
+        lv.bound(net, "k4", norm="inf", input_shape=(5,))
+
+
+def test_k2_starting_vertices_respect_the_node_budget():
+    """l1 searches one problem per input column: past ``max_nodes`` only each problem's first vertex and root are
+    evaluated (both needed for the certified upper end), not the five other starting vertices."""
+    net = _random_relu_net(7, (40, 6, 2))
+    b = lv.bound(net, "k2", norm="1", max_nodes=10)
+    assert b.details["nodes"] <= 2 * 40 + 10 and b.details["stopped_by"] == "max_nodes"
+    assert b.value >= lv.lower_bound(net, "1").value
+    w1, w2 = (np.asarray(layer.weight, dtype=float) for layer in net.layers if isinstance(layer, lv.Dense))
+    assert b.value >= np.abs(w2 @ w1).sum(axis=0).max() - 1e-12  # all slopes 1 is a vertex
+
+
+def test_lower_bound_and_exact_take_a_live_torch_module():
+    """``lv.lower_bound`` and ``lv.exact`` convert a ``torch.nn.Module`` as ``lv.bound`` does (issue 16 item 6)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    module = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1)).double()
+    with torch.no_grad():
+        module[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        module[0].bias.zero_()
+        module[2].weight.copy_(torch.tensor([[1.0, 1.0]]))  # |x|: constant 1 in every norm
+        module[2].bias.zero_()
+    e = lv.exact(module, "inf")
+    assert e.kind == "exact" and e.value == 1
+    lo = lv.lower_bound(module, "inf", input_shape=(1,))
+    assert lo.kind == "lower" and float(lo.value) == pytest.approx(1.0, rel=1e-12) and float(lo.value) <= 1.0

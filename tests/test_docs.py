@@ -432,3 +432,13 @@ def test_choosing_check_flags_a_number_missing_from_the_report(tmp_path):
     assert checked == 2
     assert bad == ["line 8: 118.62 (row 'k4 / explicit') is not in reports/t.md",
                    "line 9: no row 'k3 / implicit' in reports/t.md"]
+
+
+def test_no_merge_conflict_markers_in_the_sources():
+    """A merge that left ``<<<<<<<`` / ``>>>>>>>`` lines in a proof or module would still build and import."""
+    sources = [p for p in ROOT.rglob("*") if p.suffix in {".py", ".md", ".toml", ".yml"} and ".git" not in p.parts
+               and "site" not in p.parts and ".venv" not in p.parts]
+    bad = [f"{p.relative_to(ROOT)}:{n}" for p in sources
+           for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").split("\n"), 1)
+           if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "======="]
+    assert bad == []

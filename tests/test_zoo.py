@@ -120,7 +120,7 @@ def test_compare_zoo_json_labels_follow_the_kind_rule(capsys):
                 k2_closed += r["quantity_exact"]
     assert k2_closed >= 30
 
-    assert main(["exact", "--zoo", "--json", "--norm", "1", "2", "inf"]) == 0
+    assert main(["exact", "--zoo", "--json", "--norm", "1,2,inf"]) == 0
     objs = json.loads(capsys.readouterr().out)
     exact_rows = 0
     for obj in objs:

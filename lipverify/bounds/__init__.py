@@ -1,15 +1,17 @@
-"""The bound families, registered in one mapping :data:`METHODS` (id -> function).
+"""The bound families, registered in one mapping :data:`METHODS` (id -> :class:`~lipverify.bounds.records.Method`).
 
-Every function takes ``(net, norm, **options)`` and returns a :class:`~lipverify.Bound`; a method that
-does not apply to a norm raises :class:`~lipverify.errors.NotApplicableError` with the reason.
+Every method takes ``(net, norm, **options)`` and returns a :class:`~lipverify.Bound`.  Its record declares the
+norms, layer kinds and conv representations it supports, what its value means, its cost class, its budgets and
+its proof file; :func:`compare` and :func:`bound` read the records instead of probing (a norm or layer a record
+does not list gives the record's reason).  ``METHODS["k4"](net, "inf")`` calls the method.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 from ..errors import InternalConsistencyError, LipVerifyError, NotApplicableError
 from ..local import localize
@@ -24,17 +26,56 @@ from .k4 import k4
 from .kcp import kcp
 from .ksdp import ksdp
 from .kstar import kstar
+from .records import (
+    CNN_STEPS,
+    COMPARE_TIME,
+    FC_STEPS,
+    K2_NODES,
+    K2_SEED,
+    K2_TIME,
+    KSDP_SDPS,
+    KSDP_SIZE,
+    KSDP_TIME,
+    LIPSDP_NEURONS,
+    Budget,
+    Method,
+    limit_hint,
+    step_kind,
+)
 
-METHODS: dict[str, Callable[..., Bound]] = {
-    "kstar": kstar,
-    "k1": k1,
-    "k2": k2,
-    "k3": k3,
-    "k4": k4,
-    "kcp": kcp,
-    "ksdp": ksdp,
-    "lipsdp": lipsdp,
-}
+_L1_LINF = "bounds an l1/l∞ induced norm"
+
+#: every registered bound method, by id (the README's methods table lists exactly these)
+METHODS: dict[str, Method] = {m.id: m for m in (
+    Method("kstar", kstar, ("1", "2", "inf"), CNN_STEPS, ("implicit", "explicit"), "upper", "linear",
+           "proofs/kstar.md", "product of the layer norms times the largest slopes"),
+    Method("k1", k1, ("1", "2", "inf"), CNN_STEPS, ("explicit",), "upper", "quadratic", "proofs/k1.md",
+           "Combettes–Pesquet partial products, generalised to slopes in [α, β]",
+           extra={"conv_reason": "K1 needs norms of partial products W_k ⋯ W_j of the layers, which are not "
+                                 "computable from the kernels alone"}),
+    Method("k2", k2, ("1", "2", "inf"), CNN_STEPS - {"maxpool"}, ("explicit",), "upper", "exponential",
+           "proofs/k2.md", "Virmaux–Scaman: max over vertex activation patterns (branch and bound)",
+           budgets=(K2_NODES, K2_TIME, K2_SEED), progress=True,
+           extra={"conv_reason": "the vertex search evaluates products of the layer matrices"}),
+    Method("k3", k3, ("1", "inf"), CNN_STEPS, ("implicit", "explicit"), "upper", "linear", "proofs/k3.md",
+           "norm of the product of entrywise absolute weights",
+           norm_reason="K3 bounds an l1/l∞ induced norm by a nonnegative matrix's row/column sums"),
+    Method("k4", k4, ("1", "inf"), CNN_STEPS, ("implicit", "explicit"), "upper", "linear", "proofs/k4.md",
+           "sign-aware path bound (interval enclosure)",
+           norm_reason="K4 bounds an l1/l∞ induced norm by entrywise magnitudes"),
+    Method("kcp", kcp, ("1", "inf"), FC_STEPS, (), "upper", "quadratic", "proofs/kcp.md",
+           "Combettes–Pesquet expansion with entrywise absolute values",
+           norm_reason="KCP bounds an l1/l∞ induced norm by entrywise magnitudes"),
+    Method("ksdp", ksdp, ("1", "inf"), FC_STEPS, (), "upper", "sdp", "proofs/ksdp.md",
+           "certified Shor relaxation of K2, one SDP per output row (l∞) / input column (l1)",
+           norm_reason="the relaxation bounds an l1/l∞ norm row by row", budgets=(KSDP_SIZE, KSDP_SDPS, KSDP_TIME)),
+    Method("lipsdp", lipsdp, ("2",), FC_STEPS, (), "upper", "sdp", "proofs/lipsdp.md",
+           "LipSDP-Neuron / -Layer (Fazlyab et al. 2019) with slopes [α, β], certified",
+           norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_NEURONS,)),
+)}
+
+#: the budgets of ``compare`` itself
+COMPARE_BUDGETS: tuple[Budget, ...] = (COMPARE_TIME,)
 
 
 def _method(method: str) -> Callable[..., Bound]:
@@ -43,27 +84,45 @@ def _method(method: str) -> Callable[..., Bound]:
     return METHODS[method]
 
 
-def bound(net: Network, method: str, norm: NormLike = 2, **options) -> Bound:
+def bound(net: Network, method: str, norm: NormLike = 2, *, input_shape: tuple[int, ...] | None = None,
+          **options) -> Bound:
     """Compute one bound: ``lv.bound(net, "k4", norm="inf")``.
+
+    ``net`` is a :class:`~lipverify.Network` or a live ``torch.nn.Module`` (converted by
+    :func:`lipverify.io.as_network`; give ``input_shape=`` unless it starts with ``Linear``).
 
     ``domain=(lower, upper)`` bounds the Lipschitz constant on that input box: interval propagation narrows every
     activation's slopes there (``lipverify.local``), and the method runs on the narrowed network.
 
     For a CNN, ``conv="implicit"`` (the default for kstar, k3, k4) or ``conv="explicit"`` (the default and
     only variant of k1, k2) selects the representation of the convolutions (``lipverify.conv``);
-    fully connected networks ignore it.
+    fully connected networks ignore it.  Budgets (``max_nodes``, ``max_size``, ``max_sdps``, ``max_neurons``,
+    ``time_limit``, ``seed``) are the keywords listed in the method's record (``METHODS[method].budgets``).
 
     Raises ``ValueError`` for an unknown method or norm (listing the valid ones) and
-    :class:`~lipverify.errors.NotApplicableError` when the method does not apply to the norm.
+    :class:`~lipverify.errors.NotApplicableError` when the method's record does not list the norm.
     """
+    from ..conv.dispatch import cnn
+    from ..io import as_network
+
+    net = as_network(net, input_shape)
     fn = _method(method)
-    if options.get("conv") is not None and not _accepts_conv(fn):
-        raise ValueError(f"{method} has no conv option (it supports fully connected networks only)")
-    options = {k: v for k, v in options.items() if not (k == "conv" and v is None)}
+    p = parse_norm(norm)
+    conv = options.pop("conv", None)
+    if isinstance(fn, Method):
+        why = fn.norm_refusal(p)
+        if why is not None:
+            raise NotApplicableError(why)
+        if conv is not None and not fn.conv:
+            raise ValueError(fn.conv_refusal(conv))
+        if conv is not None and cnn(net, conv) and fn.conv_refusal(conv) is not None:
+            raise NotApplicableError(fn.conv_refusal(conv))
+    if conv is not None:
+        options["conv"] = conv
     domain = options.pop("domain", None)
     if domain is None:
-        return fn(net, parse_norm(norm), **options)
-    return _on_box(fn(localize(net, domain), parse_norm(norm), **options))
+        return fn(net, p, **options)
+    return _on_box(fn(localize(net, domain), p, **options))
 
 
 def _on_box(result: Bound) -> Bound:
@@ -84,26 +143,31 @@ class Comparison(tuple):
 
     def table(self) -> str:
         """An aligned text table."""
-        lines = [f"{'method':<12} {'norm':<5} {'kind':<9} {'value':>14} {'seconds':>9}  note"]
-        for row in self:
-            if isinstance(row, Skipped):
-                lines.append(f"{row.method:<12} {'l' + row.norm:<5} {'-':<9} {'-':>14} {row.seconds:>9.3f}  {row.error}")
-            else:
-                note = f"conv={row.details['conv']}  " if "conv" in row.details else ""
-                note += row_note(row)
-                lines.append(f"{row.method:<12} {'l' + row.norm:<5} {row.kind:<9} {float(row.value):>14.6g} "
-                             f"{row.seconds:>9.3f}  {note}")
-        return "\n".join(lines)
+        return "\n".join([TABLE_HEADER] + [table_line(row) for row in self])
 
     def to_dicts(self) -> list[dict]:
         """One dict per row; rows of a CNN carry ``"conv"`` (``"implicit"``/``"explicit"``) as well."""
-        out = []
-        for row in self:
-            d = row.to_dict()
-            if _conv_of(row) is not None:
-                d["conv"] = _conv_of(row)
-            out.append(d)
-        return out
+        return [row_dict(row) for row in self]
+
+
+TABLE_HEADER = f"{'method':<12} {'norm':<5} {'kind':<9} {'value':>14} {'seconds':>9}  note"
+
+
+def table_line(row) -> str:
+    """One line of :meth:`Comparison.table` (the command line prints them as rows complete)."""
+    if isinstance(row, Skipped):
+        return f"{row.method:<12} {'l' + row.norm:<5} {'-':<9} {'-':>14} {row.seconds:>9.3f}  {row.error}"
+    note = f"conv={row.details['conv']}  " if "conv" in row.details else ""
+    note += row_note(row)
+    return f"{row.method:<12} {'l' + row.norm:<5} {row.kind:<9} {float(row.value):>14.6g} {row.seconds:>9.3f}  {note}"
+
+
+def row_dict(row) -> dict:
+    """The JSON row of a Bound or Skipped row, with ``"conv"`` for a CNN row."""
+    d = row.to_dict()
+    if _conv_of(row) is not None:
+        d["conv"] = _conv_of(row)
+    return d
 
 
 def row_note(row: Bound) -> str:
@@ -135,57 +199,104 @@ def _conv_of(row) -> str | None:
     return row.details.get("conv") if isinstance(row.details, dict) else None
 
 
-def _accepts_conv(fn: Callable[..., Bound]) -> bool:
-    return "conv" in inspect.signature(fn).parameters
+def time_exhausted(time_limit: float) -> str:
+    """The reason of a row not started because the run's time budget ran out."""
+    return (f"time budget exhausted ({limit_hint(COMPARE_TIME, f'{time_limit:g}')} seconds for the whole run were "
+            "used up before this row started; raise it to compute this row)")
 
 
 def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[str] | None = None,
             *, progress: Callable[[str, str], None] | None = None, conv: str | None = None, domain=None,
-            **options) -> Comparison:
+            time_limit: float | None = None, deadline: float | None = None, on_row: Callable[[Any], None] | None = None,
+            work_progress: Callable[[str, str, int, int], None] | None = None,
+            input_shape: tuple[int, ...] | None = None, **options) -> Comparison:
     """Every registered (or every listed) method in every listed norm.
 
-    A method that does not apply, or fails, gives a :class:`Skipped` row with the reason; nothing is
-    dropped; a method that overflows (``NumericalError``) gives a Skipped row with the reason.  An upper bound
-    below a certified lower bound of the same norm raises :class:`~lipverify.errors.InternalConsistencyError`
-    (both cannot be true; neither is reported).  ``domain=(lower, upper)`` gives local bounds on that box (see
-    :func:`bound`).  ``options`` maps a
-    method id to its keyword arguments, e.g. ``k2={"time_limit": 1}``.
-    For a CNN every method gives two rows, ``conv="implicit"`` then ``conv="explicit"`` (only the given
-    one with ``conv=...``): a Bound's ``details["conv"]`` names its variant, a Skipped row's reason starts
-    with ``conv=<variant>: ``.  Fully connected networks ignore ``conv``.
+    ``net`` is a :class:`~lipverify.Network` or a live ``torch.nn.Module`` (with ``input_shape=``, see
+    :func:`lipverify.io.as_network`).  A norm, layer kind or conv representation that a method's record does
+    not list gives a :class:`Skipped` row with the record's reason (the method is not called); a method that
+    fails (e.g. ``NumericalError`` on overflow, a size budget) gives a Skipped row with the reason; nothing is
+    dropped.  An upper bound below a certified lower bound of the same norm raises
+    :class:`~lipverify.errors.InternalConsistencyError` (both cannot be true; neither is reported); rows are
+    checked as they complete.  ``domain=(lower, upper)`` gives local bounds on that box (see :func:`bound`).
+    ``options`` maps a method id to its keyword arguments, e.g. ``k2={"max_nodes": 500}``.
+
+    Budget: ``time_limit`` seconds for the whole run; a row not started in time is a Skipped row "time budget
+    exhausted", and a method with a wall-clock budget (K2, KSDP) gets the remaining time as an extra cap
+    (``deadline``, a :func:`time.perf_counter` instant, shares one budget between several calls instead).  The
+    deterministic work limits of the records (K2 nodes, KSDP size and SDP count, LipSDP neurons) apply always.
+    ``on_row(row)`` is called with every row as soon as it is complete and checked; ``progress(method, norm)``
+    before each row; ``work_progress(method, norm, done, total)`` inside methods that report progress (K2 nodes).
+    For a CNN every method with convolution support gives two rows, ``conv="implicit"`` then ``conv="explicit"``
+    (only the given one with ``conv=...``): a Bound's ``details["conv"]`` names its variant, a Skipped row's
+    reason starts with ``conv=<variant>: ``.  Fully connected networks ignore ``conv``.
     """
     from ..conv.dispatch import cnn
+    from ..io import as_network
 
+    started = time.perf_counter()
+    if time_limit is not None and not time_limit >= 0:
+        raise ValueError(f"compare: time_limit must be >= 0 seconds or None, got {time_limit!r}")
+    if deadline is None and time_limit is not None:
+        deadline = started + time_limit
+    elif deadline is not None and time_limit is None:
+        time_limit = max(deadline - started, 0.0)
+    net = as_network(net, input_shape)
     names = list(METHODS) if methods is None else [m for m in methods]
     if domain is not None:
         net = localize(net, domain)
     for m in names:
         _method(m)
+    is_cnn = cnn(net, conv)
     variants: tuple = (None,)
-    if cnn(net, conv):
+    if is_cnn:
         variants = ("implicit", "explicit") if conv is None else (conv,)
-    rows = []
+    steps = [(i, step_kind(layer), layer.describe()) for i, layer in enumerate(net.layers)]
+    rows: list = []
     for n in [parse_norm(x) for x in norms]:
         for m in names:
-            # methods without a conv option meet CNN layers in their chain extraction and say so
-            for v in variants if _accepts_conv(METHODS[m]) else (None,):
+            record = METHODS[m]
+            conv_aware = isinstance(record, Method) and bool(record.conv)
+            for v in variants if conv_aware else (None,):
                 if progress is not None:
                     progress(m, n)
-                started = time.perf_counter()
-                kwargs = dict(options.get(m, {}))
-                prefix = ""
-                if v is not None:
-                    kwargs["conv"] = v
-                    prefix = f"conv={v}: "
-                try:
-                    rows.append(METHODS[m](net, n, **kwargs))
-                except InternalConsistencyError:
-                    raise  # a bug, never a skipped row
-                except NotApplicableError as exc:
-                    rows.append(Skipped(m, n, prefix + str(exc), time.perf_counter() - started))
-                except LipVerifyError as exc:
-                    rows.append(Skipped(m, n, f"{prefix}{type(exc).__name__}: {exc}", time.perf_counter() - started))
-    if domain is not None:
-        rows = [_on_box(r) if isinstance(r, Bound) else r for r in rows]
-    check_consistency(rows)
+                row = _row(record, m, net, n, v, dict(options.get(m, {})), deadline, time_limit, steps, work_progress)
+                if domain is not None and isinstance(row, Bound):
+                    row = _on_box(row)
+                rows.append(row)
+                check_consistency(rows)
+                if on_row is not None:
+                    on_row(row)
     return Comparison(rows)
+
+
+def _row(record, m: str, net: Network, n: str, v: str | None, kwargs: dict, deadline: float | None,
+         time_limit: float | None, steps: list, work_progress) -> Bound | Skipped:
+    """One row of :func:`compare`: the record's refusal, a time-budget refusal, the method's result or its error."""
+    started = time.perf_counter()
+    prefix = "" if v is None else f"conv={v}: "
+    if isinstance(record, Method):
+        why = record.norm_refusal(n) or (record.conv_refusal(v) if v is not None else None) \
+            or record.step_refusal(steps)
+        if why is not None:
+            return Skipped(m, n, prefix + why, 0.0)
+    if deadline is not None and started >= deadline:
+        return Skipped(m, n, prefix + time_exhausted(time_limit), 0.0)
+    if v is not None:
+        kwargs["conv"] = v
+    if isinstance(record, Method):
+        cap = record.budget("time_limit")
+        if deadline is not None and cap is not None and cap.kind == "wallclock":
+            remaining = max(deadline - started, 1e-3)
+            given = kwargs.get("time_limit")
+            kwargs["time_limit"] = remaining if given is None else min(given, remaining)
+        if record.progress and work_progress is not None:
+            kwargs["progress"] = lambda done, total: work_progress(m, n, done, total)
+    try:
+        return record(net, n, **kwargs)
+    except InternalConsistencyError:
+        raise  # a bug, never a skipped row
+    except NotApplicableError as exc:
+        return Skipped(m, n, prefix + str(exc), time.perf_counter() - started)
+    except LipVerifyError as exc:
+        return Skipped(m, n, f"{prefix}{type(exc).__name__}: {exc}", time.perf_counter() - started)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -16,10 +18,12 @@ from ..rigorous import down, nonneg_spectral_upper, spectral_norm_lower, spectra
 from .chain import LinearChain, linear_chain
 from .common import require_norm
 from .enclosure import enclose, layer_slopes
+from .records import K2_NODES, limit_hint
 
 
-def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = 20_000, time_limit: float = 10.0,
-       rel_tol: float = 1e-9, seed: int = 0, conv: str | None = None) -> Bound:
+def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = K2_NODES.default, time_limit: float | None = None,
+       rel_tol: float = 1e-9, seed: int = 0, conv: str | None = None,
+       progress: Callable[[int, int], None] | None = None) -> Bound:
     """An upper bound of the Lipschitz constant from K2 = ``max_{D_l ∈ {α_l, β_l}^{n_l}} ||W_L D_{L-1} ⋯ D_1 W_1||_p``
     (the sup over the slope box is attained at a vertex because the norm is convex), for p in {1, 2, ∞}.
 
@@ -30,7 +34,10 @@ def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = 20_000, time_li
 
     The result is always ``kind="upper"``: K2 ignores the biases, so even K2 itself can exceed the constant
     (``relu(x) - relu(-x) = x`` has constant 1 and K2 = 2).  When the search closed, ``value`` is K2 to
-    ``rel_tol`` and ``quantity_exact`` is true.  When ``max_nodes`` or ``time_limit`` ran out, ``value`` is the
+    ``rel_tol`` and ``quantity_exact`` is true.  The budget is ``max_nodes`` search nodes (deterministic: the same
+    network, ``seed`` and limit give the same value on every run); ``time_limit`` seconds is only an extra cap (none
+    by default; ``compare`` passes its remaining time).  ``progress(nodes, max_nodes)`` is called every 50 nodes.
+    When ``max_nodes`` or ``time_limit`` ran out, ``value`` is the
     minimum of the search's certified upper end and the cheaper bounds K*, K1 (and K4 in l1/l∞) on the same
     network, each ≥ K2 (``details["capped_by"]`` names the smallest).  ``details["best_vertex"]`` is the best
     vertex value found, a lower end of K2 — *not* a lower bound of the Lipschitz constant, so ``lower`` stays
@@ -44,7 +51,7 @@ def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = 20_000, time_li
     """
     started = time.perf_counter()
     p = require_norm("k2", norm, ("1", "2", "inf"))
-    if max_nodes < 1 or time_limit <= 0:
+    if max_nodes < 1 or (time_limit is not None and not time_limit > 0):
         raise ValueError(f"k2: max_nodes must be >= 1 and time_limit > 0, got {max_nodes}, {time_limit}")
     is_cnn = _cnn(net, conv)
     if is_cnn:  # CNNs: the explicit sparse chain (lipverify.conv); no max pooling
@@ -55,13 +62,18 @@ def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = 20_000, time_li
         chain = linear_chain(net, "k2")
     if p == "inf":
         chain = chain.transpose()
-    search = _Search(chain, "2" if p == "2" else "1", max_nodes, started + time_limit, rel_tol, seed)
+    deadline = math.inf if time_limit is None else started + time_limit
+    search = _Search(chain, "2" if p == "2" else "1", max_nodes, deadline, rel_tol, seed, progress)
     upper, best_vertex, closed, nodes = search.run()
     assumptions = ["floating point with rigorous rounding-error bounds"]
     details: dict = {"conv": "explicit"} if is_cnn else {}
     capped_by = "k2"
     if not closed:
         upper, capped_by, tried = _cap(net, p, upper, "explicit" if is_cnn else None)
+        details["stopped_by"] = "max_nodes" if nodes >= max_nodes else "time_limit"
+        ran_out = f"after {nodes} nodes" if nodes >= max_nodes else f"by the time cap of {time_limit:g} s"
+        assumptions.append(f"K2 search stopped {ran_out}; for a closer bound raise the node budget, e.g. "
+                           f"{limit_hint(K2_NODES, 10 * max_nodes)}")
         assumptions.append(f"K2 search out of budget: value = min(search upper end, {', '.join(tried)}) on the same "
                            f"network, each >= K2; here {'the search' if capped_by == 'k2' else capped_by} gave the minimum")
         details["capped_by"] = capped_by
@@ -101,8 +113,10 @@ def _cap(net: Network, p: str, upper: float, conv: str | None) -> tuple[float, s
 class _Search:
     """Best-first search over the vertices of the slope box (one problem per column for l1)."""
 
-    def __init__(self, chain: LinearChain, p: str, max_nodes: int, deadline: float, rel_tol: float, seed: int):
+    def __init__(self, chain: LinearChain, p: str, max_nodes: int, deadline: float, rel_tol: float, seed: int,
+                 progress: Callable[[int, int], None] | None = None):
         self.chain, self.p, self.max_nodes, self.deadline, self.rel_tol = chain, p, max_nodes, deadline, rel_tol
+        self.progress = progress
         self.rng = np.random.default_rng(seed)
         self.alphas, self.betas = layer_slopes(chain)
         # neurons whose slope interval is a point need no branching
@@ -141,7 +155,7 @@ class _Search:
         """Returns ``(upper, lower, closed, nodes)``; see ``proofs/k2.md`` for why ``upper`` is certified."""
         counter = itertools.count()
         heap: list = []
-        best_lower, best_leaf_upper, nodes = 0.0, 0.0, 0
+        best_lower, best_leaf_upper, nodes, reported = 0.0, 0.0, 0, 0
         pruned_max = 0.0  # the largest upper bound of a node dropped without being explored
         root_max = 0.0  # the largest root bound: a valid bound for every problem
         n = len(self.order)
@@ -149,7 +163,7 @@ class _Search:
         starts = [tuple([1] * n), tuple([0] * n)] + [tuple(int(v) for v in self.rng.integers(0, 2, n)) for _ in range(4)]
         for problem in self.problems:
             for dec in starts if n else [()]:
-                if dec != starts[0] and time.perf_counter() > self.deadline:
+                if dec != starts[0] and (nodes >= self.max_nodes or time.perf_counter() > self.deadline):
                     break
                 u, lo = self.evaluate(problem, dec)
                 nodes += 1
@@ -167,6 +181,9 @@ class _Search:
         while heap and -heap[0][0] > threshold():
             if nodes >= self.max_nodes or time.perf_counter() > self.deadline:
                 break
+            if self.progress is not None and nodes - reported >= 50:
+                reported = nodes
+                self.progress(nodes, self.max_nodes)
             _, _, problem, dec = heapq.heappop(heap)
             for choice in (1, 0):
                 child = dec + (choice,)

@@ -52,16 +52,20 @@ from .chain import LinearChain, linear_chain, to_fraction
 from .common import float_upper_bound, require_norm
 from .enclosure import enclose
 from .kcp import kcp_rows
+from .records import KSDP_SDPS, KSDP_SIZE, limit_hint
 
 #: default limit on the size of the relaxation matrix (``1 + n_0 + Σ_l n_l``)
-MAX_SIZE = 250
+MAX_SIZE = KSDP_SIZE.default
+#: default limit on the number of SDPs (output rows for l∞, input columns for l1)
+MAX_SDPS = KSDP_SDPS.default
 #: relative loss (certified row over the solver's row value, minus 1) above which a row is rebalanced and
 #: repaired (proofs/ksdp.md §3-§4).  Larger than LipSDP's 1e-7: CVXOPT's own value lies 1e-7 to 3e-7 below the
 #: optimum on typical rows (its infeasibility), which no repair can recover; the repair then only doubled the time.
 REPAIR_LOSS = 1e-6
 
 
-def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_size: int = MAX_SIZE) -> Bound:
+def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_size: int = MAX_SIZE,
+         max_sdps: int = MAX_SDPS, time_limit: float | None = None) -> Bound:
     """KSDP: a certified Shor (semidefinite) relaxation of K2, row by row (l∞) or column by column (l1).
 
     Claim: the value is an upper bound of ``K2 = max_D ||W_L D_{L-1} ⋯ D_1 W_1||_p`` (hence of the
@@ -70,10 +74,12 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     SDP solver's answer is only used as a hint: its multipliers are re-checked exactly (``proofs/ksdp.md``).
     Polynomial time: one SDP (an ``N x N`` LMI, ``N = 1 + n_0 + Σ_{l<L} n_l``) per output row (l∞) or input
     column (l1), solved by ``solver`` through cvxpy (default CVXOPT, Clarabel as a fallback);
-    ``NotApplicableError`` when ``N > max_size``.  If a row gets no certificate, that row falls back to
-    ``min(K4, KCP)`` (listed in ``details["fallback_rows"]``).  ``details`` has ``solver_value``,
-    ``certified_value`` and ``relative_loss``; a loss above 1e-4 is also said in ``status`` and
-    ``details["note"]`` (``proofs/ksdp.md`` §3–§4).
+    ``NotApplicableError`` when ``N > max_size`` or when more than ``max_sdps`` SDPs would be needed (both
+    deterministic work limits).  If a row gets no certificate, that row falls back to ``min(K4, KCP)`` (listed in
+    ``details["fallback_rows"]``); so do the rows not started within ``time_limit`` seconds (an optional extra
+    wall-clock cap, listed in ``details["time_capped_rows"]``), which keeps the value an upper bound.  ``details``
+    has ``solver_value``, ``certified_value`` and ``relative_loss``; a loss above 1e-4 is also said in ``status``
+    and ``details["note"]`` (``proofs/ksdp.md`` §3–§4).
 
     >>> import lipverify as lv
     >>> net = lv.Network([lv.Dense([[1, -1], [1, 1]]), lv.ReLU(), lv.Dense([[1, 1]])])
@@ -86,8 +92,24 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     chain = linear_chain(net, "ksdp")
     if p == "1":
         chain = chain.transpose()
-    exact = _exact_weights(chain)
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"ksdp: time_limit must be > 0 seconds or None, got {time_limit!r}")
     layout = _Layout(chain)
+    if layout.uncertain:  # the work limits first: they are cheap to check, the exact weights are not
+        if layout.size > max_size:
+            raise NotApplicableError(
+                f"ksdp: the relaxation has size {layout.size} > {limit_hint(KSDP_SIZE, max_size)}; raise it (e.g. "
+                f"{limit_hint(KSDP_SIZE, layout.size)}; one SDP of this size per output row for l∞ / input column for "
+                "l1) or use the polynomial bounds kcp or k4"
+            )
+        if chain.n_out > max_sdps:
+            what = "input column for l1" if p == "1" else "output row for l∞"
+            raise NotApplicableError(
+                f"ksdp: {chain.n_out} SDPs of size {layout.size} needed (one per {what}) > "
+                f"{limit_hint(KSDP_SDPS, max_sdps)}; raise it (e.g. {limit_hint(KSDP_SDPS, chain.n_out)}) or use the "
+                "polynomial bounds kcp or k4"
+            )
+    exact = _exact_weights(chain)
     base = np.minimum(kcp_rows(chain), _k4_rows(chain))
     details: dict = {"size": layout.size, "fallback_rows": [], "certified_rows": 0, "rho_rows": [],
                      "rebalanced_rows": []}
@@ -95,11 +117,6 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     if not layout.uncertain:  # a linear chain: K4 and KCP are exact already
         return float_upper_bound("ksdp", p, float(np.max(base)) if base.size else 0.0, started, assumptions,
                                  details=details)
-    if layout.size > max_size:
-        raise NotApplicableError(
-            f"ksdp: the relaxation has size {layout.size} > max_size={max_size}; raise max_size (one SDP of this "
-            "size per output row for l∞ / input column for l1) or use the polynomial bounds kcp or k4"
-        )
     # exact power-of-two rescaling of every layer keeps the SDP well conditioned
     shifts = [_exponent(w) for w in exact]
     scaled = [_scale_fractions(w, -e) for w, e in zip(exact, shifts)]
@@ -108,8 +125,14 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     norm_bound = problem.norm_bound()
     value = solver_value = sdp_solver = sdp_certified = 0.0
     mixes: list = []
+    deadline = math.inf if time_limit is None else started + time_limit
+    details["time_capped_rows"] = []
     for i in range(chain.n_out):
         row = suggested = float(base[i])
+        if time.perf_counter() > deadline:  # out of time: this row keeps min(K4, KCP), still >= the K2 row
+            details["time_capped_rows"].append(i)
+            value, solver_value = max(value, row), max(solver_value, row)
+            continue
         cert = _certify_row(problem, i, norm_bound, solver)
         if cert is None:
             details["fallback_rows"].append(i)

@@ -29,7 +29,8 @@ from .regions import regions_constant
 METHODS = ("auto", "breakpoints", "regions", "smooth")
 
 
-def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str = "auto", **options) -> Bound:
+def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str = "auto", input_shape=None,
+          **options) -> Bound:
     """The true Lipschitz constant of ``f`` (biases included) on ``R^n`` or on the box ``domain=(lower, upper)``.
 
     Claim: for ``kind="exact"``, ``value`` (a sympy number, or a formula in the weights' symbols) equals
@@ -52,7 +53,10 @@ def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str =
     >>> lv.exact(net, norm="inf").value
     1
     """
+    from ..io import as_network
+
     started = time.perf_counter()
+    net = as_network(net, input_shape)  # a live torch.nn.Module is converted as lv.from_torch does
     p = parse_norm(norm)
     if method not in METHODS:
         raise ValueError(f"exact: unknown method {method!r}; valid methods are {', '.join(METHODS)}")

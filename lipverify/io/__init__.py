@@ -9,7 +9,7 @@ from ..errors import ModelFormatError
 from ..network import Network
 from .npz import load_npz, save_npz
 from .onnx import load_onnx, save_onnx
-from .torch import from_torch, load_torch
+from .torch import as_network, from_torch, load_torch
 
 #: loaders by file suffix
 LOADERS = {".npz": load_npz, ".onnx": load_onnx, ".pt": load_torch, ".pth": load_torch}
@@ -50,5 +50,5 @@ def save(net: Network, path: str | os.PathLike) -> None:
     SAVERS[suffix](net, path)
 
 
-__all__ = ["LOADERS", "SAVERS", "from_torch", "load", "load_npz", "load_onnx", "load_torch", "save", "save_npz",
+__all__ = ["LOADERS", "SAVERS", "as_network", "from_torch", "load", "load_npz", "load_onnx", "load_torch", "save", "save_npz",
            "save_onnx"]

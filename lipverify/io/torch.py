@@ -93,6 +93,29 @@ def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *,
     return net
 
 
+def as_network(obj: Any, input_shape: tuple[int, ...] | int | None = None) -> Network:
+    """The :class:`~lipverify.Network` to analyse: ``obj`` itself if it is one (``input_shape``, if given, must
+    match), or a live ``torch.nn.Module`` converted as :func:`from_torch` does (``input_shape`` needed unless its
+    first weighted layer is ``Linear``).  Anything else raises ``TypeError`` saying what is accepted.
+
+    Used by ``lv.bound`` and ``lv.compare`` so that they take a PyTorch module directly.  torch is imported only
+    when ``obj`` is not a Network and torch is already loaded (a module object implies it is).
+    """
+    import sys
+
+    if isinstance(obj, Network):
+        if input_shape is not None:
+            want = (int(input_shape),) if isinstance(input_shape, (int, np.integer)) else tuple(int(d) for d in input_shape)
+            if tuple(obj.input_shape) != want:
+                raise ModelFormatError(f"input_shape={want} does not match the network's input shape {obj.input_shape}")
+        return obj
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.nn.Module):
+        return from_torch(obj, input_shape)
+    raise TypeError(f"expected a lipverify.Network or a torch.nn.Module, got {type(obj).__module__}."
+                    f"{type(obj).__qualname__}; for a model file use lv.load(path)")
+
+
 def _kind(torch: Any, m: Any) -> str:
     if isinstance(m, torch.jit.ScriptModule):
         return str(getattr(m, "original_name", type(m).__name__))
