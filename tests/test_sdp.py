@@ -157,6 +157,31 @@ def test_clarabel_is_a_fallback_only_on_tiny_lmis():
         solvers.clarabel_guard("clarabel", solvers.CLARABEL_MAX_SIZE + 1, "ksdp")
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.fractions(-10, 10, max_denominator=1000), st.fractions(-10, 10, max_denominator=1000),
+       st.fractions(Fraction(1, 100), 10, max_denominator=1000), st.fractions(-1, 1, max_denominator=10**6))
+def test_kernel_proves_a_shifted_rational_matrix_only_above_its_exact_threshold(a, b, c, offset):
+    # [[a + t, b], [b, c]] ≻ 0 (c > 0) iff t > t* = b^2 / c - a, in exact rationals: the kernel's estimate is near
+    # t*, and its proof (float enclosure of the rational matrix + verified Cholesky) never succeeds for t <= t*
+    from lipverify.sdp.certificate import float_enclosure, prove_shifted, schur_max
+
+    y = np.array([[a, b], [b, c]], dtype=object)
+    t_star = b * b / c - a
+    est = schur_max(float(a), np.array([float(b)]), np.array([[float(c)]]))
+    assert abs(est - float(t_star)) <= 1e-12 * (1 + abs(float(t_star)))
+    enc = float_enclosure(y)
+    t = float(t_star + offset)
+    if Fraction(t) <= t_star:
+        assert not prove_shifted(enc, t, 0.0)
+    elif Fraction(t) - t_star > Fraction(1, 10**6):
+        assert prove_shifted(enc, t, 0.0)
+    # the shift rho I: [[a + t + r, b], [b, c + r]] ≻ 0 exactly iff both leading minors are > 0
+    r = 0.5
+    exact_pd = c + Fraction(r) > 0 and (a + Fraction(t) + Fraction(r)) * (c + Fraction(r)) > b * b
+    if not exact_pd:
+        assert not prove_shifted(enc, t, r)
+
+
 def test_certificate_kernel_imports_no_solver():
     # the trusted kernel has no solver code: importing it (and the adapters, which import lazily) loads neither
     # cvxpy nor CVXOPT, in a fresh interpreter

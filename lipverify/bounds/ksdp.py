@@ -105,8 +105,8 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"ksdp: time_limit must be > 0 seconds or None, got {time_limit!r}")
     layout = _Layout(chain)
-    if layout.uncertain:
-        clarabel_guard(solver, layout.size, "ksdp")  # the work limits first: they are cheap to check, the exact weights are not
+    if layout.uncertain:  # the work limits first: they are cheap to check, the exact weights are not
+        clarabel_guard(solver, layout.size, "ksdp")  # the size guard shared with lipsdp (Clarabel's memory explodes)
         if layout.size > max_size:
             raise NotApplicableError(
                 f"ksdp: the relaxation has size {layout.size} > {limit_hint(KSDP_SIZE, max_size)}; raise it (e.g. "
