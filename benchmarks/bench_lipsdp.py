@@ -3,7 +3,7 @@
 All solve the same SDP with the same solver (CVXOPT by default) on the same random ReLU networks, in the
 same run: a dense cvxpy port, lipverify's block-structured cvxpy formulation (``sdp.formulate``), and
 lipverify's default path (CVXOPT ``conelp`` called directly with a KKT solver that uses the rank-2 structure
-of every multiplier's matrix, ``sdp._solve_cvxopt``).  The script prints build (cvxpy compilation) and
+of every multiplier's matrix, ``sdp.solvers.solve_cvxopt``).  The script prints build (cvxpy compilation) and
 solve times, the ratios against the dense port, the optimal values, and the time lipverify then spends
 proving its certificate.
 
@@ -36,6 +36,7 @@ import scipy.linalg
 import lipverify as lv
 from lipverify import sdp
 from lipverify.bounds.chain import linear_chain
+from lipverify.sdp import solvers
 
 
 def random_relu_net(sizes, seed=0) -> lv.Network:
@@ -101,7 +102,7 @@ def run(sizes, solver, with_dense=True, seed=0):
               f"build+solve {dense[1] / block[1]:.2f}x)", flush=True)
     if solver == "CVXOPT":
         t0 = time.perf_counter()
-        rho, _ = sdp._solve_cvxopt(problem, "neuron", {})
+        rho, _ = solvers.solve_cvxopt(problem, "neuron", {})
         ours = time.perf_counter() - t0
         ratio = f"   dense/structured {ref / ours:.2f}x" if ref else ""
         print(f"structured CVXOPT KKT     : build+solve {ours:8.2f} s   rho {rho:.9g}{ratio}", flush=True)

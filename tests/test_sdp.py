@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import lipverify as lv
 from lipverify import sdp, zoo
 from lipverify.bounds.chain import linear_chain
+from lipverify.sdp import solvers
 
 
 def random_net(seed: int, sizes=(3, 6, 5, 2), act=lv.ReLU) -> lv.Network:
@@ -145,6 +146,54 @@ def test_clarabel_refused_beyond_tiny_sizes():
         lv.bound(net, "lipsdp", norm=2, solver="MOSEK")
 
 
+def test_clarabel_is_a_fallback_only_on_tiny_lmis():
+    # the one Clarabel size guard (lipverify.sdp.solvers) used by lipsdp and ksdp
+    assert solvers.fallback_order("CVXOPT", solvers.CLARABEL_MAX_SIZE) == ("CVXOPT", "CLARABEL")
+    assert solvers.fallback_order("CVXOPT", solvers.CLARABEL_MAX_SIZE + 1) == ("CVXOPT",)
+    assert solvers.fallback_order("CLARABEL", 5) == ("CLARABEL",)
+    assert solvers.fallback_order("SCS", 1000) == ("SCS",)
+    solvers.clarabel_guard("CLARABEL", solvers.CLARABEL_MAX_SIZE, "ksdp")  # allowed: no error
+    with pytest.raises(lv.NotApplicableError, match=r"ksdp: Clarabel .* side 41"):
+        solvers.clarabel_guard("clarabel", solvers.CLARABEL_MAX_SIZE + 1, "ksdp")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.fractions(-10, 10, max_denominator=1000), st.fractions(-10, 10, max_denominator=1000),
+       st.fractions(Fraction(1, 100), 10, max_denominator=1000), st.fractions(-1, 1, max_denominator=10**6))
+def test_kernel_proves_a_shifted_rational_matrix_only_above_its_exact_threshold(a, b, c, offset):
+    # [[a + t, b], [b, c]] ≻ 0 (c > 0) iff t > t* = b^2 / c - a, in exact rationals: the kernel's estimate is near
+    # t*, and its proof (float enclosure of the rational matrix + verified Cholesky) never succeeds for t <= t*
+    from lipverify.sdp.certificate import float_enclosure, prove_shifted, schur_max
+
+    y = np.array([[a, b], [b, c]], dtype=object)
+    t_star = b * b / c - a
+    est = schur_max(float(a), np.array([float(b)]), np.array([[float(c)]]))
+    assert abs(est - float(t_star)) <= 1e-12 * (1 + abs(float(t_star)))
+    enc = float_enclosure(y)
+    t = float(t_star + offset)
+    if Fraction(t) <= t_star:
+        assert not prove_shifted(enc, t, 0.0)
+    elif Fraction(t) - t_star > Fraction(1, 10**6):
+        assert prove_shifted(enc, t, 0.0)
+    # the shift rho I: [[a + t + r, b], [b, c + r]] ≻ 0 exactly iff both leading minors are > 0
+    r = 0.5
+    exact_pd = c + Fraction(r) > 0 and (a + Fraction(t) + Fraction(r)) * (c + Fraction(r)) > b * b
+    if not exact_pd:
+        assert not prove_shifted(enc, t, r)
+
+
+def test_certificate_kernel_imports_no_solver():
+    # the trusted kernel has no solver code: importing it (and the adapters, which import lazily) loads neither
+    # cvxpy nor CVXOPT, in a fresh interpreter
+    import subprocess
+    import sys
+
+    code = ("import sys, lipverify.sdp.certificate, lipverify.sdp.solvers; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cvxpy', 'cvxopt')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 @pytest.mark.parametrize("norm", [1, "inf", "l1", "linf"])
 def test_other_norms_not_applicable(norm):
     with pytest.raises(lv.NotApplicableError, match="l2"):
@@ -175,7 +224,7 @@ def test_bad_options():
 @pytest.mark.parametrize("variant", ["neuron", "layer"])
 def test_structured_cvxopt_matches_cvxpy_formulation(variant):
     problem = sdp.problem_from_chain(linear_chain(random_net(8, sizes=(3, 6, 5, 2), act=lambda: lv.LeakyReLU(0.2))))
-    rho, lam = sdp._solve_cvxopt(problem, variant, {})
+    rho, lam = solvers.solve_cvxopt(problem, variant, {})
     prob, rho_var, _ = sdp.formulate(problem, variant)
     prob.solve(solver="CVXOPT")
     assert prob.status == "optimal"
@@ -300,7 +349,7 @@ def test_rebalance_is_an_exact_change_of_variables():
     certificate of the original net maps to one of the rebalanced problem and back."""
     net = zoo.sawtooth(4)
     problem = sdp.problem_from_chain(linear_chain(net))
-    rho, lam = sdp._solve_cvxopt(problem, "neuron", {})
+    rho, lam = solvers.solve_cvxopt(problem, "neuron", {})
     balanced = sdp.rebalance(problem, rho, lam)
     assert balanced is not None and balanced.neuron_exps is not None
     assert any(np.any(n != 0) for n in balanced.neuron_exps)
@@ -393,13 +442,13 @@ def test_sawtooth_with_rescaled_neurons_still_certifies_at_4_to_the_k(k, exponen
 def test_margin_on_the_hidden_blocks_is_the_same_in_both_formulations(variant):
     """The anchor solve (§5): H - eps E_hidden ⪰ 0 in the structured CVXOPT operators and in the cvxpy model."""
     problem = sdp.problem_from_chain(linear_chain(random_net(9, sizes=(3, 5, 4, 2))))
-    rho0, _ = sdp._solve_cvxopt(problem, variant, {})
-    rho, lam = sdp._solve_cvxopt(problem, variant, {}, 1e-2)
+    rho0, _ = solvers.solve_cvxopt(problem, variant, {})
+    rho, lam = solvers.solve_cvxopt(problem, variant, {}, 1e-2)
     prob, rho_var, _ = sdp.formulate(problem, variant, 1e-2)
     prob.solve(solver="CVXOPT")
     assert abs(rho - rho_var.value) <= 1e-6 * abs(rho_var.value) and rho > rho0 * (1 + 1e-6)
     diag, lower = sdp.lmi_blocks(problem, lam, rho)
-    h = sdp._assemble(diag, lower)
+    h = sdp.assemble(diag, lower)
     n0 = problem.sizes[0]
     assert np.linalg.eigvalsh(h[n0:, n0:]).min() >= 1e-2 * (1 - 1e-4)  # the hidden block keeps its margin
 

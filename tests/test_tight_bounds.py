@@ -86,6 +86,10 @@ def test_not_applicable_cases():
         lv.bound(big, "ksdp", "inf", max_size=20)
     with pytest.raises(ValueError, match="SDP solver"):
         lv.bound(net, "ksdp", "inf", solver="NO_SUCH_SOLVER")
+    # the Clarabel size guard shared with lipsdp: size 1 + 3 + 40 = 44 > 40 (Clarabel ran out of 24 GB at 210)
+    wide = _relu_net([np.ones((40, 3)), np.ones((1, 40))])
+    with pytest.raises(lv.NotApplicableError, match="Clarabel is only allowed on tiny LMIs"):
+        lv.bound(wide, "ksdp", "inf", solver="CLARABEL")
     floats = lv.Network([lv.Dense([[2 ** 0.5, 1], [1, -1]]), lv.ReLU(), lv.Dense([[1, 1]])])
     assert lv.bound(floats, "ksdp", "inf").details["certified_rows"] == 1  # floats are exact dyadic rationals
 

@@ -13,7 +13,8 @@ certificate does not trust them: they are rounded to dyadic rationals (30 signif
 recomputed from the Schur complement and rounded up, ``Y`` is rebuilt in exact rational arithmetic and
 ``Y ≻ 0`` is proven by a verified Cholesky factorisation.  A lossy certificate is repaired by mixing the
 multipliers with those of a strictly feasible anchor, a badly scaled row is rescaled per neuron by powers of
-two and solved again (the kernel pieces are shared with LipSDP, :mod:`lipverify.sdp`); the residual bound
+two and solved again (kernel, scaling and solver adapters shared with LipSDP: :mod:`lipverify.sdp.certificate`,
+:mod:`lipverify.sdp.scaling`, :mod:`lipverify.sdp.solvers`); the residual bound
 ``t + ρ B`` (``λ_min(Y) ≥ -ρ``, ``B ≥ ||v||^2``) is the last resort.  Each row is finally the minimum with the
 KCP and K4 row bounds, so ``K2 ≤ KSDP ≤ min(K4, KCP)``.
 """
@@ -22,32 +23,39 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
 
 from ..errors import NotApplicableError
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
-from ..rigorous import ETA, UNIT_ROUNDOFF, add_up, fro_sq_upper, matmul_up, sum_up, up, verify_positive_definite
-from ..sdp import (
+from ..rigorous import fro_sq_upper, matmul_up, sum_up, up
+from ..sdp.certificate import (
     ANCHOR_MARGIN,
-    BALANCED,
     LOSS_WARN,
     MARGINS,
     MIX_WEIGHTS,
+    first_proven,
+    float_enclosure,
+    inflated,
+    prove_shifted,
+    round_multipliers,
+    schur_max,
+)
+from ..sdp.scaling import (
+    BALANCED,
     REBALANCE_ROUNDS,
     RHO_BALANCED,
-    first_proven,
-    inflated,
-    round_multipliers,
+    float_fractions,
+    ldexp_exact,
     scale_entries,
+    times_power_of_two,
 )
+from ..sdp.solvers import check_installed, clarabel_guard, fallback_order, solve_min_t
 from .chain import LinearChain, linear_chain, to_fraction
 from .common import float_upper_bound, require_norm
 from .enclosure import enclose
@@ -73,7 +81,9 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     as floats or exact rationals; IEEE binary64 arithmetic (see ``proofs/rigorous_arithmetic.md``).  The
     SDP solver's answer is only used as a hint: its multipliers are re-checked exactly (``proofs/ksdp.md``).
     Polynomial time: one SDP (an ``N x N`` LMI, ``N = 1 + n_0 + Σ_{l<L} n_l``) per output row (l∞) or input
-    column (l1), solved by ``solver`` through cvxpy (default CVXOPT, Clarabel as a fallback);
+    column (l1), solved by ``solver`` through cvxpy (default CVXOPT, Clarabel as a fallback on relaxations of size
+    at most ``lipverify.sdp.solvers.CLARABEL_MAX_SIZE``; asking for Clarabel on a larger one raises
+    ``NotApplicableError``);
     ``NotApplicableError`` when ``N > max_size`` or when more than ``max_sdps`` SDPs would be needed (both
     deterministic work limits).  If a row gets no certificate, that row falls back to ``min(K4, KCP)`` (listed in
     ``details["fallback_rows"]``); so do the rows not started within ``time_limit`` seconds (an optional extra
@@ -88,7 +98,7 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     """
     started = time.perf_counter()
     p = require_norm("ksdp", norm, ("1", "inf"), "the relaxation bounds an l1/l∞ norm row by row")
-    _check_solver(solver)
+    check_installed(solver, "ksdp")
     chain = linear_chain(net, "ksdp")
     if p == "1":
         chain = chain.transpose()
@@ -96,6 +106,7 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
         raise ValueError(f"ksdp: time_limit must be > 0 seconds or None, got {time_limit!r}")
     layout = _Layout(chain)
     if layout.uncertain:  # the work limits first: they are cheap to check, the exact weights are not
+        clarabel_guard(solver, layout.size, "ksdp")  # the size guard shared with lipsdp (Clarabel's memory explodes)
         if layout.size > max_size:
             raise NotApplicableError(
                 f"ksdp: the relaxation has size {layout.size} > {limit_hint(KSDP_SIZE, max_size)}; raise it (e.g. "
@@ -119,7 +130,7 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
                                  details=details)
     # exact power-of-two rescaling of every layer keeps the SDP well conditioned
     shifts = [_exponent(w) for w in exact]
-    scaled = [_scale_fractions(w, -e) for w, e in zip(exact, shifts)]
+    scaled = [times_power_of_two(w, -e) for w, e in zip(exact, shifts)]
     total_shift = sum(shifts)
     problem = _Relaxation(layout, scaled, chain.slopes)
     norm_bound = problem.norm_bound()
@@ -138,8 +149,8 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
             details["fallback_rows"].append(i)
         else:
             details["certified_rows"] += 1
-            certified = _times_power_of_two_up(cert.value, total_shift + cert.shift)
-            hint = _times_power_of_two_up(cert.solver_t, total_shift + cert.shift)  # a float times 2^e: exact
+            certified = ldexp_exact(cert.value, total_shift + cert.shift)
+            hint = ldexp_exact(cert.solver_t, total_shift + cert.shift)  # a float times 2^e: exact
             row = min(row, certified)
             suggested = min(suggested, hint)
             sdp_solver, sdp_certified = max(sdp_solver, hint), max(sdp_certified, certified)
@@ -200,21 +211,13 @@ def _certify_row(problem: _Relaxation, i: int, norm_bound: float, solver: str) -
         repaired = current.certify_row(i, current.norm_bound(), solver, hint=hint, repair=True)
         if repaired is not None and (second is None or repaired.value < second.value):
             second = replace(repaired, shift=shift, rebalanced=rounds)
-    if first is None or (second is not None and _times_power_of_two_up(second.value, shift) < first.value):
+    if first is None or (second is not None and ldexp_exact(second.value, shift) < first.value):
         return second
     return first
 
 
 def _lossy(cert: RowCertificate) -> bool:
     return cert.value - cert.solver_t > REPAIR_LOSS * max(abs(cert.solver_t), 2.0**-30)
-
-
-def _check_solver(solver: str) -> None:
-    import cvxpy as cp
-
-    installed = cp.installed_solvers()
-    if solver not in installed:
-        raise ValueError(f"ksdp: unknown or unavailable SDP solver {solver!r}; installed: {', '.join(installed)}")
 
 
 def _exact_weights(chain: LinearChain) -> list[np.ndarray]:
@@ -225,11 +228,8 @@ def _exact_weights(chain: LinearChain) -> list[np.ndarray]:
             "ksdp: some weights are known only up to a rounding radius (irrational entries); the exact "
             "certificate needs float or rational weights: use kcp or k4"
         )
-    out = []
-    for w in chain.weights:
-        w = w.toarray() if hasattr(w, "toarray") else np.asarray(w, dtype=np.float64)
-        out.append(np.array([[Fraction(float(x)) for x in row] for row in w], dtype=object).reshape(w.shape))
-    return out
+    return [float_fractions(w.toarray() if hasattr(w, "toarray") else np.asarray(w, dtype=np.float64))
+            for w in chain.weights]
 
 
 def _exponent(w: np.ndarray) -> int:
@@ -240,22 +240,6 @@ def _exponent(w: np.ndarray) -> int:
         return math.frexp(float(m))[1]
     except OverflowError:
         return 0  # no rescaling; the float conversions below then fail loudly or the row falls back
-
-
-def _scale_fractions(w: np.ndarray, e: int) -> np.ndarray:
-    f = Fraction(2) ** e
-    return np.array([x * f for x in w.flat], dtype=object).reshape(w.shape)
-
-
-def _times_power_of_two_up(x: float, e: int) -> float:
-    """``x * 2^e`` when that is exact, else ``inf`` (the certificate is then not used)."""
-    try:
-        y = math.ldexp(x, e)
-    except OverflowError:
-        return math.inf
-    if not math.isfinite(y) or math.ldexp(y, -e) != x:
-        return math.inf
-    return y
 
 
 def _k4_rows(chain: LinearChain) -> np.ndarray:
@@ -422,7 +406,7 @@ class _Relaxation:
                     t = float(inflated(t_star, m))  # exact: 30 significant bits
                 except OverflowError:
                     return None
-                if self._prove(y, t, 0.0):
+                if prove_shifted(y, t, 0.0):
                     return t, m
             return None
 
@@ -475,30 +459,12 @@ class _Relaxation:
 
         With ``margin > 0`` the LMI is ``Y - margin E_r ⪰ 0`` (``E_r`` the identity except at ``(0, 0)``): a
         strictly feasible anchor for the repair of ``proofs/ksdp.md`` §3."""
-        import cvxpy as cp
-
         n = self.layout.size
-        mats = self._matrices()
         q = self._objective_matrix(i)
         if margin:
             q[np.arange(1, n), np.arange(1, n)] -= margin
-        e00 = np.zeros((n, n))
-        e00[0, 0] = 1.0
-        mu = cp.Variable(len(mats))
-        t = cp.Variable()
-        y = t * e00 + q + sum(mu[m] * mats[m] for m in range(len(mats)))
-        prob = cp.Problem(cp.Minimize(t), [y >> 0])
-        for name in dict.fromkeys((solver, "CLARABEL")):  # the requested solver, then Clarabel as a fallback
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    prob.solve(solver=name)
-            except (cp.error.SolverError, ArithmeticError):
-                continue
-            if mu.value is None or t.value is None or not np.all(np.isfinite(mu.value)) or not math.isfinite(t.value):
-                continue
-            return float(t.value), np.asarray(mu.value, dtype=np.float64)
-        return None
+        # the requested solver, then Clarabel as a fallback (only on small relaxations: the Clarabel size guard)
+        return solve_min_t(q, self._matrices(), fallback_order(solver, n))
 
     def _schur_t(self, i: int, mu: np.ndarray) -> float | None:
         """Float estimate of the least ``t`` with ``Y(t) ⪰ 0`` for these multipliers: with ``K = Y(0)``,
@@ -506,13 +472,8 @@ class _Relaxation:
         rows, cols, vals, owner = self._coo()
         n = self.layout.size
         k = self._objective_matrix(i) + sp.coo_matrix((vals * mu[owner], (rows, cols)), shape=(n, n)).toarray()
-        try:
-            chol = scipy.linalg.cholesky(k[1:, 1:], lower=True)
-        except np.linalg.LinAlgError:
-            return None
-        y = scipy.linalg.solve_triangular(chol, k[1:, 0], lower=True)
-        t = float(y @ y - k[0, 0])
-        return t if math.isfinite(t) else None
+        t = schur_max(k[0, 0], k[1:, 0], k[1:, 1:])
+        return t if t is not None and math.isfinite(t) else None
 
     # -- the certificate (exact) -----------------------------------------------------------------------
     def _exact_y(self, i: int, mu) -> tuple[np.ndarray, float] | None:
@@ -529,24 +490,7 @@ class _Relaxation:
         for (a, b), c in self.objective(i).items():
             _add_sym(y, a, b, -c)
         # y is the exact Y - t e0 e0^T; round it to floats (correctly rounded, error <= u |fl| + eta)
-        yf = np.array([[_frac_to_float(x) for x in row] for row in y], dtype=np.float64)
-        if not np.all(np.isfinite(yf)):
-            return None
-        conv_err = add_up(up(np.abs(yf) * UNIT_ROUNDOFF), np.full(yf.shape, ETA))
-        return yf, float(up(math.sqrt(fro_sq_upper(conv_err))))
-
-    @staticmethod
-    def _prove(y: tuple[np.ndarray, float], t: float, rho: float) -> bool:
-        """Prove ``Y(0) + t e_0 e_0^T + rho I ≻ 0`` for the exact ``Y(0)`` of :meth:`_exact_y` (``t``, ``rho`` floats)."""
-        yf, conv = y
-        h = yf.copy()
-        h[0, 0] += t
-        if rho:
-            h = h + rho * np.eye(h.shape[0])
-        # the additions on the diagonal round: at most u |h_ii| each, twice at (0, 0)
-        diag = float(up(2 * UNIT_ROUNDOFF * float(np.max(np.abs(np.diag(h))))))
-        diag = float(up(diag + up(2 * UNIT_ROUNDOFF * (abs(t) + abs(yf[0, 0])))))
-        return verify_positive_definite(h, err=float(up(conv + diag)))
+        return float_enclosure(y)
 
     def _check(self, i: int, t: float, mu: np.ndarray, norm_bound: float) -> float | None:
         """The residual bound of ``proofs/ksdp.md`` §2: ``t + rho B`` with ``Y(t) + rho I ≻ 0`` proven, for any
@@ -561,7 +505,7 @@ class _Relaxation:
         scale = max(1.0, float(np.max(np.abs(h0))))
         rho = max(0.0, -lam) + 1e-12 * scale
         for _ in range(12):
-            if self._prove(y, t, rho):
+            if prove_shifted(y, t, rho):
                 bound = float(up(t + float(up(rho * norm_bound))))
                 return bound if math.isfinite(bound) else None
             rho = rho * 10 + 1e-10 * scale
@@ -633,10 +577,3 @@ def _add_sym(y: np.ndarray, a: int, b: int, c: Fraction) -> None:
         half = c / 2
         y[a, b] += half
         y[b, a] += half
-
-
-def _frac_to_float(x: Fraction) -> float:
-    try:
-        return x.numerator / x.denominator  # correctly rounded integer division
-    except OverflowError:
-        return math.inf if x > 0 else -math.inf

@@ -1,0 +1,409 @@
+"""The SDP solver adapters (untrusted: they only suggest multipliers; :mod:`lipverify.sdp.certificate` proves).
+
+* LipSDP through CVXOPT directly (``conelp`` with a KKT solver that uses the rank-2 structure of every
+  multiplier's matrix, :class:`StructuredLMI`, :func:`solve_cvxopt`), or through the block-structured cvxpy
+  formulation :func:`formulate` with SCS or Clarabel; :func:`solve_lipsdp` tries them in order.
+* KSDP's Shor relaxation ``min t s.t. t e_0 e_0^T + Q + Σ μ_m A_m ⪰ 0`` through cvxpy (:func:`solve_min_t`).
+* The solver names, the fallback order and the Clarabel size guard (:func:`clarabel_guard`,
+  :func:`fallback_order`): Clarabel only on LMIs of side ``<= CLARABEL_MAX_SIZE`` (its memory use explodes:
+  more than 24 GB at side 210), for both methods.
+
+cvxpy and CVXOPT are imported inside the functions, never when this module is imported.
+Proofs of what the suggestions are used for: ``proofs/lipsdp.md``, ``proofs/ksdp.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from ..errors import NotApplicableError, SolverError
+from .certificate import LipSDPProblem
+
+#: Clarabel is only allowed on LMIs up to this side (it ran out of 24 GB at 210)
+CLARABEL_MAX_SIZE = 40
+#: solvers tried, in order, when ``solver=None``
+DEFAULT_SOLVERS = ("CVXOPT", "SCS")
+SOLVERS = ("CVXOPT", "SCS", "CLARABEL")
+#: largest coefficient matrix ``W^T diag(lambda) W`` the cvxpy formulation (SCS, Clarabel) may build
+FORMULATE_MAX_ENTRIES = 20_000_000
+
+
+# --------------------------------------------------------------------------- solver names and the Clarabel guard
+
+
+def clarabel_guard(name: str, size: int, who: str) -> None:
+    """Raise :class:`NotApplicableError` when ``name`` is Clarabel and the LMI side ``size`` exceeds
+    :data:`CLARABEL_MAX_SIZE`."""
+    if str(name).upper() == "CLARABEL" and size > CLARABEL_MAX_SIZE:
+        raise NotApplicableError(
+            f"{who}: Clarabel is only allowed on tiny LMIs (side <= {CLARABEL_MAX_SIZE}); this one has side {size} "
+            "and Clarabel's memory use explodes (>24 GB at side 210): use solver='CVXOPT' or 'SCS'"
+        )
+
+
+def fallback_order(solver: str, size: int, fallback: str = "CLARABEL") -> tuple[str, ...]:
+    """``solver``, then ``fallback`` unless it is Clarabel and the LMI side exceeds :data:`CLARABEL_MAX_SIZE`."""
+    names = [solver]
+    if fallback != solver and not (fallback.upper() == "CLARABEL" and size > CLARABEL_MAX_SIZE):
+        names.append(fallback)
+    return tuple(names)
+
+
+def solver_list(solver: str | None, size: int) -> tuple[str, ...]:
+    """LipSDP's solvers: ``DEFAULT_SOLVERS`` for ``None``, else the one named (Clarabel only on tiny LMIs)."""
+    if solver is None:
+        return DEFAULT_SOLVERS
+    name = str(solver).upper()
+    if name not in SOLVERS:
+        raise ValueError(f"lipsdp: solver must be one of {', '.join(SOLVERS)} (or None for CVXOPT then SCS), "
+                         f"got {solver!r}")
+    clarabel_guard(name, size, "lipsdp")
+    return (name,)
+
+
+def check_installed(solver: str, who: str) -> None:
+    """Raise ``ValueError`` unless cvxpy knows ``solver`` and it is installed."""
+    import cvxpy as cp
+
+    installed = cp.installed_solvers()
+    if solver not in installed:
+        raise ValueError(f"{who}: unknown or unavailable SDP solver {solver!r}; installed: {', '.join(installed)}")
+
+
+# --------------------------------------------------------------------------- KSDP: min t over one LMI
+
+
+def solve_min_t(q: np.ndarray, mats: list, solvers: tuple[str, ...]):
+    """``(t, μ)`` from ``min t s.t. t e_0 e_0^T + q + Σ μ_m mats[m] ⪰ 0`` (free ``μ``) through cvxpy, trying
+    ``solvers`` in order (see :func:`fallback_order`); ``None`` when none returns finite values.  The status is
+    not read: the certificate re-checks everything (``proofs/ksdp.md`` §3)."""
+    import cvxpy as cp
+
+    n = q.shape[0]
+    e00 = np.zeros((n, n))
+    e00[0, 0] = 1.0
+    mu = cp.Variable(len(mats))
+    t = cp.Variable()
+    y = t * e00 + q + sum(mu[m] * mats[m] for m in range(len(mats)))
+    prob = cp.Problem(cp.Minimize(t), [y >> 0])
+    for name in solvers:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                prob.solve(solver=name)
+        except (cp.error.SolverError, ArithmeticError):
+            continue
+        if mu.value is None or t.value is None or not np.all(np.isfinite(mu.value)) or not math.isfinite(t.value):
+            continue
+        return float(t.value), np.asarray(mu.value, dtype=np.float64)
+    return None
+
+
+# --------------------------------------------------------------------------- LipSDP
+
+
+def formulate(problem: LipSDPProblem, variant: str = "neuron", margin: float = 0.0):
+    """The cvxpy problem ``min rho  s.t.  H(rho, lambda) ⪰ 0, lambda >= 0`` built block by block
+    (``H - margin E_hidden ⪰ 0`` when ``margin > 0``: a strict-feasibility margin on the hidden blocks).
+
+    Structure used: ``H`` is block tridiagonal (``cp.bmat`` with zero blocks as empty sparse constants);
+    ``Lambda W`` is an elementwise product with a broadcast column (one coefficient per weight entry, no
+    Kronecker products); ``W^T Lambda W`` (only when ``alpha beta != 0``) is one constant matrix applied to
+    ``lambda``.  Returns ``(problem, rho, lambdas)`` with ``lambdas[l]`` a cvxpy expression of size ``n_{l+1}``.
+    """
+    import cvxpy as cp
+
+    if variant not in ("neuron", "layer"):
+        raise ValueError(f"variant must be 'neuron' or 'layer', got {variant!r}")
+    ws, sl = problem.weights, problem.slopes
+    n = problem.depth
+    sizes = problem.sizes
+    rho = cp.Variable(name="rho")
+    lams, lam_exprs = [], []
+    for k, s in enumerate(problem.hidden):
+        if variant == "neuron":
+            v = cp.Variable(s, nonneg=True, name=f"lambda{k + 1}")
+            lam_exprs.append(v)
+        else:
+            v = cp.Variable(nonneg=True, name=f"lambda{k + 1}")
+            lam_exprs.append(v * np.ones(s))
+        lams.append(v)
+    diag: list = [[] for _ in sizes]
+    lower: list = []
+    diag[0].append(rho * sp.identity(sizes[0], format="csr"))
+    for k in range(1, n):
+        a, b = sl[k - 1]
+        w = ws[k - 1]
+        lam = lams[k - 1]
+        m = w.shape[1]
+        if variant == "neuron":
+            diag[k].append(cp.diag(lam))
+            lw = cp.multiply(cp.reshape(lam, (w.shape[0], 1), order="F"), w)
+        else:
+            diag[k].append(lam * sp.identity(w.shape[0], format="csr"))
+            lw = lam * w
+        if a * b != 0:
+            if variant == "neuron":
+                if w.shape[0] * m * m > FORMULATE_MAX_ENTRIES:
+                    raise NotApplicableError(
+                        f"lipsdp: the cvxpy formulation of layer {k} (slopes [{a}, {b}], {w.shape[0]} neurons, "
+                        f"{m} inputs) needs a dense {m * m} x {w.shape[0]} coefficient matrix; use solver='CVXOPT'"
+                    )
+                g = (w[:, :, None] * w[:, None, :]).reshape(w.shape[0], m * m).T
+                wtlw = cp.reshape(g @ lam, (m, m), order="F")
+            else:
+                wtlw = lam * (w.T @ w)
+            diag[k - 1].append(float(a * b) * wtlw)
+        lower.append(-float((a + b) / 2) * lw)
+    diag[n - 1].append(-(ws[-1].T @ ws[-1]))
+    if margin:
+        for k in range(1, n):
+            diag[k].append(-margin * sp.identity(sizes[k], format="csr"))
+    blocks = []
+    for i in range(n):
+        row = []
+        for j in range(n):
+            if i == j:
+                row.append(sum(diag[i][1:], diag[i][0]))
+            elif i == j + 1:
+                row.append(lower[j])
+            elif j == i + 1:
+                row.append(lower[i].T)
+            else:
+                row.append(sp.csr_matrix((sizes[i], sizes[j])))
+        blocks.append(row)
+    h = cp.bmat(blocks) if n > 1 else blocks[0][0]
+    prob = cp.Problem(cp.Minimize(rho), [h >> 0])
+    return prob, rho, lam_exprs
+
+
+
+class StructuredLMI:
+    """The LipSDP LMI as linear operators for CVXOPT's ``conelp`` with a custom KKT solver.
+
+    Variables ``x = (rho, mu)``; ``lambda = J mu`` (``J = I`` for LipSDP-Neuron, one column per layer for
+    LipSDP-Layer).  Cone constraints: ``mu >= 0`` ('l' cone) and ``H = rho E_0 + sum_i lambda_i F_i - Q ⪰ 0``
+    ('s' cone of side N).  Each neuron's ``F_i = U_i S_i U_i^T`` has rank <= 2 (``U_i = [e_i, w_i]``), so the
+    normal matrix ``G^T W^-1 W^-T G`` costs ``O(m N^2 + m^2 N)`` per iteration instead of the ``O(m N^3)``
+    of a generic dense LMI column scaling.  Only the solver's suggestion comes from here; the bound is
+    certified separately (:func:`lipverify.sdp.certificate.certify`).
+    """
+
+    def __init__(self, problem: LipSDPProblem, variant: str, margin: float = 0.0):
+        self.problem = problem
+        self.sizes = problem.sizes
+        self.offs = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        self.n = int(self.offs[-1])
+        self.n0 = self.sizes[0]
+        self.m = sum(problem.hidden)
+        self.layers = []  # (layer k >= 1, W_k, c_k = (a+b)/2, d_k = ab)
+        for k in range(1, problem.depth):
+            a, b = problem.slopes[k - 1]
+            self.layers.append((k, problem.weights[k - 1], float((a + b) / 2), float(a * b)))
+        if variant == "neuron":
+            self.j = sp.identity(self.m, format="csr")
+        else:
+            cols = np.concatenate([np.full(s, i) for i, s in enumerate(problem.hidden)]) if self.m else np.zeros(0, int)
+            self.j = sp.csr_matrix((np.ones(self.m), (np.arange(self.m), cols)), shape=(self.m, len(problem.hidden)))
+        self.nv = self.j.shape[1]
+        q = np.zeros((self.n, self.n))
+        wl = problem.weights[-1]
+        a0, a1 = self.offs[-2], self.offs[-1]
+        q[a0:a1, a0:a1] = wl.T @ wl
+        # strict-feasibility margin: H - margin * E_hidden ⪰ 0 keeps the hidden block away from singularity
+        q[np.arange(self.n0, self.n), np.arange(self.n0, self.n)] += margin
+        self.h = np.concatenate([np.zeros(self.nv), -q.ravel(order="F")])
+
+    # F(x) = rho E_0 + K_lambda (no Q), a dense symmetric matrix
+    def fmat(self, rho: float, lam: np.ndarray) -> np.ndarray:
+        out = np.zeros((self.n, self.n))
+        o = self.offs
+        out[np.arange(self.n0), np.arange(self.n0)] = rho
+        pos = 0
+        for k, w, c, d in self.layers:
+            lk = lam[pos:pos + w.shape[0]]
+            pos += w.shape[0]
+            idx = np.arange(o[k], o[k + 1])
+            out[idx, idx] += lk
+            if d != 0.0:
+                out[o[k - 1]:o[k], o[k - 1]:o[k]] += d * (w.T @ (lk[:, None] * w))
+            blk = -c * (lk[:, None] * w)
+            out[o[k]:o[k + 1], o[k - 1]:o[k]] += blk
+            out[o[k - 1]:o[k], o[k]:o[k + 1]] += blk.T
+        return out
+
+    # (<E_0, Y>, <F_i, Y>) for a symmetric Y
+    def fadj(self, y: np.ndarray) -> tuple[float, np.ndarray]:
+        o = self.offs
+        g_rho = float(np.trace(y[:self.n0, :self.n0]))
+        parts = []
+        for k, w, c, d in self.layers:
+            g = np.diag(y[o[k]:o[k + 1], o[k]:o[k + 1]]).copy()
+            g -= 2 * c * np.sum(w * y[o[k]:o[k + 1], o[k - 1]:o[k]], axis=1)
+            if d != 0.0:
+                g += d * np.sum(w * (w @ y[o[k - 1]:o[k], o[k - 1]:o[k]]), axis=1)
+            parts.append(g)
+        return g_rho, (np.concatenate(parts) if parts else np.zeros(0))
+
+    def _sym_lower(self, v: np.ndarray) -> np.ndarray:
+        y = v.reshape(self.n, self.n, order="F")
+        low = np.tril(y)
+        return low + np.tril(y, -1).T
+
+    def g_apply(self, x: np.ndarray) -> np.ndarray:
+        mu = x[1:]
+        lam = self.j @ mu
+        return np.concatenate([-mu, -self.fmat(float(x[0]), lam).ravel(order="F")])
+
+    def gt_apply(self, v: np.ndarray) -> np.ndarray:
+        g_rho, g_lam = self.fadj(self._sym_lower(v[self.nv:]))
+        return np.concatenate([[-g_rho], -(self.j.T @ g_lam) - v[:self.nv]])
+
+    def G(self, u, v, alpha=1.0, beta=0.0, trans="N"):
+        from cvxopt import matrix
+
+        uu = np.array(u).ravel()
+        out = self.g_apply(uu) if trans == "N" else self.gt_apply(uu)
+        v[:] = matrix(alpha * out + beta * np.array(v).ravel())
+
+    def normal_matrix(self, rti: np.ndarray, di: np.ndarray) -> np.ndarray:
+        o = self.offs
+        r0 = rti[:self.n0, :]  # V_rho^T: W^-T E_0 = r0^T r0
+        a1_cols, a2_cols, s = [], [], []
+        for k, w, c, d in self.layers:
+            a1_cols.append(rti[o[k]:o[k + 1], :])           # rows: (rti^T e_i)^T
+            a2_cols.append(w @ rti[o[k - 1]:o[k], :])        # rows: (rti^T w_i)^T
+            s.append(np.tile(np.array([[1.0, -c], [-c, d]]), (w.shape[0], 1, 1)))
+        hn = np.zeros((self.m + 1, self.m + 1))
+        r0r0 = r0 @ r0.T
+        hn[0, 0] = float(np.sum(r0r0 * r0r0))
+        if self.m:
+            a1 = np.vstack(a1_cols)  # m x N
+            a2 = np.vstack(a2_cols)
+            ss = np.concatenate(s)   # m x 2 x 2
+            g11, g12, g22 = a1 @ a1.T, a1 @ a2.T, a2 @ a2.T
+            gm = np.stack([np.stack([g11, g12], -1), np.stack([g12.T, g22], -1)], -2)  # (i, j, 2, 2): V_i^T V_j
+            hn[1:, 1:] = np.einsum("iab,ijbc,jce,ijae->ij", ss, gm, ss, gm, optimize=True)
+            c1, c2 = r0 @ a1.T, r0 @ a2.T  # n0 x m
+            bb = np.stack([np.stack([np.sum(c1 * c1, 0), np.sum(c1 * c2, 0)], -1),
+                           np.stack([np.sum(c2 * c1, 0), np.sum(c2 * c2, 0)], -1)], -2)  # m x 2 x 2
+            hn[0, 1:] = hn[1:, 0] = np.einsum("iab,iab->i", ss, bb)
+        jf = sp.block_diag([sp.identity(1), self.j], format="csr")
+        ht = np.asarray(jf.T @ (jf.T @ hn).T)
+        ht[np.arange(1, self.nv + 1), np.arange(1, self.nv + 1)] += di**2
+        return (ht + ht.T) / 2
+
+    def kktsolver(self, w):
+        from cvxopt import matrix
+
+        rti = np.array(w["rti"][0])
+        di = np.array(w["di"]).ravel()
+        factor = scipy.linalg.cho_factor(self.normal_matrix(rti, di))
+        p = rti @ rti.T  # W^-1 W^-T Z = P Z P
+        nv, n = self.nv, self.n
+
+        def solve(x, y, z):
+            bx = np.array(x).ravel()
+            bz = np.array(z).ravel()
+            bzs = self._sym_lower(bz[nv:])
+            ts = p @ bzs @ p
+            rhs = bx + self.gt_apply(np.concatenate([di**2 * bz[:nv], ts.ravel(order="F")]))
+            ux = scipy.linalg.cho_solve(factor, rhs)
+            gu = self.g_apply(ux)
+            wz_l = di * (gu[:nv] - bz[:nv])
+            gs = gu[nv:].reshape(n, n, order="F")
+            wz_s = rti.T @ (gs - bzs) @ rti
+            x[:] = matrix(ux)
+            z[:] = matrix(np.concatenate([wz_l, wz_s.ravel(order="F")]))
+
+        return solve
+
+
+def _single_threaded_blas():
+    """numpy's BLAS threads spin while CVXOPT (its own single-threaded BLAS) works between our callbacks; on
+    a busy machine that made the solve 10-30x slower.  One thread for the duration of the solve (needs the
+    optional ``threadpoolctl``; without it nothing changes)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional speed-up
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def solve_cvxopt(problem: LipSDPProblem, variant: str, solver_options: dict, margin: float = 0.0):
+    """LipSDP through CVXOPT's ``conelp`` with the structured operators of :class:`StructuredLMI`
+    (with ``H - margin E_hidden ⪰ 0`` in place of ``H ⪰ 0`` when ``margin > 0``)."""
+    from cvxopt import matrix, solvers
+
+    lmi = StructuredLMI(problem, variant, margin)
+    c = matrix(np.concatenate([[1.0], np.zeros(lmi.nv)]))
+    dims = {"l": lmi.nv, "q": [], "s": [lmi.n]}
+
+    def a_op(u, v, alpha=1.0, beta=0.0, trans="N"):
+        if trans != "N":
+            v[:] = matrix(beta * np.array(v).ravel())
+
+    opts = {"show_progress": False}
+    names = {"max_iters": "maxiters", "abstol": "abstol", "reltol": "reltol", "feastol": "feastol", "maxiters": "maxiters"}
+    for key, value in solver_options.items():
+        if key not in names:
+            raise ValueError(f"lipsdp: unknown CVXOPT option {key!r}; valid: {', '.join(sorted(names))}")
+        opts[names[key]] = value
+    try:
+        with _single_threaded_blas():
+            sol = solvers.conelp(c, lmi.G, matrix(lmi.h), dims, a_op, matrix(0.0, (0, 1)), kktsolver=lmi.kktsolver,
+                                 options=opts)
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+        raise SolverError(f"lipsdp: CVXOPT failed: {exc}") from exc
+    if sol["status"] != "optimal" or sol["x"] is None:
+        raise SolverError(f"lipsdp: CVXOPT returned status {sol['status']!r} after {sol.get('iterations')} iterations")
+    x = np.array(sol["x"]).ravel()
+    if not np.all(np.isfinite(x)):
+        raise SolverError("lipsdp: CVXOPT returned non-finite values")
+    lam = lmi.j @ x[1:]
+    values, pos = [], 0
+    for s in problem.hidden:
+        values.append(lam[pos:pos + s])
+        pos += s
+    return float(x[0]), values
+
+
+def solve_lipsdp(problem: LipSDPProblem, variant: str, solvers: tuple[str, ...], solver_options: dict, margin: float = 0.0):
+    """Try ``solvers`` in order: CVXOPT through :func:`solve_cvxopt` (structured KKT solver), the others
+    through cvxpy (:func:`formulate`), with a strict-feasibility ``margin`` on the hidden blocks.
+    Returns ``(solver, status, rho, lambdas)``; raises SolverError."""
+    errors = []
+    for name in solvers:
+        if name == "CVXOPT":
+            try:
+                rho_value, values = solve_cvxopt(problem, variant, solver_options, margin)
+            except SolverError as exc:
+                errors.append(str(exc))
+                continue
+            return name, "optimal", rho_value, values
+        import cvxpy as cp
+
+        prob, rho, lams = formulate(problem, variant, margin)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                prob.solve(solver=name, **solver_options)
+            except cp.error.SolverError as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+        if prob.status != cp.OPTIMAL:
+            said = "".join(f" ({w.message})" for w in caught)
+            errors.append(f"{name}: status {prob.status!r}{said}")
+            continue
+        values = [np.asarray(x.value, dtype=np.float64) for x in lams]
+        if rho.value is None or not all(np.all(np.isfinite(v)) for v in values):
+            errors.append(f"{name}: no finite solution despite status {prob.status!r}")
+            continue
+        return name, prob.status, float(rho.value), values
+    raise SolverError("lipsdp: no solver returned an optimal solution (" + "; ".join(errors) + ")")
