@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import lipverify as lv
@@ -428,12 +428,15 @@ def scrambled_sawtooth(k: int, exponents) -> lv.Network:
 
 @settings(max_examples=10)
 @given(k=st.integers(2, 5), exponents=st.lists(st.floats(-2, 2), min_size=15, max_size=15))
+@example(k=5, exponents=[0.0, 1.15625, 0.0, 0.0, -0.73828125, -0.5, -1.15625, 0.0, 1.955078125, 0.0, 0.5, 0.0, 0.75,
+                         -1.75, 0.99609375])  # found by random search: certifies 4^5 (1 + 1.15e-6)
 def test_sawtooth_with_rescaled_neurons_still_certifies_at_4_to_the_k(k, exponents):
     """Per-neuron scales between 1e-2 and 1e2 inside one layer: no per-layer scaling can balance them (before
-    the per-neuron rebalancing, sawtooth(4) certified ~1e5 instead of 256)."""
+    the per-neuron rebalancing, sawtooth(4) certified ~1e5 instead of 256).  The certified value stays within 1e-5
+    of the optimum 4^k (issue 17 asks for 1e-4 in tests; most draws are within 1e-7, the worst seen 1.15e-6)."""
     net = scrambled_sawtooth(k, exponents)
     b = lv.bound(net, "lipsdp", norm=2)
-    assert 2.0**k <= b.value <= 4.0**k * (1 + 1e-6)
+    assert 2.0**k <= b.value <= 4.0**k * (1 + 1e-5)
     assert b.value >= 4.0**k * (1 - 1e-9)  # float weights: the optimum moves by ~1e-16 relative
     assert sdp.verify(net, b.details["certificate"], method="exact")
 
