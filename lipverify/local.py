@@ -11,15 +11,20 @@ narrowed per-neuron slopes, so every bound method run on it bounds the Lipschitz
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import sympy
 
+from ._lazy import LazyModule
 from .errors import NotApplicableError, ShapeError
 from .layers import Activation, Dense, Flatten
 from .network import Network
 from .rigorous import Interval, down, up
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = LazyModule("sympy")
 
 
 @dataclass(frozen=True, eq=False)
