@@ -78,6 +78,28 @@ def test_cnn_float_bound_loads_no_symbolic_package_or_solver():
     assert _loaded_after(code, SYMBOLIC_AND_SOLVERS) == []
 
 
+def test_float_bound_on_a_domain_loads_no_symbolic_package_or_solver():
+    code = (
+        "import numpy as np\n"
+        "import lipverify as lv\n"
+        "rng = np.random.default_rng(2)\n"
+        "net = lv.Network([lv.Dense(rng.normal(size=(6, 3))), lv.ReLU(), lv.Dense(rng.normal(size=(2, 6)))])\n"
+        "b = lv.bound(net, 'k4', norm='inf', domain=(-np.ones(3), np.ones(3)))\n"
+        "assert b.kind == 'upper'\n"
+    )
+    assert _loaded_after(code, SYMBOLIC_AND_SOLVERS) == []
+
+
+def test_local_activation_slopes_as_fractions_and_sympy_agree():
+    import numpy as np
+
+    from lipverify.local import LocalActivation
+
+    act = LocalActivation(lv.Tanh(), np.array([0.25, 0.1]), np.array([0.5, 0.75]))
+    assert act.slopes == (sympy.Rational(0.1), sympy.Rational(0.75))  # the exact binary values of the floats
+    assert slope_pair(act) == (Fraction(0.1), Fraction(0.75))
+
+
 def test_exact_weights_still_load_sympy_and_stay_exact():
     code = ("import fractions, lipverify as lv\n"
             "net = lv.Network([lv.Dense([[fractions.Fraction(1, 3), 2]]), lv.ReLU(), lv.Dense([[3]])])\n"

@@ -34,12 +34,13 @@ else:
 class Slopes:
     """The slope interval ``[alpha, beta]`` of one activation layer, exact and rounded outward.
 
-    ``neuron_lo``/``neuron_hi`` optionally narrow it per neuron (float arrays, rounded outward, inside
+    ``lo``/``hi`` are exact: ``Fraction`` for rational ends (:func:`~lipverify.layers.slope_pair`), sympy numbers
+    otherwise.  ``neuron_lo``/``neuron_hi`` optionally narrow it per neuron (float arrays, rounded outward, inside
     ``[lo, hi]``), as local bounds on an input box do; methods that ignore them use the layer interval.
     """
 
-    lo: sympy.Rational
-    hi: sympy.Rational
+    lo: Fraction | sympy.Expr
+    hi: Fraction | sympy.Expr
     neuron_lo: np.ndarray | None = None
     neuron_hi: np.ndarray | None = None
 
@@ -197,9 +198,9 @@ def _fractions(layer: Dense) -> np.ndarray:
     return out
 
 
-def to_fraction(x: sympy.Rational) -> Fraction:
-    if isinstance(x, Fraction):
-        return x
+def to_fraction(x: Fraction | int | sympy.Rational) -> Fraction:
+    if isinstance(x, (Fraction, int)):
+        return Fraction(x)
     x = sympy.Rational(x)
     return Fraction(int(x.p), int(x.q))
 
