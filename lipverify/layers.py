@@ -112,6 +112,14 @@ def _to_sympy_scalar(v: Any, where: str) -> sympy.Expr:
     raise TypeError(f"{where}: entry {v!r} of type {type(v).__name__} is not a number")
 
 
+def _fraction_nearest(fr: Fraction) -> float:
+    """The float nearest ``fr`` (Python's ``Fraction -> float`` is correctly rounded); ``±inf`` beyond the range."""
+    try:
+        return float(fr)
+    except OverflowError:
+        return math.inf if fr > 0 else -math.inf
+
+
 def _fraction_up(fr: Fraction) -> float:
     """The smallest float ``>= fr`` (``fr >= 0``); Python's ``Fraction -> float`` is correctly rounded."""
     try:
@@ -947,15 +955,29 @@ class LeakyReLU(Activation):
         if isinstance(a, (float, np.floating)):
             if not math.isfinite(a):
                 raise ValueError(f"LeakyReLU: negative_slope must be finite, got {a}")
-            exact = _exact_rational(a, "LeakyReLU negative_slope")
+            p, q = a.as_integer_ratio()  # its exact value
+            exact = Fraction(int(p), int(q))
+        elif isinstance(a, (int, np.integer, Fraction)):
+            exact = Fraction(a) if isinstance(a, Fraction) else Fraction(int(a))
         else:
-            exact = _to_sympy_scalar(a, "LeakyReLU negative_slope")
-            if not exact.is_Rational:
+            expr = _to_sympy_scalar(a, "LeakyReLU negative_slope")
+            if not expr.is_Rational:
                 raise TypeError(f"LeakyReLU: negative_slope must be a rational number, got {a}")
-        a_float, a_rad = _const(exact)
-        object.__setattr__(self, "_a", exact)
+            exact = Fraction(int(expr.p), int(expr.q))
+        # the nearest float (Fraction -> float is correctly rounded) and a proven bound of its error
+        a_float = _fraction_nearest(exact)
+        a_rad = _fraction_up(abs(Fraction(a_float) - exact)) if math.isfinite(a_float) else math.inf
+        object.__setattr__(self, "_a_fraction", exact)  # Fractions keep float paths free of sympy
         object.__setattr__(self, "_a_float", a_float)
         object.__setattr__(self, "_a_radius", a_rad)
+
+    @property
+    def _a(self) -> sympy.Rational:
+        """The slope ``a`` as a sympy Rational (for the exact paths)."""
+        return sympy.Rational(self._a_fraction.numerator, self._a_fraction.denominator)
+
+    def _slope_fractions(self) -> tuple[Fraction, Fraction]:
+        return min(self._a_fraction, Fraction(1)), max(self._a_fraction, Fraction(1))
 
     @property
     def slopes(self):
@@ -983,19 +1005,19 @@ class LeakyReLU(Activation):
         return np.where(np.asarray(x) > 0, 0.0, self._a_radius)
 
     def range_on(self, lo, hi):
-        if self._a >= 0:
+        if self._a_fraction >= 0:
             return _monotone_range(self, lo, hi)
         return _unimodal_range(self, lo, hi, (0.0, 0.0), 0.0)  # decreasing on x <= 0, minimum σ(0) = 0
 
     def narrow_slopes(self, lo, hi):
-        a_lo, a_hi = float_down(self._a), float_up(self._a)
+        a_lo, a_hi = float_down(self._a_fraction), float_up(self._a_fraction)
         return _piecewise_linear_slopes(self, lo, hi, a_lo, a_hi)
 
     def sympy_apply(self, expr):
         return sympy.Piecewise((expr, expr >= 0), (self._a * expr, True))
 
     def describe(self) -> str:
-        return f"LeakyReLU({self._a})"
+        return f"LeakyReLU({self._a_fraction})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -1150,10 +1172,16 @@ def _unimodal_minimum(name: str) -> tuple[tuple[float, float], float]:
         ctx.prec = old
 
 
+#: ``_const(-1 / sqrt(2))`` and ``_const(1 / sqrt(2 pi))``: the nearest floats and proven bounds of their errors, written
+#: out so that GELU needs no sympy (``tests/test_imports.py`` recomputes both with ``_const`` and checks them with mpmath)
+_GELU_C = (-0.7071067811865476, 4.833646656726457e-17)
+_GELU_K = (0.3989422804014327, 2.4923272022777304e-17)
+
+
 def _gelu(x, track: bool) -> tuple[_Tracked, _Tracked]:
     """``(0.5 x) erfc(x * fl(-1/sqrt 2))`` and its erfc factor: no cancellation for ``x -> -inf``."""
     x = np.asarray(x, dtype=np.float64)
-    c, c_rad = _const(-1 / sympy.sqrt(2))
+    c, c_rad = _GELU_C
     xt = _Tracked.exact(x, track)
     erfc_t = (xt * _Tracked.const(c, c_rad, track)).apply(_erfc, _erfc_dsup, _erfc_cap)
     return (_Tracked.const(0.5, 0.0, track) * xt) * erfc_t, erfc_t
@@ -1164,7 +1192,7 @@ def _gelu_derivative(x, track: bool) -> _Tracked:
     below ``40 e^{-800} < eta`` (added to the error)."""
     x = np.asarray(x, dtype=np.float64)
     _, erfc_t = _gelu(x, track)
-    k, k_rad = _const(1 / sympy.sqrt(2 * sympy.pi))
+    k, k_rad = _GELU_K
     xs = _Tracked.exact(np.where(np.abs(x) <= 40.0, x, 0.0), track)
     half = _Tracked.const(0.5, 0.0, track)
     gauss = ((xs * xs) * half).apply(_neg_exp, _exp_neg_dsup)

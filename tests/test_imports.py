@@ -55,7 +55,8 @@ def test_float_network_and_bounds_load_no_symbolic_package_or_solver():
         "rng = np.random.default_rng(0)\n"
         "net = lv.Network([lv.Dense(rng.normal(size=(6, 3)), rng.normal(size=6)), lv.ReLU(),\n"
         "                  lv.Dense(rng.normal(size=(5, 6)).tolist()), lv.Tanh(), lv.Dense(rng.normal(size=(4, 5))),\n"
-        "                  lv.Sigmoid(), lv.Dense(rng.normal(size=(3, 4))), lv.SiLU(), lv.Identity(),\n"
+        "                  lv.Sigmoid(), lv.Dense(rng.normal(size=(3, 4))), lv.SiLU(), lv.Identity(), lv.GELU(),\n"
+        "                  lv.LeakyReLU(0.01), lv.LeakyReLU(-0.5), lv.LeakyReLU(2),\n"
         "                  lv.Dense(rng.normal(size=(2, 3)))])\n"
         "for m in ('k4', 'k3', 'k1', 'kcp', 'kstar'):\n"
         "    for p in ('1', 'inf'):\n"
@@ -138,9 +139,39 @@ def test_slopes_are_sympy_rationals_and_slope_pair_the_same_fractions(act, lo, h
     assert Fraction(b) >= f_hi and Fraction(math.nextafter(b, -math.inf)) < f_hi
 
 
+def test_gelu_constants_are_the_rigorous_ones():
+    import mpmath
+
+    from lipverify.layers import _GELU_C, _GELU_K, _const
+
+    assert _GELU_C == _const(-1 / sympy.sqrt(2))
+    assert _GELU_K == _const(1 / sympy.sqrt(2 * sympy.pi))
+    with mpmath.workprec(300):
+        for (f, rad), exact in ((_GELU_C, -1 / mpmath.sqrt(2)), (_GELU_K, 1 / mpmath.sqrt(2 * mpmath.pi))):
+            err = abs(mpmath.mpf(f) - exact)
+            assert err <= mpmath.mpf(rad) <= err * (1 + mpmath.mpf(2) ** -50)  # sound and tight
+            assert abs(f - float(exact)) == 0.0  # the nearest float
+
+
 def test_leaky_relu_default_slope_is_the_sympy_rational():
     assert lv.LeakyReLU().negative_slope == sympy.Rational(1, 100)
     assert isinstance(lv.LeakyReLU().negative_slope, sympy.Rational)
+
+
+@pytest.mark.parametrize("a", [0.01, -0.5, 3, Fraction(1, 3), sympy.Rational(-2, 7), 1e-300, -2.5e300])
+def test_leaky_relu_slope_kept_exactly_with_a_proven_float(a):
+    exact = Fraction(*a.as_integer_ratio()) if isinstance(a, float) else Fraction(str(a))
+    act = lv.LeakyReLU(a)
+    assert act._a == sympy.Rational(exact.numerator, exact.denominator) and isinstance(act._a, sympy.Rational)
+    assert act.slopes == (sympy.Min(act._a, 1), sympy.Max(act._a, 1))
+    assert slope_pair(act) == (min(exact, 1), max(exact, 1))
+    assert act.describe() == f"LeakyReLU({sympy.Rational(exact.numerator, exact.denominator)})"
+    # the float is the nearest one, the radius the smallest float >= its exact error
+    f = act._a_float
+    for g in (math.nextafter(f, math.inf), math.nextafter(f, -math.inf)):
+        assert abs(Fraction(g) - exact) >= abs(Fraction(f) - exact)
+    err = abs(Fraction(f) - exact)
+    assert act._a_radius == _smallest_float_at_least(err)
 
 
 def test_user_activation_with_sympy_slopes_goes_through_slope_pair():
