@@ -570,11 +570,12 @@ def slope_pair(act: Activation) -> tuple:
     """The exact interval ``act.slopes`` with every rational end as a ``Fraction`` (irrational sympy ends unchanged).
 
     Built-in activations declare their slopes with :class:`_Slopes`, read here without importing sympy; the same
-    numbers as ``act.slopes``, so every bound built from them is unchanged.  An activation may also give them as
-    Fractions through a method ``_slope_fractions()`` (``local.LocalActivation`` does)."""
-    if hasattr(act, "_slope_fractions"):
-        return act._slope_fractions()
+    numbers as ``act.slopes``, so every bound built from them is unchanged.  A class may also give them as Fractions
+    through a method ``_slope_fractions()`` defined next to its ``slopes`` (``LeakyReLU``, ``local.LocalActivation``);
+    a subclass that overrides ``slopes`` alone is read through its ``slopes``."""
     for klass in type(act).__mro__:
+        if "_slope_fractions" in vars(klass):
+            return act._slope_fractions()
         if "slopes" in vars(klass):
             declared = vars(klass)["slopes"]
             if isinstance(declared, _Slopes):

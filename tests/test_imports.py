@@ -191,6 +191,23 @@ def test_user_activation_with_sympy_slopes_goes_through_slope_pair():
     assert 3.0 <= lv.bound(net, "k4", norm="inf").value <= 3.0 * (1 + 1e-12)  # the constant is 2 * 1/2 * 3
 
 
+def test_subclass_overriding_slopes_is_read_through_its_slopes():
+    class WideLeaky(lv.LeakyReLU):
+        @property
+        def slopes(self):
+            return (sympy.Rational(-1), sympy.Rational(2))
+
+    class WideReLU(lv.ReLU):
+        @property
+        def slopes(self):
+            return (sympy.Rational(-1, 2), sympy.Integer(3))
+
+    assert slope_pair(WideLeaky(0.5)) == (Fraction(-1), Fraction(2))
+    assert WideLeaky(0.5).slope_interval == (-1.0, 2.0)
+    assert slope_pair(WideReLU()) == (Fraction(-1, 2), Fraction(3))
+    assert WideReLU().slope_interval == (-0.5, 3.0)
+
+
 def _smallest_float_at_least(fr: Fraction) -> float:
     """Oracle: bisection over the ordered floats (as integers), decided in exact arithmetic."""
     import struct
