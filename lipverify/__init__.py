@@ -6,6 +6,12 @@
 3.0
 """
 
+# numpy and scipy.sparse first, near the bottom of the call stack: imported from deep inside the chain of this
+# package's imports, numpy.f2py.crackfortran's module body (hundreds of regex compilations, loaded by scipy) ran
+# ~50 ms slower on CPython 3.11, a quarter of the whole import (measured with benchmarks/bench_import.py)
+import numpy  # noqa: F401
+import scipy.sparse  # noqa: F401
+
 from .bounds import METHODS, Comparison, bound, compare
 from .conv import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
 from .errors import (

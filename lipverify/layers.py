@@ -22,13 +22,18 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import sympy
 
+from ._lazy import LazyModule, is_instance
 from .errors import ShapeError
 from .result import float_down, float_up
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = LazyModule("sympy")
 
 Shape = tuple[int, ...]
 
@@ -61,7 +66,7 @@ def _is_float64_scalar(v: Any) -> bool:
 
 def _is_exact_scalar(v: Any) -> bool:
     return not isinstance(v, (bool, np.bool_)) and (
-        isinstance(v, (int, np.integer, Fraction, Decimal, sympy.Basic))
+        isinstance(v, (int, np.integer, Fraction, Decimal)) or is_instance(v, "sympy", "Basic")
         or (isinstance(v, np.floating) and not _is_float64_scalar(v)))
 
 
@@ -97,7 +102,7 @@ def _to_sympy_scalar(v: Any, where: str) -> sympy.Expr:
         return sympy.Integer(int(v))
     if isinstance(v, (float, np.floating, Decimal)):
         return _exact_rational(v, where)
-    if isinstance(v, sympy.Basic):
+    if is_instance(v, "sympy", "Basic"):
         expr = sympy.sympify(v)
         if expr.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
             raise ValueError(f"{where}: entry {v} is not finite")
@@ -105,6 +110,14 @@ def _to_sympy_scalar(v: Any, where: str) -> sympy.Expr:
             return sympy.Rational(expr)
         return expr
     raise TypeError(f"{where}: entry {v!r} of type {type(v).__name__} is not a number")
+
+
+def _fraction_nearest(fr: Fraction) -> float:
+    """The float nearest ``fr`` (Python's ``Fraction -> float`` is correctly rounded); ``±inf`` beyond the range."""
+    try:
+        return float(fr)
+    except OverflowError:
+        return math.inf if fr > 0 else -math.inf
 
 
 def _fraction_up(fr: Fraction) -> float:
@@ -196,7 +209,7 @@ def as_param(data: Any, *, ndim: int, where: str) -> ParamMatrix:
     Raises ``ValueError``/``TypeError`` naming ``where`` for NaN/inf, non-numeric (bool, str, complex, ...) or
     wrong-rank input.
     """
-    if isinstance(data, sympy.MatrixBase):
+    if is_instance(data, "sympy", "MatrixBase"):
         mat = sympy.ImmutableMatrix(data)
         if ndim == 1:
             if mat.cols != 1 and mat.rows != 1:
@@ -537,6 +550,50 @@ def check_slopes(act: Activation) -> None:
         _SLOPES_CHECKED[key] = True
 
 
+class _Slopes:
+    """The attribute ``slopes`` of a built-in activation: on an instance, the exact pair as sympy Rationals, built on
+    first access (sympy is imported then); :func:`slope_pair` reads the same pair as Fractions without sympy."""
+
+    def __init__(self, lo: Fraction, hi: Fraction) -> None:
+        self.fractions = (Fraction(lo), Fraction(hi))
+        self._sympy = None
+
+    def __get__(self, obj, owner=None):
+        if obj is None:  # class access (the dataclass machinery): the declaration, as for a property
+            return self
+        if self._sympy is None:
+            self._sympy = tuple(sympy.Rational(v.numerator, v.denominator) for v in self.fractions)
+        return self._sympy
+
+
+def slope_pair(act: Activation) -> tuple:
+    """The exact interval ``act.slopes`` with every rational end as a ``Fraction`` (irrational sympy ends unchanged).
+
+    Built-in activations declare their slopes with :class:`_Slopes`, read here without importing sympy; the same
+    numbers as ``act.slopes``, so every bound built from them is unchanged.  A class may also give them as Fractions
+    through a method ``_slope_fractions()`` defined next to its ``slopes`` (``LeakyReLU``, ``local.LocalActivation``);
+    a subclass that overrides ``slopes`` alone is read through its ``slopes``."""
+    for klass in type(act).__mro__:
+        if "_slope_fractions" in vars(klass):
+            return act._slope_fractions()
+        if "slopes" in vars(klass):
+            declared = vars(klass)["slopes"]
+            if isinstance(declared, _Slopes):
+                return declared.fractions
+            break
+    return tuple(_as_fraction(v) for v in act.slopes)
+
+
+def _as_fraction(v: Any) -> Any:
+    if isinstance(v, Fraction):
+        return v
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        return Fraction(int(v))
+    if is_instance(v, "sympy", "Rational"):
+        return Fraction(int(v.p), int(v.q))
+    return v
+
+
 class _ActivationMeta(type):
     """Runs :func:`check_slopes` on every activation built (including user subclasses)."""
 
@@ -575,7 +632,7 @@ class Activation(Layer, metaclass=_ActivationMeta):
 
     @property
     def slope_interval(self) -> tuple[float, float]:
-        lo, hi = self.slopes
+        lo, hi = slope_pair(self)
         return float_down(lo), float_up(hi)
 
     @property
@@ -839,7 +896,7 @@ class ReLU(Activation):
     """``max(0, x)``; slopes ``[0, 1]``; evaluated exactly."""
 
     kind: ClassVar[str] = "ReLU"
-    slopes: ClassVar = (sympy.Integer(0), sympy.Integer(1))
+    slopes: ClassVar = _Slopes(Fraction(0), Fraction(1))
 
     @property
     def is_piecewise_linear(self) -> bool:
@@ -888,26 +945,40 @@ class LeakyReLU(Activation):
     (0.0, True)
     """
 
-    negative_slope: Any = sympy.Rational(1, 100)
+    negative_slope: Any = field(default_factory=lambda: sympy.Rational(1, 100))  # sympy imported on use
     kind: ClassVar[str] = "LeakyReLU"
 
     def __post_init__(self) -> None:
         a = self.negative_slope
-        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, float, Fraction, np.integer, np.floating,
-                                                                  sympy.Basic)):
+        if isinstance(a, (bool, np.bool_)) or not (isinstance(a, (int, float, Fraction, np.integer, np.floating))
+                                                   or is_instance(a, "sympy", "Basic")):
             raise TypeError(f"LeakyReLU: negative_slope must be a real number, got {a!r}")
         if isinstance(a, (float, np.floating)):
             if not math.isfinite(a):
                 raise ValueError(f"LeakyReLU: negative_slope must be finite, got {a}")
-            exact = _exact_rational(a, "LeakyReLU negative_slope")
+            p, q = a.as_integer_ratio()  # its exact value
+            exact = Fraction(int(p), int(q))
+        elif isinstance(a, (int, np.integer, Fraction)):
+            exact = Fraction(a) if isinstance(a, Fraction) else Fraction(int(a))
         else:
-            exact = _to_sympy_scalar(a, "LeakyReLU negative_slope")
-            if not exact.is_Rational:
+            expr = _to_sympy_scalar(a, "LeakyReLU negative_slope")
+            if not expr.is_Rational:
                 raise TypeError(f"LeakyReLU: negative_slope must be a rational number, got {a}")
-        a_float, a_rad = _const(exact)
-        object.__setattr__(self, "_a", exact)
+            exact = Fraction(int(expr.p), int(expr.q))
+        # the nearest float (Fraction -> float is correctly rounded) and a proven bound of its error
+        a_float = _fraction_nearest(exact)
+        a_rad = _fraction_up(abs(Fraction(a_float) - exact)) if math.isfinite(a_float) else math.inf
+        object.__setattr__(self, "_a_fraction", exact)  # Fractions keep float paths free of sympy
         object.__setattr__(self, "_a_float", a_float)
         object.__setattr__(self, "_a_radius", a_rad)
+
+    @property
+    def _a(self) -> sympy.Rational:
+        """The slope ``a`` as a sympy Rational (for the exact paths)."""
+        return sympy.Rational(self._a_fraction.numerator, self._a_fraction.denominator)
+
+    def _slope_fractions(self) -> tuple[Fraction, Fraction]:
+        return min(self._a_fraction, Fraction(1)), max(self._a_fraction, Fraction(1))
 
     @property
     def slopes(self):
@@ -935,19 +1006,19 @@ class LeakyReLU(Activation):
         return np.where(np.asarray(x) > 0, 0.0, self._a_radius)
 
     def range_on(self, lo, hi):
-        if self._a >= 0:
+        if self._a_fraction >= 0:
             return _monotone_range(self, lo, hi)
         return _unimodal_range(self, lo, hi, (0.0, 0.0), 0.0)  # decreasing on x <= 0, minimum σ(0) = 0
 
     def narrow_slopes(self, lo, hi):
-        a_lo, a_hi = float_down(self._a), float_up(self._a)
+        a_lo, a_hi = float_down(self._a_fraction), float_up(self._a_fraction)
         return _piecewise_linear_slopes(self, lo, hi, a_lo, a_hi)
 
     def sympy_apply(self, expr):
         return sympy.Piecewise((expr, expr >= 0), (self._a * expr, True))
 
     def describe(self) -> str:
-        return f"LeakyReLU({self._a})"
+        return f"LeakyReLU({self._a_fraction})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -955,7 +1026,7 @@ class Identity(Activation):
     """The identity; slopes ``[1, 1]``."""
 
     kind: ClassVar[str] = "Identity"
-    slopes: ClassVar = (sympy.Integer(1), sympy.Integer(1))
+    slopes: ClassVar = _Slopes(Fraction(1), Fraction(1))
 
     @property
     def is_piecewise_linear(self) -> bool:
@@ -997,7 +1068,7 @@ class Tanh(Activation):
 
     kind: ClassVar[str] = "Tanh"
     curvature: ClassVar[float] = 0.77  # 4 / (3 sqrt 3) = 0.7698...
-    slopes: ClassVar = (sympy.Integer(0), sympy.Integer(1))
+    slopes: ClassVar = _Slopes(Fraction(0), Fraction(1))
 
     def forward(self, x):
         return np.tanh(x)
@@ -1035,7 +1106,7 @@ class Sigmoid(Activation):
 
     kind: ClassVar[str] = "Sigmoid"
     curvature: ClassVar[float] = 0.0963  # 1 / (6 sqrt 3) = 0.09623...
-    slopes: ClassVar = (sympy.Integer(0), sympy.Rational(1, 4))
+    slopes: ClassVar = _Slopes(Fraction(0), Fraction(1, 4))
 
     def forward(self, x):
         return _expit(np.asarray(x, dtype=np.float64))
@@ -1102,10 +1173,16 @@ def _unimodal_minimum(name: str) -> tuple[tuple[float, float], float]:
         ctx.prec = old
 
 
+#: ``_const(-1 / sqrt(2))`` and ``_const(1 / sqrt(2 pi))``: the nearest floats and proven bounds of their errors, written
+#: out so that GELU needs no sympy (``tests/test_imports.py`` recomputes both with ``_const`` and checks them with mpmath)
+_GELU_C = (-0.7071067811865476, 4.833646656726457e-17)
+_GELU_K = (0.3989422804014327, 2.4923272022777304e-17)
+
+
 def _gelu(x, track: bool) -> tuple[_Tracked, _Tracked]:
     """``(0.5 x) erfc(x * fl(-1/sqrt 2))`` and its erfc factor: no cancellation for ``x -> -inf``."""
     x = np.asarray(x, dtype=np.float64)
-    c, c_rad = _const(-1 / sympy.sqrt(2))
+    c, c_rad = _GELU_C
     xt = _Tracked.exact(x, track)
     erfc_t = (xt * _Tracked.const(c, c_rad, track)).apply(_erfc, _erfc_dsup, _erfc_cap)
     return (_Tracked.const(0.5, 0.0, track) * xt) * erfc_t, erfc_t
@@ -1116,7 +1193,7 @@ def _gelu_derivative(x, track: bool) -> _Tracked:
     below ``40 e^{-800} < eta`` (added to the error)."""
     x = np.asarray(x, dtype=np.float64)
     _, erfc_t = _gelu(x, track)
-    k, k_rad = _const(1 / sympy.sqrt(2 * sympy.pi))
+    k, k_rad = _GELU_K
     xs = _Tracked.exact(np.where(np.abs(x) <= 40.0, x, 0.0), track)
     half = _Tracked.const(0.5, 0.0, track)
     gauss = ((xs * xs) * half).apply(_neg_exp, _exp_neg_dsup)
@@ -1134,7 +1211,7 @@ class GELU(Activation):
 
     kind: ClassVar[str] = "GELU"
     curvature: ClassVar[float] = 0.8  # |phi(x) (2 - x^2)| <= 2 phi(0) = 0.7979...
-    slopes: ClassVar = (sympy.Rational(-1290, 10000), sympy.Rational(11290, 10000))
+    slopes: ClassVar = _Slopes(Fraction(-1290, 10000), Fraction(11290, 10000))
 
     def forward(self, x):
         return _gelu(x, False)[0].v
@@ -1181,7 +1258,7 @@ class SiLU(Activation):
 
     kind: ClassVar[str] = "SiLU"
     curvature: ClassVar[float] = 0.51  # |s(1-s)(2 + x(1-2s))| <= 1/2, attained at 0
-    slopes: ClassVar = (sympy.Rational(-999, 10000), sympy.Rational(10999, 10000))
+    slopes: ClassVar = _Slopes(Fraction(-999, 10000), Fraction(10999, 10000))
 
     def forward(self, x):
         return _silu(x, False).v

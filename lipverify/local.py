@@ -11,15 +11,21 @@ narrowed per-neuron slopes, so every bound method run on it bounds the Lipschitz
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import sympy
 
+from ._lazy import LazyModule
 from .errors import NotApplicableError, ShapeError
 from .layers import Activation, Dense, Flatten
 from .network import Network
 from .rigorous import Interval, down, up
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = LazyModule("sympy")
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,7 +41,11 @@ class LocalActivation(Activation):
 
     @property
     def slopes(self):
-        return sympy.Rational(float(np.min(self.lo))), sympy.Rational(float(np.max(self.hi)))
+        return tuple(sympy.Rational(v.numerator, v.denominator) for v in self._slope_fractions())
+
+    def _slope_fractions(self) -> tuple[Fraction, Fraction]:
+        """``slopes`` as Fractions (read by :func:`~lipverify.layers.slope_pair`: float bounds need no sympy)."""
+        return Fraction(float(np.min(self.lo))), Fraction(float(np.max(self.hi)))
 
     @property
     def neuron_slopes(self) -> tuple[np.ndarray, np.ndarray]:

@@ -16,14 +16,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.optimize
 import scipy.sparse as sp
 
 from . import rigorous
 from .bounds.chain import linear_chain
 from .bounds.enclosure import enclose
 from .conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
-from .conv.operators import DenseOp
 from .conv.program import conv_matrix, explicit_nnz, is_cnn, linear_op
 from .errors import LipVerifyError, NumericalError, UnsupportedLayerError
 from .layers import LIBM_REL, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU  # noqa: F401  (LIBM_REL: defined once, in layers.py)
@@ -370,6 +368,8 @@ def _realize(pwl: _PwlNet, maps, pattern, lo: np.ndarray, hi: np.ndarray) -> np.
     if not rows or width <= 0:
         return None
     n = lo.size
+    import scipy.optimize  # here, not at the top: ``import lipverify`` stays cheap
+
     res = scipy.optimize.linprog(np.r_[np.zeros(n), -1.0], A_ub=np.vstack(rows), b_ub=np.concatenate(rhs),
                                  bounds=list(zip(lo, hi)) + [(None, width)], method="highs")
     if res.status != 0 or not -res.fun > 0:
@@ -448,6 +448,8 @@ def _reverse_jacobians(net: Network, chunk: int | None = None):
     layer operators, one backward pass of the ``n_out`` output basis vectors: cheaper than ``Network.jacobian``'s
     forward mode when ``n_out < n_in``), at kinks the one-sided derivative and for max-pool ties the first maximal
     cell (as ``Network.jacobian``).  For the search only."""
+    from .conv.operators import DenseOp  # here, not at the top: ``import lipverify`` stays cheap
+
     ops = {}
     for i, layer in enumerate(net.layers):
         if isinstance(layer, Dense):

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sympy
 
+from ._lazy import LazyModule
 from .errors import ShapeError, UnsupportedLayerError
 from .layers import Activation, Dense, Flatten, Layer, Shape
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = LazyModule("sympy")
 
 
 class Network:

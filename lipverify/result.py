@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import sympy
 
+from ._lazy import LazyModule, is_instance
 from .errors import InternalConsistencyError, NumericalError
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = LazyModule("sympy")
 
 Kind = Literal["upper", "exact", "lower", "estimate"]
 KINDS: tuple[str, ...] = ("upper", "exact", "lower", "estimate")
@@ -33,13 +40,11 @@ UNRECORDED = "not recorded (built with Bound(...))"
 #: ``details["quantity"]`` of rows that bound the Lipschitz constant (the default; a certified radius says otherwise)
 LIPSCHITZ = "lipschitz constant"
 
-_NON_FINITE = (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
-
 
 def _finite(x: Any) -> bool:
     """Whether ``x`` is a finite real number (or a sympy formula in free symbols with no infinity/NaN in it)."""
-    if isinstance(x, sympy.Basic):
-        if any(x.has(s) for s in _NON_FINITE):
+    if is_instance(x, "sympy", "Basic"):
+        if any(x.has(s) for s in (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)):
             return False
         return x.free_symbols != set() or x.is_finite is not False
     if isinstance(x, (bool, np.bool_)):
@@ -132,7 +137,7 @@ class Bound:
     def exact_constant(cls, value: Any, norm: str, method: str, *, rounding: str = EXACT_SYMBOLIC,
                        seconds: float = 0.0, **fields) -> Bound:
         """The exact Lipschitz constant (a sympy number or formula; ``exact_value`` defaults to ``value``)."""
-        if isinstance(value, sympy.Basic):
+        if is_instance(value, "sympy", "Basic"):
             fields.setdefault("exact_value", value)
         return cls(value, norm, method, "exact", seconds, rounding=rounding, **fields)
 
@@ -160,7 +165,7 @@ class Bound:
 
     def float_value(self) -> float | None:
         """``value`` as a float (rounded outward for upper/lower kinds), or ``None`` for a symbolic formula."""
-        if isinstance(self.value, sympy.Basic):
+        if is_instance(self.value, "sympy", "Basic"):
             if self.value.free_symbols:
                 return None
             return float_down(self.value) if self.kind == "lower" else float_up(self.value)
@@ -175,12 +180,12 @@ class Bound:
         row = {"method": self.method, "norm": self.norm, "value": self.float_value(), "kind": self.kind,
                "seconds": self.seconds, "error": None, "quantity_exact": bool(self.quantity_exact),
                "lower": None if self.lower is None else float(self.lower), "rounding": self.rounding}
-        if isinstance(self.value, sympy.Basic):
+        if is_instance(self.value, "sympy", "Basic"):
             row["exact"] = str(self.value)
         return row
 
     def __str__(self) -> str:
-        shown = self.value if isinstance(self.value, sympy.Basic) else f"{float(self.value):.6g}"
+        shown = self.value if is_instance(self.value, "sympy", "Basic") else f"{float(self.value):.6g}"
         own = ", own quantity exact" if self.quantity_exact else ""
         return f"{self.method} (l{self.norm}, {self.kind}{own}): {shown}"
 
@@ -231,7 +236,7 @@ def _bottoms(row: Bound) -> list[tuple[str, Any, float | None]]:
     """``(label, exact value or None, float rounded down)`` of the certified lower ends a row asserts."""
     out = []
     if row.kind in ("lower", "exact"):
-        if isinstance(row.value, sympy.Basic):
+        if is_instance(row.value, "sympy", "Basic"):
             low = None if row.value.free_symbols else float_down(row.value)
         else:
             low = float(row.value)
@@ -292,7 +297,12 @@ def float_up(x: sympy.Expr) -> float:
 
     sympy decides ``float < x`` numerically and gives up when ``x`` is within ~1e-30 relative of a float (e.g.
     ``sqrt(1 + 1e-538)``); then the ends of rigorous ``arb`` balls decide (``exact.common.float_enclosure``).
+    Python floats, ints and Fractions are rounded without sympy (``Fraction -> float`` is correctly rounded).
     """
+    if isinstance(x, float):
+        return float(x) + 0.0  # its own exact value (NaN and inf stay what they are; -0.0 becomes 0.0)
+    if isinstance(x, (int, Fraction)) and not isinstance(x, bool):
+        return _fraction_up(Fraction(x))
     x = sympy.Rational(x) if isinstance(x, sympy.Float) else sympy.sympify(x)  # a Float's exact binary value
     try:
         return _float_up_sympy(x)
@@ -300,6 +310,17 @@ def float_up(x: sympy.Expr) -> float:
         from .exact.common import float_enclosure
 
         return float_enclosure(x)[1]
+
+
+def _fraction_up(fr: Fraction) -> float:
+    """The smallest float ``>= fr``; beyond the float range ``inf`` above and the most negative float below."""
+    try:
+        f = float(fr)  # correctly rounded: the nearest float
+    except OverflowError:
+        return math.inf if fr > 0 else -sys.float_info.max
+    if Fraction(f) < fr:
+        f = math.nextafter(f, math.inf)
+    return f
 
 
 def _float_up_sympy(x: sympy.Expr) -> float:
@@ -317,6 +338,10 @@ def _float_up_sympy(x: sympy.Expr) -> float:
 
 
 def float_down(x: sympy.Expr) -> float:
-    """The largest float ``<= x`` for a real sympy number ``x``."""
+    """The largest float ``<= x`` for a real sympy number ``x`` (or a Python float, int or Fraction)."""
+    if isinstance(x, float):
+        return float(x) + 0.0
+    if isinstance(x, (int, Fraction)) and not isinstance(x, bool):
+        return -_fraction_up(-Fraction(x))
     x = sympy.Rational(x) if isinstance(x, sympy.Float) else sympy.sympify(x)
     return -float_up(-x)

@@ -23,9 +23,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
-import scipy.sparse.linalg
 
 from .errors import CertificationError, NumericalError
 
@@ -279,6 +277,8 @@ def _verify_pd_scaled(h: Array, err: float) -> bool:
     shifted = h - c * np.eye(n)
     # subtracting c on the diagonal is rounded: error at most u * |shifted_ii| per entry
     shift_err = float(up(UNIT_ROUNDOFF * float(np.max(np.abs(np.diag(shifted))))))
+    import scipy.linalg  # here, not at the top: ``import lipverify`` stays cheap
+
     try:
         r = scipy.linalg.cholesky(shifted, lower=False, check_finite=False)
     except np.linalg.LinAlgError:
@@ -356,6 +356,9 @@ def _spectral_upper_scaled(a: Array, rel_margin: float | None) -> float:
 
 def _largest_eigenvalue(sym: Array) -> float:
     """An accurate estimate (not a bound) of the largest eigenvalue of a symmetric PSD float matrix."""
+    import scipy.linalg  # here, not at the top: ``import lipverify`` stays cheap
+    import scipy.sparse.linalg
+
     n = sym.shape[0]
     if n > 32:
         try:

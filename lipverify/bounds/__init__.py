@@ -18,13 +18,11 @@ from ..local import localize
 from ..network import Network
 from ..norms import NORMS, NormLike, parse_norm
 from ..result import Bound, Skipped, check_consistency
-from ..sdp import lipsdp
 from .k1 import k1
 from .k2 import k2
 from .k3 import k3
 from .k4 import k4
 from .kcp import kcp
-from .ksdp import ksdp
 from .kstar import kstar
 from .records import (
     CNN_STEPS,
@@ -44,6 +42,23 @@ from .records import (
 )
 
 _L1_LINF = "bounds an l1/l∞ induced norm"
+
+
+# The SDP methods are imported on their first call: their certificate kernel loads scipy.linalg (and the solvers
+# cvxpy), which ``import lipverify`` should not pay for.
+def lipsdp(net: Network, norm: NormLike = 2, **options) -> Bound:
+    """:func:`lipverify.sdp.lipsdp` (LipSDP, certified l2 upper bound), imported on the first call."""
+    from ..sdp import lipsdp as method
+
+    return method(net, norm, **options)
+
+
+def _ksdp(net: Network, norm: NormLike = "inf", **options) -> Bound:
+    """:func:`lipverify.bounds.ksdp.ksdp` (certified Shor relaxation of K2), imported on the first call."""
+    from .ksdp import ksdp as method
+
+    return method(net, norm, **options)
+
 
 #: every registered bound method, by id (the README's methods table lists exactly these)
 METHODS: dict[str, Method] = {m.id: m for m in (
@@ -66,7 +81,7 @@ METHODS: dict[str, Method] = {m.id: m for m in (
     Method("kcp", kcp, ("1", "inf"), FC_STEPS, (), "upper", "quadratic", "proofs/kcp.md",
            "Combettes–Pesquet expansion with entrywise absolute values",
            norm_reason="KCP bounds an l1/l∞ induced norm by entrywise magnitudes"),
-    Method("ksdp", ksdp, ("1", "inf"), FC_STEPS, (), "upper", "sdp", "proofs/ksdp.md",
+    Method("ksdp", _ksdp, ("1", "inf"), FC_STEPS, (), "upper", "sdp", "proofs/ksdp.md",
            "certified Shor relaxation of K2, one SDP per output row (l∞) / input column (l1)",
            norm_reason="the relaxation bounds an l1/l∞ norm row by row", budgets=(KSDP_SIZE, KSDP_SDPS, KSDP_TIME)),
     Method("lipsdp", lipsdp, ("2",), FC_STEPS, (), "upper", "sdp", "proofs/lipsdp.md",

@@ -12,28 +12,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-import sympy
 
+from .._lazy import LazyModule
 from ..errors import LipVerifyError, UnsupportedLayerError
-from ..layers import Activation, Dense, Flatten
+from ..layers import Activation, Dense, Flatten, slope_pair
 from ..network import Network
 from ..result import float_down, float_up
 from ..rigorous import interval_product
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = LazyModule("sympy")
 
 
 @dataclass(frozen=True, eq=False)
 class Slopes:
     """The slope interval ``[alpha, beta]`` of one activation layer, exact and rounded outward.
 
-    ``neuron_lo``/``neuron_hi`` optionally narrow it per neuron (float arrays, rounded outward, inside
+    ``lo``/``hi`` are exact: ``Fraction`` for rational ends (:func:`~lipverify.layers.slope_pair`), sympy numbers
+    otherwise.  ``neuron_lo``/``neuron_hi`` optionally narrow it per neuron (float arrays, rounded outward, inside
     ``[lo, hi]``), as local bounds on an input box do; methods that ignore them use the layer interval.
     """
 
-    lo: sympy.Rational
-    hi: sympy.Rational
+    lo: Fraction | sympy.Expr
+    hi: Fraction | sympy.Expr
     neuron_lo: np.ndarray | None = None
     neuron_hi: np.ndarray | None = None
 
@@ -74,7 +81,7 @@ class Slopes:
         return Slopes(min(prods), max(prods), lo, hi)
 
 
-IDENTITY_SLOPES = Slopes(sympy.Integer(1), sympy.Integer(1))
+IDENTITY_SLOPES = Slopes(Fraction(1), Fraction(1))
 
 
 @dataclass(frozen=True)
@@ -154,7 +161,7 @@ def linear_chain(net: Network, method: str = "this method") -> LinearChain:
                 exact = exact + [_fractions(layer)] if rational else None
             width = layer.n_out
         elif isinstance(layer, Activation):
-            s = Slopes(*layer.slopes, *getattr(layer, "neuron_slopes", (None, None)))
+            s = Slopes(*slope_pair(layer), *getattr(layer, "neuron_slopes", (None, None)))
             pending = s if pending is None else pending.compose(s)
             pending_layers.append(i)
         elif isinstance(layer, Flatten):
@@ -191,7 +198,9 @@ def _fractions(layer: Dense) -> np.ndarray:
     return out
 
 
-def to_fraction(x: sympy.Rational) -> Fraction:
+def to_fraction(x: Fraction | int | sympy.Rational) -> Fraction:
+    if isinstance(x, (Fraction, int)):
+        return Fraction(x)
     x = sympy.Rational(x)
     return Fraction(int(x.p), int(x.q))
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import math
 import time
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-import sympy
-
+from .._lazy import LazyModule
 from ..errors import NotApplicableError, NumericalError
 from ..norms import NormLike, NormName, parse_norm
 from ..result import EXACT_ROUNDED_UP, OUTWARD, Bound, float_up
 from .chain import EXACT_WORK_LIMIT, LinearChain, exact_work
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = LazyModule("sympy")
 
 
 def require_norm(method: str, norm: NormLike, supported: tuple[str, ...], why: str = "") -> NormName:

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import sympy
 
+from .._lazy import LazyModule
 from ..errors import ShapeError
 from ..layers import Layer, ParamMatrix, Shape, _numeric, as_param
 from ..rigorous import UNIT_ROUNDOFF, up
 from . import ops
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = LazyModule("sympy")
 
 #: a layer's sympy form is built only up to this many (output entry, tap) pairs
 SYMPY_LIMIT = 20_000

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..bounds.chain import Slopes
 from ..errors import LipVerifyError, NotApplicableError, UnsupportedLayerError
-from ..layers import Activation, Dense, Flatten
+from ..layers import Activation, Dense, Flatten, slope_pair
 from ..network import Network
 from ..rigorous import _check_finite, relative_factor, up
 from . import ops
 from .layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
-from .operators import BatchedOp, ChannelScaleOp, ConvOp, DenseOp, SparseOp
+
+if TYPE_CHECKING:
+    from .operators import BatchedOp
 
 CONV_LAYERS = (Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d)
 VARIANTS = ("implicit", "explicit")
@@ -187,7 +190,7 @@ def build_program(net: Network, variant: str, method: str = "this method") -> Pr
         shape = net.shapes[i]
         name = layer.describe()
         if isinstance(layer, Activation):
-            s = Slopes(*layer.slopes)
+            s = Slopes(*slope_pair(layer))
             if steps and steps[-1].kind == "act":
                 prev = steps.pop()
                 s = prev.op.compose(s)
@@ -207,6 +210,9 @@ def build_program(net: Network, variant: str, method: str = "this method") -> Pr
 
 def linear_op(layer, shape, variant: str) -> BatchedOp:
     """The operator of a linear layer on input ``shape``: sparse matrix (explicit) or matrix-free (implicit)."""
+    # here, not at the top: the operators subclass scipy.sparse.linalg.LinearOperator (slow to import)
+    from .operators import ChannelScaleOp, ConvOp, DenseOp, SparseOp
+
     if isinstance(layer, Dense):
         return DenseOp(layer.weight, layer.weight_radius, layer)
     if isinstance(layer, BatchNorm2d):

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sympy
 
+from .._lazy import LazyModule
 from ..errors import NotApplicableError, SolverError
 from ..network import Network
 from ..norms import NormLike, parse_norm
 from ..result import EXACT_ROUNDED_UP, Bound
 from .common import float_enclosure, is_pwl, parse_domain, stages
-from .pwl1d import breakpoints_constant
-from .regions import regions_constant
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = LazyModule("sympy")
 
 METHODS = ("auto", "breakpoints", "regions", "smooth")
 
@@ -77,6 +80,8 @@ def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str =
                 "exact (breakpoints): needs one input and piecewise-linear activations (ReLU, LeakyReLU, Identity); "
                 f"this network has {n} inputs and activations {sorted({a.kind for a in acts})}"
             )
+        from .pwl1d import breakpoints_constant
+
         value, details = breakpoints_constant(st, p, dom)
         return _exact_bound(value, p, started, details, symbolic)
     if symbolic:
@@ -91,6 +96,8 @@ def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str =
                 f"exact (regions): layer {_index(st, bad)} ({bad.describe()}) is not piecewise linear; region "
                 "enumeration needs ReLU, LeakyReLU or Identity activations"
             )
+        from .regions import regions_constant
+
         value, upper, details = regions_constant(st, p, dom, **options)
         if value is not None:
             return _exact_bound(value, p, started, details, False, solver="HiGHS")

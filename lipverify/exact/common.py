@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sympy
 
+from .._lazy import LazyModule, is_instance
 from ..errors import UnsupportedLayerError
 from ..layers import Activation, Dense, Flatten, Identity, LeakyReLU, ReLU
 from ..network import Network
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = LazyModule("sympy")
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ def _fraction(v: Any, where: str) -> Fraction:
         v = v.item()
     if isinstance(v, bool):
         raise TypeError(f"{where}: {v!r} is not a number")
-    if isinstance(v, sympy.Basic):
+    if is_instance(v, "sympy", "Basic"):
         v = sympy.nsimplify(v) if isinstance(v, sympy.Float) else v
         if not v.is_Rational:
             raise TypeError(f"{where}: {v} is not a rational number")
