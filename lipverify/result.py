@@ -325,8 +325,8 @@ def _fraction_up(fr: Fraction) -> float:
 
 def _float_up_sympy(x: sympy.Expr) -> float:
     f = float(sympy.N(x, 30))
-    if not math.isfinite(f):
-        return f
+    if not math.isfinite(f):  # beyond the float range: below -max the smallest float >= x is -max; above max none is
+        return -sys.float_info.max if f < 0 and x.is_finite else f
     while sympy.Rational(f) < x:
         f = float(np.nextafter(f, math.inf))
     while True:

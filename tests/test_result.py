@@ -287,3 +287,16 @@ def test_rounding_of_a_number_one_part_in_1e538_above_a_float():
     b = lv.exact(lv.Network([lv.Dense([[1.0], [1.256684324879792e-269]])]), 2)
     row = b.to_dict()
     assert row["lower"] <= 1.0 < row["value"]
+
+
+def test_rounding_of_sympy_numbers_beyond_the_float_range():
+    """The smallest float >= -10^400 is -max (not -inf); above the float range no float is >= x (inf, refused later)."""
+    import sys
+
+    import sympy
+
+    from lipverify.result import float_down, float_up
+
+    assert float_up(-sympy.Integer(10) ** 400) == -sys.float_info.max
+    assert float_down(sympy.Integer(10) ** 400) == sys.float_info.max
+    assert float_up(sympy.sqrt(2) * sympy.Integer(10) ** 400) == float("inf")
