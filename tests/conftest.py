@@ -1,4 +1,4 @@
-"""Hypothesis profiles: ``ci`` (derandomized, no deadline, 500 examples for the soundness property) and ``dev``."""
+"""Hypothesis profiles: ``ci`` (derandomized, no deadline; the soundness property sets its own counts) and ``dev``."""
 
 import os
 

@@ -16,7 +16,8 @@ rounded outward on its own, the oracle's Jacobian products are plain float), who
 few hundred ulps at these sizes (depth <= 4, width <= 5), far below 1e-9; near the underflow range outward
 rounding is coarse, hence 1e-150 absolute.  Rows without a value are counted: after the run every method must
 have produced a value in a minimum share of the examples for every norm it supports.
-Under the ``ci`` profile this runs 500 examples in all (350 float, 75 rational, 75 piecewise-linear networks).
+Under the ``ci`` profile the default suite runs 250 examples in all (150 float, 50 rational, 50 piecewise-linear
+networks); the long run (marked ``slow``: CI's slow job, before the default suite) runs 500 (350, 75, 75).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections import Counter
 
 import _oracle
 import numpy as np
+import pytest
 from hypothesis import given, settings
 
 import lipverify as lv
@@ -33,8 +35,10 @@ from lipverify.bounds.chain import linear_chain
 from lipverify.strategies import networks
 
 CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
-#: examples of the three properties (float, rational, piecewise linear): 500 in all under ``ci``
-EXAMPLES = (350, 75, 75) if CI else (40, 20, 20)
+#: examples of the three properties (float, rational, piecewise linear): the default suite (250 in all under ``ci``)
+#: and the long run of the slow job (500 in all)
+EXAMPLES = {"default": (150, 50, 50) if CI else (40, 20, 20), "long": (350, 75, 75)}
+RUNS = [pytest.param("default"), pytest.param("long", marks=pytest.mark.slow)]
 TOL = 1e-9
 #: options that keep the anytime and SDP methods quick on generated nets
 OPTIONS = {"k2": {"time_limit": 2.0, "max_nodes": 5000}}
@@ -132,10 +136,11 @@ def _min_count(counts: Counter) -> None:
     assert set(SUPPORTED) == set(lv.METHODS), "update SUPPORTED for the new method"
 
 
-def test_every_method_is_sound_on_float_networks():
+@pytest.mark.parametrize("run", RUNS)
+def test_every_method_is_sound_on_float_networks(run):
     counts: Counter = Counter()
 
-    @settings(max_examples=EXAMPLES[0])
+    @settings(max_examples=EXAMPLES[run][0])
     @given(networks(max_depth=4, max_width=5, max_inputs=4, max_outputs=3))
     def prop(net):
         _check(net, counts)
@@ -144,10 +149,11 @@ def test_every_method_is_sound_on_float_networks():
     _min_count(counts)
 
 
-def test_every_method_is_sound_on_rational_networks():
+@pytest.mark.parametrize("run", RUNS)
+def test_every_method_is_sound_on_rational_networks(run):
     counts: Counter = Counter()
 
-    @settings(max_examples=EXAMPLES[1])
+    @settings(max_examples=EXAMPLES[run][1])
     @given(networks(exact=True, max_depth=3, max_width=4, max_inputs=3, max_outputs=2))
     def prop(net):
         _check(net, counts)
@@ -156,11 +162,12 @@ def test_every_method_is_sound_on_rational_networks():
     _min_count(counts)
 
 
-def test_every_method_is_sound_on_piecewise_linear_networks():
+@pytest.mark.parametrize("run", RUNS)
+def test_every_method_is_sound_on_piecewise_linear_networks(run):
     """Only ReLU/LeakyReLU/Identity: the oracle enumerates regions, ``lv.exact`` is compared with it."""
     counts: Counter = Counter()
 
-    @settings(max_examples=EXAMPLES[2])
+    @settings(max_examples=EXAMPLES[run][2])
     @given(networks(max_depth=3, max_width=4, max_inputs=3, max_outputs=2, activations=("relu", "leakyrelu", "identity")))
     def prop(net):
         _check(net, counts, exact=True)
