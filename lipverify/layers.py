@@ -891,8 +891,19 @@ class Flatten(Layer):
 # --------------------------------------------------------------------------- activations
 
 
+class _ExactlyEvaluated:
+    """Mixin of activations whose float ``forward`` and ``derivative`` involve no rounding (``max(x, 0)``, ``x``, the
+    constants 0 and 1): both declared error bounds are 0 (``proofs/activations.md`` §2)."""
+
+    def forward_error(self, x):
+        return np.zeros(np.shape(x))
+
+    def derivative_error(self, x):
+        return np.zeros(np.shape(x))
+
+
 @dataclass(frozen=True, eq=False)
-class ReLU(Activation):
+class ReLU(_ExactlyEvaluated, Activation):
     """``max(0, x)``; slopes ``[0, 1]``; evaluated exactly."""
 
     kind: ClassVar[str] = "ReLU"
@@ -907,12 +918,6 @@ class ReLU(Activation):
 
     def derivative(self, x):
         return (x > 0).astype(np.float64)
-
-    def forward_error(self, x):
-        return np.zeros(np.shape(x))
-
-    def derivative_error(self, x):
-        return np.zeros(np.shape(x))
 
     def range_on(self, lo, hi):
         return _monotone_range(self, lo, hi)
@@ -1022,7 +1027,7 @@ class LeakyReLU(Activation):
 
 
 @dataclass(frozen=True, eq=False)
-class Identity(Activation):
+class Identity(_ExactlyEvaluated, Activation):
     """The identity; slopes ``[1, 1]``."""
 
     kind: ClassVar[str] = "Identity"
@@ -1037,12 +1042,6 @@ class Identity(Activation):
 
     def derivative(self, x):
         return np.ones_like(x, dtype=np.float64)
-
-    def forward_error(self, x):
-        return np.zeros(np.shape(x))
-
-    def derivative_error(self, x):
-        return np.zeros(np.shape(x))
 
     def range_on(self, lo, hi):
         return _monotone_range(self, lo, hi)

@@ -10,6 +10,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 import sympy
+from _user_activations import Sine
 
 import lipverify as lv
 from lipverify.errors import NotApplicableError, UnsupportedLayerError
@@ -49,18 +50,6 @@ def _oracle(act):
         return (lambda x: x if x >= 0 else a * x), (lambda x: mp.mpf(1) if x > 0 else a)
     return ORACLES[act.kind]
 
-
-class Sine(lv.Activation):
-    """A user activation: only slopes, forward, derivative declared (base-class defaults for the rest)."""
-
-    kind = "Sine"
-    slopes = (sympy.Integer(-1), sympy.Integer(1))
-
-    def forward(self, x):
-        return np.sin(x)
-
-    def derivative(self, x):
-        return np.cos(x)
 
 
 BUILTINS = [lv.ReLU(), lv.Identity(), lv.Tanh(), lv.Sigmoid(), lv.GELU(), lv.SiLU(), lv.LeakyReLU(),

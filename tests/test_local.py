@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-import sympy
+from _user_activations import Sine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,20 +93,8 @@ def test_exact_local_constant_is_below_every_local_bound(net, center, radius):
         assert ref <= float(glob.value) * (1 + TOL) + 1e-150
 
 
-class _Sine(lv.Activation):
-    """A user activation declaring only slopes, forward and derivative."""
 
-    kind = "Sine"
-    slopes = (sympy.Integer(-1), sympy.Integer(1))
-
-    def forward(self, x):
-        return np.sin(x)
-
-    def derivative(self, x):
-        return np.cos(x)
-
-
-@pytest.mark.parametrize("act", [_Sine(), lv.GELU(), lv.SiLU(), lv.LeakyReLU(-2)], ids=lambda a: a.describe())
+@pytest.mark.parametrize("act", [Sine(), lv.GELU(), lv.SiLU(), lv.LeakyReLU(-2)], ids=lambda a: a.describe())
 def test_output_enclosure_and_local_bound_follow_the_activation_shape(act):
     # one hidden layer, so f(x) = w2 . σ(W1 x + b1) is evaluated independently in mpmath below
     import mpmath as mp
