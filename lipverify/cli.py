@@ -320,7 +320,8 @@ class _Run:
 
         def work(method: str, norm: str, done: int, total: int) -> None:
             if self.bar is not None:
-                self.bar.set_postfix_str(f"{method} l{norm}: {done}/{total} nodes")
+                unit = METHODS[method].progress_unit if method in METHODS else "steps"
+                self.bar.set_postfix_str(f"{method} l{norm}: {done}/{total} {unit}")
 
         deadline = time.perf_counter() + args.time_limit
         seed = getattr(args, "seed", None)
@@ -333,7 +334,8 @@ class _Run:
                         emit(Skipped("lower_bound", n, time_exhausted(args.time_limit)))
                     else:
                         try:
-                            emit(lower_bound(net, n, seed=0 if seed is None else seed))
+                            emit(lower_bound(net, n, seed=0 if seed is None else seed,
+                                             progress=lambda done, total, n=n: work("lower_bound", n, done, total)))
                         except InternalConsistencyError:
                             raise
                         except LipVerifyError as exc:

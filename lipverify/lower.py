@@ -13,6 +13,7 @@ all fail certification.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,7 +151,8 @@ def enclosure_norm_lower(enc: rigorous.Interval, norm: str) -> float:
 
 
 def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: int = 50, radius: float = 1.0,
-                seed: int = 0, domain: tuple | None = None, input_shape=None) -> Bound:
+                seed: int = 0, domain: tuple | None = None, input_shape=None,
+                progress: Callable[[int, int], None] | None = None) -> Bound:
     """The largest *certified* ``||J(x)||_p`` over searched points: a valid **lower** bound of ``Lip_p(f)``.
 
     Search (not certified): ``samples`` points drawn uniformly from ``domain`` (a pair of arrays) or from
@@ -164,6 +166,9 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     Without a certified positive value: ``kind="lower"`` value 0 when every Jacobian seen is 0 or every certified
     point's lower end is 0, else ``kind="estimate"`` (the float value, no point certified) — the note says which.
     ``net`` may also be a live ``torch.nn.Module`` (with ``input_shape=``; :func:`lipverify.io.as_network`).
+    ``progress(done, total)`` counts the work: ``samples`` (the sampled batch), one per hill-climbing step, one for
+    the activation-pattern candidates and one per certified candidate (at most ``CANDIDATES``); it ends at
+    ``total`` when the search ends (certification may stop early once no candidate can beat the best).
     Proof: ``proofs/lower_bound.md``.
 
     >>> import lipverify as lv
@@ -196,9 +201,19 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     cnn = is_cnn(net)
     jac = _reverse_jacobians(net) if cnn or net.n_out < net.n_in else net.jacobian
 
+    total = samples + steps + 1 + CANDIDATES
+    done = 0
+
+    def tick(amount: int = 1) -> None:
+        nonlocal done
+        done = min(done + amount, total)
+        if progress is not None:
+            progress(done, total)
+
     # ---- search (float, not certified)
     x = rng.uniform(lo, hi, size=(samples, *shape))
     vals = jacobian_norm(jac(x), p)
+    tick(samples)
     top = x[np.argsort(vals)[-min(8, samples):]].copy()
     top_vals = jacobian_norm(jac(top), p)
     step = 0.25 * float(np.max(hi - lo)) if np.max(hi - lo) > 0 else 0.0
@@ -211,6 +226,7 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
         pool.append(cand)
         pool_vals.append(cv)
         step *= 0.9
+        tick()
     points = np.concatenate(pool)
     values = np.concatenate(pool_vals)
     if not np.all(np.isfinite(values)):
@@ -226,6 +242,7 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
             note = (f"not certified: float Jacobian norm at the best of {search}; certifying this CNN needs about "
                     f"{work} multiply-adds per point (limit CNN_CERTIFY_WORK = {CNN_CERTIFY_WORK} in lipverify.lower), "
                     "so no guarantee either way; use a smaller domain of inputs or the upper bounds")
+            tick(total)
             return Bound.estimate(float_best, p, "lower_bound", seconds=time.perf_counter() - started, assumptions=(note,))
         plan = _cnn_plan(net)
 
@@ -243,6 +260,7 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
         certified += v is not None
         if v is not None and v > best:
             best, where = v, label
+    tick()
     for idx in order:
         if values[idx] <= best or tried >= CANDIDATES:
             break
@@ -251,6 +269,8 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
         certified += v is not None
         if v is not None and v > best:
             best, where = v, "a sampled point"
+        tick()
+    tick(total)  # the candidates left cannot beat the best: the search is complete
     seconds = time.perf_counter() - started
     extra = f", {len(structured)} activation-pattern LP points" if structured else ""
     if best > 0:

@@ -137,3 +137,70 @@ def test_limit_hints_name_the_keyword_in_python_and_the_flag_on_the_command_line
         lv.bound(big, "ksdp", "inf", max_size=20)
     with command_line(), pytest.raises(lv.NotApplicableError, match=r"> --max-size 20; raise it \(e\.g\. --max-size 34"):
         lv.bound(big, "ksdp", "inf", max_size=20)
+
+
+# ---- work progress inside long methods (issue 16 item 1): a callback collecting ticks sees a nondecreasing
+# count that ends at the total (or at the budget when one stops the method)
+
+def _ticks_ok(ticks, total):
+    done = [d for d, _ in ticks]
+    assert ticks and all(t == total for _, t in ticks), ticks
+    assert done == sorted(done) and 0 < done[0] and done[-1] <= total, ticks
+
+
+def test_compare_passes_work_progress_into_ksdp_and_lipsdp():
+    net = _mlp(0, (3, 4, 2))  # 3 inputs, 2 outputs
+    ticks: dict = {}
+    rows = lv.compare(net, norms=["inf", "1", "2"], methods=["ksdp", "lipsdp", "k4"],
+                      work_progress=lambda m, n, done, total: ticks.setdefault((m, n), []).append((done, total)))
+    assert all(isinstance(r, lv.Bound) for r in rows if lv.METHODS[r.method].norm_refusal(r.norm) is None)
+    # one SDP per output row (l∞) / input column (l1), one tick each
+    assert ticks[("ksdp", "inf")] == [(1, 2), (2, 2)]
+    assert ticks[("ksdp", "1")] == [(1, 3), (2, 3), (3, 3)]
+    _ticks_ok(ticks[("lipsdp", "2")], 4)
+    assert ticks[("lipsdp", "2")][-1] == (4, 4)
+    assert set(ticks) == {("ksdp", "inf"), ("ksdp", "1"), ("lipsdp", "2")}  # k4 declares no progress
+    assert {m for m, r in lv.METHODS.items() if r.progress} == {"k2", "ksdp", "lipsdp"}
+    assert [lv.METHODS[m].progress_unit for m in ("k2", "ksdp", "lipsdp")] == ["nodes", "SDPs", "stages"]
+
+
+def test_ksdp_progress_does_not_change_the_bound():
+    net = _mlp(2, (3, 5, 3))
+    ticks = []
+    with_progress = lv.bound(net, "ksdp", norm="inf", progress=lambda d, t: ticks.append((d, t)))
+    assert with_progress.value == lv.bound(net, "ksdp", norm="inf").value
+    assert ticks == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_lower_bound_progress_counts_samples_steps_and_candidates():
+    from lipverify.lower import CANDIDATES
+
+    net = _mlp(1, (3, 6, 2))
+    ticks = []
+    b = lv.lower_bound(net, "2", samples=20, steps=5, progress=lambda d, t: ticks.append((d, t)))
+    total = 20 + 5 + 1 + CANDIDATES
+    _ticks_ok(ticks, total)
+    assert ticks[0] == (20, total) and [d for d, _ in ticks[1:6]] == [21, 22, 23, 24, 25]
+    assert ticks[-1] == (total, total)
+    assert b.value == lv.lower_bound(net, "2", samples=20, steps=5).value
+
+
+def _regions_net():
+    rng = np.random.default_rng(3)
+    return lv.Network([lv.Dense(rng.standard_normal((8, 2)), rng.standard_normal(8)), lv.ReLU(),
+                       lv.Dense(rng.standard_normal((8, 8)), rng.standard_normal(8)), lv.ReLU(),
+                       lv.Dense(rng.standard_normal((2, 8)))])
+
+
+def test_exact_regions_progress_counts_nodes_against_max_nodes():
+    ticks = []
+    r = lv.exact(_regions_net(), "inf", method="regions", max_nodes=100_000, progress=lambda d, t: ticks.append((d, t)))
+    assert r.kind == "exact"
+    _ticks_ok(ticks, 100_000)
+    assert ticks[-1][0] == r.details["nodes"] > 50 and len(ticks) >= 3
+    # a node budget stops it: the count ends at the budget
+    ticks = []
+    r = lv.exact(_regions_net(), "inf", method="regions", max_nodes=60, progress=lambda d, t: ticks.append((d, t)))
+    assert r.kind == "upper" and "max_nodes=60" in r.status
+    _ticks_ok(ticks, 60)
+    assert ticks[-1] == (60, 60)

@@ -70,7 +70,7 @@ METHODS: dict[str, Method] = {m.id: m for m in (
                                  "computable from the kernels alone"}),
     Method("k2", k2, ("1", "2", "inf"), CNN_STEPS - {"maxpool"}, ("explicit",), "upper", "exponential",
            "proofs/k2.md", "Virmaux–Scaman: max over vertex activation patterns (branch and bound)",
-           budgets=(K2_NODES, K2_TIME, K2_SEED), progress=True,
+           budgets=(K2_NODES, K2_TIME, K2_SEED), progress=True, progress_unit="nodes",
            extra={"conv_reason": "the vertex search evaluates products of the layer matrices"}),
     Method("k3", k3, ("1", "inf"), CNN_STEPS, ("implicit", "explicit"), "upper", "linear", "proofs/k3.md",
            "norm of the product of entrywise absolute weights",
@@ -83,10 +83,12 @@ METHODS: dict[str, Method] = {m.id: m for m in (
            norm_reason="KCP bounds an l1/l∞ induced norm by entrywise magnitudes"),
     Method("ksdp", _ksdp, ("1", "inf"), FC_STEPS, (), "upper", "sdp", "proofs/ksdp.md",
            "certified Shor relaxation of K2, one SDP per output row (l∞) / input column (l1)",
-           norm_reason="the relaxation bounds an l1/l∞ norm row by row", budgets=(KSDP_SIZE, KSDP_SDPS, KSDP_TIME)),
+           norm_reason="the relaxation bounds an l1/l∞ norm row by row", budgets=(KSDP_SIZE, KSDP_SDPS, KSDP_TIME),
+           progress=True, progress_unit="SDPs"),
     Method("lipsdp", lipsdp, ("2",), FC_STEPS, (), "upper", "sdp", "proofs/lipsdp.md",
            "LipSDP-Neuron / -Layer (Fazlyab et al. 2019) with slopes [α, β], certified",
-           norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_NEURONS,)),
+           norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_NEURONS,),
+           progress=True, progress_unit="stages"),
 )}
 
 #: the budgets of ``compare`` itself
@@ -241,7 +243,8 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
     (``deadline``, a :func:`time.perf_counter` instant, shares one budget between several calls instead).  The
     deterministic work limits of the records (K2 nodes, KSDP size and SDP count, LipSDP neurons) apply always.
     ``on_row(row)`` is called with every row as soon as it is complete and checked; ``progress(method, norm)``
-    before each row; ``work_progress(method, norm, done, total)`` inside methods that report progress (K2 nodes).
+    before each row; ``work_progress(method, norm, done, total)`` inside methods whose record has
+    ``progress=True`` (K2 nodes, KSDP SDPs, LipSDP stages; ``METHODS[m].progress_unit``).
     For a CNN every method with convolution support gives two rows, ``conv="implicit"`` then ``conv="explicit"``
     (only the given one with ``conv=...``): a Bound's ``details["conv"]`` names its variant, a Skipped row's
     reason starts with ``conv=<variant>: ``.  Fully connected networks ignore ``conv``.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -73,7 +74,8 @@ REPAIR_LOSS = 1e-6
 
 
 def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_size: int = MAX_SIZE,
-         max_sdps: int = MAX_SDPS, time_limit: float | None = None) -> Bound:
+         max_sdps: int = MAX_SDPS, time_limit: float | None = None,
+         progress: Callable[[int, int], None] | None = None) -> Bound:
     """KSDP: a certified Shor (semidefinite) relaxation of K2, row by row (l∞) or column by column (l1).
 
     Claim: the value is an upper bound of ``K2 = max_D ||W_L D_{L-1} ⋯ D_1 W_1||_p`` (hence of the
@@ -89,7 +91,8 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     ``details["fallback_rows"]``); so do the rows not started within ``time_limit`` seconds (an optional extra
     wall-clock cap, listed in ``details["time_capped_rows"]``), which keeps the value an upper bound.  ``details``
     has ``solver_value``, ``certified_value`` and ``relative_loss``; a loss above 1e-4 is also said in ``status``
-    and ``details["note"]`` (``proofs/ksdp.md`` §3–§4).
+    and ``details["note"]`` (``proofs/ksdp.md`` §3–§4).  ``progress(done_rows, total_rows)`` is called after every
+    row (``compare``'s ``work_progress`` and the CLI's bar).
 
     >>> import lipverify as lv
     >>> net = lv.Network([lv.Dense([[1, -1], [1, 1]]), lv.ReLU(), lv.Dense([[1, 1]])])
@@ -126,6 +129,8 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
                      "rebalanced_rows": []}
     assumptions = ("floating point with rigorous rounding-error bounds", "SDP multipliers re-checked in exact arithmetic")
     if not layout.uncertain:  # a linear chain: K4 and KCP are exact already
+        if progress is not None:
+            progress(chain.n_out, chain.n_out)
         return float_upper_bound("ksdp", p, float(np.max(base)) if base.size else 0.0, started, assumptions,
                                  details=details)
     # exact power-of-two rescaling of every layer keeps the SDP well conditioned
@@ -143,6 +148,8 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
         if time.perf_counter() > deadline:  # out of time: this row keeps min(K4, KCP), still >= the K2 row
             details["time_capped_rows"].append(i)
             value, solver_value = max(value, row), max(solver_value, row)
+            if progress is not None:
+                progress(i + 1, chain.n_out)
             continue
         cert = _certify_row(problem, i, norm_bound, solver)
         if cert is None:
@@ -162,6 +169,8 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
                 details["rebalanced_rows"].append(i)
         value = max(value, row)
         solver_value = max(solver_value, suggested)
+        if progress is not None:
+            progress(i + 1, chain.n_out)
     loss = value / solver_value - 1 if solver_value > 0 else (0.0 if value == 0 else math.inf)
     details.update(solver_value=solver_value, certified_value=value, relative_loss=loss,
                    sdp_solver_value=sdp_solver, sdp_certified_value=sdp_certified, mix=max(mixes, default=None))

@@ -83,7 +83,8 @@ class Method:
     (:data:`STEP_KINDS`); ``conv`` the representations of convolutions it supports (``"implicit"``,
     ``"explicit"``; empty for fully connected networks only); ``kind`` what its value is for the Lipschitz
     constant (always ``"upper"`` for the registered bounds); ``cost`` its cost class (:data:`COSTS`); ``budgets``
-    its limits; ``proof`` the proof file; ``progress`` whether it takes a ``progress`` callback.  A record is
+    its limits; ``proof`` the proof file; ``progress`` whether it takes a ``progress(done, total)`` callback, counting
+    ``progress_unit`` (K2 nodes, KSDP SDPs, LipSDP stages).  A record is
     callable like the function it wraps: ``METHODS["k4"](net, "inf")``.
     """
 
@@ -99,6 +100,7 @@ class Method:
     norm_reason: str = ""
     budgets: tuple[Budget, ...] = ()
     progress: bool = False
+    progress_unit: str = "steps"
     extra: dict = field(default_factory=dict)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -42,7 +42,8 @@ def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str =
 
     * ``"breakpoints"`` (one input, ReLU/LeakyReLU/Identity; symbolic weights allowed),
     * ``"regions"`` (piecewise-linear, any input dimension within the size limits; options ``max_nodes``,
-      ``time_limit``, ``progress``, ``max_input_dim``, ``max_neurons``; when ``max_nodes`` or ``time_limit``
+      ``time_limit``, ``progress`` (a bool for a bar, or ``progress(nodes, max_nodes)``), ``max_input_dim``,
+      ``max_neurons``; when ``max_nodes`` or ``time_limit``
       stops it early the result is the anytime sandwich ``kind="upper"``, ``lower <= constant <= value``,
       with ``status`` naming the limit and ``details["gap"]``),
     * ``"smooth"`` (one input, Tanh/Sigmoid/GELU/SiLU: sympy critical points, else a rigorous enclosure

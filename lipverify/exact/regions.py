@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -159,7 +160,7 @@ def _exact_norm(jac: fmpq_mat, norm: str) -> sympy.Expr:
 
 class _Enumerator:
     def __init__(self, stage_list: list[Stage], norm: str, domain, *, max_nodes: int, time_limit: float | None,
-                 progress: bool | None) -> None:
+                 progress: bool | Callable[[int, int], None] | None) -> None:
         self.norm = norm
         self.n = stage_list[0].weight.cols
         self.layers: list[_Layer] = []
@@ -208,6 +209,11 @@ class _Enumerator:
         self.row_norms: list[float] = []
         self._cols = np.arange(self.n + 1, dtype=np.int32)
         self.bar = None
+        #: ``progress(nodes, max_nodes)``, called every 50 nodes and at the end (``compare``'s ``work_progress``)
+        self.callback = progress if callable(progress) else None
+        self.reported = 0
+        if self.callback is not None:
+            progress = False
         if progress is None:
             progress = sys.stderr.isatty()
         if progress:
@@ -399,6 +405,8 @@ class _Enumerator:
         finally:
             if self.bar is not None:
                 self.bar.close()
+        if self.callback is not None:
+            self.callback(min(self.nodes, self.max_nodes), self.max_nodes)
 
     def _layer(self, k: int, p: fmpq_mat, rows_exact: list, rows_float: list, witness) -> None:
         """Enter hidden layer ``k`` with the affine map ``[P | q]`` of its input (or finish at the output)."""
@@ -426,6 +434,9 @@ class _Enumerator:
     def _neuron(self, k: int, j: int, z: fmpq_mat, zf: np.ndarray, zabs: np.ndarray, ds: list,
                 rows_exact: list, rows_float: list, witness, last=None) -> None:
         self.nodes += 1
+        if self.callback is not None and self.nodes - self.reported >= 50:
+            self.reported = self.nodes
+            self.callback(min(self.nodes, self.max_nodes), self.max_nodes)
         layer = self.hidden[k]
         n = self.n
         # branch and bound: rigorous upper bound of ||J|| over all completions of this branch
@@ -632,14 +643,17 @@ def _check_certificate(rows: list[tuple[list[fmpq], fmpq]], y_float: np.ndarray,
 
 def regions_constant(stage_list: list[Stage], norm: str, domain=None, *, max_nodes: int = MAX_NODES,
                      max_input_dim: int = MAX_INPUT_DIM, max_neurons: int = MAX_NEURONS, time_limit: float | None = None,
-                     progress: bool | None = None) -> tuple[sympy.Expr | None, sympy.Expr | None, dict]:
+                     progress: bool | Callable[[int, int], None] | None = None
+                     ) -> tuple[sympy.Expr | None, sympy.Expr | None, dict]:
     """Enumerate the activation regions of a piecewise-linear network (see the module docstring).
 
     Returns ``(exact, upper, details)``: ``exact`` is the proven constant (sympy), or ``None`` with
     ``upper`` an exact upper bound when some leaf could be neither verified nor certified empty, or when the
     enumeration hit ``max_nodes``/``time_limit`` (then ``details["stopped"]`` says which; every branch left
     unexplored enters ``upper`` through its rigorous branch-and-bound norm bound).  ``details["lower_exact"]``,
-    when present, is the best verified region's norm, a true lower bound of the constant.
+    when present, is the best verified region's norm, a true lower bound of the constant.  ``progress``: ``True``
+    draws a tqdm bar of the regions on stderr (``None``: when stderr is a terminal), or a callable
+    ``progress(nodes, max_nodes)`` called every 50 search nodes and once at the end.
     """
     n = stage_list[0].weight.cols
     neurons = sum(st.weight.rows for st in stage_list[:-1])

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -193,7 +194,8 @@ def _merge(second, first, a: Fraction):
 
 
 def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver: str | None = None,
-           max_neurons: int = DEFAULT_MAX_NEURONS, check: str = "auto", solver_options: dict | None = None) -> Bound:
+           max_neurons: int = DEFAULT_MAX_NEURONS, check: str = "auto", solver_options: dict | None = None,
+           progress: Callable[[int, int], None] | None = None) -> Bound:
     """LipSDP (Fazlyab et al. 2019): a certified upper bound of the l2 Lipschitz constant.
 
     Claim: if ``H(rho, lambda) ≻ 0`` (proven exactly or by a verified Cholesky) then ``L_2 <= sqrt(rho)``, for
@@ -205,6 +207,8 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     unprovable certificate raises :class:`CertificationError`.  Ill-conditioned nets are rebalanced and
     re-solved, near-boundary optima repaired through an anchor (``proofs/lipsdp.md`` §5); ``details`` has
     ``solver_value``, ``certified_value`` and ``relative_loss`` (above 1e-4 it is also in ``status``).
+    ``progress(done, 4)`` is called after each stage (solve, certify, rebalance, anchor repair; a stage not
+    needed still ticks), for ``compare``'s ``work_progress`` and the CLI's bar.
 
     >>> import lipverify as lv
     >>> net = lv.Network([lv.Dense([[1, 1], [1, -1]]), lv.ReLU(), lv.Dense([[1, 0], [0, 1]])])
@@ -231,10 +235,17 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
         raise ValueError("lipsdp: check='exact' needs exact weights; these carry conversion radii: use check='float'")
     solvers = solver_list(solver, problem.size)
     options = dict(solver_options or {})
+
+    def tick(stage: int) -> None:
+        if progress is not None:
+            progress(stage, 4)
+
     t0 = time.perf_counter()
     name, status, rho_solver, lam = solve_lipsdp(problem, variant, solvers, options)
     t_solve = time.perf_counter() - t0
+    tick(1)
     cert, failure = _try_certify(problem, lam, check)
+    tick(2)
     rounds, fallback = 0, None
     if cert is None or _loss(cert, rho_solver) > REPAIR_LOSS or abs(math.log(max(rho_solver, 1e-300), 4)) > RHO_BALANCED:
         # §5: rescale by powers of two so that the solution is O(1) and solve again, until balanced
@@ -257,6 +268,7 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
                 fallback = (problem, (name, status, rho_solver, lam), cert)
             problem, (name, status, rho_solver, lam) = current, found
             cert, failure = _try_certify(problem, lam, check)
+    tick(3)
     anchor_margin = None
     if cert is None or _loss(cert, rho_solver) > REPAIR_LOSS:
         # §5: mix toward a strictly feasible anchor (same LMI with a margin on the hidden blocks)
@@ -273,6 +285,7 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
                 cert = repaired
         except (SolverError, CertificationError):
             pass
+    tick(4)
     kept_first = fallback is not None and (cert is None or _value(fallback[0], fallback[2]) < _value(problem, cert))
     if kept_first:
         problem, (name, status, rho_solver, lam), cert = fallback
