@@ -196,3 +196,59 @@ def test_conv_options_that_lipverify_cannot_express():
         lv.from_torch(nn.Sequential(nn.MaxPool2d(2, ceil_mode=True)), (1, 4, 4))
     with pytest.raises(lv.ModelFormatError, match=r"module '0' \(Conv2d\): padding='same' with an even kernel"):
         lv.from_torch(nn.Sequential(nn.Conv2d(1, 1, 2, padding="same")), (1, 4, 4))
+
+
+# ---- a pickled module whose class is not importable (issue 16, "Why": "not a readable PyTorch file")
+
+_USER_CLASS = '''
+import torch
+
+
+class UserNet(torch.nn.Sequential):
+    def __init__(self):
+        super().__init__(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+'''
+
+
+def _lipverify_cli(*argv, cwd):
+    """``python -m lipverify`` from this checkout (PYTHONPATH), run in ``cwd``, with only the checkout on the path."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-m", "lipverify", *map(str, argv)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _save_in_subprocess(code: str, cwd):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], cwd=cwd, check=True, timeout=600)
+
+
+@pytest.mark.parametrize("where", ["module", "script"])
+def test_load_of_a_pickled_user_class_names_the_class_and_what_to_do(tmp_path, where):
+    src, run = tmp_path / "src", tmp_path / "elsewhere"
+    src.mkdir()
+    run.mkdir()
+    model = tmp_path / "user.pt"
+    if where == "module":  # the class lives in user_net_mod.py, importable only from src/
+        (src / "user_net_mod.py").write_text(_USER_CLASS)
+        _save_in_subprocess(f"import torch, user_net_mod; torch.save(user_net_mod.UserNet(), {str(model)!r})", src)
+        needed = "user_net_mod.UserNet"
+    else:  # the class is defined in the user's script itself
+        _save_in_subprocess(_USER_CLASS + f"\ntorch.save(UserNet(), {str(model)!r})\n", src)
+        needed = "__main__.UserNet"
+    out = _lipverify_cli("bound", model, "--method", "k4", cwd=run)
+    assert out.returncode == 2, out.stderr
+    message = " ".join(out.stderr.split())
+    assert f"needs the class {needed}, which is not importable here" in message
+    assert f"import the module that defines {needed} before lipverify.load" in message
+    assert "TorchScript" in message and "ONNX" in message
+    assert "Traceback" not in out.stderr
+    if where == "module":  # with the defining module importable the same file loads
+        env_out = _lipverify_cli("bound", model, "--method", "k4", "--json", cwd=src)
+        assert env_out.returncode == 0, env_out.stderr

@@ -297,6 +297,43 @@ def _check_forward(torch: Any, module: Any, net: Network) -> None:
                                "(pass check=False to skip this test)")
 
 
+def _pickled_globals(path: str) -> list[tuple[str, str]]:
+    """The ``(module, name)`` pairs a ``torch.save`` archive's pickle refers to (read with :mod:`pickletools`,
+    which executes nothing); empty if the file is not such an archive."""
+    import pickletools
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            data = archive.read(name) if name is not None else b""
+        pairs, strings = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(arg)
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                pairs.append((strings[-2], strings[-1]))
+            elif op.name == "GLOBAL":
+                pairs.append(tuple(arg.split(" ", 1)))
+        return pairs
+    except Exception:  # not a zip archive, a truncated pickle: no names to report
+        return []
+
+
+def _missing_class(path: str, exc: Exception) -> str | None:
+    """``module.Name`` of the class whose absence made unpickling fail, or None for another failure."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        wanted = [(m, n) for m, n in _pickled_globals(path) if m == exc.name or m.startswith(exc.name + ".")]
+        return f"{wanted[0][0]}.{wanted[0][1]}" if wanted else f"{exc.name}.<class>"
+    if isinstance(exc, AttributeError):
+        import re
+
+        found = re.search(r"Can't get attribute '([^']+)' on <module '([^']+)'", str(exc))
+        if found:  # the pickle's own module name (``__main__`` for a script's class), not the one searched
+            wanted = [m for m, n in _pickled_globals(path) if n == found.group(1)]
+            return f"{(wanted or [found.group(2)])[0]}.{found.group(1)}"
+    return None
+
+
 def load_torch(path: str, input_shape: tuple[int, ...] | None = None) -> Network:
     """Read a ``.pt``/``.pth`` file holding a whole ``nn.Sequential`` (pickled by ``torch.save``) or a
     TorchScript module (``torch.jit.save``), and convert it with :func:`from_torch`.
@@ -316,6 +353,15 @@ def load_torch(path: str, input_shape: tuple[int, ...] | None = None) -> Network
         else:
             obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # unpickling errors, truncated archives, missing classes
+        missing = _missing_class(path, exc)
+        if missing is not None:
+            raise ModelFormatError(
+                f"{path}: the pickled module needs the class {missing}, which is not importable here "
+                f"({type(exc).__name__}: {exc}); a pickle stores only the class's name, so the code defining it must "
+                f"be importable: import the module that defines {missing} before lipverify.load (on the command "
+                "line: put its directory on PYTHONPATH; a class defined in a script's __main__ must move to a "
+                "module), or save a TorchScript module (torch.jit.script(model).save(path)) or export to ONNX "
+                "(torch.onnx.export), which need no Python class") from None
         raise ModelFormatError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from None
     if isinstance(obj, dict):
         raise ModelFormatError(f"{path}: the file holds a dict (a state_dict?), not a module; build the nn.Sequential, "
