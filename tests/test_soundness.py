@@ -136,44 +136,36 @@ def _min_count(counts: Counter) -> None:
     assert set(SUPPORTED) == set(lv.METHODS), "update SUPPORTED for the new method"
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_every_method_is_sound_on_float_networks(run):
+def _run_property(strategy, max_examples: int, *, exact: bool = False) -> Counter:
+    """Check every network the strategy draws; the counts of rows with a value, per (method, norm), are returned
+    and each method's minimum share is asserted."""
     counts: Counter = Counter()
 
-    @settings(max_examples=EXAMPLES[run][0])
-    @given(networks(max_depth=4, max_width=5, max_inputs=4, max_outputs=3))
+    @settings(max_examples=max_examples)
+    @given(strategy)
     def prop(net):
-        _check(net, counts)
+        _check(net, counts, exact=exact)
 
     prop()
     _min_count(counts)
+    return counts
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_every_method_is_sound_on_float_networks(run):
+    _run_property(networks(max_depth=4, max_width=5, max_inputs=4, max_outputs=3), EXAMPLES[run][0])
 
 
 @pytest.mark.parametrize("run", RUNS)
 def test_every_method_is_sound_on_rational_networks(run):
-    counts: Counter = Counter()
-
-    @settings(max_examples=EXAMPLES[run][1])
-    @given(networks(exact=True, max_depth=3, max_width=4, max_inputs=3, max_outputs=2))
-    def prop(net):
-        _check(net, counts)
-
-    prop()
-    _min_count(counts)
+    _run_property(networks(exact=True, max_depth=3, max_width=4, max_inputs=3, max_outputs=2), EXAMPLES[run][1])
 
 
 @pytest.mark.parametrize("run", RUNS)
 def test_every_method_is_sound_on_piecewise_linear_networks(run):
     """Only ReLU/LeakyReLU/Identity: the oracle enumerates regions, ``lv.exact`` is compared with it."""
-    counts: Counter = Counter()
-
-    @settings(max_examples=EXAMPLES[run][2])
-    @given(networks(max_depth=3, max_width=4, max_inputs=3, max_outputs=2, activations=("relu", "leakyrelu", "identity")))
-    def prop(net):
-        _check(net, counts, exact=True)
-
-    prop()
-    _min_count(counts)
+    pwl = networks(max_depth=3, max_width=4, max_inputs=3, max_outputs=2, activations=("relu", "leakyrelu", "identity"))
+    counts = _run_property(pwl, EXAMPLES[run][2], exact=True)
     assert counts["pwl_enumerated"] >= 0.8 * counts["examples"], counts
     for p in lv.NORMS:
         assert counts[("exact", p)] >= 0.8 * counts["examples"], counts
