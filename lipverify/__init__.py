@@ -32,6 +32,7 @@ from .local import certified_radius, localize
 from .lower import lower_bound
 from .network import Network
 from .norms import NORMS, parse_norm
+from .residual import Residual
 from .result import Bound, Skipped
 
 __version__ = "0.1.0"
@@ -40,7 +41,7 @@ __all__ = [
     "METHODS", "NORMS", "Activation", "AvgPool2d", "BatchNorm2d", "Bound", "CertificationError", "Comparison", "Conv2d",
     "Dense", "Flatten", "GELU", "MaxPool2d",
     "Identity", "Layer", "LeakyReLU", "LipVerifyError", "ModelFormatError", "Network", "NotApplicableError",
-    "InternalConsistencyError", "NumericalError", "ReLU", "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
+    "InternalConsistencyError", "NumericalError", "ReLU", "Residual", "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
     "UnsupportedLayerError", "bound", "certified_radius", "compare", "exact", "from_torch", "load", "localize",
     "lower_bound", "parse_norm", "save",
 ]

@@ -95,13 +95,19 @@ class Network:
         return syms
 
     @property
+    def has_residual(self) -> bool:
+        """True when the network holds a residual block (:class:`~lipverify.Residual`)."""
+        return any(hasattr(layer, "branches") for layer in self._layers)
+
+    @property
     def is_exact(self) -> bool:
         """True when every parameter was given exactly (integers, Fractions, sympy Rationals)."""
         return all(getattr(layer, "is_exact", True) for layer in self._layers) and not self.free_symbols
 
     @property
     def activations(self) -> tuple[Activation, ...]:
-        return tuple(layer for layer in self._layers if isinstance(layer, Activation))
+        """Every activation layer, those inside residual blocks included (in order, body before shortcut)."""
+        return tuple(layer for layer in _walk(self._layers) if isinstance(layer, Activation))
 
     def __len__(self) -> int:
         return len(self._layers)
@@ -130,9 +136,14 @@ class Network:
     def __call__(self, x: Any) -> np.ndarray:
         """Forward pass of one input or of a batch (first axis)."""
         h, single = self._batch(x)
+        h = self.forward_batch(h)
+        return h[0] if single else h
+
+    def forward_batch(self, h: np.ndarray) -> np.ndarray:
+        """Forward pass of a batch ``(N, *input_shape)`` (no shape guessing)."""
         for layer in self._layers:
             h = layer.forward(h)
-        return h[0] if single else h
+        return h
 
     def jacobian(self, x: Any) -> np.ndarray:
         """The Jacobian ``(n_out, n_in)`` at one input ``x`` (batch: ``(N, n_out, n_in)``).
@@ -142,26 +153,30 @@ class Network:
         """
         h, single = self._batch(x)
         n = h.shape[0]
-        jac = np.broadcast_to(np.eye(self.n_in), (n, self.n_in, self.n_in)).copy()
+        jac = np.broadcast_to(np.eye(self.n_in).reshape(*self.input_shape, self.n_in), (n, *self.input_shape, self.n_in)).copy()
+        jac = self.push_jacobian(h, jac).reshape(n, -1, self.n_in)
+        return jac[0] if single else jac
+
+    def push_jacobian(self, h: np.ndarray, jac: np.ndarray) -> np.ndarray:
+        """``J(h) jac`` for a batch ``h`` and tangents ``jac`` of shape ``(N, *input_shape, n_cols)``."""
         for i, layer in enumerate(self._layers):
             jac = self._layer_jvp(i, layer, h, jac)
             h = layer.forward(h)
-        jac = jac.reshape(n, -1, self.n_in)
-        return jac[0] if single else jac
+        return jac
 
     def _layer_jvp(self, i: int, layer: Layer, h: np.ndarray, jac: np.ndarray) -> np.ndarray:
-        """Push the Jacobian ``jac`` (batch, *shape_i, n_in) through layer ``i`` at inputs ``h``."""
-        n = h.shape[0]
+        """Push the Jacobian ``jac`` (batch, *shape_i, n_cols) through layer ``i`` at inputs ``h``."""
+        n, cols = h.shape[0], jac.shape[-1]
         if isinstance(layer, Activation):
             d = layer.derivative(h).reshape(n, -1, 1)
-            return (jac.reshape(n, -1, self.n_in) * d).reshape(n, *self._shapes[i + 1], self.n_in)
+            return (jac.reshape(n, -1, cols) * d).reshape(n, *self._shapes[i + 1], cols)
         if isinstance(layer, Dense):
-            return np.einsum("oi,nij->noj", layer.weight, jac.reshape(n, -1, self.n_in))
-        linear = getattr(layer, "linear_jvp", None)
-        if linear is not None:
-            return linear(h, jac, self._shapes[i], self._shapes[i + 1])
+            return np.einsum("oi,nij->noj", layer.weight, jac.reshape(n, -1, cols))
+        rule = getattr(layer, "linear_jvp", None) or getattr(layer, "jvp", None)
+        if rule is not None:
+            return rule(h, jac, self._shapes[i], self._shapes[i + 1])
         if isinstance(layer, Flatten):
-            return jac.reshape(n, *self._shapes[i + 1], self.n_in)
+            return jac.reshape(n, *self._shapes[i + 1], cols)
         raise UnsupportedLayerError(f"layer {i} ({layer.describe()}): no Jacobian rule")
 
     # ------------------------------------------------------------------ symbolic
@@ -192,6 +207,12 @@ class Network:
             else:
                 raise UnsupportedLayerError(f"layer {i} ({layer.describe()}): no sympy form")
         return h
+
+
+def _walk(layers):
+    for layer in layers:
+        yield layer
+        yield from _walk(getattr(layer, "layers", ()))
 
 
 def _infer_input_shape(layers: Sequence[Layer]) -> Shape:
