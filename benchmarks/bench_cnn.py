@@ -58,7 +58,7 @@ def peak_memory(fn) -> tuple[float, object]:
 
 
 def main() -> None:
-    from lipverify.conv.operators import _ABS_CACHE
+    from lipverify.ir.operators import _ABS_CACHE
 
     net = cifar_cnn()
     x = np.random.default_rng(1).normal(size=net.input_shape)

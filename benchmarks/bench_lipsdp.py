@@ -35,7 +35,7 @@ import scipy.linalg
 
 import lipverify as lv
 from lipverify import sdp
-from lipverify.bounds.chain import linear_chain
+from lipverify.ir.views import linear_chain
 from lipverify.sdp import solvers
 
 

@@ -41,7 +41,8 @@ __all__ = [
     "METHODS", "NORMS", "Activation", "AvgPool2d", "BatchNorm2d", "Bound", "CertificationError", "Comparison", "Conv2d",
     "Dense", "Flatten", "GELU", "MaxPool2d",
     "Identity", "Layer", "LeakyReLU", "LipVerifyError", "ModelFormatError", "Network", "NotApplicableError",
-    "InternalConsistencyError", "NumericalError", "ReLU", "Residual", "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
+    "InternalConsistencyError", "NumericalError", "ReLU", "Residual",
+    "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
     "UnsupportedLayerError", "bound", "certified_radius", "compare", "exact", "from_torch", "load", "localize",
     "lower_bound", "parse_norm", "save",
 ]

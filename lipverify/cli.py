@@ -284,7 +284,7 @@ class _Run:
             print(line, flush=True)
 
     def model(self, name: str, net: Network, constants: dict) -> Comparison:
-        from .conv.dispatch import cnn
+        from .ir.graph import conv_variants as cnn
 
         args = self.args
         rows: list = []

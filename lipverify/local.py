@@ -97,52 +97,55 @@ def _parse_box(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def localize(net: Network, domain: Any) -> Network:
-    """The network with every activation narrowed to its slopes on the box ``domain = (lower, upper)``."""
+    """The network with every activation narrowed to its slopes on the box ``domain = (lower, upper)`` (inside
+    residual blocks too)."""
     lo, hi = _parse_box(net, domain)
-    x = Interval.from_bounds(lo[:, None], hi[:, None])
-    layers = []
-    for i, layer in enumerate(net.layers):
+    _, layers = _propagate(net.layers, Interval.from_bounds(lo[:, None], hi[:, None]), "local bounds: ")
+    return Network(layers, input_shape=net.input_shape)
+
+
+def output_enclosure(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Rigorous bounds ``(lower, upper)`` of the outputs of a fully connected (or residual) network on the box."""
+    lo, hi = _parse_box(net, domain)
+    x, _ = _propagate(net.layers, Interval.from_bounds(lo[:, None], hi[:, None]), "output enclosure: ")
+    out_lo, out_hi = x.bounds()
+    return out_lo[:, 0], out_hi[:, 0]
+
+
+def _propagate(layers, x: Interval, where: str) -> tuple[Interval, list]:
+    """Interval bound propagation of the column enclosure ``x`` through ``layers``; returns the output enclosure and
+    the layers with every activation narrowed to its slopes on the enclosure of its input."""
+    from .residual import Residual
+
+    out: list = []
+    for i, layer in enumerate(layers):
         if isinstance(layer, Dense):
             x = x.left_matmul(layer.weight, layer.weight_radius)
             bias = layer.bias[:, None]
             b_rad = np.zeros_like(bias) if layer.bias_radius is None else layer.bias_radius[:, None]
             z_lo, z_hi = x.bounds()
             x = Interval.from_bounds(down(down(z_lo + bias) - b_rad), up(up(z_hi + bias) + b_rad))  # one rounding each
-            layers.append(layer)
+            out.append(layer)
         elif isinstance(layer, Activation):
             z_lo, z_hi = x.bounds()
             a, b = layer.narrow_slopes(z_lo[:, 0], z_hi[:, 0])
-            layers.append(LocalActivation(layer, a, b))
-            out_lo, out_hi = layer.range_on(z_lo, z_hi)
-            x = Interval.from_bounds(out_lo, out_hi)
+            out.append(LocalActivation(layer, a, b))
+            x = Interval.from_bounds(*layer.range_on(z_lo, z_hi))
         elif isinstance(layer, Flatten):
-            layers.append(layer)
+            out.append(layer)
+        elif isinstance(layer, Residual):  # the sum of the branches' enclosures (proofs/residual.md)
+            inner = f"{where}layer {i} (Residual) "
+            yb, body = _propagate(layer.body, x, inner + "body: ")
+            ys, short = _propagate(layer.shortcut, x, inner + "shortcut: ") if layer.shortcut else (x, None)
+            (b_lo, b_hi), (s_lo, s_hi) = yb.bounds(), ys.bounds()
+            x = Interval.from_bounds(down(b_lo + s_lo), up(b_hi + s_hi))
+            out.append(Residual(body, short))
         else:
             raise NotApplicableError(
-                f"local bounds: layer {i} ({layer.describe()}) has no interval propagation yet; "
-                "local bounds are implemented for fully connected networks"
+                f"{where}layer {i} ({layer.describe()}) has no interval propagation yet; "
+                "local bounds are implemented for fully connected and residual fully connected networks"
             )
-    return Network(layers, input_shape=net.input_shape)
-
-
-def output_enclosure(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Rigorous bounds ``(lower, upper)`` of the outputs of a fully connected network on the box."""
-    lo, hi = _parse_box(net, domain)
-    x = Interval.from_bounds(lo[:, None], hi[:, None])
-    for i, layer in enumerate(net.layers):
-        if isinstance(layer, Dense):
-            x = x.left_matmul(layer.weight, layer.weight_radius)
-            b_rad = np.zeros(layer.n_out) if layer.bias_radius is None else layer.bias_radius
-            z_lo, z_hi = x.bounds()
-            bias = layer.bias[:, None]
-            x = Interval.from_bounds(down(down(z_lo + bias) - b_rad[:, None]), up(up(z_hi + bias) + b_rad[:, None]))
-        elif isinstance(layer, Activation):
-            z_lo, z_hi = x.bounds()
-            x = Interval.from_bounds(*layer.range_on(z_lo, z_hi))
-        elif not isinstance(layer, Flatten):
-            raise NotApplicableError(f"output enclosure: layer {i} ({layer.describe()}) is not supported")
-    out_lo, out_hi = x.bounds()
-    return out_lo[:, 0], out_hi[:, 0]
+    return x, out
 
 
 def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | None = None, method: str | None = None,

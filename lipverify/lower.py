@@ -20,11 +20,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import rigorous
-from .bounds.chain import linear_chain
-from .bounds.enclosure import enclose
 from .conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
-from .conv.program import conv_matrix, explicit_nnz, is_cnn, linear_op
 from .errors import LipVerifyError, NumericalError, UnsupportedLayerError
+from .ir.graph import explicit_nnz, is_cnn, linear_op, lower
+from .ir.passes import enclosure_rows
+from .ir.views import conv_matrix
 from .layers import LIBM_REL, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU  # noqa: F401  (LIBM_REL: defined once, in layers.py)
 from .network import Network
 from .norms import NormLike, parse_norm
@@ -56,17 +56,22 @@ def jacobian_norm(jac: np.ndarray, norm: str) -> np.ndarray:
     return np.linalg.norm(jac, ord=2, axis=(1, 2))
 
 
-def _forward_with_errors(net: Network, x: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Float inputs ``z`` of every activation layer (by layer index) with rigorous bounds ``|z - z_exact|``.
+def _certified_walk(layers, h: np.ndarray, err: np.ndarray, where: str, records: dict | None = None):
+    """Float forward pass of ``layers`` at ``h`` (with ``|h - h_exact| <= err``) that replaces every activation by
+    a :class:`~lipverify.local.LocalActivation` whose per-neuron slopes are intervals containing ``σ'(z_exact)``
+    at its exact input.  Returns ``(h, err, layers)``, or ``None`` when an input may sit on a kink.
 
     Dense: ``|fl(Wh + b) - (W_exact h_exact + b_exact)| <= gamma_{n+1}(|W||h| + |b|) + |W| e + r (|h| + e) + rb``;
     activations: ``e_out <= max(|alpha|, |beta|) e_in + forward_error(z)`` (the activation's declared, proven bound of
-    its own evaluation error at the float input; ``proofs/activations.md`` §2).
+    its own evaluation error at the float input; ``proofs/activations.md`` §2); a residual block adds its branches'
+    errors and the rounding of the sum, ``u |fl(a + b)| + eta`` (``proofs/residual.md``).  ``records`` (if given)
+    receives ``(z, |z - z_exact| bound)`` of every activation input, by layer index in ``layers``.
     """
-    h = np.asarray(x, dtype=np.float64).ravel()
-    err = np.zeros_like(h)
-    records = {}
-    for i, layer in enumerate(net.layers):
+    from .local import LocalActivation
+    from .residual import Residual
+
+    out = []
+    for i, layer in enumerate(layers):
         if isinstance(layer, Dense):
             w, b = layer.weight, layer.bias
             absw = np.abs(w)
@@ -81,20 +86,34 @@ def _forward_with_errors(net: Network, x: np.ndarray) -> dict[int, tuple[np.ndar
             if layer.bias_radius is not None:
                 e = add_up(e, layer.bias_radius)
             h, err = z, up(e)
+            out.append(layer)
         elif isinstance(layer, Activation):
-            records[i] = (h, err)
+            if records is not None:
+                records[i] = (h, err)
+            d = _derivative_interval(layer, h, err)
+            if d is None:
+                return None
+            out.append(LocalActivation(layer, *d))
             lo, hi = layer.slope_interval
-            out = layer.forward(h)
             own = np.asarray(layer.forward_error(h), dtype=np.float64)
             err = add_up(up(max(abs(lo), abs(hi)) * err), own)
             if not np.all(np.isfinite(err)):
-                raise NumericalError(f"layer {i} ({layer.describe()}): the forward error bound is not finite")
-            h = out
+                raise NumericalError(f"{where}layer {i} ({layer.describe()}): the forward error bound is not finite")
+            h = layer.forward(h)
         elif isinstance(layer, Flatten):
-            continue
+            out.append(layer)
+        elif isinstance(layer, Residual):
+            body = _certified_walk(layer.body, h, err, f"{where}layer {i} (Residual) body: ")
+            short = _certified_walk(layer.shortcut, h, err, f"{where}layer {i} (Residual) shortcut: ") \
+                if layer.shortcut else (h, err, None)
+            if body is None or short is None:
+                return None
+            h = body[0] + short[0]
+            err = add_up(body[1], short[1], up(rigorous.UNIT_ROUNDOFF * np.abs(h)), np.full_like(h, ETA))
+            out.append(Residual(body[2], short[2]))
         else:
-            raise UnsupportedLayerError(f"layer {i} ({layer.describe()}): no certified forward pass")
-    return records
+            raise UnsupportedLayerError(f"{where}layer {i} ({layer.describe()}): no certified forward pass")
+    return h, err, out
 
 
 def _derivative_interval(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -117,25 +136,20 @@ def _derivative_interval(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tu
 
 def certified_jacobian_norm(net: Network, x: np.ndarray, norm: str) -> float | None:
     """A rigorous lower bound of ``||J(x)||_p``, or ``None`` when ``x`` may lie on a kink (where ``f`` need not be
-    differentiable).  CNNs go through :func:`certified_cnn_jacobian_norm`."""
+    differentiable).  The activations' derivatives at the exact inputs are enclosed per neuron
+    (:func:`_certified_walk`), and the Jacobian, a product of the layer matrices and those diagonals (summed at
+    residual blocks), is enclosed by the graph's interval pass (:func:`lipverify.ir.passes.enclosure_rows`).
+    CNNs go through :func:`certified_cnn_jacobian_norm`."""
     if is_cnn(net):
         return certified_cnn_jacobian_norm(net, x, norm)
-    chain = linear_chain(net, "lower_bound")
-    records = _forward_with_errors(net, x)
-    alphas, betas = [], []
-    for slot, layers in enumerate(chain.slot_layers):
-        n = chain.weights[slot].shape[0]
-        interval = (np.ones(n), np.ones(n))
-        for i in layers:
-            z, ez = records[i]
-            d = _derivative_interval(net.layers[i], z, ez)
-            if d is None:
-                return None
-            interval = interval_product(interval, d)
-        alphas.append(interval[0])
-        betas.append(interval[1])
-    enc = enclose(chain, slice(None), alphas, betas)
-    return enclosure_norm_lower(enc, norm)
+    h = np.asarray(x, dtype=np.float64).ravel()
+    walked = _certified_walk(net.layers, h, np.zeros_like(h), "")
+    if walked is None:
+        return None
+    narrowed = Network(walked[2], input_shape=net.input_shape)
+    graph = lower(narrowed, "explicit", "lower_bound")
+    mid, rad = enclosure_rows(graph.steps, np.eye(net.n_in), True)  # row j: column j of the Jacobian
+    return enclosure_norm_lower(rigorous.Interval(np.ascontiguousarray(mid.T), np.ascontiguousarray(rad.T)), norm)
 
 
 def enclosure_norm_lower(enc: rigorous.Interval, norm: str) -> float:
@@ -199,7 +213,7 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
             raise ValueError(f"lower_bound: radius must be a finite number >= 0, got {radius!r}")
         lo, hi = np.full(shape, -float(radius)), np.full(shape, float(radius))
     cnn = is_cnn(net)
-    jac = _reverse_jacobians(net) if cnn or net.n_out < net.n_in else net.jacobian
+    jac = _reverse_jacobians(net) if (cnn or net.n_out < net.n_in) and not net.has_residual else net.jacobian
 
     total = samples + steps + 1 + CANDIDATES
     done = 0
@@ -468,7 +482,7 @@ def _reverse_jacobians(net: Network, chunk: int | None = None):
     layer operators, one backward pass of the ``n_out`` output basis vectors: cheaper than ``Network.jacobian``'s
     forward mode when ``n_out < n_in``), at kinks the one-sided derivative and for max-pool ties the first maximal
     cell (as ``Network.jacobian``).  For the search only."""
-    from .conv.operators import DenseOp  # here, not at the top: ``import lipverify`` stays cheap
+    from .ir.operators import DenseOp  # here, not at the top: ``import lipverify`` stays cheap
 
     ops = {}
     for i, layer in enumerate(net.layers):
@@ -622,7 +636,7 @@ def _affine_with_error(st: _Step, h: np.ndarray, err: np.ndarray) -> tuple[np.nd
 def _activation_with_error(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``fl(sigma(z))`` and a bound of its distance to ``sigma(z_exact)`` for ``|z - z_exact| <= ez``:
     ``max(|alpha|, |beta|) ez`` (mean value theorem) plus the activation's declared evaluation error at ``z``
-    (``forward_error``, ``proofs/activations.md`` §2), as in ``_forward_with_errors``."""
+    (``forward_error``, ``proofs/activations.md`` §2), as in ``_certified_walk``."""
     lo, hi = layer.slope_interval
     out = layer.forward(z)
     err = add_up(up(max(abs(lo), abs(hi)) * ez), np.asarray(layer.forward_error(z), dtype=np.float64))

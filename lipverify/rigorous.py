@@ -514,3 +514,38 @@ class Interval:
         if np.all(same):
             return Interval(np.asarray(a * self.mid, dtype=np.float64), np.zeros_like(self.mid))
         return Interval.from_bounds(new_lo, new_hi)
+
+
+# --------------------------------------------------------------------------- nonnegative operator passes
+
+
+def bound_nonneg(c: np.ndarray, k: int, extra: int = 0) -> np.ndarray:
+    """Upper bound of the exact value of a float result ``c`` of sums of ``<= k`` products of nonnegative floats
+    (plus ``extra * eta``).
+
+    The exact value is at most ``c * f_k + 2 (k + 1) eta`` with ``f_k = 1 / (1 - gamma_k)`` (the bound of
+    :func:`lipverify.rigorous.matmul_up`).  It is evaluated as ``fl(fl(c * F) + E)`` with ``F >= f_k (1 + 4u)``
+    and ``E = (4 (k + 1) + 2 extra) eta``: the two roundings lose at most a factor ``(1 - u)^2`` and ``eta / 2``
+    of underflow, which ``F`` and ``E`` absorb (``proofs/cnn_explicit.md``).
+    """
+    c = np.asarray(c, dtype=np.float64)
+    out = c * _factor(k)
+    out += (4.0 * (k + 1) + 2.0 * extra) * ETA
+    return check_finite(out, "nonnegative operator pass")
+
+
+def check_finite(x: np.ndarray, what: str) -> np.ndarray:
+    """``x`` if every entry is finite (NaN propagates through max/min), else :class:`NumericalError`."""
+    if x.size and not (math.isfinite(float(np.max(x))) and math.isfinite(float(np.min(x)))):
+        _check_finite(np.array([np.nan]), what)
+    return x
+
+
+_FACTORS: dict[int, float] = {}
+
+
+def _factor(k: int) -> float:
+    f = _FACTORS.get(k)
+    if f is None:
+        f = _FACTORS[k] = float(up(relative_factor(k) * (1.0 + 4.0 * UNIT_ROUNDOFF)))
+    return f

@@ -21,6 +21,7 @@ from hypothesis.extra.numpy import arrays
 from .conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
 from .layers import GELU, Activation, Dense, Flatten, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
 from .network import Network
+from .residual import Residual
 
 #: activation factories the strategies draw from, simplest first (shrinking goes to the first)
 ACTIVATION_FACTORIES = {
@@ -82,7 +83,96 @@ def _networks(draw, min_depth, max_depth, min_width, max_width, min_inputs, max_
 
 
 def activations_of(net: Network) -> list[Activation]:
-    return [layer for layer in net.layers if isinstance(layer, Activation)]
+    return list(net.activations)
+
+
+# --------------------------------------------------------------------------- residual networks
+
+
+def residual_networks(*, conv: bool = False, min_blocks: int = 1, max_blocks: int = 2, max_width: int = 4,
+                      max_channels: int = 2, max_size: int = 4, max_outputs: int = 3,
+                      activations: tuple[str, ...] = ("relu", "leakyrelu", "identity", "tanh", "sigmoid"),
+                      weight_bound: float = 2.0) -> st.SearchStrategy[Network]:
+    """Residual networks: fully connected ``Dense act [Residual(Dense act Dense, shortcut) act]* Dense``, or with
+    ``conv=True`` ``Conv act [Residual(Conv [BN] act Conv, shortcut) act [pool]]* Flatten Dense``.  Each shortcut is
+    the identity or a projection (a Dense layer; a 1×1 convolution, optionally with stride 2 when the body strides
+    too); blocks may nest one level (a block inside a body).
+
+    >>> from hypothesis import given
+    >>> @given(residual_networks(conv=True, max_blocks=1))
+    ... def check(net):
+    ...     assert net.has_residual and net(np.zeros(net.input_shape)).shape == net.output_shape
+    >>> check()
+    """
+    _check_range("blocks", min_blocks, max_blocks, 1)
+    _check_range("width", 1, max_width, 1)
+    _check_range("channels", 1, max_channels, 1)
+    _check_range("size", 2, max_size, 2)
+    _check_range("outputs", 1, max_outputs, 1)
+    unknown = [a for a in activations if a not in ACTIVATION_FACTORIES]
+    if unknown or not activations:
+        raise ValueError(f"residual_networks(): unknown activations {unknown}; choose from {list(ACTIVATION_FACTORIES)}")
+    if not (isinstance(weight_bound, (int, float)) and 0 < weight_bound < 1e6):
+        raise ValueError(f"weight_bound must be a positive number below 1e6, got {weight_bound!r}")
+    return _residual_networks(conv, min_blocks, max_blocks, max_width, max_channels, max_size, max_outputs,
+                              tuple(activations), float(weight_bound))
+
+
+@st.composite
+def _residual_networks(draw, conv, min_blocks, max_blocks, max_width, max_channels, max_size, max_outputs,
+                       activations, bound):
+    def act():
+        return ACTIVATION_FACTORIES[draw(st.sampled_from(activations))]()
+
+    if not conv:
+        n_in, width = draw(st.integers(1, max_width)), draw(st.integers(1, max_width))
+
+        def dense(o, i):
+            return Dense(_weights(draw, (o, i), bound), _weights(draw, (o,), bound))
+
+        def fc_block(w, depth):
+            mid = draw(st.integers(1, max_width))
+            body = [dense(mid, w), act()]
+            if depth == 0 and draw(st.booleans()):
+                body.append(fc_block(mid, 1))
+            body.append(dense(w, mid))
+            return Residual(body, [dense(w, w)] if draw(st.booleans()) else None)
+
+        layers = [dense(width, n_in), act()]
+        for _ in range(draw(st.integers(min_blocks, max_blocks))):
+            layers += [fc_block(width, 0), act()]
+        layers.append(dense(draw(st.integers(1, max_outputs)), width))
+        return Network(layers, input_shape=(n_in,))
+
+    c = draw(st.integers(1, max_channels))
+    size = h = w = draw(st.integers(2, max_size))
+    c0 = draw(st.integers(1, max_channels))
+
+    def conv3(co, ci, stride=1):
+        bias = _weights(draw, (co,), bound) if draw(st.booleans()) else None
+        return Conv2d(_weights(draw, (co, ci, 3, 3), bound), bias, stride=stride, padding=1)
+
+    layers = [conv3(c, c0), act()]
+    for _ in range(draw(st.integers(min_blocks, max_blocks))):
+        c_out = draw(st.integers(1, max_channels))
+        stride = 2 if h >= 4 and draw(st.booleans()) else 1
+        body = [conv3(c_out, c, stride)]
+        if draw(st.booleans()):
+            var = draw(arrays(np.float64, (c_out,), elements=st.floats(0.25, 4.0)))
+            body.append(BatchNorm2d(_weights(draw, (c_out,), bound), _weights(draw, (c_out,), bound),
+                                    _weights(draw, (c_out,), bound), var))
+        body += [act(), conv3(c_out, c_out)]
+        projection = c_out != c or stride != 1 or draw(st.booleans())
+        short = [Conv2d(_weights(draw, (c_out, c, 1, 1), bound), stride=stride)] if projection else None
+        layers += [Residual(body, short), act()]
+        c, h, w = body[0].output_shape((c, h, w))
+        if h >= 2 and draw(st.booleans()):
+            pool = draw(st.sampled_from([MaxPool2d, AvgPool2d]))(2)
+            layers.append(pool)
+            c, h, w = pool.output_shape((c, h, w))
+    n_out = draw(st.integers(1, max_outputs))
+    layers += [Flatten(), Dense(_weights(draw, (n_out, c * h * w), bound), _weights(draw, (n_out,), bound))]
+    return Network(layers, input_shape=(c0, size, size))
 
 
 # --------------------------------------------------------------------------- convolutional networks

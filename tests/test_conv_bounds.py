@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lipverify as lv
-from lipverify.conv import program as conv_program
-from lipverify.conv.program import conv_matrix
+from lipverify.ir import graph as conv_program
+from lipverify.ir.views import conv_matrix
 from lipverify.strategies import conv_networks
 
 REL = 1e-9  # the two variants round differently; both are rigorous

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 import lipverify as lv
-from lipverify.conv.operators import ChannelScaleOp, ConvOp, DenseOp, SparseOp, bound_nonneg
-from lipverify.conv.program import SparsePool, TensorPool, conv_matrix, linear_op
+from lipverify.ir.graph import linear_op
+from lipverify.ir.operators import ChannelScaleOp, ConvOp, DenseOp, SparseOp
+from lipverify.ir.pooling import SparsePool, TensorPool
+from lipverify.ir.views import conv_matrix
+from lipverify.rigorous import bound_nonneg
 
 LAYERS = [
     (lv.Conv2d(np.random.default_rng(0).normal(size=(3, 2, 3, 3)), stride=2, padding=1), (2, 7, 6)),
@@ -133,7 +136,7 @@ def test_l2_bounds_of_an_operator():
 
 @pytest.mark.parametrize("layer,shape", LAYERS[:5])
 def test_implicit_l2_bound_of_a_convolution_is_sound_and_not_worse_than_the_majorant(layer, shape):
-    from lipverify.conv.operators import BatchedOp
+    from lipverify.ir.operators import BatchedOp
 
     explicit, implicit = _representations(layer, shape)
     true = np.linalg.norm(explicit.matrix.toarray(), 2)
@@ -203,7 +206,7 @@ def test_l2_bounds_of_a_convolution_with_entries_near_the_float_limits(kernel, e
     2^1000 and lost everything to underflow (a bound ~1e-162 for a norm ~1e-300) near 2^-1000."""
     import mpmath
 
-    from lipverify.conv.operators import BatchedOp
+    from lipverify.ir.operators import BatchedOp
 
     shape = (1, 4, 4)
     layer = lv.Conv2d(kernel, stride=stride, padding=padding)
@@ -221,8 +224,8 @@ def test_l2_bounds_of_a_convolution_with_entries_near_the_float_limits(kernel, e
 
 def test_l2_majorant_of_a_convolution_beyond_the_float_range_raises():
     """A bound above the largest float is refused (``NumericalError``), never returned as ``inf``."""
-    from lipverify.conv.operators import BatchedOp
     from lipverify.errors import NumericalError
+    from lipverify.ir.operators import BatchedOp
 
     # ||W||_2 = (2 cos(pi/10))^2 2^1023 ~ 1.8 * 2^1024 (the 1-D factor [1, 1] on 4 cells, padding 1): above max float
     layer = lv.Conv2d(np.full((1, 1, 2, 2), 2.0**1023), padding=1)

@@ -164,8 +164,8 @@ def _cp_k1_l2(weights):
 
 
 def test_k2_out_of_budget_is_capped_by_the_cheaper_bounds():
-    from lipverify.bounds.chain import linear_chain
     from lipverify.bounds.k2 import _Search
+    from lipverify.ir.views import linear_chain
 
     rng = np.random.default_rng(0)
     dims = [10, 20, 15, 10, 3]

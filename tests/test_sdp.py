@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import lipverify as lv
 from lipverify import sdp, zoo
-from lipverify.bounds.chain import linear_chain
+from lipverify.ir.views import linear_chain
 from lipverify.sdp import solvers
 
 

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import given, settings
 
 import lipverify as lv
-from lipverify.bounds.chain import linear_chain
+from lipverify.ir.views import linear_chain
 from lipverify.strategies import networks
 
 CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lipverify as lv
-from lipverify.bounds.chain import linear_chain
 from lipverify.bounds.ksdp import _exact_weights, _Layout, _loss_report, _Relaxation
+from lipverify.ir.views import linear_chain
 from lipverify.strategies import networks
 from lipverify.zoo import sawtooth, yarotsky_square
 

@@ -28,6 +28,7 @@ from .records import (
     CNN_STEPS,
     COMPARE_TIME,
     FC_STEPS,
+    GRAPH_STEPS,
     K2_NODES,
     K2_SEED,
     K2_TIME,
@@ -62,9 +63,9 @@ def _ksdp(net: Network, norm: NormLike = "inf", **options) -> Bound:
 
 #: every registered bound method, by id (the README's methods table lists exactly these)
 METHODS: dict[str, Method] = {m.id: m for m in (
-    Method("kstar", kstar, ("1", "2", "inf"), CNN_STEPS, ("implicit", "explicit"), "upper", "linear",
+    Method("kstar", kstar, ("1", "2", "inf"), GRAPH_STEPS, ("implicit", "explicit"), "upper", "linear",
            "proofs/kstar.md", "product of the layer norms times the largest slopes"),
-    Method("k1", k1, ("1", "2", "inf"), CNN_STEPS, ("explicit",), "upper", "quadratic", "proofs/k1.md",
+    Method("k1", k1, ("1", "2", "inf"), GRAPH_STEPS, ("explicit",), "upper", "quadratic", "proofs/k1.md",
            "Combettes–Pesquet partial products, generalised to slopes in [α, β]",
            extra={"conv_reason": "K1 needs norms of partial products W_k ⋯ W_j of the layers, which are not "
                                  "computable from the kernels alone"}),
@@ -72,10 +73,10 @@ METHODS: dict[str, Method] = {m.id: m for m in (
            "proofs/k2.md", "Virmaux–Scaman: max over vertex activation patterns (branch and bound)",
            budgets=(K2_NODES, K2_TIME, K2_SEED), progress=True, progress_unit="nodes",
            extra={"conv_reason": "the vertex search evaluates products of the layer matrices"}),
-    Method("k3", k3, ("1", "inf"), CNN_STEPS, ("implicit", "explicit"), "upper", "linear", "proofs/k3.md",
+    Method("k3", k3, ("1", "inf"), GRAPH_STEPS, ("implicit", "explicit"), "upper", "linear", "proofs/k3.md",
            "norm of the product of entrywise absolute weights",
            norm_reason="K3 bounds an l1/l∞ induced norm by a nonnegative matrix's row/column sums"),
-    Method("k4", k4, ("1", "inf"), CNN_STEPS, ("implicit", "explicit"), "upper", "linear", "proofs/k4.md",
+    Method("k4", k4, ("1", "inf"), GRAPH_STEPS, ("implicit", "explicit"), "upper", "linear", "proofs/k4.md",
            "sign-aware path bound (interval enclosure)",
            norm_reason="K4 bounds an l1/l∞ induced norm by entrywise magnitudes"),
     Method("kcp", kcp, ("1", "inf"), FC_STEPS, (), "upper", "quadratic", "proofs/kcp.md",
@@ -119,8 +120,8 @@ def bound(net: Network, method: str, norm: NormLike = 2, *, input_shape: tuple[i
     Raises ``ValueError`` for an unknown method or norm (listing the valid ones) and
     :class:`~lipverify.errors.NotApplicableError` when the method's record does not list the norm.
     """
-    from ..conv.dispatch import cnn
     from ..io import as_network
+    from ..ir.graph import conv_variants as cnn
 
     net = as_network(net, input_shape)
     fn = _method(method)
@@ -249,8 +250,8 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
     (only the given one with ``conv=...``): a Bound's ``details["conv"]`` names its variant, a Skipped row's
     reason starts with ``conv=<variant>: ``.  Fully connected networks ignore ``conv``.
     """
-    from ..conv.dispatch import cnn
     from ..io import as_network
+    from ..ir.graph import conv_variants as cnn
 
     started = time.perf_counter()
     if time_limit is not None and not time_limit >= 0:

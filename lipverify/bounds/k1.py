@@ -5,16 +5,18 @@ from __future__ import annotations
 import time
 from fractions import Fraction
 
-from ..conv.dispatch import cnn as _cnn
-from ..conv.dispatch import cnn_bound as _cnn_bound
+from ..errors import NotApplicableError
+from ..ir.chain import LinearChain, exact_norm, to_fraction
+from ..ir.graph import exact_matrices, lower
+from ..ir.views import chain_of, check_dense_products
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
 from ..rigorous import Interval, abs_norm_upper, up
-from .chain import LinearChain, exact_norm, linear_chain, to_fraction
-from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, require_norm
+from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, graph_upper_bound, overflow_checked, require_norm
 
 
+@overflow_checked
 def k1(net: Network, norm: NormLike = 2, *, conv: str | None = None, arithmetic: str = "auto") -> Bound:
     """K1: every ``D_l = c_l I + r_l Δ_l`` with ``c = (α+β)/2``, ``r = (β-α)/2``, ``||Δ_l|| <= 1``; expanding
     the product and bounding each term by the norms of its uncut groups gives the recursion
@@ -23,12 +25,23 @@ def k1(net: Network, norm: NormLike = 2, *, conv: str | None = None, arithmetic:
 
     and ``K1 = T_L``.  For slopes in ``[0, 1]`` this is Combettes–Pesquet's ``θ_L / 2^{L-1}``.  Valid in
     every p-norm (1, 2, ∞); ``K2 <= K1 <= K*``.  Cost: ``O(L^2)`` partial products.  Proof: ``proofs/k1.md``.
+
+    Networks with max pooling or residual blocks: K1 of each chain of linear and activation steps between
+    them, multiplied by the max-pool norms (``||A_2 M A_1|| <= ||A_2|| ||M|| ||A_1||``, ``proofs/maxpool.md``)
+    and, at a residual block, by the sum of its branches' values (``proofs/residual.md``).  Convolutions need
+    their matrices (``conv='explicit'``, the default).
     """
     started = time.perf_counter()
     p = require_norm("k1", norm, ("1", "2", "inf"))
-    if _cnn(net, conv):  # convolutional networks: lipverify.conv (explicit or implicit)
-        return _cnn_bound("k1", net, p, conv)
-    chain = linear_chain(net, "k1")
+    graph = lower(net, "explicit", "k1")
+    if graph.is_cnn and conv == "implicit":
+        raise NotApplicableError("k1 with conv='implicit': K1 needs norms of partial products W_k ⋯ W_j of the "
+                                 "layers, which are not computable from the kernels alone; use conv='explicit'")
+    if graph.is_cnn or graph.has_maxpool or graph.has_sum:
+        chains: list = []
+        value = _k1_graph(graph.steps, graph.n_in, p, chains)
+        return graph_upper_bound("k1", p, value, started, graph, {"segments": len(chains)})
+    chain = chain_of(graph.steps, graph.n_in, exact_matrices(graph))
     use_exact = choose_arithmetic("k1", arithmetic, chain, p)
     if use_exact:
         return exact_upper_bound("k1", p, _k1_exact(chain, p), started)
@@ -84,3 +97,29 @@ def _k1_float(chain: LinearChain, p: str) -> float:
 
 def _dense(w):
     return w.toarray() if hasattr(w, "toarray") else w
+
+
+def _k1_graph(steps, width: int, p: str, chains: list) -> float:
+    """K1 of the chains between max-pool steps and residual blocks, times the pool norms and the blocks' branch
+    sums (each branch bounded the same way)."""
+    value, segment = 1.0, []
+    for s in list(steps) + [None]:
+        if s is not None and s.kind in ("linear", "act"):
+            segment.append(s)
+            continue
+        if segment:
+            chain = chain_of(segment, width, None)
+            check_dense_products([chain], "k1")
+            chains.append(chain)
+            value = float(up(value * _k1_float(chain, p)))
+            width, segment = chain.n_out, []
+        if s is None:
+            break
+        if s.kind == "maxpool":
+            value, width = float(up(value * s.op.norm_up(p))), s.op.n_out
+        else:
+            total = 0.0
+            for branch in s.op:
+                total = float(up(total + _k1_graph(branch.steps, width, p, chains)))
+            value, width = float(up(value * total)), s.op[0].n_out
+    return value

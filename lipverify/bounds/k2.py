@@ -10,14 +10,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..conv.dispatch import cnn as _cnn
+from ..ir.chain import LinearChain
+from ..ir.graph import conv_variants
+from ..ir.passes import enclose
+from ..ir.views import cnn_chain, linear_chain
 from ..network import Network
 from ..norms import NormLike
 from ..result import OUTWARD, Bound
 from ..rigorous import down, nonneg_spectral_upper, spectral_norm_lower, spectral_norm_upper, sum_down, sum_up, up
-from .chain import LinearChain, linear_chain
 from .common import require_norm
-from .enclosure import enclose, layer_slopes
 from .records import K2_NODES, limit_hint
 
 
@@ -28,7 +29,7 @@ def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = K2_NODES.defaul
     (the sup over the slope box is attained at a vertex because the norm is convex), for p in {1, 2, ∞}.
 
     Best-first branch-and-bound over activation patterns.  A node fixes the first neurons to ``α`` or
-    ``β`` and is bounded by the interval enclosure of :mod:`lipverify.bounds.enclosure` (the K4 bound
+    ``β`` and is bounded by the interval enclosure of :func:`lipverify.ir.passes.enclose` (the K4 bound
     with per-neuron slopes; for l2 the spectral norm of its magnitude), a leaf is evaluated with
     rigorous rounding.  l∞ splits by output row and l1 by input column.  NP-hard in general.
 
@@ -53,10 +54,8 @@ def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = K2_NODES.defaul
     p = require_norm("k2", norm, ("1", "2", "inf"))
     if max_nodes < 1 or (time_limit is not None and not time_limit > 0):
         raise ValueError(f"k2: max_nodes must be >= 1 and time_limit > 0, got {max_nodes}, {time_limit}")
-    is_cnn = _cnn(net, conv)
-    if is_cnn:  # CNNs: the explicit sparse chain (lipverify.conv); no max pooling
-        from ..conv.bounds import cnn_chain
-
+    is_cnn = conv_variants(net, conv)
+    if is_cnn:  # CNNs: the explicit sparse chain; no max pooling
         chain = cnn_chain(net, "k2", conv)
     else:
         chain = linear_chain(net, "k2")
@@ -118,7 +117,7 @@ class _Search:
         self.chain, self.p, self.max_nodes, self.deadline, self.rel_tol = chain, p, max_nodes, deadline, rel_tol
         self.progress = progress
         self.rng = np.random.default_rng(seed)
-        self.alphas, self.betas = layer_slopes(chain)
+        self.alphas, self.betas = chain.layer_slopes()
         # neurons whose slope interval is a point need no branching
         self.order = [(l, i) for l, a in enumerate(self.alphas) for i in range(a.size) if a[i] != self.betas[l][i]]
         self.problems = list(range(chain.n_in)) if p == "1" else [None]

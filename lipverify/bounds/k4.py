@@ -1,4 +1,5 @@
-"""K4, the sign-aware path bound for l1 and l∞ (proof: ``proofs/k4.md``)."""
+"""K4, the sign-aware path bound for l1 and l∞ (proof: ``proofs/k4.md``; max pooling ``proofs/maxpool.md``;
+residual blocks ``proofs/residual.md``)."""
 
 from __future__ import annotations
 
@@ -7,28 +8,30 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..conv.dispatch import cnn as _cnn
-from ..conv.dispatch import cnn_bound as _cnn_bound
+from ..ir.graph import exact_matrices, graph_widths, lower
+from ..ir.passes import enclosure_rows, exact_enclosure, graph_identity, k3_rows
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound
-from ..rigorous import sum_up
-from .chain import linear_chain
-from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, require_norm
-from .enclosure import enclose, enclose_exact
+from ..rigorous import matmul_up, sum_up, up
+from .common import choose_graph_arithmetic, exact_upper_bound, graph_upper_bound, overflow_checked, require_norm
 
-#: columns propagated together (memory: two float matrices of width x batch per layer)
-BATCH = 512
+#: rows (l∞) or columns (l1) propagated together (memory: two float matrices of batch x width per layer)
+BATCH = 256
 
 
+@overflow_checked
 def k4(net: Network, norm: NormLike = "inf", *, conv: str | None = None, arithmetic: str = "auto") -> Bound:
-    """K4 = ``|| max(P_L, N_L) ||_p`` for p in {1, ∞}, where ``[-N_L, P_L]`` encloses every
-    ``W_L D_{L-1} ⋯ D_1 W_1`` with ``D_l`` in its slope box.
+    """K4 = ``|| max(|lo|, |hi|) ||_p`` for p in {1, ∞}, where ``[lo, hi]`` encloses every product
+    ``W_L D_{L-1} ⋯ D_1 W_1`` with ``D_l`` in its slope box (max-pool matrices and residual sums included).
 
-    For slopes in ``[0, 1]``: ``P_1 = W_1⁺``, ``N_1 = W_1⁻``, ``P_{l+1} = W⁺P + W⁻N``,
-    ``N_{l+1} = W⁺N + W⁻P``, and K4 = ``½ || |W_L|⋯|W_1| + |W_L⋯W_1| ||_p``.  General intervals use exact
-    interval products.  l1 propagates the ``n_in`` input columns, l∞ the ``n_out`` output rows (the
-    transposed chain).  ``K2 <= K4 <= K3``.  Proof: ``proofs/k4.md``.
+    For slopes in ``[0, 1]``: ``P_1 = W_1⁺``, ``N_1 = W_1⁻``, ``P_{l+1} = W⁺P + W⁻N``, ``N_{l+1} = W⁺N + W⁻P``, and
+    K4 = ``½ || |W_L|⋯|W_1| + |W_L⋯W_1| ||_p``.  General intervals use exact interval products.  l1 encloses
+    the ``n_in`` input columns (forward passes), l∞ the ``n_out`` output rows (backward passes), batched.
+
+    l∞ with max pooling: the rows are enclosed only after the last max-pool layer ``M``; for a row ``w`` there
+    and the product ``A`` before ``M``, ``||w^T M A||_1 <= sum_q |w_q| max_{k in window(q)} (|A| 1)_k``, with
+    ``|A| 1`` bounded by a K3 forward pass (``proofs/maxpool.md``).  So ``K2 <= K4 <= K3``.  Proof: ``proofs/k4.md``.
 
     >>> import lipverify as lv
     >>> net = lv.Network([lv.Dense([[1, -2], [0, 1]]), lv.ReLU(), lv.Dense([[1, 1]])])
@@ -37,20 +40,29 @@ def k4(net: Network, norm: NormLike = "inf", *, conv: str | None = None, arithme
     """
     started = time.perf_counter()
     p = require_norm("k4", norm, ("1", "inf"), "K4 bounds an l1/l∞ induced norm by entrywise magnitudes")
-    if _cnn(net, conv):  # convolutional networks: lipverify.conv (explicit or implicit)
-        return _cnn_bound("k4", net, p, conv)
-    chain = linear_chain(net, "k4")
-    use_exact = choose_arithmetic("k4", arithmetic, chain, p)
-    if p == "inf":
-        chain = chain.transpose()
-    if use_exact:
-        lo, hi = enclose_exact(chain)
-        mag = np.maximum(np.abs(lo), np.abs(hi))
-        value = max((sum(col, Fraction(0)) for col in mag.T), default=Fraction(0))
-        return exact_upper_bound("k4", p, value, started)
+    graph = lower(net, conv, "k4")
+    exact = exact_matrices(graph)
+    if choose_graph_arithmetic("k4", arithmetic, exact, graph_widths(graph), p):
+        eye = graph_identity(graph.n_in if p == "1" else graph.n_out)
+        lo, hi = exact_enclosure(graph.steps, eye, eye, exact, forward=p == "1")
+        mag = np.maximum(np.abs(lo), np.abs(hi))  # columns: of the product (l1) or of its transpose (l∞)
+        return exact_upper_bound("k4", p, max((sum(v, Fraction(0)) for v in mag.T), default=Fraction(0)), started)
+    forward = p == "1"
+    steps = graph.steps
+    weights = None  # l∞ with max pooling: window max of the K3 row sums before the last max-pool layer
+    if not forward and any(s.kind == "maxpool" for s in steps):
+        last = max(i for i, s in enumerate(steps) if s.kind == "maxpool")
+        weights = steps[last].op.window_max(k3_rows(steps[:last], graph.n_in)[None, :])[0]
+        steps = steps[last + 1:]
+    n = graph.n_in if forward else graph.n_out
     value = 0.0
-    for start in range(0, chain.n_in, BATCH):
-        cols = np.arange(start, min(start + BATCH, chain.n_in))
-        mag = enclose(chain, cols).magnitude()
-        value = max(value, float(np.max(sum_up(mag, axis=0))))
-    return float_upper_bound("k4", p, value, started)
+    for begin in range(0, n, BATCH):
+        m = min(BATCH, n - begin)
+        start = np.zeros((m, n))
+        start[np.arange(m), begin + np.arange(m)] = 1.0
+        mid, rad = enclosure_rows(steps, start, forward)
+        mag = up(np.abs(mid) + rad)
+        sums = sum_up(mag, axis=1) if weights is None else matmul_up(mag, weights[:, None])[:, 0]
+        value = max(value, float(np.max(sums, initial=0.0)))
+    details = {"maxpool_rule": "k3 before the last max pool"} if weights is not None else {}
+    return graph_upper_bound("k4", p, value, started, graph, details)

@@ -7,11 +7,12 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..ir.chain import LinearChain, to_fraction
+from ..ir.views import linear_chain
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
 from ..rigorous import Interval, _check_finite, add_up, matmul_up, up
-from .chain import LinearChain, linear_chain, to_fraction
 from .common import choose_arithmetic, exact_upper_bound, float_upper_bound, require_norm
 
 

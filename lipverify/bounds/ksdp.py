@@ -31,6 +31,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import NotApplicableError
+from ..ir.chain import LinearChain, to_fraction
+from ..ir.passes import enclose
+from ..ir.views import linear_chain
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound, float_up
@@ -57,9 +60,7 @@ from ..sdp.scaling import (
     times_power_of_two,
 )
 from ..sdp.solvers import check_installed, clarabel_guard, fallback_order, solve_min_t
-from .chain import LinearChain, linear_chain, to_fraction
 from .common import float_upper_bound, require_norm
-from .enclosure import enclose
 from .kcp import kcp_rows
 from .records import KSDP_SDPS, KSDP_SIZE, limit_hint
 

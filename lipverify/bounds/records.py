@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: the step kinds a network is made of (see :func:`step_kind`)
-STEP_KINDS = ("dense", "activation", "flatten", "conv", "avgpool", "batchnorm", "maxpool")
+STEP_KINDS = ("dense", "activation", "flatten", "conv", "avgpool", "batchnorm", "maxpool", "residual")
 FC_STEPS = frozenset({"dense", "activation", "flatten"})
 CNN_STEPS = FC_STEPS | {"conv", "avgpool", "batchnorm", "maxpool"}
+#: the methods written over the graph's sums (``proofs/residual.md``)
+GRAPH_STEPS = CNN_STEPS | {"residual"}
 #: cost classes, cheapest first
 COSTS = ("linear", "quadratic", "sdp", "exponential")
 
@@ -126,6 +128,8 @@ class Method:
                 able = [m for m in _CNN_HINT if m != self.id]
                 hint = f"; for CNNs use {', '.join(able[:-1])} or {able[-1]}" if kind != "maxpool" else \
                     "; use k4 or k3 (or kstar)"
+                if kind == "residual":
+                    hint = "; for residual networks use kstar, k1, k3 or k4"
                 return f"{self.id}: layer {i} ({described}) is not supported: {self.id} handles {handled} layers{hint}"
         return None
 
@@ -145,9 +149,10 @@ def step_kind(layer: Any) -> str:
     """The step kind of a layer (:data:`STEP_KINDS`)."""
     from ..conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
     from ..layers import Activation, Dense, Flatten
+    from ..residual import Residual
 
     for cls, kind in ((Dense, "dense"), (Activation, "activation"), (Flatten, "flatten"), (Conv2d, "conv"),
-                      (AvgPool2d, "avgpool"), (BatchNorm2d, "batchnorm"), (MaxPool2d, "maxpool")):
+                      (AvgPool2d, "avgpool"), (BatchNorm2d, "batchnorm"), (MaxPool2d, "maxpool"), (Residual, "residual")):
         if isinstance(layer, cls):
             return kind
     return type(layer).__name__

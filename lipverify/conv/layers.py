@@ -4,7 +4,7 @@ They follow PyTorch's conventions (cross-correlation, zero padding, floor-mode o
 pooling counting the padding cells, max pooling padding with ``-inf``) and declare the facts the
 bounds read: output shapes, numpy forward pass and Jacobian (hook ``linear_jvp`` of
 :class:`~lipverify.Network`), sympy form (hook ``sympy_apply_vector``) and, for the linear layers,
-their operator (:mod:`lipverify.conv.operators`).
+their operator (:mod:`lipverify.ir.operators`).
 """
 
 from __future__ import annotations

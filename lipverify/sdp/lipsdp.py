@@ -40,9 +40,10 @@ from fractions import Fraction
 import numpy as np
 import scipy.sparse as sp
 
-from ..bounds.chain import LinearChain, linear_chain, to_fraction
 from ..bounds.common import require_norm
 from ..errors import CertificationError, NotApplicableError, NumericalError, SolverError
+from ..ir.chain import LinearChain, to_fraction
+from ..ir.views import linear_chain
 from ..network import Network
 from ..norms import NormLike
 from ..result import OUTWARD, Bound

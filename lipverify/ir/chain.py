@@ -1,11 +1,11 @@
-"""The linear chain ``W_L D_{L-1} W_{L-1} ⋯ D_1 W_1`` that every bias-free bound works on.
+"""Slope intervals and the matrix view ``W_L D_{L-1} W_{L-1} ⋯ D_1 W_1`` of a chain of linear steps.
 
-:func:`linear_chain` reads a network's layers: each affine layer gives a weight matrix (biases cancel in
-``f(x) - f(y)``), each activation a diagonal ``D`` with entries in its slope interval.  Two activations in
-a row compose (slopes multiply), two affine layers in a row get an identity activation (slopes
-``[1, 1]``) between them, and a network that starts or ends with an activation gets an identity matrix
-there.  A layer the FC methods cannot handle raises :class:`~lipverify.UnsupportedLayerError` naming
-its index and type; nothing is skipped.
+:class:`Slopes` is the slope interval of an activation step of the graph (:mod:`lipverify.ir.graph`).
+:class:`LinearChain` is the matrix view the methods that need layer matrices work on (K1, K2, kcp, LipSDP,
+KSDP, the lower bound's candidates); :func:`lipverify.ir.views.linear_chain` derives it from the graph:
+two activations in a row compose (slopes multiply), two linear steps in a row get an identity activation
+(slopes ``[1, 1]``) between them, and a chain that starts or ends with an activation gets an identity
+matrix there.
 """
 
 from __future__ import annotations
@@ -15,12 +15,8 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from .._lazy import LazyModule
-from ..errors import LipVerifyError, UnsupportedLayerError
-from ..layers import Activation, Dense, Flatten, slope_pair
-from ..network import Network
 from ..result import float_down, float_up
 from ..rigorous import interval_product
 
@@ -124,78 +120,18 @@ class LinearChain:
             tuple(reversed(self.slot_layers)),
         )
 
+    def layer_slopes(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per-neuron float slope arrays (rounded outward, fresh copies) for every activation slot."""
+        alphas, betas = [], []
+        for l, s in enumerate(self.slopes):
+            a, b = s.per_neuron(self.weights[l].shape[0])
+            alphas.append(np.array(a, dtype=np.float64))
+            betas.append(np.array(b, dtype=np.float64))
+        return alphas, betas
+
     @property
     def is_linear(self) -> bool:
         return all(s.lo == s.hi == 1 for s in self.slopes)
-
-
-def linear_chain(net: Network, method: str = "this method") -> LinearChain:
-    """Extract the :class:`LinearChain` of a network made of Dense, Flatten and activation layers."""
-    if net.free_symbols:
-        raise LipVerifyError(
-            f"{method}: the network has symbolic parameters {sorted(map(str, net.free_symbols))}; "
-            "numeric bounds need numbers: use net.subs({...}) first, or lv.exact for a formula"
-        )
-    weights: list = []
-    radii: list = []
-    exact: list | None = []
-    slopes: list[Slopes] = []
-    pending: Slopes | None = None  # activation slopes waiting for the next affine layer
-    pending_layers: list[int] = []
-    slot_layers: list[tuple[int, ...]] = []
-    width = net.n_in
-    for i, layer in enumerate(net.layers):
-        if isinstance(layer, Dense):
-            if pending is None and weights:
-                pending = IDENTITY_SLOPES
-            if pending is not None:
-                if not weights:  # the network starts with an activation
-                    _append_identity(weights, radii, exact, width)
-                slopes.append(pending)
-                slot_layers.append(tuple(pending_layers))
-                pending, pending_layers = None, []
-            weights.append(layer.weight)
-            radii.append(layer.weight_radius)
-            if exact is not None:
-                rational = layer.is_exact and all(v.is_Rational for v in layer.weight_exact)
-                exact = exact + [_fractions(layer)] if rational else None
-            width = layer.n_out
-        elif isinstance(layer, Activation):
-            s = Slopes(*slope_pair(layer), *getattr(layer, "neuron_slopes", (None, None)))
-            pending = s if pending is None else pending.compose(s)
-            pending_layers.append(i)
-        elif isinstance(layer, Flatten):
-            continue
-        else:
-            raise UnsupportedLayerError(
-                f"{method}: layer {i} ({layer.describe()}) is not supported: {method} handles fully connected "
-                "networks only; for CNNs use kstar, k1, k2, k3 or k4 (conv='implicit' or conv='explicit')"
-            )
-    if not weights:
-        _append_identity(weights, radii, exact, width)
-    if pending is not None:
-        slopes.append(pending)
-        slot_layers.append(tuple(pending_layers))
-        _append_identity(weights, radii, exact, width)
-    return LinearChain(tuple(weights), tuple(radii), tuple(slopes), None if exact is None else tuple(exact),
-                       tuple(slot_layers))
-
-
-def _append_identity(weights: list, radii: list, exact: list | None, n: int) -> None:
-    weights.append(sp.identity(n, format="csr", dtype=np.float64) if n > 64 else np.eye(n))
-    radii.append(None)
-    if exact is not None:
-        exact.append(np.array([[Fraction(int(i == j)) for j in range(n)] for i in range(n)], dtype=object))
-
-
-def _fractions(layer: Dense) -> np.ndarray:
-    w = layer.weight_exact
-    out = np.empty(w.shape, dtype=object)
-    for i in range(w.rows):
-        for j in range(w.cols):
-            v = w[i, j]
-            out[i, j] = Fraction(int(v.p), int(v.q))
-    return out
 
 
 def to_fraction(x: Fraction | int | sympy.Rational) -> Fraction:

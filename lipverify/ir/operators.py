@@ -21,56 +21,21 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
+from ..conv import ops
+from ..conv.layers import Conv2d
 from ..errors import NumericalError
 from ..rigorous import (
-    ETA,
-    UNIT_ROUNDOFF,
     _check_finite,
     _finite_float,
     _pow2_scale,
     _unscale,
     abs_norm_upper,
     add_up,
+    bound_nonneg,
     nonneg_spectral_upper,
-    relative_factor,
     spectral_norm_upper,
     up,
 )
-from . import ops
-from .layers import Conv2d
-
-
-def bound_nonneg(c: np.ndarray, k: int, extra: int = 0) -> np.ndarray:
-    """Upper bound of the exact value of a float result ``c`` of sums of ``<= k`` products of nonnegative floats
-    (plus ``extra * eta``).
-
-    The exact value is at most ``c * f_k + 2 (k + 1) eta`` with ``f_k = 1 / (1 - gamma_k)`` (the bound of
-    :func:`lipverify.rigorous.matmul_up`).  It is evaluated as ``fl(fl(c * F) + E)`` with ``F >= f_k (1 + 4u)``
-    and ``E = (4 (k + 1) + 2 extra) eta``: the two roundings lose at most a factor ``(1 - u)^2`` and ``eta / 2``
-    of underflow, which ``F`` and ``E`` absorb (``proofs/cnn_explicit.md``).
-    """
-    c = np.asarray(c, dtype=np.float64)
-    out = c * _factor(k)
-    out += (4.0 * (k + 1) + 2.0 * extra) * ETA
-    return check_finite(out, "nonnegative operator pass")
-
-
-def check_finite(x: np.ndarray, what: str) -> np.ndarray:
-    """``x`` if every entry is finite (NaN propagates through max/min), else :class:`NumericalError`."""
-    if x.size and not (math.isfinite(float(np.max(x))) and math.isfinite(float(np.min(x)))):
-        _check_finite(np.array([np.nan]), what)
-    return x
-
-
-_FACTORS: dict[int, float] = {}
-
-
-def _factor(k: int) -> float:
-    f = _FACTORS.get(k)
-    if f is None:
-        f = _FACTORS[k] = float(up(relative_factor(k) * (1.0 + 4.0 * UNIT_ROUNDOFF)))
-    return f
-
 
 #: |W| (+ radius) of each layer, computed once per layer object (layers are immutable)
 _ABS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -393,6 +358,7 @@ class DenseOp(BatchedOp):
 
     def __init__(self, weight: np.ndarray, radius: np.ndarray | None = None, layer=None):
         self.weight = weight
+        self.layer = layer  # the Dense layer (its exact weights serve the exact-arithmetic passes), or None
         self.has_radius = radius is not None and bool(np.any(radius))
         self.radius = radius if self.has_radius else None
 
@@ -421,6 +387,10 @@ class DenseOp(BatchedOp):
 
     def radius_backward_up(self, y):
         return bound_nonneg(y @ self.radius, self.k_backward)
+
+    def norm_up(self, p: str) -> float:
+        """``sup ||W||_p`` over ``|W - W_float| <= R`` by :func:`lipverify.rigorous.abs_norm_upper` (every norm)."""
+        return abs_norm_upper(self.weight, self.radius, p)
 
     def l2_up(self, iterations: int = 30) -> float:
         return abs_norm_upper(self.weight, self.radius, "2")
