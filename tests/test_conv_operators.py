@@ -4,13 +4,16 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lipverify as lv
-from lipverify.ir.graph import linear_op
+from lipverify.ir.graph import linear_op, lower
 from lipverify.ir.operators import ChannelScaleOp, ConvOp, DenseOp, SparseOp
 from lipverify.ir.pooling import SparsePool, TensorPool
 from lipverify.ir.views import conv_matrix
 from lipverify.rigorous import bound_nonneg
+from lipverify.strategies import conv_networks, residual_networks
 
 LAYERS = [
     (lv.Conv2d(np.random.default_rng(0).normal(size=(3, 2, 3, 3)), stride=2, padding=1), (2, 7, 6)),
@@ -244,3 +247,30 @@ def test_batchnorm_l2_bound_that_overflows_raises():
     with pytest.raises(NumericalError, match="ChannelScaleOp"):
         ChannelScaleOp(np.array([big, 1.0]), np.array([1e300, 0.0]), (2, 1, 1)).l2_up()
     assert ChannelScaleOp(np.array([2.0**1000, -3.0]), np.array([0.0, 0.0]), (2, 1, 1)).l2_up() >= 2.0**1000
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.one_of(conv_networks(max_blocks=2, max_size=5, max_channels=3), residual_networks(conv=True, max_blocks=1)))
+def test_every_linear_step_of_generated_networks_is_adjoint_and_both_representations_agree(net):
+    """On generated CNNs (residual ones included): for every linear step of the lowered graph, the implicit
+    operator and the explicit matrix are the same matrix, the adjoint identity holds, and |W| agrees."""
+    rng = np.random.default_rng(0)
+
+    def linear_steps(graph):
+        for s in graph.walk():
+            if s.kind == "linear":
+                yield s
+
+    implicit = list(linear_steps(lower(net, "implicit")))
+    explicit = list(linear_steps(lower(net, "explicit")))
+    assert len(implicit) == len(explicit) > 0
+    for si, se in zip(implicit, explicit):
+        n_out, n_in = si.op.shape
+        assert se.op.shape == (n_out, n_in) and si.index == se.index
+        eye = np.eye(n_in)
+        np.testing.assert_allclose(si.op.matmat(eye), se.op.matmat(eye), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(si.op.abs_operator().matmat(eye), se.op.abs_operator().matmat(eye), rtol=1e-13,
+                                   atol=1e-300)
+        x, y = rng.normal(size=n_in), rng.normal(size=n_out)
+        for op in (si.op, se.op):
+            assert np.dot(op.matvec(x), y) == pytest.approx(np.dot(x, op.rmatvec(y)), rel=1e-11, abs=1e-11)
