@@ -317,6 +317,10 @@ class Layer:
     def describe(self) -> str:
         return self.kind
 
+    # Hooks of :class:`~lipverify.Network` (a layer without them has no Jacobian or no sympy form):
+    # ``jvp(h, jac, shape_in, shape_out)`` pushes tangents ``jac`` (batch, *shape_in, n_cols) through the layer at
+    # inputs ``h``; ``sympy_apply_vector(hvec, shape_in, shape_out)`` maps a sympy column (C order) to the output.
+
 
 # --------------------------------------------------------------------------- floating-point error model of the activations
 
@@ -595,7 +599,14 @@ def _as_fraction(v: Any) -> Any:
 
 
 class _ActivationMeta(type):
-    """Runs :func:`check_slopes` on every activation built (including user subclasses)."""
+    """Runs :func:`check_slopes` on every activation built (including user subclasses).  A subclass that redefines
+    ``forward`` without declaring its own ``pieces`` loses the inherited ones (the exact methods must not trust
+    the two-piece form of a parent whose forward pass was changed)."""
+
+    def __init__(cls, name, bases, namespace, **kwargs):
+        super().__init__(name, bases, namespace, **kwargs)
+        if "forward" in namespace and "pieces" not in namespace:
+            cls.pieces = None
 
     def __call__(cls, *args, **kwargs):
         obj = super().__call__(*args, **kwargs)
@@ -639,6 +650,10 @@ class Activation(Layer, metaclass=_ActivationMeta):
     def is_piecewise_linear(self) -> bool:
         return False
 
+    #: ``(left, right)``: the exact slopes (sympy) on ``z < 0`` and ``z > 0`` of an activation that is linear on each
+    #: side of a single kink at 0 (ReLU, LeakyReLU, Identity); ``None`` otherwise.  Read by the exact methods.
+    pieces: ClassVar[tuple | None] = None
+
     def output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
@@ -648,6 +663,14 @@ class Activation(Layer, metaclass=_ActivationMeta):
 
     def sympy_apply(self, expr: sympy.Expr) -> sympy.Expr:
         raise NotImplementedError
+
+    def jvp(self, h: np.ndarray, jac: np.ndarray, shape_in: Shape, shape_out: Shape) -> np.ndarray:
+        n, cols = h.shape[0], jac.shape[-1]
+        d = self.derivative(h).reshape(n, -1, 1)
+        return (jac.reshape(n, -1, cols) * d).reshape(n, *shape_out, cols)
+
+    def sympy_apply_vector(self, hvec, shape_in: Shape, shape_out: Shape):
+        return hvec.applyfunc(self.sympy_apply)
 
     # declared facts about the float evaluation ---------------------------------------------------
     def forward_error(self, x: np.ndarray) -> np.ndarray:
@@ -843,6 +866,13 @@ class Dense(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         return x @ self.weight.T + self.bias
 
+    def jvp(self, h: np.ndarray, jac: np.ndarray, shape_in: Shape, shape_out: Shape) -> np.ndarray:
+        return np.einsum("oi,nij->noj", self.weight, jac.reshape(h.shape[0], -1, jac.shape[-1]))
+
+    def sympy_apply_vector(self, hvec, shape_in: Shape, shape_out: Shape):
+        w, b = self.sympy_matrices()
+        return w * hvec + b
+
     def sympy_matrices(self) -> tuple[sympy.Matrix, sympy.Matrix]:
         """``(W, b)`` as sympy matrices: exact input as given, float input as exact Rationals of the floats."""
         w = self._weight.exact
@@ -887,6 +917,12 @@ class Flatten(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         return x.reshape(x.shape[0], -1)
 
+    def jvp(self, h: np.ndarray, jac: np.ndarray, shape_in: Shape, shape_out: Shape) -> np.ndarray:
+        return jac.reshape(h.shape[0], *shape_out, jac.shape[-1])
+
+    def sympy_apply_vector(self, hvec, shape_in: Shape, shape_out: Shape):
+        return hvec
+
 
 # --------------------------------------------------------------------------- activations
 
@@ -912,6 +948,10 @@ class ReLU(_ExactlyEvaluated, Activation):
     @property
     def is_piecewise_linear(self) -> bool:
         return True
+
+    @property
+    def pieces(self) -> tuple:
+        return sympy.Integer(0), sympy.Integer(1)
 
     def forward(self, x):
         return np.maximum(x, 0.0)
@@ -993,6 +1033,10 @@ class LeakyReLU(Activation):
     def is_piecewise_linear(self) -> bool:
         return True
 
+    @property
+    def pieces(self) -> tuple:
+        return self._a, sympy.Integer(1)
+
     def forward(self, x):
         with np.errstate(over="ignore"):  # |a x| beyond the float range is inf, as it should be
             return np.where(x >= 0, x, self._a_float * x)
@@ -1036,6 +1080,10 @@ class Identity(_ExactlyEvaluated, Activation):
     @property
     def is_piecewise_linear(self) -> bool:
         return True
+
+    @property
+    def pieces(self) -> tuple:
+        return sympy.Integer(1), sympy.Integer(1)
 
     def forward(self, x):
         return x

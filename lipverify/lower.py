@@ -317,7 +317,6 @@ def _reflect(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- activation patterns (FC, PWL)
 
-_PWL_TYPES = (ReLU, LeakyReLU, Identity)
 
 
 @dataclass(frozen=True)
@@ -345,8 +344,8 @@ def _pwl_net(net: Network) -> _PwlNet | None:
     for layer in net.layers:
         if isinstance(layer, Dense):
             steps.append(("dense", layer.weight, layer.bias))
-        elif type(layer) in _PWL_TYPES:  # exact types: a subclass may change the forward pass
-            neg, pos = (float(layer.derivative(np.array([v]))[0]) for v in (-1.0, 1.0))
+        elif isinstance(layer, Activation) and layer.pieces is not None:  # a subclass changing forward has none
+            neg, pos = (float(v) for v in layer.pieces)
             steps.append(("act", neg, pos))
         elif isinstance(layer, Flatten):
             continue

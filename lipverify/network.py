@@ -9,7 +9,7 @@ import numpy as np
 
 from ._lazy import LazyModule
 from .errors import ShapeError, UnsupportedLayerError
-from .layers import Activation, Dense, Flatten, Layer, Shape
+from .layers import Activation, Dense, Layer, Shape
 
 if TYPE_CHECKING:
     import sympy
@@ -165,19 +165,11 @@ class Network:
         return jac
 
     def _layer_jvp(self, i: int, layer: Layer, h: np.ndarray, jac: np.ndarray) -> np.ndarray:
-        """Push the Jacobian ``jac`` (batch, *shape_i, n_cols) through layer ``i`` at inputs ``h``."""
-        n, cols = h.shape[0], jac.shape[-1]
-        if isinstance(layer, Activation):
-            d = layer.derivative(h).reshape(n, -1, 1)
-            return (jac.reshape(n, -1, cols) * d).reshape(n, *self._shapes[i + 1], cols)
-        if isinstance(layer, Dense):
-            return np.einsum("oi,nij->noj", layer.weight, jac.reshape(n, -1, cols))
-        rule = getattr(layer, "linear_jvp", None) or getattr(layer, "jvp", None)
-        if rule is not None:
-            return rule(h, jac, self._shapes[i], self._shapes[i + 1])
-        if isinstance(layer, Flatten):
-            return jac.reshape(n, *self._shapes[i + 1], cols)
-        raise UnsupportedLayerError(f"layer {i} ({layer.describe()}): no Jacobian rule")
+        """Push the Jacobian ``jac`` (batch, *shape_i, n_cols) through layer ``i`` at inputs ``h`` (its ``jvp``)."""
+        rule = getattr(layer, "jvp", None)
+        if rule is None:
+            raise UnsupportedLayerError(f"layer {i} ({layer.describe()}): no Jacobian rule")
+        return rule(h, jac, self._shapes[i], self._shapes[i + 1])
 
     # ------------------------------------------------------------------ symbolic
     def input_symbols(self) -> list[sympy.Symbol]:
@@ -195,17 +187,10 @@ class Network:
             raise ShapeError(f"sympy(): got {len(xs)} input expressions for {self.n_in} inputs")
         h = sympy.Matrix(xs)
         for i, layer in enumerate(self._layers):
-            if isinstance(layer, Activation):
-                h = h.applyfunc(layer.sympy_apply)
-            elif isinstance(layer, Dense):
-                w, b = layer.sympy_matrices()
-                h = w * h + b
-            elif hasattr(layer, "sympy_apply_vector"):
-                h = layer.sympy_apply_vector(h, self._shapes[i], self._shapes[i + 1])
-            elif isinstance(layer, Flatten):
-                pass
-            else:
+            rule = getattr(layer, "sympy_apply_vector", None)
+            if rule is None:
                 raise UnsupportedLayerError(f"layer {i} ({layer.describe()}): no sympy form")
+            h = rule(h, self._shapes[i], self._shapes[i + 1])
         return h
 
 

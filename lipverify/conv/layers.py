@@ -2,7 +2,7 @@
 
 They follow PyTorch's conventions (cross-correlation, zero padding, floor-mode output sizes, average
 pooling counting the padding cells, max pooling padding with ``-inf``) and declare the facts the
-bounds read: output shapes, numpy forward pass and Jacobian (hook ``linear_jvp`` of
+bounds read: output shapes, numpy forward pass and Jacobian (hook ``jvp`` of
 :class:`~lipverify.Network`), sympy form (hook ``sympy_apply_vector``) and, for the linear layers,
 their operator (:mod:`lipverify.ir.operators`).
 """
@@ -166,7 +166,7 @@ class Conv2d(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self.apply_linear(x) + self.bias[None, :, None, None]
 
-    def linear_jvp(self, h, jac, shape_in, shape_out):
+    def jvp(self, h, jac, shape_in, shape_out):
         x, n, n_in = _move_batch(jac, shape_in)
         return _back(self.apply_linear(x), n, n_in)
 
@@ -279,7 +279,7 @@ class MaxPool2d(_Pool):
         win = ops.pool_windows(x, self.kernel_size, self.stride, self.padding, -np.inf)
         return win.max(axis=(4, 5))
 
-    def linear_jvp(self, h, jac, shape_in, shape_out):
+    def jvp(self, h, jac, shape_in, shape_out):
         """Jacobian rule: each output copies the row of the first maximal cell of its window."""
         n, n_in = h.shape[0], jac.shape[-1]
         idx = self.window_index(shape_in)  # (n_out, k)
@@ -327,7 +327,7 @@ class AvgPool2d(_Pool):
         win = ops.pool_windows(x, self.kernel_size, self.stride, self.padding, 0.0)
         return win.sum(axis=(4, 5)) / (self.kernel_size[0] * self.kernel_size[1])
 
-    def linear_jvp(self, h, jac, shape_in, shape_out):
+    def jvp(self, h, jac, shape_in, shape_out):
         x, n, n_in = _move_batch(jac, shape_in)
         return _back(self.forward(x), n, n_in)
 
@@ -407,7 +407,7 @@ class BatchNorm2d(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         return x * self.scale[None, :, None, None] + self.shift[None, :, None, None]
 
-    def linear_jvp(self, h, jac, shape_in, shape_out):
+    def jvp(self, h, jac, shape_in, shape_out):
         return jac * self.scale.reshape(1, -1, 1, 1, 1)
 
     def sympy_apply_vector(self, hvec, shape_in, shape_out):

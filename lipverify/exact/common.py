@@ -16,7 +16,7 @@ import numpy as np
 
 from .._lazy import LazyModule, is_instance
 from ..errors import UnsupportedLayerError
-from ..layers import Activation, Dense, Flatten, Identity, LeakyReLU, ReLU
+from ..layers import Activation, Dense, Flatten
 from ..network import Network
 
 if TYPE_CHECKING:
@@ -64,18 +64,15 @@ def stages(net: Network, method: str = "exact") -> list[Stage]:
 
 
 def pwl_slopes(act: Activation) -> tuple[sympy.Expr, sympy.Expr]:
-    """``(left, right)``: the slopes of a piecewise-linear activation on ``z < 0`` and ``z > 0``."""
-    if isinstance(act, ReLU):
-        return sympy.Integer(0), sympy.Integer(1)
-    if isinstance(act, LeakyReLU):
-        return act._a, sympy.Integer(1)
-    if isinstance(act, Identity):
-        return sympy.Integer(1), sympy.Integer(1)
-    raise TypeError(f"{act.describe()} is not a piecewise-linear activation")
+    """``(left, right)``: the slopes of a two-piece linear activation on ``z < 0`` and ``z > 0`` (its declared
+    ``pieces``)."""
+    if act.pieces is None:
+        raise TypeError(f"{act.describe()} is not a piecewise-linear activation")
+    return act.pieces
 
 
 def is_pwl(act: Activation) -> bool:
-    return isinstance(act, (ReLU, LeakyReLU, Identity))
+    return act.pieces is not None
 
 
 def parse_domain(domain: Any, n: int) -> tuple[list[Fraction], list[Fraction]] | None:
