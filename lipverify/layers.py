@@ -866,6 +866,10 @@ class Dense(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         return x @ self.weight.T + self.bias
 
+    def affine_shift(self, input_shape: Shape) -> tuple[np.ndarray, np.ndarray | None]:
+        """The bias and a bound of its conversion error (or ``None``)."""
+        return self.bias, self.bias_radius
+
     def jvp(self, h: np.ndarray, jac: np.ndarray, shape_in: Shape, shape_out: Shape) -> np.ndarray:
         return np.einsum("oi,nij->noj", self.weight, jac.reshape(h.shape[0], -1, jac.shape[-1]))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,14 +23,14 @@ import scipy.sparse as sp
 from . import rigorous
 from .conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
 from .errors import LipVerifyError, NumericalError, UnsupportedLayerError
-from .ir.graph import explicit_nnz, is_cnn, linear_op, lower
+from .ir.chain import Slopes
+from .ir.graph import Graph, Step, explicit_nnz, is_cnn, linear_op, lower
 from .ir.passes import enclosure_rows
-from .ir.views import conv_matrix
 from .layers import LIBM_REL, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU  # noqa: F401  (LIBM_REL: defined once, in layers.py)
 from .network import Network
 from .norms import NormLike, parse_norm
 from .result import OUTWARD, Bound
-from .rigorous import ETA, add_up, down, gamma_up, interval_product, matmul_up, spectral_norm_lower, sum_down, up
+from .rigorous import ETA, add_up, down, gamma_up, interval_product, spectral_norm_lower, sum_down, up
 
 #: how many of the best points are tried for certification
 CANDIDATES = 16
@@ -56,66 +57,6 @@ def jacobian_norm(jac: np.ndarray, norm: str) -> np.ndarray:
     return np.linalg.norm(jac, ord=2, axis=(1, 2))
 
 
-def _certified_walk(layers, h: np.ndarray, err: np.ndarray, where: str, records: dict | None = None):
-    """Float forward pass of ``layers`` at ``h`` (with ``|h - h_exact| <= err``) that replaces every activation by
-    a :class:`~lipverify.local.LocalActivation` whose per-neuron slopes are intervals containing ``σ'(z_exact)``
-    at its exact input.  Returns ``(h, err, layers)``, or ``None`` when an input may sit on a kink.
-
-    Dense: ``|fl(Wh + b) - (W_exact h_exact + b_exact)| <= gamma_{n+1}(|W||h| + |b|) + |W| e + r (|h| + e) + rb``;
-    activations: ``e_out <= max(|alpha|, |beta|) e_in + forward_error(z)`` (the activation's declared, proven bound of
-    its own evaluation error at the float input; ``proofs/activations.md`` §2); a residual block adds its branches'
-    errors and the rounding of the sum, ``u |fl(a + b)| + eta`` (``proofs/residual.md``).  ``records`` (if given)
-    receives ``(z, |z - z_exact| bound)`` of every activation input, by layer index in ``layers``.
-    """
-    from .local import LocalActivation
-    from .residual import Residual
-
-    out = []
-    for i, layer in enumerate(layers):
-        if isinstance(layer, Dense):
-            w, b = layer.weight, layer.bias
-            absw = np.abs(w)
-            z = w @ h + b
-            e = add_up(
-                gamma_up(w.shape[1] + 1) * add_up(matmul_up(absw, np.abs(h)[:, None])[:, 0], np.abs(b)),
-                matmul_up(absw, err[:, None])[:, 0],
-                np.full_like(z, 4.0 * (w.shape[1] + 2) * ETA),
-            )
-            if layer.weight_radius is not None:
-                e = add_up(e, matmul_up(layer.weight_radius, add_up(np.abs(h), err)[:, None])[:, 0])
-            if layer.bias_radius is not None:
-                e = add_up(e, layer.bias_radius)
-            h, err = z, up(e)
-            out.append(layer)
-        elif isinstance(layer, Activation):
-            if records is not None:
-                records[i] = (h, err)
-            d = _derivative_interval(layer, h, err)
-            if d is None:
-                return None
-            out.append(LocalActivation(layer, *d))
-            lo, hi = layer.slope_interval
-            own = np.asarray(layer.forward_error(h), dtype=np.float64)
-            err = add_up(up(max(abs(lo), abs(hi)) * err), own)
-            if not np.all(np.isfinite(err)):
-                raise NumericalError(f"{where}layer {i} ({layer.describe()}): the forward error bound is not finite")
-            h = layer.forward(h)
-        elif isinstance(layer, Flatten):
-            out.append(layer)
-        elif isinstance(layer, Residual):
-            body = _certified_walk(layer.body, h, err, f"{where}layer {i} (Residual) body: ")
-            short = _certified_walk(layer.shortcut, h, err, f"{where}layer {i} (Residual) shortcut: ") \
-                if layer.shortcut else (h, err, None)
-            if body is None or short is None:
-                return None
-            h = body[0] + short[0]
-            err = add_up(body[1], short[1], up(rigorous.UNIT_ROUNDOFF * np.abs(h)), np.full_like(h, ETA))
-            out.append(Residual(body[2], short[2]))
-        else:
-            raise UnsupportedLayerError(f"{where}layer {i} ({layer.describe()}): no certified forward pass")
-    return h, err, out
-
-
 def _derivative_interval(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """An interval containing ``σ'(z_exact)``, or ``None`` when ``z`` may sit on a kink.
 
@@ -134,22 +75,108 @@ def _derivative_interval(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tu
     return down(down(d) - spread), up(up(d) + spread)
 
 
-def certified_jacobian_norm(net: Network, x: np.ndarray, norm: str) -> float | None:
-    """A rigorous lower bound of ``||J(x)||_p``, or ``None`` when ``x`` may lie on a kink (where ``f`` need not be
-    differentiable).  The activations' derivatives at the exact inputs are enclosed per neuron
-    (:func:`_certified_walk`), and the Jacobian, a product of the layer matrices and those diagonals (summed at
-    residual blocks), is enclosed by the graph's interval pass (:func:`lipverify.ir.passes.enclosure_rows`).
-    CNNs go through :func:`certified_cnn_jacobian_norm`."""
-    if is_cnn(net):
-        return certified_cnn_jacobian_norm(net, x, norm)
+def certified_jacobian_norm(net: Network, x: np.ndarray, norm: str, graph: Graph | None = None) -> float | None:
+    """A rigorous lower bound of ``||J(x)||_p``, or ``None`` when ``f`` may not be differentiable at ``x`` (a kink, a
+    max-pool tie between cells that are not locally constant).
+
+    Claim: if a float is returned, ``f`` is differentiable at ``x`` and the value is ``<= ||J(x)||_p`` in exact
+    arithmetic (so ``<= Lip_p(f)``).  Assumptions: IEEE binary64 round-to-nearest, the activations' declared error
+    bounds.  One walk over the network's graph (dense, convolutional and residual alike, :func:`certified_walk`):
+    a running error analysis of the forward pass, the kink test, the max-pool test, the derivative of every
+    activation enclosed per neuron; then the graph's interval pass encloses ``J(x)`` from the smaller side
+    (:func:`lipverify.ir.passes.enclosure_rows`).  Proof: ``proofs/lower_bound.md`` (certification).  ``graph`` is
+    ``lower(net, "implicit")``, to reuse across points.
+
+    >>> import numpy as np, lipverify as lv
+    >>> net = lv.Network([lv.MaxPool2d(2), lv.Flatten()], input_shape=(1, 2, 2))
+    >>> certified_jacobian_norm(net, np.array([[[1.0, 1.0], [0.0, 0.0]]]), "inf") is None  # a tie: no derivative
+    True
+    """
+    graph = lower(net, "implicit", "lower_bound") if graph is None else graph
     h = np.asarray(x, dtype=np.float64).ravel()
-    walked = _certified_walk(net.layers, h, np.zeros_like(h), "")
+    walked = certified_walk(graph.steps, h, np.zeros_like(h), np.zeros(h.shape, dtype=bool))
     if walked is None:
         return None
-    narrowed = Network(walked[2], input_shape=net.input_shape)
-    graph = lower(narrowed, "explicit", "lower_bound")
-    mid, rad = enclosure_rows(graph.steps, np.eye(net.n_in), True)  # row j: column j of the Jacobian
-    return enclosure_norm_lower(rigorous.Interval(np.ascontiguousarray(mid.T), np.ascontiguousarray(rad.T)), norm)
+    steps = walked[3]
+    if net.n_out <= net.n_in:  # rows of J from the outputs: n_out passes
+        mid, rad = enclosure_rows(steps, np.eye(net.n_out), False)
+        enc = rigorous.Interval(mid, rad)
+    else:  # columns of J from the inputs
+        mid, rad = enclosure_rows(steps, np.eye(net.n_in), True)
+        enc = rigorous.Interval(np.ascontiguousarray(mid.T), np.ascontiguousarray(rad.T))
+    return enclosure_norm_lower(enc, norm)
+
+
+def certified_walk(steps, h: np.ndarray, err: np.ndarray, flat: np.ndarray, records: dict | None = None):
+    """Float forward pass of the graph ``steps`` at ``h`` (with ``|h - h_exact| <= err``; ``flat`` marks entries
+    provably constant near the point) that returns ``(h, err, flat, narrowed)``: ``narrowed`` has every activation
+    step's slopes replaced by per-neuron intervals containing ``σ'`` at the exact inputs and every max pool by the
+    selection of its (provably fixed) maximisers; ``None`` when an input may sit on a kink or a window's maximiser
+    is not provably fixed.  ``records`` (if given) receives ``(z, |z - z_exact| bound)`` of every activation input
+    by layer index.
+
+    Linear step ``z = fl(M h + b)``: ``|z - z_exact| <= gamma_{k+1} ((|M| + R)|h| + |b|) + (|M| + R) err
+    + R (|h| + err) + r_b + 4 (k + 2) eta`` (``k`` products per entry; the operator's rigorous nonnegative passes);
+    activations: ``e_out <= max(|alpha|, |beta|) e_in + forward_error(z)`` (``proofs/activations.md`` §2); a residual
+    block adds its branches' errors and the rounding of the sum, ``u |fl(a + b)| + eta`` (``proofs/residual.md``).
+    """
+    out: list = []
+    for s in steps:
+        if s.kind == "linear":
+            h, err = _linear_with_error(s, h, err)
+            flat = np.zeros(h.shape, dtype=bool)
+            out.append(s)
+        elif s.kind == "act":
+            interval = None
+            for layer in s.source:
+                if records is not None:
+                    records[s.index if len(s.source) == 1 else s.layers[s.source.index(layer)]] = (h, err)
+                d = _derivative_interval(layer, h, err)
+                if d is None:
+                    return None
+                flat = flat | _locally_constant(layer, h, err)
+                h, err = _activation_with_error(layer, h, err)
+                interval = d if interval is None else interval_product(interval, d)
+            lo, hi = interval
+            slopes = Slopes(Fraction(float(np.min(lo, initial=0.0))), Fraction(float(np.max(hi, initial=0.0))), lo, hi)
+            out.append(Step("act", slopes, s.index, s.layer, s.layers))
+        elif s.kind == "maxpool":
+            res = _maxpool_with_error(s.source[0].window_index(s.shape), h, err, flat)
+            if res is None:
+                return None
+            from .ir.operators import SparseOp  # here: ``import lipverify`` stays cheap
+
+            n_in = h.size
+            h, err, flat, sel = res
+            select = SparseOp(sp.csr_matrix((np.ones(sel.size), (np.arange(sel.size), sel)), shape=(sel.size, n_in)))
+            out.append(Step("linear", select, s.index, s.layer))
+        else:
+            parts = [certified_walk(b.steps, h, err, flat) for b in s.op]
+            if any(part is None for part in parts):
+                return None
+            (hb, eb, fb, nb), (hs, es, fs, ns) = parts
+            h = hb + hs
+            err = add_up(eb, es, up(rigorous.UNIT_ROUNDOFF * np.abs(h)), np.full(h.shape, ETA))
+            flat = fb & fs
+            branches = tuple(Graph(tuple(n), b.n_in, b.n_out, b.variant) for n, b in zip((nb, ns), s.op))
+            out.append(Step("sum", branches, s.index, s.layer))
+    return h, err, flat, out
+
+
+def _linear_with_error(s: Step, h: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    op = s.op
+    bias, bias_radius = s.source[0].affine_shift(s.shape)
+    where = f"lower_bound: layer {s.index} ({s.layer})"
+    z = np.asarray(op.forward(h[None]), dtype=np.float64)[0] + bias
+    ah = np.abs(h)
+    k = op.k_forward
+    mag = add_up(op.abs_forward_up(ah[None])[0], np.abs(bias))
+    e = add_up(rigorous.scale_up(mag, gamma_up(k + 1)), op.abs_forward_up(err[None])[0], np.full(z.shape, 4.0 * (k + 2) * ETA))
+    if op.has_radius:
+        e = add_up(e, op.radius_forward_up(add_up(ah, err)[None])[0])
+    if bias_radius is not None:
+        e = add_up(e, bias_radius)
+    return rigorous._check_finite(z, where), rigorous._check_finite(e, where)
 
 
 def enclosure_norm_lower(enc: rigorous.Interval, norm: str) -> float:
@@ -258,16 +285,15 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
                     "so no guarantee either way; use a smaller domain of inputs or the upper bounds")
             tick(total)
             return Bound.estimate(float_best, p, "lower_bound", seconds=time.perf_counter() - started, assumptions=(note,))
-        plan = _cnn_plan(net)
-
-        def certify(point):
-            return _certified_cnn_norm(plan, point, p)
         structured: list[tuple[np.ndarray, str]] = []
     else:
-        def certify(point):
-            return certified_jacobian_norm(net, point, p)
         scale = 1.0 if domain is not None else GLOBAL_LP_SCALE
         structured = _pattern_candidates(net, p, lo.ravel() * scale, hi.ravel() * scale, points[order[:4]])
+    graph = lower(net, "implicit", "lower_bound")
+
+    def certify(point):
+        return certified_jacobian_norm(net, point, p, graph)
+
     best, where, tried, certified = 0.0, "", 0, 0
     for point, label in structured:
         v = certify(point.reshape(shape))
@@ -543,99 +569,10 @@ def _reverse_jacobians(net: Network, chunk: int | None = None):
 # --------------------------------------------------------------------------- CNNs: certification
 
 
-@dataclass(frozen=True)
-class _Step:
-    """One step of a CNN's certified forward pass: ``"affine"`` (``z = M h + b``: explicit matrix ``M`` with
-    entrywise radius, bias with radius, ``inner`` products per output entry), ``"act"`` or ``"maxpool"``."""
-
-    kind: str
-    index: int
-    layer: Layer
-    matrix: object = None
-    abs_matrix: object = None
-    radius: object = None
-    bias: np.ndarray | None = None
-    bias_radius: np.ndarray | None = None
-    inner: int = 1
-    windows: np.ndarray | None = None
-
-
-def _cnn_plan(net: Network) -> tuple[_Step, ...]:
-    """The explicit steps of a CNN (``proofs/lower_bound.md``, CNN certification)."""
-    steps = []
-    for i, layer in enumerate(net.layers):
-        shape = net.shapes[i]
-        out = net.shapes[i + 1]
-        if isinstance(layer, Activation):
-            steps.append(_Step("act", i, layer))
-            continue
-        if isinstance(layer, Flatten):
-            continue
-        if isinstance(layer, MaxPool2d):
-            steps.append(_Step("maxpool", i, layer, windows=layer.window_index(shape)))
-            continue
-        bias_radius = None
-        if isinstance(layer, Dense):
-            m, r, bias, bias_radius = layer.weight, layer.weight_radius, layer.bias, layer.bias_radius
-        elif isinstance(layer, Conv2d):
-            m, r = conv_matrix(layer, shape, layer.weight_radius)
-            hw = int(np.prod(out[1:]))
-            bias = np.repeat(layer.bias, hw)
-            b_param = getattr(layer, "_bias", None)  # exact biases carry a conversion radius
-            if b_param is not None and b_param.radius is not None:
-                bias_radius = np.repeat(b_param.radius, hw)
-        elif isinstance(layer, AvgPool2d):
-            conv = layer.as_conv(shape[0])
-            _, rc = layer.coefficient
-            m, r = conv_matrix(conv, shape, np.full(conv.kernel_shape, rc) if rc else None)
-            bias = np.zeros(m.shape[0])
-        elif isinstance(layer, BatchNorm2d):
-            hw = int(np.prod(shape[1:]))
-            m = sp.diags(np.repeat(layer.scale, hw), format="csr")
-            r = sp.diags(np.repeat(layer.scale_radius, hw), format="csr")
-            bias, bias_radius = np.repeat(layer.shift, hw), np.repeat(_shift_radius(layer), hw)
-        else:
-            raise UnsupportedLayerError(f"lower_bound: layer {i} ({layer.describe()}) has no certified forward pass "
-                                        "(supported: Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, Dense, Flatten, activations)")
-        if sp.issparse(m):
-            m = m.tocsr()
-            inner = max(int(np.diff(m.indptr).max(initial=0)), 1)
-        else:
-            inner = max(m.shape[1], 1)
-        steps.append(_Step("affine", i, layer, m, abs(m), r, np.asarray(bias, dtype=np.float64), bias_radius, inner))
-    return tuple(steps)
-
-
-def _shift_radius(layer: BatchNorm2d) -> np.ndarray:
-    """Bound of ``|fl(beta - fl(mean * s)) - (beta - mean * s_exact)|`` with ``|s - s_exact| <= scale_radius``:
-    ``u |t| + u |p| + |mean| r_s + 2 eta`` (``p = fl(mean * s)``, ``t`` the float shift), rounded up."""
-    p = np.abs(layer.mean * layer.scale)
-    t = np.abs(layer.shift)
-    u = rigorous.UNIT_ROUNDOFF
-    return add_up(rigorous.scale_up(t, u), rigorous.scale_up(p, u), up(np.abs(layer.mean) * layer.scale_radius),
-                  np.full(t.shape, 2 * ETA))
-
-
-def _affine_with_error(st: _Step, h: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``z = fl(M h + b)`` and a bound of ``|z - (M_exact h_exact + b_exact)|`` where ``|h - h_exact| <= err``:
-    ``gamma_{k+1} (|M||h| + |b|) + |M| err + R (|h| + err) + r_b + 4 (k + 2) eta`` (k = ``st.inner``)."""
-    z = np.asarray(st.matrix @ h, dtype=np.float64).ravel() + st.bias
-    ah = np.abs(h)
-    mag = add_up(matmul_up(st.abs_matrix, ah[:, None])[:, 0], np.abs(st.bias))
-    e = add_up(rigorous.scale_up(mag, gamma_up(st.inner + 1)), matmul_up(st.abs_matrix, err[:, None])[:, 0],
-               np.full(z.shape, 4.0 * (st.inner + 2) * ETA))
-    if st.radius is not None:
-        e = add_up(e, matmul_up(st.radius, add_up(ah, err)[:, None])[:, 0])
-    if st.bias_radius is not None:
-        e = add_up(e, st.bias_radius)
-    return rigorous._check_finite(z, f"lower_bound: layer {st.index} ({st.layer.describe()})"), \
-        rigorous._check_finite(e, f"lower_bound: layer {st.index} ({st.layer.describe()})")
-
-
 def _activation_with_error(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``fl(sigma(z))`` and a bound of its distance to ``sigma(z_exact)`` for ``|z - z_exact| <= ez``:
     ``max(|alpha|, |beta|) ez`` (mean value theorem) plus the activation's declared evaluation error at ``z``
-    (``forward_error``, ``proofs/activations.md`` §2), as in ``_certified_walk``."""
+    (``forward_error``, ``proofs/activations.md`` §2), as in :func:`certified_walk`."""
     lo, hi = layer.slope_interval
     out = layer.forward(z)
     err = add_up(up(max(abs(lo), abs(hi)) * ez), np.asarray(layer.forward_error(z), dtype=np.float64))
@@ -667,80 +604,3 @@ def _maxpool_with_error(win: np.ndarray, h: np.ndarray, err: np.ndarray, flat: n
     sel = safe[np.arange(win.shape[0]), hv.argmax(axis=1)]
     out_err = np.where(valid, err[safe], 0.0).max(axis=1)
     return h[sel], out_err, np.where(multi, True, flat[sel]), sel
-
-
-def certified_cnn_jacobian_norm(net: Network, x: np.ndarray, norm: str, plan: tuple | None = None) -> float | None:
-    """A rigorous lower bound of ``||J(x)||_p`` for a CNN, or ``None`` when ``f`` may not be differentiable at ``x``.
-
-    Claim: if a float is returned, ``f`` is differentiable at ``x`` and the value is ``<= ||J(x)||_p`` in exact
-    arithmetic (so ``<= Lip_p(f)``).  Assumptions: IEEE binary64 round-to-nearest, the activation error model of the
-    fully connected path.  Steps: explicit layer matrices with radii, a running error analysis of the forward pass,
-    the kink test, the max-pool test (unique maximiser, or a tie of locally constant cells), an interval enclosure of
-    ``J(x)`` from the output side.  Proof: ``proofs/lower_bound.md`` (certification, CNNs).  ``plan`` is
-    ``_cnn_plan(net)``, to reuse across points.
-
-    >>> import numpy as np, lipverify as lv
-    >>> net = lv.Network([lv.MaxPool2d(2), lv.Flatten()], input_shape=(1, 2, 2))
-    >>> certified_cnn_jacobian_norm(net, np.array([[[1.0, 1.0], [0.0, 0.0]]]), "inf") is None  # a tie: no derivative
-    True
-    """
-    return _certified_cnn_norm(_cnn_plan(net) if plan is None else plan, x, norm)
-
-
-def _certified_cnn_norm(plan: tuple[_Step, ...], x: np.ndarray, norm: str) -> float | None:
-    h = np.asarray(x, dtype=np.float64).ravel()
-    err = np.zeros_like(h)
-    flat = np.zeros(h.shape, dtype=bool)
-    mats: list = []
-    rads: list = []
-    slots: list[tuple[np.ndarray, np.ndarray]] = []
-    pending: tuple[np.ndarray, np.ndarray] | None = None
-
-    def push(m, r) -> None:
-        nonlocal pending
-        n = m.shape[1]
-        if mats or pending is not None:
-            if not mats:  # the network starts with an activation
-                mats.append(sp.identity(n, format="csr"))
-                rads.append(None)
-            slots.append(pending if pending is not None else (np.ones(n), np.ones(n)))
-        pending = None
-        mats.append(m)
-        rads.append(r)
-
-    for st in plan:
-        if st.kind == "affine":
-            h, err = _affine_with_error(st, h, err)
-            flat = np.zeros(h.shape, dtype=bool)
-            push(st.matrix, st.radius)
-        elif st.kind == "act":
-            d = _derivative_interval(st.layer, h, err)
-            if d is None:
-                return None
-            flat = _locally_constant(st.layer, h, err)
-            h, err = _activation_with_error(st.layer, h, err)
-            pending = d if pending is None else interval_product(pending, d)
-        else:
-            res = _maxpool_with_error(st.windows, h, err, flat)
-            if res is None:
-                return None
-            n_in = h.size
-            h, err, flat, sel = res
-            push(sp.csr_matrix((np.ones(sel.size), (np.arange(sel.size), sel)), shape=(sel.size, n_in)), None)
-    if pending is not None:
-        push(sp.identity(h.size, format="csr"), None)
-    n_in, n_out = mats[0].shape[1], mats[-1].shape[0]
-    if n_out <= n_in:  # propagate from the outputs: the enclosure has n_out columns
-        ws = [m.T for m in reversed(mats)]
-        rs = [None if r is None else r.T for r in reversed(rads)]
-        slots = slots[::-1]
-    else:
-        ws, rs = mats, rads
-    w0 = ws[0].toarray() if sp.issparse(ws[0]) else np.asarray(ws[0])
-    r0 = rs[0].toarray() if sp.issparse(rs[0]) else rs[0]
-    enc = rigorous.Interval.point(w0, r0)
-    for (alpha, beta), w, r in zip(slots, ws[1:], rs[1:]):
-        enc = enc.scale_rows(alpha, beta).left_matmul(w, r)
-    if n_out <= n_in:
-        enc = rigorous.Interval(enc.mid.T, enc.rad.T)
-    return enclosure_norm_lower(enc, norm)

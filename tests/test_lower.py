@@ -206,7 +206,7 @@ def test_certified_cnn_jacobian_norm_matches_autograd(net, p, seed):
     """Where certified, the value is <= the float Jacobian norm from torch autograd (up to torch's rounding) and
     tight (the enclosure is narrow at a differentiable point)."""
     x = np.random.default_rng(seed).uniform(-1, 1, net.input_shape)
-    v = lower.certified_cnn_jacobian_norm(net, x, p)
+    v = lower.certified_jacobian_norm(net, x, p)
     assume(v is not None)  # a kink or a max-pool tie (often: zero weights); about half of the draws certify
     oracle = induced(torch_jacobian(net, x), p)
     assert v <= oracle * (1 + 1e-9) + 1e-12, (v, oracle)
@@ -250,7 +250,7 @@ def test_most_random_points_of_random_cnns_certify():
         for _ in range(10):
             x = rng.uniform(-1, 1, net.input_shape)
             tried += 1
-            v = lower.certified_cnn_jacobian_norm(net, x, "2")
+            v = lower.certified_jacobian_norm(net, x, "2")
             if v is not None:
                 certified += 1
                 oracle = induced(torch_jacobian(net, x), "2")
@@ -270,7 +270,7 @@ def relu_pool_net(bias: float) -> lv.Network:
 def test_maxpool_ties_of_locally_constant_cells_are_certified():
     net = relu_pool_net(-10.0)
     x = np.random.default_rng(1).uniform(0.1, 1.0, (1, 4, 4))  # channel 0 all active, distinct values
-    v = lower.certified_cnn_jacobian_norm(net, x, "inf")
+    v = lower.certified_jacobian_norm(net, x, "inf")
     oracle = induced(torch_jacobian(net, x), "inf")
     assert v is not None and oracle * (1 - 1e-12) <= v <= oracle
     assert oracle == 1 + 2 + 3 + 4  # channel 0's four windows each select one cell; channel 1 contributes 0
@@ -278,8 +278,8 @@ def test_maxpool_ties_of_locally_constant_cells_are_certified():
 
 def test_maxpool_tie_of_varying_cells_is_refused():
     net = lv.Network([lv.MaxPool2d(2), lv.Flatten()], input_shape=(1, 2, 2))
-    assert lower.certified_cnn_jacobian_norm(net, np.array([[[1.0, 1.0], [0.0, 0.0]]]), "inf") is None
-    v = lower.certified_cnn_jacobian_norm(net, np.array([[[1.0, 0.5], [0.0, 0.0]]]), "inf")
+    assert lower.certified_jacobian_norm(net, np.array([[[1.0, 1.0], [0.0, 0.0]]]), "inf") is None
+    v = lower.certified_jacobian_norm(net, np.array([[[1.0, 0.5], [0.0, 0.0]]]), "inf")
     assert 1.0 * (1 - 1e-12) <= v <= 1.0  # one cell selected: J = [1, 0, 0, 0]
 
 
@@ -287,7 +287,7 @@ def test_kink_inside_a_cnn_is_refused():
     net = relu_pool_net(0.0)
     x = np.full((1, 4, 4), 0.5)
     x[0, 0, 0] = 0.0  # a ReLU input exactly at its kink
-    assert lower.certified_cnn_jacobian_norm(net, x, "1") is None
+    assert lower.certified_jacobian_norm(net, x, "1") is None
 
 
 def test_fashion_cnn_gets_a_certified_lower_bound_or_an_estimate_with_the_reason():
@@ -303,7 +303,7 @@ def test_fashion_cnn_gets_a_certified_lower_bound_or_an_estimate_with_the_reason
             assert float(b.value) <= float(lv.bound(net, "k4", p).value)
     # a certified value at one point equals the autograd Jacobian norm there up to rounding
     x = np.random.default_rng(5).uniform(-1, 1, net.input_shape)
-    v = lower.certified_cnn_jacobian_norm(net, x, "inf")
+    v = lower.certified_jacobian_norm(net, x, "inf")
     oracle = induced(torch_jacobian(net, x), "inf")
     assert v is not None and oracle * (1 - 1e-9) <= v <= oracle * (1 + 1e-12)
 

@@ -127,6 +127,12 @@ class Conv2d(Layer):
             return np.zeros(self.kernel_shape[0])
         return _numeric(self._bias, "Conv2d bias")
 
+    def affine_shift(self, input_shape: Shape) -> tuple[np.ndarray, np.ndarray | None]:
+        """The bias as a vector over the output (C order) and a bound of its conversion error (or ``None``)."""
+        hw = int(np.prod(self.output_shape(input_shape)[1:]))
+        radius = None if self._bias is None or self._bias.radius is None else np.repeat(self._bias.radius, hw)
+        return np.repeat(self.bias, hw), radius
+
     @property
     def is_exact(self) -> bool:
         return self._kernel.exact is not None and (self._bias is None or self._bias.exact is not None)
@@ -311,6 +317,9 @@ class AvgPool2d(_Pool):
     def __post_init__(self) -> None:
         self._init_geometry()
 
+    def affine_shift(self, input_shape: Shape) -> tuple[np.ndarray, None]:
+        return np.zeros(int(np.prod(self.output_shape(input_shape)))), None
+
     @property
     def coefficient(self) -> tuple[float, float]:
         """``(c, r)``: the float ``c`` nearest ``1/(kh kw)`` and a bound ``r`` of ``|c - 1/(kh kw)|``."""
@@ -390,6 +399,19 @@ class BatchNorm2d(Layer):
     def scale_radius(self) -> np.ndarray:
         """Entrywise bound of ``|scale - gamma / sqrt(var + eps)|`` (exact reals of the float parameters)."""
         return up(4 * UNIT_ROUNDOFF * np.abs(self.scale) + 1e-300)
+
+    def affine_shift(self, input_shape: Shape) -> tuple[np.ndarray, np.ndarray]:
+        """The shift per element and a bound of ``|fl(beta - fl(mean * s)) - (beta - mean * s_exact)|`` with
+        ``|s - s_exact| <= scale_radius``: ``u |t| + u |p| + |mean| r_s + 2 eta`` (``p = fl(mean * s)``, ``t`` the float
+        shift), rounded up (``proofs/lower_bound.md``)."""
+        from ..rigorous import ETA, UNIT_ROUNDOFF, add_up, scale_up, up
+
+        hw = int(np.prod(input_shape[1:]))
+        p = np.abs(self.mean * self.scale)
+        t = np.abs(self.shift)
+        radius = add_up(scale_up(t, UNIT_ROUNDOFF), scale_up(p, UNIT_ROUNDOFF), up(np.abs(self.mean) * self.scale_radius),
+                        np.full(t.shape, 2 * ETA))
+        return np.repeat(self.shift, hw), np.repeat(radius, hw)
 
     @property
     def shift(self) -> np.ndarray:

@@ -46,13 +46,17 @@ class Step:
     """One step of a :class:`Graph`.  ``op`` is a :class:`~lipverify.ir.operators.BatchedOp` (``"linear"``),
     :class:`Slopes` (``"act"``), a pool (``"maxpool"``) or a tuple of branch graphs (``"sum"``).  ``index`` is the
     top-level layer index in the network, ``layer`` the layer's description, ``layers`` the indices of the
-    activations composed into an ``"act"`` step."""
+    activations composed into an ``"act"`` step, ``source`` the layer objects of the step (the composed activations
+    in order, for an ``"act"`` step) and ``shape`` its input shape: passes that evaluate the network at a point
+    (the certified lower bound) read them."""
 
     kind: str
     op: Any
     index: int
     layer: str
     layers: tuple[int, ...] = ()
+    source: tuple = ()
+    shape: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -156,19 +160,20 @@ def _lower(net: Network, variant: str, method: str, outer: tuple[int, str] | Non
         if isinstance(layer, Activation):
             s = Slopes(*slope_pair(layer), *getattr(layer, "neuron_slopes", (None, None)))
             composed: tuple[int, ...] = (index,)
+            source: tuple = (layer,)
             if steps and steps[-1].kind == "act":
                 prev = steps.pop()
-                s, composed = prev.op.compose(s), prev.layers + composed
-            steps.append(Step("act", s, index, name, composed))
+                s, composed, source = prev.op.compose(s), prev.layers + composed, prev.source + source
+            steps.append(Step("act", s, index, name, composed, source, shape))
         elif isinstance(layer, Flatten):
             continue
         elif isinstance(layer, MaxPool2d):
             from .pooling import SparsePool, TensorPool
 
             pool = SparsePool(layer, shape) if variant == "explicit" else TensorPool(layer, shape)
-            steps.append(Step("maxpool", pool, index, name))
+            steps.append(Step("maxpool", pool, index, name, source=(layer,), shape=shape))
         elif isinstance(layer, (Conv2d, AvgPool2d, Dense, BatchNorm2d)):
-            steps.append(Step("linear", linear_op(layer, shape, variant), index, name))
+            steps.append(Step("linear", linear_op(layer, shape, variant), index, name, source=(layer,), shape=shape))
         elif hasattr(layer, "branches"):  # a residual block: y = shortcut(x) + body(x)
             body, short = layer.branches(shape)
             where = (index, name if outer is None else name)
@@ -176,7 +181,7 @@ def _lower(net: Network, variant: str, method: str, outer: tuple[int, str] | Non
                              for b in (body, short) if b is not None)
             if short is None:  # the identity shortcut
                 branches += (Graph((), body.n_out, body.n_out, variant),)
-            steps.append(Step("sum", branches, index, name))
+            steps.append(Step("sum", branches, index, name, source=(layer,), shape=shape))
         else:
             where = f"layer {i} ({layer.describe()})" if outer is None else f"layer {outer[0]} ({name})"
             raise UnsupportedLayerError(
