@@ -47,8 +47,8 @@ from ._graph import Block, SeriesParallel
 
 OPSET = 17
 SUPPORTED = (
-    "Gemm, MatMul (+ Add of a constant bias), Conv, MaxPool, AveragePool, BatchNormalization, Relu, LeakyRelu, "
-    "Tanh, Sigmoid, Gelu, the patterns x*0.5*(1+Erf(x/sqrt(2))) (GELU), x*Sigmoid(x) (SiLU), Max(x, a*x) "
+    "Gemm, MatMul (+ Add of a constant bias), Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Relu, "
+    "LeakyRelu, Tanh, Sigmoid, Gelu, the patterns x*0.5*(1+Erf(x/sqrt(2))) (GELU), x*Sigmoid(x) (SiLU), Max(x, a*x) "
     "(LeakyReLU), Flatten, Reshape to (batch, -1), Identity, Dropout, and constant subgraphs; "
     "the graph must be a chain of these and of residual blocks (a tensor branches, the branches rejoin at an Add)"
 )
@@ -380,6 +380,11 @@ class _Importer:
                 return [self._conv(i, a, shape)], out
             if op in ("MaxPool", "AveragePool"):
                 return [self._pool(i, op, a, shape)], out
+            if op == "GlobalAveragePool":
+                if len(shape) != 3:
+                    raise self.err(f"GlobalAveragePool is supported on (C, H, W) inputs only, not on shape {shape}", i)
+                conv = _conv_module(self.err("GlobalAveragePool needs lipverify.conv, which is not available", i))
+                return [self._build(i, conv.AvgPool2d, _compact(shape[1:]), stride=_compact(shape[1:]))], out
             if op == "BatchNormalization":
                 return [self._batchnorm(i, a, shape)], out
         except ModelFormatError:
