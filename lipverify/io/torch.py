@@ -375,14 +375,15 @@ class _FxImporter:
         source = self.nodes[placeholders[0]].name
         merges = [i for i in data if self.is_merge(self.nodes[i])]
         self.sp = SeriesParallel(data, source, merges, {result.name}, self.err, self.label)
-        if input_shape is None:
-            first = self.consumers.get(source, [])
-            m = self.nodes[first[0]] if len(first) == 1 else None
-            sub = self.module.get_submodule(m.target) if m is not None and m.op == "call_module" else None
-            if sub is None or not isinstance(sub, self.torch.nn.Linear):
+        if input_shape is None:  # the first module with weights, in the order of the traced forward
+            nn = self.torch.nn
+            first = next((sub for n in self.nodes if n.op == "call_module"
+                          for sub in [self.module.get_submodule(n.target)]
+                          if not isinstance(sub, (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU))), None)
+            if not isinstance(first, nn.Linear):
                 raise ModelFormatError("from_torch: pass input_shape=(C, H, W) or (n,): it cannot be inferred because "
-                                       "the first layer of the traced forward is not Linear")
-            input_shape = (int(sub.in_features),)
+                                       "the first weighted layer of the traced forward is not Linear")
+            input_shape = (int(first.in_features),)
         elif isinstance(input_shape, (int, np.integer)):
             input_shape = (int(input_shape),)
         shape = tuple(int(d) for d in input_shape)
@@ -408,7 +409,8 @@ class _FxImporter:
                 new, origin = self.convert(cons[0], x, shape), cons[0]
             else:
                 joins = [j for j in self.sp.joins_at(x) if j in allowed and j not in self.sp.merges]
-                why = f"; {self.label(joins[0])} joins the branches, but only x + y can" if joins else ""
+                why = (f"; {self.label(joins[0])} joins the branches, but only x + y (a residual block) can join them"
+                       if joins else "")
                 raise self.err(f"the tensor {x!r} branches into {', '.join(self.label(c) for c in cons)}; only a "
                                f"chain and residual blocks (branches that rejoin at one addition) are supported{why}")
             self.used.add(origin)
