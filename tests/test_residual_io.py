@@ -225,6 +225,16 @@ def test_torch_refusals_say_what_to_do():
         lv.from_torch(Softmaxed())
 
 
+def test_torchscript_residual_model_says_what_to_do():
+    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(_resmlp())
+    with pytest.raises(lv.ModelFormatError, match=r"\(ResMLP\) is not supported.*a TorchScript module is read only as a "
+                                                  r"chain of these: for a model with skip connections pass the Python "
+                                                  r"module .* or export it to ONNX"):
+        lv.from_torch(scripted)
+
+
 def test_sequential_models_keep_the_chain_path():
     """A plain Sequential is not traced: its errors still name the module path (test_torch has the details)."""
     with pytest.raises(lv.ModelFormatError, match=r"module '1' \(Softmax\) is not supported"):

@@ -1,14 +1,20 @@
-"""ONNX import (:func:`load_onnx`) and export (:func:`save_onnx`) of sequential networks.
+"""ONNX import (:func:`load_onnx`) and export (:func:`save_onnx`) of networks, residual blocks included.
 
-Import reads a *single chain*: one graph input, one graph output, and between them nodes each of which
-takes the previous node's output as its only non-constant input.  Constants (initializers, ``Constant``
-nodes, ``Shape`` of tensors whose shape is static, and subgraphs computed from these only) are folded
-first.  Supported on the chain:
+Import reads one graph input and one graph output, and between them a *chain* of the nodes below (each
+takes the previous node's output as its only non-constant input) and of *residual blocks*: a tensor
+branches, and the two branches (each itself a chain, possibly holding blocks) rejoin at an ``Add`` of the
+two tensors; one branch may be empty (the identity shortcut), the other is the body.  Each block becomes a
+:class:`~lipverify.Residual` (the branch with fewer layers is the shortcut; the sum is the same).  Blocks are
+found from the graph's dominators (:mod:`lipverify.io._graph`); a graph that is not such a series-parallel
+composition (branches joined by ``Mul`` or ``Concat``, an ``Add`` whose operands do not branch from one tensor
+of the chain, a tensor of one block used by another, ...) raises naming the node.  Constants (initializers,
+``Constant`` nodes, ``Shape`` of tensors whose shape is static, and subgraphs computed from these only) are
+folded first.  Supported nodes:
 
 * ``Gemm`` (``transA = 0``, any ``transB``, ``alpha``, ``beta``), ``MatMul`` followed by an optional
   ``Add`` of a constant (the bias) -> :class:`~lipverify.Dense`;
-* ``Conv`` (2-D), ``MaxPool``, ``AveragePool``, ``BatchNormalization`` (inference) -> the layers of
-  :mod:`lipverify.conv`;
+* ``Conv`` (2-D), ``MaxPool``, ``AveragePool``, ``GlobalAveragePool``, ``BatchNormalization`` (inference)
+  -> the layers of :mod:`lipverify.conv`;
 * ``Relu``, ``LeakyRelu``, ``Tanh``, ``Sigmoid``, ``Gelu`` (``approximate="none"``), and the patterns
   ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` (GELU), ``x * Sigmoid(x)`` (SiLU), ``Max(x, a x)`` / ``Min(x, a x)``
   (LeakyReLU with slope ``a``);
@@ -23,7 +29,9 @@ real arithmetic (up to the ``sqrt(2)`` constant of the GELU pattern, which is ac
 ``1e-6``: it rescales the input of ``erf`` and leaves the slope interval of GELU unchanged).
 
 Export writes opset 17 with float64 tensors (exact weights; ``dtype="float32"`` rounds them), using the
-patterns above for GELU (the ``Gelu`` op needs opset 20), SiLU and LeakyReLU slopes that are not float32.
+patterns above for GELU (the ``Gelu`` op needs opset 20), SiLU and LeakyReLU slopes that are not float32; a
+:class:`~lipverify.Residual` becomes its two branches and an ``Add``.  ``BatchNormalization`` stores
+``epsilon`` as a float32 attribute, so an ``eps`` that is not a float32 is rounded.
 
 Example::
 

@@ -1,4 +1,5 @@
-"""PyTorch import: :func:`from_torch` for ``nn.Sequential`` modules and :func:`load_torch` for ``.pt``/``.pth``.
+"""PyTorch import: :func:`from_torch` for ``nn.Sequential`` modules and residual models, :func:`load_torch` for
+``.pt``/``.pth`` files.
 
 Needs the optional extra ``torch`` (``pip install torch==2.13.0``, the CPU wheel).  Supported, nested
 ``nn.Sequential`` containers included: ``Linear``, ``Conv2d`` (zero padding), ``ReLU``, ``LeakyReLU``,
@@ -7,6 +8,14 @@ Needs the optional extra ``torch`` (``pip install torch==2.13.0``, the CPU wheel
 in inference mode (running statistics of batch norm; dropout is the identity), whatever its
 ``training`` flag.  Parameters are copied as float64, exactly (float16/bfloat16/float32 embed in
 float64).  Anything else raises :class:`~lipverify.ModelFormatError` naming the module path and type.
+
+Modules that are not such a chain (a model class whose ``forward`` has skip connections, e.g.
+``out = self.bn2(self.conv2(...)); out += self.downsample(x)``) are traced with ``torch.fx.symbolic_trace``
+and read as a chain of the modules above, of a few functions (``torch.relu``, ``torch.flatten(x, 1)``,
+``x.view(x.size(0), -1)``, ``F.max_pool2d``, ``F.adaptive_avg_pool2d``, ...; ``nn.AdaptiveAvgPool2d`` when
+the size divides) and of residual blocks ``y = a + b`` whose branches start at one tensor
+(:class:`~lipverify.Residual`, as in :mod:`lipverify.io.onnx`).  A forward that cannot be traced
+(data-dependent control flow) raises saying to export the model to ONNX instead.
 
 After the conversion the module and the network are run on two random inputs and must agree (to a
 float32 tolerance): this catches subclasses with a custom ``forward``, hooks and the like
@@ -59,7 +68,8 @@ def _torch():
 
 
 def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *, check: bool = True) -> Network:
-    """Convert a PyTorch ``nn.Sequential`` (or TorchScript module of one) to a :class:`~lipverify.Network`.
+    """Convert a PyTorch ``nn.Sequential`` (or TorchScript module of one), or a module with skip connections
+    (traced with ``torch.fx``, see the module docstring), to a :class:`~lipverify.Network`.
 
     ``input_shape`` is the per-sample shape (no batch dimension), e.g. ``(1, 28, 28)``; it may be omitted
     when the first weighted layer is ``Linear``.  Raises :class:`~lipverify.ModelFormatError` naming the
@@ -274,7 +284,11 @@ def _convert(torch: Any, m: Any, path: str, kind: str) -> list[Layer]:
         beta = np.zeros(c) if beta is None else beta
         return [_build(conv.BatchNorm2d, path, kind, gamma, beta, _array(mean, path, "running_mean"),
                        _array(var, path, "running_var"), float(get("eps")))]
-    raise ModelFormatError(f"module {path!r} ({kind}) is not supported; supported modules: {SUPPORTED}")
+    hint = ""
+    if isinstance(m, torch.jit.ScriptModule) and kind != type(m).__name__:
+        hint = ("; a TorchScript module is read only as a chain of these: for a model with skip connections pass the "
+                "Python module (from_torch traces it with torch.fx) or export it to ONNX")
+    raise ModelFormatError(f"module {path!r} ({kind}) is not supported; supported modules: {SUPPORTED}{hint}")
 
 
 # --------------------------------------------------------------------------- modules with skip connections (torch.fx)
