@@ -146,6 +146,8 @@ def test_resnet_from_torch_and_through_onnx_export(tmp_path, pool):
     assert [type(layer).__name__ for layer in blocks[1].shortcut] == ["Conv2d", "BatchNorm2d"]
     assert blocks[1].shortcut[0].stride == (2, 2)
     _assert_matches_torch(direct, module, (2, 8, 8), 0)
+    if pool == "max":  # one export is enough (the first torch.onnx.export of a session is slow)
+        return
     path = _export(module, (2, 8, 8), tmp_path / "resnet.onnx")
     loaded = lv.load(path)  # the exporter folds each BatchNorm into its convolution
     assert loaded.input_shape == (2, 8, 8) and len(_residuals(loaded)) == 2
@@ -184,6 +186,27 @@ def test_nested_blocks_from_torch():
     _assert_matches_torch(net, module, (3,), 4)
 
 
+def test_wrapper_module_with_view_flatten_is_traced():
+    """A model class around a Sequential, flattening with x.view(x.size(0), -1): traced, same as the chain."""
+
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(2))
+            self.head = nn.Linear(2 * 2 * 2, 2)
+
+        def forward(self, x):
+            h = self.features(x)
+            return self.head(F.gelu(h.view(h.size(0), -1)))
+
+    torch.manual_seed(3)
+    module = Wrapper().double()
+    net = lv.from_torch(module, input_shape=(1, 6, 6))
+    chain = lv.from_torch(nn.Sequential(module.features, nn.Flatten(), nn.GELU(), module.head), input_shape=(1, 6, 6))
+    assert repr(net) == repr(chain)
+    _assert_matches_torch(net, module, (1, 6, 6), 5)
+
+
 def test_torch_refusals_say_what_to_do():
     class Gate(nn.Module):
         def __init__(self):
@@ -195,8 +218,20 @@ def test_torch_refusals_say_what_to_do():
 
     with pytest.raises(lv.ModelFormatError, match=r"the tensor 'x' branches into node 1 'a' \(module 'a' \(Linear\)\), node 2 "
                                                   r"'mul' \(function mul\).* node 2 'mul' \(function mul\) joins the branches, "
-                                                  r"but only x \+ y \(a residual block\)"):
+                                                  r"but only a plain x \+ y \(a residual block\)"):
         lv.from_torch(Gate())
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return torch.add(x, self.a(x), alpha=2.0)
+
+    with pytest.raises(lv.ModelFormatError, match=r"node 2 'add' \(function add\) joins the branches with the arguments "
+                                                  r"\{'alpha': 2\.0\}, but only a plain x \+ y"):
+        lv.from_torch(Scaled())
 
     class Branchy(nn.Module):
         def __init__(self):
@@ -266,7 +301,7 @@ def test_onnx_residual_graph_built_by_hand():
         np.testing.assert_array_equal(net(x), h + np.maximum(h, 0) @ w2.T)
 
 
-@pytest.mark.parametrize("case", ["concat", "mul", "shared", "foreign"])
+@pytest.mark.parametrize("case", ["concat", "mul", "shared", "foreign", "escape", "dangling"])
 def test_onnx_non_series_parallel_graphs_are_refused(case):
     relu = helper.make_node("Relu", ["x"], ["a"], name="relu")
     if case == "concat":  # branches rejoined by a Concat
@@ -284,6 +319,16 @@ def test_onnx_non_series_parallel_graphs_are_refused(case):
                  helper.make_node("Add", ["b", "c"], ["y"], name="merge2")]
         msg = (r"node 3 'merge2' \(Add\): adds 'b' and 'c', which both depend on node 0 'relu' \(Relu\) after the "
                r"branch point 'x'.*a branch feeds two merges")
+    elif case == "escape":  # a tensor inside the block is also read by a node outside it
+        nodes = [relu, helper.make_node("Tanh", ["a"], ["t"], name="tanh"),
+                 helper.make_node("Add", ["x", "a"], ["y"], name="merge")]
+        msg = (r"node 0 'relu' \(Relu\): its output 'a' is used inside the residual block from 'x' to node 2 'merge' "
+               r"\(Add\) and also by node 1 'tanh' \(Tanh\), outside the block")
+    elif case == "dangling":  # the branch point feeds a third node
+        nodes = [relu, helper.make_node("Tanh", ["x"], ["t"], name="tanh"),
+                 helper.make_node("Add", ["x", "a"], ["y"], name="merge")]
+        msg = (r"node 2 'merge' \(Add\): the tensor 'x' where the residual block ending at this node starts also "
+               r"feeds node 1 'tanh' \(Tanh\), outside the block")
     else:  # an Add of the chain and a tensor that does not come from the input
         nodes = [relu, helper.make_node("RandomNormal", [], ["z"], name="noise", dtype=DOUBLE, shape=[1, 2]),
                  helper.make_node("Add", ["a", "z"], ["y"], name="merge")]

@@ -423,8 +423,13 @@ class _FxImporter:
                 new, origin = self.convert(cons[0], x, shape), cons[0]
             else:
                 joins = [j for j in self.sp.joins_at(x) if j in allowed and j not in self.sp.merges]
-                why = (f"; {self.label(joins[0])} joins the branches, but only x + y (a residual block) can join them"
-                       if joins else "")
+                why = ""
+                if joins:
+                    j = self.nodes[joins[0]]
+                    extra = f" with the arguments {dict(j.kwargs)}" if j.kwargs and (
+                        j.target in self.adds or j.target == "add") else ""
+                    why = (f"; {self.label(joins[0])} joins the branches{extra}, but only a plain x + y (a residual block) "
+                           "can join them")
                 raise self.err(f"the tensor {x!r} branches into {', '.join(self.label(c) for c in cons)}; only a "
                                f"chain and residual blocks (branches that rejoin at one addition) are supported{why}")
             self.used.add(origin)
@@ -459,6 +464,8 @@ class _FxImporter:
             if other.op == "get_attr":
                 raise self.err(f"uses the tensor attribute {other.target!r} directly; only modules (nn.Linear, "
                                "nn.Conv2d, ...) carry weights that lipverify reads: export to ONNX, or use modules", i)
+            if (n.target in self.adds or n.target == "add") and n.kwargs:
+                raise self.err(f"adds with the arguments {dict(n.kwargs)}; only a plain x + y joins two branches", i)
             if n.target in self.adds or n.target == "add":
                 raise self.err(f"adds {x!r} and {others[0]!r}, which do not form a residual block (their branches do "
                                "not start at one tensor of the chain)", i)
