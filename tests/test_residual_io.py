@@ -270,6 +270,13 @@ def test_torchscript_residual_model_says_what_to_do():
         lv.from_torch(scripted)
 
 
+def test_hooks_inside_a_traced_model_are_refused():
+    module = _resmlp()
+    module.body1.register_forward_hook(lambda m, inp, out: 2 * out)  # tracing would not see it
+    with pytest.raises(lv.ModelFormatError, match=r"module 'body1' \(Sequential\) has forward hooks"):
+        lv.from_torch(module)
+
+
 def test_sequential_models_keep_the_chain_path():
     """A plain Sequential is not traced: its errors still name the module path (test_torch has the details)."""
     with pytest.raises(lv.ModelFormatError, match=r"module '1' \(Softmax\) is not supported"):

@@ -321,6 +321,10 @@ class _FxImporter:
 
         self.torch = torch
         self.module = module
+        for name, sub in module.named_modules():  # tracing runs forward methods, not hooks
+            if getattr(sub, "_forward_hooks", None) or getattr(sub, "_forward_pre_hooks", None):
+                raise ModelFormatError(f"module {name or '(root)'!r} ({type(sub).__name__}) has forward hooks, which "
+                                       "lipverify cannot read")
         try:
             gm = torch.fx.symbolic_trace(module)
         except Exception as exc:  # torch.fx.proxy.TraceError, data-dependent control flow, unsupported Python
