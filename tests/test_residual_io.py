@@ -415,3 +415,45 @@ def test_npz_round_trip_of_residual_networks(tmp_path):
     with pytest.raises(lv.ModelFormatError, match=r"bad\.npz: layer 1\.body\.0 \(residual\): missing array "
                                                   r"'1\.body\.0\.body\.layers'"):
         lv.load(tmp_path / "bad.npz")
+
+
+def _random_layers(rng, width, depth):
+    """A random chain on ``width`` features: dense layers, activations and (nested) residual blocks."""
+    acts = [lv.ReLU, lv.Tanh, lv.Sigmoid, lv.GELU, lv.SiLU, lambda: lv.LeakyReLU(0.25), lv.Identity]
+    layers = []
+    for _ in range(rng.integers(1, 4)):
+        kind = rng.integers(0, 3) if depth > 0 else rng.integers(0, 2)
+        if kind == 0:
+            bias = rng.standard_normal(width) if rng.random() < 0.5 else None
+            layers.append(lv.Dense(rng.standard_normal((width, width)), bias))
+        elif kind == 1:
+            layers.append(acts[rng.integers(len(acts))]())
+        else:
+            body = _random_layers(rng, width, depth - 1)
+            short = rng.integers(0, 3)
+            shortcut = (None if short == 0 else [lv.Dense(rng.standard_normal((width, width)))] if short == 1
+                        else _random_layers(rng, width, depth - 1))
+            layers.append(lv.Residual(body, shortcut))
+    return layers
+
+
+def test_random_residual_networks_round_trip():
+    """Generated nets (blocks first, last, in sequence, nested, sharing a branch point): ONNX export agrees with the
+    reference evaluator, and ONNX and npz give back the same function (the import may swap body and shortcut, which
+    commute exactly in floating point)."""
+    rng = np.random.default_rng(9)
+    for _ in range(25):
+        width = int(rng.integers(1, 4))
+        net = lv.Network(_random_layers(rng, width, 3), input_shape=(width,))
+        x = rng.standard_normal((3, width))
+        want = net(x)
+        model = to_onnx_model(net)
+        got = ReferenceEvaluator(model).run(None, {"input": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9, err_msg=repr(net))
+        np.testing.assert_array_equal(from_onnx_model(model)(x), want, err_msg=repr(net))
+        buf = io.BytesIO()
+        lv.io.npz.save_npz(net, buf)
+        buf.seek(0)
+        back = lv.io.npz.load_npz(buf)
+        assert list(_leaves(back.layers)) == list(_leaves(net.layers))
+        np.testing.assert_array_equal(back(x), want)
