@@ -457,3 +457,13 @@ def test_random_residual_networks_round_trip():
         back = lv.io.npz.load_npz(buf)
         assert list(_leaves(back.layers)) == list(_leaves(net.layers))
         np.testing.assert_array_equal(back(x), want)
+
+
+def test_pickled_residual_model_file(tmp_path):
+    module = _resnet()
+    path = tmp_path / "resnet.pt"
+    torch.save(module, path)  # the classes are importable from this test module
+    net = lv.load(path, input_shape=(2, 8, 8))
+    assert len(_residuals(net)) == 2
+    x = np.random.default_rng(10).standard_normal((2, 2, 8, 8))
+    np.testing.assert_allclose(net(x), _torch_forward(module, x), rtol=1e-6)

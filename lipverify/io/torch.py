@@ -625,8 +625,9 @@ def _missing_class(path: str, exc: Exception) -> str | None:
 
 
 def load_torch(path: str, input_shape: tuple[int, ...] | None = None) -> Network:
-    """Read a ``.pt``/``.pth`` file holding a whole ``nn.Sequential`` (pickled by ``torch.save``) or a
-    TorchScript module (``torch.jit.save``), and convert it with :func:`from_torch`.
+    """Read a ``.pt``/``.pth`` file holding a whole module (pickled by ``torch.save``: an ``nn.Sequential``, or a
+    model class with skip connections whose code is importable) or a TorchScript module of a chain
+    (``torch.jit.save``), and convert it with :func:`from_torch`.
 
     Unpickling runs code stored in the file: load only files you trust (see the module docstring).
     A file holding only a ``state_dict`` raises :class:`~lipverify.ModelFormatError`: build the module,
