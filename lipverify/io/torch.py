@@ -293,9 +293,10 @@ def _convert(torch: Any, m: Any, path: str, kind: str) -> list[Layer]:
 
 # --------------------------------------------------------------------------- modules with skip connections (torch.fx)
 
-_FX_SUPPORTED = ("the modules above, x + y of two branches (residual blocks), torch.relu/tanh/sigmoid/flatten, "
-                 "F.relu/gelu/silu/leaky_relu/dropout/avg_pool2d/max_pool2d/adaptive_avg_pool2d, nn.AdaptiveAvgPool2d, "
-                 "and the methods .relu() .sigmoid() .tanh() .flatten(1) .view(x.size(0), -1) .reshape(...) .contiguous()")
+_FX_SUPPORTED = (f"the modules {SUPPORTED}, AdaptiveAvgPool2d; x + y of two branches (residual blocks); the functions "
+                 "torch.relu/tanh/sigmoid/flatten/reshape, F.relu/gelu/silu/leaky_relu/dropout/avg_pool2d/max_pool2d/"
+                 "adaptive_avg_pool2d; the methods .relu() .sigmoid() .tanh() .flatten(1) .view(x.size(0), -1) "
+                 ".reshape(...) .contiguous()")
 
 
 def _needs_tracing(torch: Any, module: Any) -> bool:
