@@ -266,18 +266,19 @@ def test_unsupported_op_names_the_node_and_lists_what_is_supported(tmp_path, cap
 
 
 def test_branching_graph_is_refused(tmp_path, capsys):
+    """Branches that rejoin at a Mul (not an Add: no residual block) are refused; residual blocks: test_residual_io."""
     w = np.eye(2, dtype=np.float32)
     nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], name="fc"),
              helper.make_node("Relu", ["h"], ["r"], name="relu"),
-             helper.make_node("Add", ["h", "r"], ["y"], name="residual")]
+             helper.make_node("Mul", ["h", "r"], ["y"], name="gate")]
     model = _model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["N", 2])],
                    [helper.make_tensor_value_info("y", FLOAT, ["N", 2])], {"W": w})
     path = _save_model(model, tmp_path / "res.onnx")
     with pytest.raises(lv.ModelFormatError, match=r"tensor 'h' branches into node 1 'relu' \(Relu\), node 2 "
-                                                  r"'residual' \(Add\); only a single chain"):
+                                                  r"'gate' \(Mul\); only a single chain, residual blocks"):
         lv.load(path)
     assert main(["bound", path]) == 2
-    assert "'residual' (Add)" in capsys.readouterr().err
+    assert "'gate' (Mul)" in capsys.readouterr().err
 
 
 def test_corrupt_and_truncated_files(tmp_path, capsys):

@@ -7,10 +7,14 @@ A numpy ``.npz`` archive with these arrays (``i`` is the 0-based layer index):
 ``version``            the integer ``1``
 ``input_shape``        integer array, e.g. ``[784]`` or ``[1, 28, 28]``
 ``layers``             string array of layer types: ``dense``, ``flatten``, ``relu``, ``leakyrelu``,
-                       ``identity``, ``tanh``, ``sigmoid``, ``gelu``, ``silu``
+                       ``identity``, ``tanh``, ``sigmoid``, ``gelu``, ``silu``, ``residual``
 ``i.weight``           for ``dense``: float array ``(n_out, n_in)``
 ``i.bias``             for ``dense`` (optional): float array ``(n_out,)``
 ``i.negative_slope``   for ``leakyrelu``: float scalar
+``i.body.layers``      for ``residual`` (a block ``y = shortcut(x) + body(x)``): the body's layer types,
+                       whose arrays are ``i.body.j.weight`` and so on (``j`` indexes the body; blocks nest)
+``i.shortcut.layers``  for ``residual`` (optional; absent for the identity shortcut): the same for the
+                       shortcut, arrays ``i.shortcut.j.*``
 =====================  ==========================================================================
 
 Weights are stored as float64; exact (rational) weights are stored as their nearest floats, so a network
@@ -29,6 +33,7 @@ import numpy as np
 from ..errors import LipVerifyError, ModelFormatError
 from ..layers import ACTIVATIONS, Activation, Dense, Flatten, Layer, LeakyReLU
 from ..network import Network
+from ..residual import Residual
 
 FORMAT = "lipverify-npz"
 VERSION = 1
@@ -49,21 +54,30 @@ def load_npz(path: str) -> Network:
     for key in ("input_shape", "layers"):
         if key not in data:
             raise ModelFormatError(f"{path}: missing array {key!r}")
-    layers: list[Layer] = []
-    for i, kind in enumerate(str(k).lower() for k in data["layers"]):
-        try:
-            layers.append(_layer(kind, i, data))
-        except ModelFormatError as exc:
-            raise ModelFormatError(f"{path}: {exc}") from None
-        except (LipVerifyError, ValueError, TypeError) as exc:
-            raise ModelFormatError(f"{path}: layer {i} ({kind}): {exc}") from None
+    try:
+        layers = _layers("", data["layers"], data)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{path}: {exc}") from None
     try:
         return Network(layers, input_shape=tuple(int(d) for d in np.atleast_1d(data["input_shape"])))
     except LipVerifyError as exc:
         raise ModelFormatError(f"{path}: {exc}") from None
 
 
-def _layer(kind: str, i: int, data: dict) -> Layer:
+def _layers(prefix: str, kinds: np.ndarray, data: dict) -> list[Layer]:
+    """The layers listed in ``kinds``, whose arrays are ``{prefix}{i}.*``."""
+    layers: list[Layer] = []
+    for i, kind in enumerate(str(k).lower() for k in np.atleast_1d(kinds)):
+        try:
+            layers.append(_layer(kind, f"{prefix}{i}", data))
+        except ModelFormatError:
+            raise
+        except (LipVerifyError, ValueError, TypeError) as exc:
+            raise ModelFormatError(f"layer {prefix}{i} ({kind}): {exc}") from None
+    return layers
+
+
+def _layer(kind: str, i: str, data: dict) -> Layer:
     if kind == "dense":
         if f"{i}.weight" not in data:
             raise ModelFormatError(f"layer {i} (dense): missing array '{i}.weight'")
@@ -74,10 +88,16 @@ def _layer(kind: str, i: int, data: dict) -> Layer:
         if f"{i}.negative_slope" not in data:
             raise ModelFormatError(f"layer {i} (leakyrelu): missing scalar '{i}.negative_slope'")
         return LeakyReLU(float(data[f"{i}.negative_slope"]))
+    if kind == "residual":
+        if f"{i}.body.layers" not in data:
+            raise ModelFormatError(f"layer {i} (residual): missing array '{i}.body.layers'")
+        body = _layers(f"{i}.body.", data[f"{i}.body.layers"], data)
+        short = _layers(f"{i}.shortcut.", data[f"{i}.shortcut.layers"], data) if f"{i}.shortcut.layers" in data else None
+        return Residual(body, short)
     if kind in ACTIVATIONS:
         return ACTIVATIONS[kind]()
     raise ModelFormatError(
-        f"layer {i}: unsupported layer type {kind!r}; supported: dense, flatten, {', '.join(ACTIVATIONS)}"
+        f"layer {i}: unsupported layer type {kind!r}; supported: dense, flatten, residual, {', '.join(ACTIVATIONS)}"
     )
 
 
@@ -86,9 +106,21 @@ def save_npz(net: Network, path: str) -> None:
     arrays: dict[str, np.ndarray] = {
         "format": np.array(FORMAT), "version": np.array(VERSION), "input_shape": np.array(net.input_shape),
     }
+    arrays["layers"] = _store("", net.layers, arrays)
+    np.savez(path, **arrays)
+
+
+def _store(prefix: str, layers: tuple[Layer, ...], arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Put the arrays of ``layers`` into ``arrays`` under ``{prefix}{i}.*``; return their type names."""
     kinds = []
-    for i, layer in enumerate(net.layers):
-        if isinstance(layer, Dense):
+    for j, layer in enumerate(layers):
+        i = f"{prefix}{j}"
+        if isinstance(layer, Residual):
+            kinds.append("residual")
+            arrays[f"{i}.body.layers"] = _store(f"{i}.body.", layer.body, arrays)
+            if layer.shortcut:
+                arrays[f"{i}.shortcut.layers"] = _store(f"{i}.shortcut.", layer.shortcut, arrays)
+        elif isinstance(layer, Dense):
             kinds.append("dense")
             arrays[f"{i}.weight"] = np.asarray(layer.weight)
             if layer.has_bias:
@@ -102,5 +134,4 @@ def save_npz(net: Network, path: str) -> None:
             kinds.append(layer.kind.lower())
         else:
             raise ModelFormatError(f"layer {i} ({layer.describe()}) cannot be stored in the .npz format")
-    arrays["layers"] = np.array(kinds)
-    np.savez(path, **arrays)
+    return np.array(kinds)

@@ -1,14 +1,20 @@
-"""ONNX import (:func:`load_onnx`) and export (:func:`save_onnx`) of sequential networks.
+"""ONNX import (:func:`load_onnx`) and export (:func:`save_onnx`) of networks, residual blocks included.
 
-Import reads a *single chain*: one graph input, one graph output, and between them nodes each of which
-takes the previous node's output as its only non-constant input.  Constants (initializers, ``Constant``
-nodes, ``Shape`` of tensors whose shape is static, and subgraphs computed from these only) are folded
-first.  Supported on the chain:
+Import reads one graph input and one graph output, and between them a *chain* of the nodes below (each
+takes the previous node's output as its only non-constant input) and of *residual blocks*: a tensor
+branches, and the two branches (each itself a chain, possibly holding blocks) rejoin at an ``Add`` of the
+two tensors; one branch may be empty (the identity shortcut), the other is the body.  Each block becomes a
+:class:`~lipverify.Residual` (the branch with fewer layers is the shortcut; the sum is the same).  Blocks are
+found from the graph's dominators (:mod:`lipverify.io._graph`); a graph that is not such a series-parallel
+composition (branches joined by ``Mul`` or ``Concat``, an ``Add`` whose operands do not branch from one tensor
+of the chain, a tensor of one block used by another, ...) raises naming the node.  Constants (initializers,
+``Constant`` nodes, ``Shape`` of tensors whose shape is static, and subgraphs computed from these only) are
+folded first.  Supported nodes:
 
 * ``Gemm`` (``transA = 0``, any ``transB``, ``alpha``, ``beta``), ``MatMul`` followed by an optional
   ``Add`` of a constant (the bias) -> :class:`~lipverify.Dense`;
-* ``Conv`` (2-D), ``MaxPool``, ``AveragePool``, ``BatchNormalization`` (inference) -> the layers of
-  :mod:`lipverify.conv`;
+* ``Conv`` (2-D), ``MaxPool``, ``AveragePool``, ``GlobalAveragePool``, ``BatchNormalization`` (inference)
+  -> the layers of :mod:`lipverify.conv`;
 * ``Relu``, ``LeakyRelu``, ``Tanh``, ``Sigmoid``, ``Gelu`` (``approximate="none"``), and the patterns
   ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` (GELU), ``x * Sigmoid(x)`` (SiLU), ``Max(x, a x)`` / ``Min(x, a x)``
   (LeakyReLU with slope ``a``);
@@ -23,7 +29,9 @@ real arithmetic (up to the ``sqrt(2)`` constant of the GELU pattern, which is ac
 ``1e-6``: it rescales the input of ``erf`` and leaves the slope interval of GELU unchanged).
 
 Export writes opset 17 with float64 tensors (exact weights; ``dtype="float32"`` rounds them), using the
-patterns above for GELU (the ``Gelu`` op needs opset 20), SiLU and LeakyReLU slopes that are not float32.
+patterns above for GELU (the ``Gelu`` op needs opset 20), SiLU and LeakyReLU slopes that are not float32; a
+:class:`~lipverify.Residual` becomes its two branches and an ``Add``.  ``BatchNormalization`` stores
+``epsilon`` as a float32 attribute, so an ``eps`` that is not a float32 is rounded.
 
 Example::
 
@@ -42,13 +50,15 @@ import numpy as np
 from ..errors import LipVerifyError, ModelFormatError
 from ..layers import GELU, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
 from ..network import Network
+from ..residual import Residual
+from ._graph import Block, SeriesParallel
 
 OPSET = 17
 SUPPORTED = (
-    "Gemm, MatMul (+ Add of a constant bias), Conv, MaxPool, AveragePool, BatchNormalization, Relu, LeakyRelu, "
-    "Tanh, Sigmoid, Gelu, the patterns x*0.5*(1+Erf(x/sqrt(2))) (GELU), x*Sigmoid(x) (SiLU), Max(x, a*x) "
+    "Gemm, MatMul (+ Add of a constant bias), Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Relu, "
+    "LeakyRelu, Tanh, Sigmoid, Gelu, the patterns x*0.5*(1+Erf(x/sqrt(2))) (GELU), x*Sigmoid(x) (SiLU), Max(x, a*x) "
     "(LeakyReLU), Flatten, Reshape to (batch, -1), Identity, Dropout, and constant subgraphs; "
-    "the graph must be a single chain"
+    "the graph must be a chain of these and of residual blocks (a tensor branches, the branches rejoin at an Add)"
 )
 #: ops folded when all their inputs are constants
 _FOLDABLE = {
@@ -194,33 +204,52 @@ class _Importer:
         inputs = [v for v in self.graph.input if v.name not in self.consts]
         if len(inputs) != 1:
             raise self.err(f"the graph has {len(inputs)} data inputs ({', '.join(v.name for v in inputs)}); "
-                           "only single-input sequential models are supported")
+                           "only single-input models are supported")
         if len(self.graph.output) != 1:
             raise self.err(f"the graph has {len(self.graph.output)} outputs; only single-output models are supported")
         shape = self._input_shape(inputs[0], input_shape)
         self.consumers: dict[str, list[int]] = {}
+        data: dict[int, tuple[list[str], list[str]]] = {}
         for i, node in enumerate(self.nodes):
             if i in self.used:
                 continue
-            for t in set(node.input):
-                if t and t not in self.consts:
-                    self.consumers.setdefault(t, []).append(i)
+            ins = [t for t in node.input if t and t not in self.consts]
+            data[i] = (ins, [t for t in node.output if t])
+            for t in dict.fromkeys(ins):
+                self.consumers.setdefault(t, []).append(i)
+        merges = [i for i, (ins, _) in data.items() if self._op(i) == "Add" and len(set(ins)) == 2]
+        self.sp = SeriesParallel(data, inputs[0].name, merges, {o.name for o in self.graph.output}, self.err, self.label)
         output = self.graph.output[0].name
-        x = inputs[0].name
+        layers, _ = self.walk(inputs[0].name, output, set(data), shape)
+        left = [i for i in range(len(self.nodes)) if i not in self.used]
+        if left:
+            raise self.err(f"{self.label(left[0])} is not on a path from the input to the output; only graphs that "
+                           "are a chain of layers and residual blocks are supported")
+        if not layers:
+            layers = [Identity()]
+        return Network(layers, input_shape=shape)
+
+    def walk(self, x: str, end: str, allowed: set[int] | frozenset[int], shape: tuple[int, ...]
+             ) -> tuple[list[Layer], tuple[int, ...]]:
+        """The layers from tensor ``x`` to tensor ``end`` through the nodes ``allowed``, and the shape at ``end``."""
         layers: list[Layer] = []
-        input_shape_final = shape
         while True:
-            cons = self.consumers.get(x, [])
-            if x == output:
+            cons = [c for c in self.consumers.get(x, []) if c in allowed]
+            if x == end:
                 if cons:
                     raise self.err(f"the graph output {x!r} also feeds {self.label(cons[0])}; "
-                                   "only a single chain is supported")
-                break
+                                   "the output must be the last tensor of the graph")
+                return layers, shape
             if not cons:
-                raise self.err(f"tensor {x!r} feeds no node and is not the graph output {output!r}")
+                raise self.err(f"tensor {x!r} feeds no node and is not the graph output {end!r}")
             if any(c in self.used for c in cons):  # impossible in a valid (acyclic) graph; never loop
                 raise self.err(f"tensor {x!r} feeds {self.label(cons[0])} a second time; the graph has a cycle")
-            if len(cons) == 1:
+            block = self.sp.block_at(x, allowed)
+            if block is not None:
+                new, x = [self._residual(block, shape)], self.nodes[block.merge].output[0]
+                self.used.add(block.merge)
+                origin = block.merge
+            elif len(cons) == 1:
                 new, x = self.convert(cons[0], x, shape)
                 self.used.add(cons[0])
                 origin = cons[0]
@@ -231,9 +260,14 @@ class _Importer:
                     if any(self.nodes[c].op_type == "Shape" for c in cons):
                         hint = ("; the Shape node reads a dynamic shape: export with a fixed batch size, or flatten "
                                 "with Flatten instead of x.view(x.size(0), -1)")
+                    joins = [j for j in self.sp.joins_at(x) if j in allowed and j not in self.sp.merges]
+                    if joins:
+                        hint += (f"; {self.label(joins[0])} joins the branches, but only an Add of two branches (a "
+                                 f"residual block) can join them")
                     raise self.err(
-                        f"tensor {x!r} branches into {', '.join(self.label(c) for c in cons)}; only a single chain "
-                        f"is supported (and the GELU, SiLU and LeakyReLU patterns){hint}. Supported: {SUPPORTED}"
+                        f"tensor {x!r} branches into {', '.join(self.label(c) for c in cons)}; only a single chain, "
+                        f"residual blocks (branches that rejoin at an Add) and the GELU, SiLU and LeakyReLU patterns "
+                        f"are supported{hint}. Supported: {SUPPORTED}"
                     )
                 new, x, nodes = match
                 self.used.update(nodes)
@@ -245,13 +279,23 @@ class _Importer:
                     raise self.err(f"layer {len(layers)} ({layer.describe()}) does not fit the input shape "
                                    f"{shape}: {exc}", origin) from None
                 layers.append(layer)
-        left = [i for i in range(len(self.nodes)) if i not in self.used]
-        if left:
-            raise self.err(f"{self.label(left[0])} is not on the chain from the input to the output; "
-                           "only a single chain is supported")
-        if not layers:
-            layers = [Identity()]
-        return Network(layers, input_shape=input_shape_final)
+
+    def _residual(self, block: Block, shape: tuple[int, ...]) -> Layer:
+        """The :class:`~lipverify.Residual` of a block; the shorter branch (fewer layers) is the shortcut."""
+        branches = []
+        for t, nodes in zip(block.inputs, block.nodes):
+            layers, out = self.walk(block.branch, t, nodes, shape)
+            branches.append((layers, out))
+        (a, sa), (b, sb) = branches
+        if sa != sb:
+            raise self.err(f"adds tensors of per-sample shapes {sa} ({block.inputs[0]!r}) and {sb} "
+                           f"({block.inputs[1]!r}); a residual block needs equal shapes (broadcasting is not "
+                           "supported)", block.merge)
+        body, short = (a, b) if len(a) >= len(b) else (b, a)
+        try:
+            return Residual(body or [Identity()], short or None)
+        except (ValueError, LipVerifyError) as exc:
+            raise self.err(f"the residual block from {block.branch!r} is not accepted: {exc}", block.merge) from None
 
     def _input_shape(self, value_info: Any, given: tuple[int, ...] | None) -> tuple[int, ...]:
         t = value_info.type.tensor_type
@@ -285,8 +329,13 @@ class _Importer:
         data = [t for t in node.input if t and t not in self.consts]
         others = [t for t in data if t != x]
         if others:
+            if node.op_type == "Add":
+                raise self.err(f"adds {x!r} and {others[0]!r}, which do not form a residual block (their branches do "
+                               "not start at one tensor of the chain); only residual blocks whose branches start at "
+                               "one tensor and rejoin at one Add are supported", i)
             raise self.err(f"has the non-constant inputs {others} besides the chain tensor {x!r} (a branch, or a "
-                           "shape computed at run time); only a single chain with constant parameters is supported", i)
+                           f"shape computed at run time); {node.op_type} of two tensors is not supported: branches "
+                           "may only rejoin at an Add (a residual block), and other inputs must be constants", i)
         if len(data) != 1:
             raise self.err(f"takes the chain tensor {x!r} {len(data)} times; only a single chain is supported", i)
         graph_outputs = {o.name for o in self.graph.output}
@@ -339,6 +388,11 @@ class _Importer:
                 return [self._conv(i, a, shape)], out
             if op in ("MaxPool", "AveragePool"):
                 return [self._pool(i, op, a, shape)], out
+            if op == "GlobalAveragePool":
+                if len(shape) != 3:
+                    raise self.err(f"GlobalAveragePool is supported on (C, H, W) inputs only, not on shape {shape}", i)
+                conv = _conv_module(self.err("GlobalAveragePool needs lipverify.conv, which is not available", i))
+                return [self._build(i, conv.AvgPool2d, _compact(shape[1:]), stride=_compact(shape[1:]))], out
             if op == "BatchNormalization":
                 return [self._batchnorm(i, a, shape)], out
         except ModelFormatError:
@@ -679,7 +733,7 @@ def to_onnx_model(net: Network, dtype: str = "float64") -> Any:
     x = "input"
     for i, layer in enumerate(net.layers):
         try:
-            x = ex.layer(i, layer, x, net.shapes[i])
+            x = ex.layer(f"l{i}", layer, x, net.shapes[i])
         except (ValueError, TypeError) as exc:
             raise ModelFormatError(f"layer {i} ({layer.describe()}) cannot be exported to ONNX: {exc}") from None
     ex.nodes.append(helper.make_node("Identity", [x], ["output"], name="output"))
@@ -712,8 +766,18 @@ class _Exporter:
         self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
 
-    def layer(self, i: int, layer: Layer, x: str, shape: tuple[int, ...]) -> str:
-        p = f"l{i}"
+    def layer(self, p: str, layer: Layer, x: str, shape: tuple[int, ...]) -> str:
+        """The nodes of ``layer`` applied to tensor ``x`` (per-sample shape ``shape``), named ``p.*``; its output."""
+        if isinstance(layer, Residual):
+            body, short = layer.branches(shape)
+            y = x
+            for j, sub in enumerate(body.layers):
+                y = self.layer(f"{p}.body{j}", sub, y, body.shapes[j])
+            s = x
+            if short is not None:
+                for j, sub in enumerate(short.layers):
+                    s = self.layer(f"{p}.shortcut{j}", sub, s, short.shapes[j])
+            return self.node("Add", [y, s], f"{p}.add")
         if isinstance(layer, Dense):
             inputs = [x, self.init(f"{p}.weight", layer.weight)]
             if layer.has_bias:

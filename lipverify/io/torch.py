@@ -1,4 +1,5 @@
-"""PyTorch import: :func:`from_torch` for ``nn.Sequential`` modules and :func:`load_torch` for ``.pt``/``.pth``.
+"""PyTorch import: :func:`from_torch` for ``nn.Sequential`` modules and residual models, :func:`load_torch` for
+``.pt``/``.pth`` files.
 
 Needs the optional extra ``torch`` (``pip install torch==2.13.0``, the CPU wheel).  Supported, nested
 ``nn.Sequential`` containers included: ``Linear``, ``Conv2d`` (zero padding), ``ReLU``, ``LeakyReLU``,
@@ -7,6 +8,14 @@ Needs the optional extra ``torch`` (``pip install torch==2.13.0``, the CPU wheel
 in inference mode (running statistics of batch norm; dropout is the identity), whatever its
 ``training`` flag.  Parameters are copied as float64, exactly (float16/bfloat16/float32 embed in
 float64).  Anything else raises :class:`~lipverify.ModelFormatError` naming the module path and type.
+
+Modules that are not such a chain (a model class whose ``forward`` has skip connections, e.g.
+``out = self.bn2(self.conv2(...)); out += self.downsample(x)``) are traced with ``torch.fx.symbolic_trace``
+and read as a chain of the modules above, of a few functions (``torch.relu``, ``torch.flatten(x, 1)``,
+``x.view(x.size(0), -1)``, ``F.max_pool2d``, ``F.adaptive_avg_pool2d``, ...; ``nn.AdaptiveAvgPool2d`` when
+the size divides) and of residual blocks ``y = a + b`` whose branches start at one tensor
+(:class:`~lipverify.Residual`, as in :mod:`lipverify.io.onnx`).  A forward that cannot be traced
+(data-dependent control flow) raises saying to export the model to ONNX instead.
 
 After the conversion the module and the network are run on two random inputs and must agree (to a
 float32 tolerance): this catches subclasses with a custom ``forward``, hooks and the like
@@ -37,11 +46,15 @@ import numpy as np
 from ..errors import LipVerifyError, ModelFormatError
 from ..layers import GELU, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
 from ..network import Network
+from ..residual import Residual
+from ._graph import Block, SeriesParallel
 
 SUPPORTED = ("Sequential, Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, GELU(approximate='none'), SiLU, MaxPool2d, "
              "AvgPool2d, BatchNorm2d, Flatten, Identity, Dropout")
 _DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
 _SIMPLE = {"ReLU": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "SiLU": SiLU}
+_KNOWN = {*_SIMPLE, *_DROPOUTS, "Sequential", "Identity", "LeakyReLU", "GELU", "Flatten", "Linear", "Conv2d", "MaxPool2d",
+          "AvgPool2d", "BatchNorm2d"}
 
 
 def _torch():
@@ -55,7 +68,8 @@ def _torch():
 
 
 def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *, check: bool = True) -> Network:
-    """Convert a PyTorch ``nn.Sequential`` (or TorchScript module of one) to a :class:`~lipverify.Network`.
+    """Convert a PyTorch ``nn.Sequential`` (or TorchScript module of one), or a module with skip connections
+    (traced with ``torch.fx``, see the module docstring), to a :class:`~lipverify.Network`.
 
     ``input_shape`` is the per-sample shape (no batch dimension), e.g. ``(1, 28, 28)``; it may be omitted
     when the first weighted layer is ``Linear``.  Raises :class:`~lipverify.ModelFormatError` naming the
@@ -65,6 +79,11 @@ def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *,
     torch = _torch()
     if not isinstance(module, torch.nn.Module):
         raise ModelFormatError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
+    if _needs_tracing(torch, module):
+        net = _FxImporter(torch, module).run(input_shape)
+        if check:
+            _check_forward(torch, module, net)
+        return net
     leaves: list[tuple[str, Any, str]] = []
     _walk(torch, module, "", leaves)
     layers: list[tuple[str, Layer]] = []
@@ -265,7 +284,279 @@ def _convert(torch: Any, m: Any, path: str, kind: str) -> list[Layer]:
         beta = np.zeros(c) if beta is None else beta
         return [_build(conv.BatchNorm2d, path, kind, gamma, beta, _array(mean, path, "running_mean"),
                        _array(var, path, "running_var"), float(get("eps")))]
-    raise ModelFormatError(f"module {path!r} ({kind}) is not supported; supported modules: {SUPPORTED}")
+    hint = ""
+    if isinstance(m, torch.jit.ScriptModule) and kind != type(m).__name__:
+        hint = ("; a TorchScript module is read only as a chain of these: for a model with skip connections pass the "
+                "Python module (from_torch traces it with torch.fx) or export it to ONNX")
+    raise ModelFormatError(f"module {path!r} ({kind}) is not supported; supported modules: {SUPPORTED}{hint}")
+
+
+# --------------------------------------------------------------------------- modules with skip connections (torch.fx)
+
+_FX_SUPPORTED = (f"the modules {SUPPORTED}, AdaptiveAvgPool2d; x + y of two branches (residual blocks); the functions "
+                 "torch.relu/tanh/sigmoid/flatten/reshape, F.relu/gelu/silu/leaky_relu/dropout/avg_pool2d/max_pool2d/"
+                 "adaptive_avg_pool2d; the methods .relu() .sigmoid() .tanh() .flatten(1) .view(x.size(0), -1) "
+                 ".reshape(...) .contiguous()")
+
+
+def _needs_tracing(torch: Any, module: Any) -> bool:
+    """True when ``module`` is not a (nested) Sequential of supported modules: some leaf of the walk is a
+    user module with its own ``forward`` (a residual block, a custom model class)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return False
+    leaves: list[tuple[str, Any, str]] = []
+    _walk(torch, module, "", leaves)
+    return any(kind == type(m).__name__ and kind not in _KNOWN and not type(m).__module__.startswith("torch.")
+               for _, m, kind in leaves)
+
+
+def _fx_name(target: Any) -> str:
+    return getattr(target, "__name__", str(target))
+
+
+class _FxImporter:
+    """A module traced with ``torch.fx.symbolic_trace``: a chain of layers and residual blocks."""
+
+    def __init__(self, torch: Any, module: Any):
+        import operator
+
+        self.torch = torch
+        self.module = module
+        for name, sub in module.named_modules():  # tracing runs forward methods, not hooks
+            if getattr(sub, "_forward_hooks", None) or getattr(sub, "_forward_pre_hooks", None):
+                raise ModelFormatError(f"module {name or '(root)'!r} ({type(sub).__name__}) has forward hooks, which "
+                                       "lipverify cannot read")
+        try:
+            gm = torch.fx.symbolic_trace(module)
+        except Exception as exc:  # torch.fx.proxy.TraceError, data-dependent control flow, unsupported Python
+            raise ModelFormatError(
+                f"from_torch: {type(module).__name__} is not a chain of supported modules (nn.Sequential), and "
+                f"torch.fx cannot trace its forward ({type(exc).__name__}: {exc}); export it to ONNX instead "
+                "(torch.onnx.export(model.eval(), example_input, 'model.onnx', dynamo=False)) and load the .onnx file "
+                "with lv.load") from None
+        self.nodes = list(gm.graph.nodes)
+        self.index = {n.name: i for i, n in enumerate(self.nodes)}
+        self.adds = {operator.add, operator.iadd, torch.add}
+        F = torch.nn.functional
+        self.functions = {f: name for name, fs in (
+            ("relu", (torch.relu, torch.relu_, F.relu, F.relu_)), ("tanh", (torch.tanh, F.tanh)),
+            ("sigmoid", (torch.sigmoid, F.sigmoid)), ("gelu", (F.gelu,)), ("silu", (F.silu,)),
+            ("leaky_relu", (F.leaky_relu,)), ("flatten", (torch.flatten,)), ("reshape", (torch.reshape,)),
+            ("dropout", (F.dropout,)), ("avg_pool2d", (F.avg_pool2d,)), ("max_pool2d", (F.max_pool2d,)),
+            ("adaptive_avg_pool2d", (F.adaptive_avg_pool2d,))) for f in fs}
+        self.aux: set[str] = set()  # x.size(0), x.shape[0]: shape values, not data
+        for n in self.nodes:
+            if ((n.op == "call_method" and n.target == "size")
+                    or (n.op == "call_function" and n.target is getattr and n.args[1:] == ("shape",))
+                    or (n.op == "call_function" and n.target is operator.getitem and _is_node(n.args[0])
+                        and n.args[0].name in self.aux)):
+                self.aux.add(n.name)
+
+    def err(self, msg: str, i: int | None = None) -> ModelFormatError:
+        return ModelFormatError(f"from_torch (traced with torch.fx): {self.label(i) + ': ' if i is not None else ''}{msg}")
+
+    def label(self, i: int) -> str:
+        n = self.nodes[i]
+        if n.op == "call_module":
+            what = f"module {n.target!r} ({_kind(self.torch, self.module.get_submodule(n.target))})"
+        elif n.op == "call_method":
+            what = f"method .{n.target}()"
+        elif n.op == "call_function":
+            what = f"function {_fx_name(n.target)}"
+        else:
+            what = n.op
+        return f"node {i} {n.name!r} ({what})"
+
+    def data_inputs(self, n: Any) -> list[str]:
+        return [a.name for a in n.all_input_nodes if a.name not in self.aux]
+
+    def is_merge(self, n: Any) -> bool:
+        binary = (n.op == "call_function" and n.target in self.adds) or (n.op == "call_method" and n.target == "add")
+        return binary and len(n.args) == 2 and not n.kwargs and all(_is_node(a) for a in n.args) and len(
+            set(self.data_inputs(n))) == 2
+
+    def run(self, input_shape: tuple[int, ...] | int | None) -> Network:
+        placeholders = [i for i, n in enumerate(self.nodes) if n.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise self.err(f"forward takes {len(placeholders)} tensor arguments; only single-input models are supported")
+        outputs = [n for n in self.nodes if n.op == "output"]
+        result = outputs[0].args[0]
+        if not _is_node(result):
+            raise self.err(f"forward returns a {type(result).__name__}; a single tensor is needed")
+        data: dict[int, tuple[list[str], list[str]]] = {}
+        for i, n in enumerate(self.nodes):
+            if n.op not in ("placeholder", "output") and n.name not in self.aux:
+                data[i] = (self.data_inputs(n), [n.name])
+        self.consumers: dict[str, list[int]] = {}
+        for i, (ins, _) in data.items():
+            for t in dict.fromkeys(ins):
+                self.consumers.setdefault(t, []).append(i)
+        source = self.nodes[placeholders[0]].name
+        merges = [i for i in data if self.is_merge(self.nodes[i])]
+        self.sp = SeriesParallel(data, source, merges, {result.name}, self.err, self.label)
+        if input_shape is None:  # the first module with weights, in the order of the traced forward
+            nn = self.torch.nn
+            first = next((sub for n in self.nodes if n.op == "call_module"
+                          for sub in [self.module.get_submodule(n.target)]
+                          if not isinstance(sub, (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU))), None)
+            if not isinstance(first, nn.Linear):
+                raise ModelFormatError("from_torch: pass input_shape=(C, H, W) or (n,): it cannot be inferred because "
+                                       "the first weighted layer of the traced forward is not Linear")
+            input_shape = (int(first.in_features),)
+        elif isinstance(input_shape, (int, np.integer)):
+            input_shape = (int(input_shape),)
+        shape = tuple(int(d) for d in input_shape)
+        self.used: set[int] = set()
+        layers, _ = self.walk(source, result.name, set(data), shape)
+        left = [i for i in data if i not in self.used]
+        if left:
+            raise self.err("is not on a path from the input to the output; only forwards that are a chain of "
+                           "layers and residual blocks are supported", left[0])
+        return Network(layers or [Identity()], input_shape=shape)
+
+    def walk(self, x: str, end: str, allowed: set[int] | frozenset[int], shape: tuple[int, ...]
+             ) -> tuple[list[Layer], tuple[int, ...]]:
+        layers: list[Layer] = []
+        while x != end:
+            cons = [c for c in self.consumers.get(x, []) if c in allowed]
+            if not cons:
+                raise self.err(f"the tensor {x!r} feeds no operation and is not the output {end!r}")
+            block = self.sp.block_at(x, allowed)
+            if block is not None:
+                new, origin = [self._residual(block, shape)], block.merge
+            elif len(cons) == 1:
+                new, origin = self.convert(cons[0], x, shape), cons[0]
+            else:
+                joins = [j for j in self.sp.joins_at(x) if j in allowed and j not in self.sp.merges]
+                why = ""
+                if joins:
+                    j = self.nodes[joins[0]]
+                    extra = f" with the arguments {dict(j.kwargs)}" if j.kwargs and (
+                        j.target in self.adds or j.target == "add") else ""
+                    why = (f"; {self.label(joins[0])} joins the branches{extra}, but only a plain x + y (a residual block) "
+                           "can join them")
+                raise self.err(f"the tensor {x!r} branches into {', '.join(self.label(c) for c in cons)}; only a "
+                               f"chain and residual blocks (branches that rejoin at one addition) are supported{why}")
+            self.used.add(origin)
+            x = self.nodes[origin].name
+            for layer in new:
+                try:
+                    shape = tuple(layer.output_shape(shape))
+                except (ValueError, LipVerifyError) as exc:
+                    raise self.err(f"{layer.describe()} does not fit the input shape {shape}: {exc}", origin) from None
+                layers.append(layer)
+        return layers, shape
+
+    def _residual(self, block: Block, shape: tuple[int, ...]) -> Layer:
+        branches = [self.walk(block.branch, t, nodes, shape) for t, nodes in zip(block.inputs, block.nodes)]
+        (a, sa), (b, sb) = branches
+        if sa != sb:
+            raise self.err(f"adds tensors of per-sample shapes {sa} and {sb}; a residual block needs equal shapes "
+                           "(broadcasting is not supported)", block.merge)
+        body, short = (a, b) if len(a) >= len(b) else (b, a)
+        try:
+            return Residual(body or [Identity()], short or None)
+        except (ValueError, LipVerifyError) as exc:
+            raise self.err(f"the residual block is not accepted: {exc}", block.merge) from None
+
+    def convert(self, i: int, x: str, shape: tuple[int, ...]) -> list[Layer]:
+
+        torch = self.torch
+        n = self.nodes[i]
+        others = [t for t in self.data_inputs(n) if t != x]
+        if others:
+            other = self.nodes[self.index[others[0]]]
+            if other.op == "get_attr":
+                raise self.err(f"uses the tensor attribute {other.target!r} directly; only modules (nn.Linear, "
+                               "nn.Conv2d, ...) carry weights that lipverify reads: export to ONNX, or use modules", i)
+            if (n.target in self.adds or n.target == "add") and n.kwargs:
+                raise self.err(f"adds with the arguments {dict(n.kwargs)}; only a plain x + y joins two branches", i)
+            if n.target in self.adds or n.target == "add":
+                raise self.err(f"adds {x!r} and {others[0]!r}, which do not form a residual block (their branches do "
+                               "not start at one tensor of the chain)", i)
+            raise self.err(f"combines the tensors {x!r} and {others[0]!r}; only x + y of two branches (a residual "
+                           "block) can join tensors", i)
+
+        def arg(pos: int, name: str, default: Any = None) -> Any:
+            return n.args[pos] if len(n.args) > pos else n.kwargs.get(name, default)
+
+        if n.op == "call_module":
+            m = self.module.get_submodule(n.target)
+            kind = _kind(torch, m)
+            if getattr(m, "_forward_hooks", None) or getattr(m, "_forward_pre_hooks", None):
+                raise self.err("has forward hooks, which lipverify cannot read", i)
+            if kind == "AdaptiveAvgPool2d":
+                return [self._adaptive(i, m.output_size, shape)]
+            try:
+                return _convert(torch, m, n.target, kind)
+            except ModelFormatError as exc:
+                raise self.err(str(exc), i) from None
+        target = n.target if n.op == "call_method" else self.functions.get(n.target) if n.op == "call_function" else None
+        if target in ("relu", "relu_"):
+            return [ReLU()]
+        if target in ("tanh", "sigmoid"):
+            return [{"tanh": Tanh, "sigmoid": Sigmoid}[target]()]
+        if target == "silu":
+            return [SiLU()]
+        if target == "gelu":
+            if arg(1, "approximate", "none") != "none":
+                raise self.err("approximate='tanh' is not supported; only 'none' (the erf form)", i)
+            return [GELU()]
+        if target == "leaky_relu":
+            return [LeakyReLU(float(arg(1, "negative_slope", 0.01)))]
+        if target in ("contiguous", "dropout", "identity"):
+            return []
+        if target == "flatten":
+            if (arg(1, "start_dim", 0), arg(2, "end_dim", -1)) != (1, -1):
+                raise self.err("only flatten(x, 1) (start_dim=1, end_dim=-1) is supported", i)
+            return [] if len(shape) == 1 else [Flatten()]
+        if target in ("view", "reshape"):
+            rest = list(n.args[1:])
+            if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+                rest = list(rest[0])
+            size = int(np.prod(shape))
+            batch_ok = len(rest) == 2 and (_is_node(rest[0]) and rest[0].name in self.aux or rest[0] == -1)
+            if not (batch_ok and (rest[1] in (-1, size)) and not (rest[0] == -1 and rest[1] == -1)):
+                raise self.err(f"{target} to {tuple(str(r) for r in rest)} from per-sample shape {shape} is not a "
+                               "flatten; only x.view(x.size(0), -1) and the like are supported", i)
+            return [] if len(shape) == 1 else [Flatten()]
+        if target in ("avg_pool2d", "max_pool2d"):
+            conv = _conv_module(n.name, target)
+            k = arg(1, "kernel_size")
+            stride = arg(2, "stride", None)
+            stride = k if stride is None or stride == [] or stride == () else stride
+            padding = arg(3, "padding", 0)
+            if target == "avg_pool2d":
+                if arg(4, "ceil_mode", False) or arg(6, "divisor_override", None) is not None or (
+                        _pair(padding) != (0, 0) and not arg(5, "count_include_pad", True)):
+                    raise self.err("only ceil_mode=False, divisor_override=None and count_include_pad=True (with "
+                                   "padding) are supported", i)
+                return [_build(conv.AvgPool2d, n.name, target, _compact(_pair(k)), stride=_compact(_pair(stride)),
+                               padding=_compact(_pair(padding)))]
+            if _pair(arg(4, "dilation", 1)) != (1, 1) or arg(5, "ceil_mode", False) or arg(6, "return_indices", False):
+                raise self.err("only dilation=1, ceil_mode=False and return_indices=False are supported", i)
+            return [_build(conv.MaxPool2d, n.name, target, _compact(_pair(k)), stride=_compact(_pair(stride)),
+                           padding=_compact(_pair(padding)))]
+        if target == "adaptive_avg_pool2d":
+            return [self._adaptive(i, arg(1, "output_size"), shape)]
+        raise self.err(f"is not supported in a traced forward; supported: {_FX_SUPPORTED}", i)
+
+    def _adaptive(self, i: int, output_size: Any, shape: tuple[int, ...]) -> Layer:
+        """Adaptive average pooling to ``output_size`` on a (C, H, W) input: ``AvgPool2d`` when the size divides."""
+        conv = _conv_module(self.nodes[i].name, "AdaptiveAvgPool2d")
+        if len(shape) != 3:
+            raise self.err(f"adaptive average pooling needs a (C, H, W) input, not shape {shape}", i)
+        out = _pair(output_size) if not isinstance(output_size, (tuple, list)) or None not in output_size else tuple(
+            shape[1 + k] if o is None else int(o) for k, o in enumerate(output_size))
+        if any(s % o for s, o in zip(shape[1:], out)):
+            raise self.err(f"adaptive average pooling from {shape[1:]} to {out} has unequal windows (the size does "
+                           "not divide); only divisible sizes are supported", i)
+        k = tuple(s // o for s, o in zip(shape[1:], out))
+        return _build(conv.AvgPool2d, self.nodes[i].name, "AdaptiveAvgPool2d", _compact(k), stride=_compact(k))
+
+
+def _is_node(a: Any) -> bool:
+    return type(a).__name__ == "Node" and hasattr(a, "op")
 
 
 def _check_forward(torch: Any, module: Any, net: Network) -> None:
@@ -335,8 +626,9 @@ def _missing_class(path: str, exc: Exception) -> str | None:
 
 
 def load_torch(path: str, input_shape: tuple[int, ...] | None = None) -> Network:
-    """Read a ``.pt``/``.pth`` file holding a whole ``nn.Sequential`` (pickled by ``torch.save``) or a
-    TorchScript module (``torch.jit.save``), and convert it with :func:`from_torch`.
+    """Read a ``.pt``/``.pth`` file holding a whole module (pickled by ``torch.save``: an ``nn.Sequential``, or a
+    model class with skip connections whose code is importable) or a TorchScript module of a chain
+    (``torch.jit.save``), and convert it with :func:`from_torch`.
 
     Unpickling runs code stored in the file: load only files you trust (see the module docstring).
     A file holding only a ``state_dict`` raises :class:`~lipverify.ModelFormatError`: build the module,
