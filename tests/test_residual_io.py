@@ -153,6 +153,22 @@ def test_resnet_from_torch_and_through_onnx_export(tmp_path, pool):
     assert loaded.input_shape == (2, 8, 8) and len(_residuals(loaded)) == 2
     assert len(_residuals(loaded)[1].shortcut) == 1
     _assert_matches_torch(loaded, module, (2, 8, 8), 1)
+    _assert_sound_bounds(direct, module, (2, 8, 8))
+    _assert_sound_bounds(loaded, module, (2, 8, 8))
+
+
+def _assert_sound_bounds(net, module, shape):
+    """The loaded ResNet gets K3/K4 in l1/l∞ (implicit) and K*/K1 in l2, each above the norms of torch's own
+    Jacobians at random points (an oracle that shares no code with lipverify)."""
+    rng = np.random.default_rng(7)
+    jacs = [_torch_jacobian(module, rng.normal(size=shape)).reshape(net.n_out, -1) for _ in range(8)]
+    lower = {"1": max(np.abs(j).sum(axis=0).max() for j in jacs), "inf": max(np.abs(j).sum(axis=1).max() for j in jacs),
+             "2": max(np.linalg.norm(j, 2) for j in jacs)}
+    for method, p, conv in (("k3", "1", "implicit"), ("k3", "inf", "implicit"), ("k4", "1", "implicit"),
+                            ("k4", "inf", "implicit"), ("kstar", "2", "implicit"), ("k1", "2", "explicit")):
+        b = lv.bound(net, method, norm=p, conv=conv)
+        assert b.kind == "upper" and b.details["residual"] is True
+        assert lower[p] <= b.value * (1 + 1e-9), (method, p, lower[p], b.value)
 
 
 def test_residual_mlp_from_torch_and_through_onnx():
