@@ -240,3 +240,36 @@ def test_local_bounds_on_a_residual_mlp_hold_on_the_box_and_never_exceed_the_glo
     lo, hi = lv.local.output_enclosure(net, box)
     out = net(rng.uniform(*box, size=(1000, 2)))
     assert np.all(out >= lo) and np.all(out <= hi)
+
+
+def test_exact_constants_of_residual_relu_networks():
+    """lv.exact rewrites ReLU residual blocks into a chain computing the same function: the 1-D closed form (3),
+    and on random residual MLPs the difference quotients <= exact <= K4 <= K3, the rewrite agreeing pointwise."""
+    from fractions import Fraction as F
+
+    from lipverify.exact.common import sequential_equivalent
+
+    body = [lv.Dense([[2], [-1]]), lv.ReLU(), lv.Dense([[1, F(1, 2)]])]
+    assert lv.exact(lv.Network([lv.Residual(body)], input_shape=(1,)), "inf").value == 3
+    rng = np.random.default_rng(2)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        inner = lv.Residual([lv.Dense(rng.normal(size=(2, 2))), lv.ReLU(), lv.Dense(rng.normal(size=(2, 2)))])
+        blk = lv.Residual([lv.Dense(rng.normal(size=(3, 2))), lv.ReLU(), lv.Dense(rng.normal(size=(2, 3))), inner],
+                          [lv.Dense(rng.normal(size=(2, 2)))] if seed % 2 else None)
+        net = lv.Network([lv.Dense(rng.normal(size=(2, 2)), rng.normal(size=2)), lv.ReLU(), blk, lv.ReLU(),
+                          lv.Dense(rng.normal(size=(1, 2)))], input_shape=(2,))
+        x = rng.normal(size=(200, 2)) * 3
+        np.testing.assert_allclose(sequential_equivalent(net)(x), net(x), rtol=1e-12, atol=1e-12)
+        for p in ("1", "inf"):
+            e = lv.exact(net, p)
+            assert e.kind == "exact"
+            value = float(e.value)
+            assert _quotients(net, p, pairs=200) <= value * (1 + 1e-9)
+            assert value <= lv.bound(net, "k4", norm=p).value * (1 + 1e-12)
+
+
+def test_exact_refuses_residual_blocks_it_cannot_rewrite():
+    net = lv.Network([lv.Residual([lv.Dense([[1.0]]), lv.Sigmoid(), lv.Dense([[1.0]])])], input_shape=(1,))
+    with pytest.raises(lv.NotApplicableError, match="Residual.*Sigmoid"):
+        lv.exact(net, "inf")

@@ -22,7 +22,7 @@ from ..errors import NotApplicableError, SolverError
 from ..network import Network
 from ..norms import NormLike, parse_norm
 from ..result import EXACT_ROUNDED_UP, Bound
-from .common import float_enclosure, is_pwl, parse_domain, stages
+from .common import float_enclosure, is_pwl, parse_domain, sequential_equivalent, stages
 
 if TYPE_CHECKING:
     import sympy
@@ -37,7 +37,8 @@ def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str =
     """The true Lipschitz constant of ``f`` (biases included) on ``R^n`` or on the box ``domain=(lower, upper)``.
 
     Claim: for ``kind="exact"``, ``value`` (a sympy number, or a formula in the weights' symbols) equals
-    ``sup_{x != y} ||f(x) - f(y)||_p / ||x - y||_p``.  Assumptions: Dense/Flatten/activation layers; weights
+    ``sup_{x != y} ||f(x) - f(y)||_p / ||x - y||_p``.  Assumptions: Dense/Flatten/activation layers (residual blocks
+    of Dense and ReLU layers are first rewritten into a chain computing the same function); weights
     exact or floats (a float enters as its exact dyadic rational).  Techniques (``method``):
 
     * ``"breakpoints"`` (one input, ReLU/LeakyReLU/Identity; symbolic weights allowed),
@@ -64,6 +65,7 @@ def exact(net: Network, norm: NormLike = 2, domain: Any = None, *, method: str =
     p = parse_norm(norm)
     if method not in METHODS:
         raise ValueError(f"exact: unknown method {method!r}; valid methods are {', '.join(METHODS)}")
+    net = sequential_equivalent(net)  # residual blocks of Dense and ReLU layers: the same function as a chain
     st = stages(net)
     n = net.n_in
     dom = parse_domain(domain, n)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._lazy import LazyModule, is_instance
-from ..errors import UnsupportedLayerError
-from ..layers import Activation, Dense, Flatten
+from ..errors import NotApplicableError, UnsupportedLayerError
+from ..layers import Activation, Dense, Flatten, ReLU
 from ..network import Network
 
 if TYPE_CHECKING:
@@ -60,6 +60,88 @@ def stages(net: Network, method: str = "exact") -> list[Stage]:
                 "networks of Dense, Flatten and elementwise activation layers"
             )
     out.append(Stage(w, b, None, None))
+    return out
+
+
+def sequential_equivalent(net: Network, method: str = "exact") -> Network:
+    """A network without residual blocks that computes exactly the same function (``proofs/exact.md`` §6).
+
+    A block ``y = P x + c + B(x)`` whose body ``B`` is ``A_k relu(⋯ relu(A_1 x + a_1) ⋯) + a_k`` (Dense layers and
+    ReLUs; nested blocks first rewritten the same way) and whose shortcut is the identity or Dense layers becomes
+    the chain ``[A_1; I; -I]`` → ReLU → ``diag(A_2, I_{2n})`` → ReLU → ⋯ → ``[A_k, P, -P]``: the carried parts
+    ``relu(x)``, ``relu(-x)`` are nonnegative, so every later ReLU leaves them unchanged, and ``x = relu(x) - relu(-x)``.
+    The rewrite adds the hyperplanes ``x_i = 0`` as kinks, which refine the activation regions but do not change the
+    function, so every exact method gives the same constant.  Other blocks raise :class:`NotApplicableError`.
+    """
+    from ..residual import Residual
+
+    if not net.has_residual:
+        return net
+    layers: list = []
+    for i, layer in enumerate(net.layers):
+        if isinstance(layer, Residual):
+            shape = net.shapes[i]
+            if len(shape) != 1:
+                raise NotApplicableError(f"{method}: layer {i} (Residual) acts on shape {shape}; exact constants are "
+                                         "computed for fully connected networks")
+            layers += _unroll(layer, shape[0], f"{method}: layer {i} (Residual)", method)
+        else:
+            layers.append(layer)
+    return Network(layers, input_shape=net.input_shape)
+
+
+def _affine_groups(layers, n: int, where: str) -> list:
+    """The layers as exact affine maps ``(W, b)`` (consecutive Dense layers composed; an identity map before a ReLU
+    that follows no Dense layer) alternating with ``"relu"``; the list starts with a map."""
+    out: list = []
+    width = n
+    for layer in layers:
+        if isinstance(layer, Dense):
+            w, b = layer.sympy_matrices()
+            if out and out[-1] != "relu":
+                w0, b0 = out[-1]
+                out[-1] = (w * w0, w * b0 + b)
+            else:
+                out.append((w, b))
+            width = w.rows
+        elif type(layer) is ReLU:  # exactly ReLU: a subclass may change the forward pass
+            if not out or out[-1] == "relu":
+                out.append((sympy.eye(width), sympy.zeros(width, 1)))
+            out.append("relu")
+        elif not isinstance(layer, Flatten):
+            raise NotApplicableError(f"{where}: {layer.describe()} in a residual block; exact constants of residual "
+                                     "networks are computed for bodies of Dense and ReLU layers and Dense shortcuts")
+    return out
+
+
+def _unroll(block, n: int, where: str, method: str) -> list:
+    body = sequential_equivalent(Network(block.body, input_shape=(n,)), method).layers
+    groups = _affine_groups(body, n, where + " body")
+    if block.shortcut:
+        short = _affine_groups(block.shortcut, n, where + " shortcut")
+        if len(short) != 1:
+            raise NotApplicableError(f"{where}: the shortcut has an activation; exact constants of residual networks "
+                                     "need an affine shortcut (identity or Dense layers)")
+        p, c = short[0]
+    else:
+        p, c = sympy.eye(n), sympy.zeros(n, 1)
+    if len(groups) == 1:  # an affine block
+        w, b = groups[0]
+        return [Dense(w + p, b + c)]
+    if groups[-1] == "relu":
+        width = groups[-2][0].rows
+        groups.append((sympy.eye(width), sympy.zeros(width, 1)))
+    eye, carry = sympy.eye(n), sympy.zeros(2 * n, 1)
+    out: list = []
+    for k, g in enumerate(groups[:-1]):
+        if g == "relu":
+            out.append(ReLU())
+        elif k == 0:  # [A_1; I; -I] x + [a_1; 0; 0]
+            out.append(Dense(sympy.Matrix.vstack(g[0], eye, -eye), sympy.Matrix.vstack(g[1], carry)))
+        else:  # diag(A_k, I_2n): the carried parts pass unchanged
+            out.append(Dense(sympy.diag(g[0], sympy.eye(2 * n)), sympy.Matrix.vstack(g[1], carry)))
+    w, b = groups[-1]
+    out.append(Dense(sympy.Matrix.hstack(w, p, -p), b + c))
     return out
 
 
