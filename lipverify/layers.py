@@ -664,6 +664,48 @@ class Activation(Layer, metaclass=_ActivationMeta):
     def sympy_apply(self, expr: sympy.Expr) -> sympy.Expr:
         raise NotImplementedError
 
+    # rigorous (arb) facts, read by the exact smooth method (``proofs/exact.md``) ----------------------------------
+    #: ``(σ(-∞), σ'(-∞), σ(+∞), σ'(+∞))`` (``None`` for an unbounded end); ``None``: not declared
+    limits: ClassVar[tuple | None] = None
+
+    def arb_forms(self, z):
+        """``(σ(z), σ'(z), σ''(z))`` on a python-flint ``arb`` ball ``z``, rigorous; ``σ''`` is ``None`` where a kink lies
+        in the ball.  Declared by the built-in activations (two-piece linear ones through :attr:`pieces`); others
+        raise ``NotImplementedError`` and the exact smooth method refuses them."""
+        if self.pieces is None:
+            raise NotImplementedError(f"{self.describe()} declares no arb form")
+        from flint import arb, fmpq
+
+        left, right = (arb(fmpq(int(v.p), int(v.q))) for v in self.pieces)
+        if z > 0:
+            return right * z, right, arb(0)
+        if z < 0:
+            return left * z, left, arb(0)
+        return (left * z).union(right * z), left.union(right), None
+
+    def extended_enclosure(self, iv: tuple[float, float], slopes: tuple[float, float]) -> tuple[tuple, tuple]:
+        """Float enclosures ``(σ(I), σ'(I))`` on an extended interval ``I = iv`` (ends may be infinite), from the
+        activation's monotonicity pieces; ``slopes`` is its outward-rounded slope interval."""
+        raise NotImplementedError(f"{self.describe()} declares no enclosure on unbounded intervals")
+
+    def _ends(self, iv: tuple[float, float]) -> tuple[list, list]:
+        """Value and derivative enclosures at the two ends of ``iv`` (limits at infinite ends)."""
+        from flint import arb
+
+        from .rigorous import arb_lower, arb_upper
+
+        vals, ders = [], []
+        for z, side in ((iv[0], 0), (iv[1], 2)):
+            if np.isinf(z):
+                v, d = self.limits[side], self.limits[side + 1]
+                vals.append((np.inf, np.inf) if v is None else (v, v))
+                ders.append((d, d))
+            else:
+                s0, s1, _ = self.arb_forms(arb(z))
+                vals.append((arb_lower(s0), arb_upper(s0)))
+                ders.append((arb_lower(s1), arb_upper(s1)))
+        return vals, ders
+
     def jvp(self, h: np.ndarray, jac: np.ndarray, shape_in: Shape, shape_out: Shape) -> np.ndarray:
         n, cols = h.shape[0], jac.shape[-1]
         d = self.derivative(h).reshape(n, -1, 1)
@@ -1113,13 +1155,49 @@ def _sech2(x, track: bool) -> _Tracked:
     return p * _Tracked.const(4.0, 0.0, track)
 
 
+class _IncreasingUnimodal:
+    """Facts of an increasing activation whose derivative is unimodal with its maximum at 0 (tanh, sigmoid)."""
+
+    def extended_enclosure(self, iv, slopes):
+        vals, ders = self._ends(iv)
+        dmax = max(ders[0][1], ders[1][1])
+        if iv[0] <= 0 <= iv[1]:
+            dmax = slopes[1]
+        return (vals[0][0], vals[1][1]), (min(ders[0][0], ders[1][0]), dmax)
+
+
+class _QuasiConvex:
+    """Facts of GELU-like activations: decreasing then increasing, global minimum above ``minimum_below``, the
+    derivative monotone between its two critical points (bracketed by ``critical_brackets``, proofs/exact.md)."""
+
+    def extended_enclosure(self, iv, slopes):
+        lo, hi = iv
+        vals, ders = self._ends(iv)
+        vmin = min(vals[0][0], vals[1][0])
+        if lo <= 0 <= hi or (lo < 0 and hi > -3):
+            vmin = min(vmin, self.minimum_below)
+        dlo, dhi = min(ders[0][0], ders[1][0]), max(ders[0][1], ders[1][1])
+        (a1, b1), (a2, b2) = self.critical_brackets
+        if lo <= b1 and hi >= a1:
+            dlo = slopes[0]
+        if lo <= b2 and hi >= a2:
+            dhi = slopes[1]
+        return (vmin, max(vals[0][1], vals[1][1])), (dlo, dhi)
+
+
 @dataclass(frozen=True, eq=False)
-class Tanh(Activation):
+class Tanh(_IncreasingUnimodal, Activation):
     """``tanh``; slopes ``[0, 1]``; derivative evaluated as ``4 expit(2x) expit(-2x)``."""
 
     kind: ClassVar[str] = "Tanh"
     curvature: ClassVar[float] = 0.77  # 4 / (3 sqrt 3) = 0.7698...
     slopes: ClassVar = _Slopes(Fraction(0), Fraction(1))
+    limits: ClassVar = (-1.0, 0.0, 1.0, 0.0)
+
+    def arb_forms(self, z):
+        t = z.tanh()
+        s1 = 1 - t * t
+        return t, s1, -2 * t * s1
 
     def forward(self, x):
         return np.tanh(x)
@@ -1152,12 +1230,18 @@ def _sigmoid_derivative(x, track: bool) -> _Tracked:
 
 
 @dataclass(frozen=True, eq=False)
-class Sigmoid(Activation):
+class Sigmoid(_IncreasingUnimodal, Activation):
     """The logistic function ``1 / (1 + exp(-x))`` (scipy's ``expit``); slopes ``[0, 1/4]``."""
 
     kind: ClassVar[str] = "Sigmoid"
     curvature: ClassVar[float] = 0.0963  # 1 / (6 sqrt 3) = 0.09623...
     slopes: ClassVar = _Slopes(Fraction(0), Fraction(1, 4))
+    limits: ClassVar = (0.0, 0.0, 1.0, 0.0)
+
+    def arb_forms(self, z):
+        s = 1 / (1 + (-z).exp())
+        s1 = s * (1 - s)
+        return s, s1, s1 * (1 - 2 * s)
 
     def forward(self, x):
         return _expit(np.asarray(x, dtype=np.float64))
@@ -1252,7 +1336,7 @@ def _gelu_derivative(x, track: bool) -> _Tracked:
 
 
 @dataclass(frozen=True, eq=False)
-class GELU(Activation):
+class GELU(_QuasiConvex, Activation):
     """``x Phi(x)`` (exact erf form, evaluated as ``0.5 x erfc(-x/sqrt 2)``); slopes enclosed by ``[-0.1290, 1.1290]``.
 
     The extreme slopes are ``1/2 ± (erf(1)/2 + 1/(e sqrt(pi)))``, numerically ``-0.128904`` and
@@ -1263,6 +1347,17 @@ class GELU(Activation):
     kind: ClassVar[str] = "GELU"
     curvature: ClassVar[float] = 0.8  # |phi(x) (2 - x^2)| <= 2 phi(0) = 0.7979...
     slopes: ClassVar = _Slopes(Fraction(-1290, 10000), Fraction(11290, 10000))
+    limits: ClassVar = (0.0, 0.0, None, 1.0)
+    #: brackets of the critical points of GELU' (±sqrt 2) and a float below its minimum (proofs/exact.md)
+    critical_brackets: ClassVar = ((-1.4143, -1.4142), (1.4142, 1.4143))
+    minimum_below: ClassVar[float] = -0.2786
+
+    def arb_forms(self, z):
+        from flint import arb
+
+        phi_c = (1 + (z / arb(2).sqrt()).erf()) / 2
+        phi = (-(z * z) / 2).exp() / (2 * arb.pi()).sqrt()
+        return z * phi_c, phi_c + z * phi, phi * (2 - z * z)
 
     def forward(self, x):
         return _gelu(x, False)[0].v
@@ -1303,13 +1398,21 @@ def _silu_derivative(x, track: bool) -> _Tracked:
 
 
 @dataclass(frozen=True, eq=False)
-class SiLU(Activation):
+class SiLU(_QuasiConvex, Activation):
     """``x sigmoid(x)`` (swish, evaluated as ``x expit(x)``); slopes enclosed by ``[-0.0999, 1.0999]`` (extremes
     ±1.099839…), minimum ``-0.27846...`` at ``x* = -1.27846...``; see ``proofs/activations.md``."""
 
     kind: ClassVar[str] = "SiLU"
     curvature: ClassVar[float] = 0.51  # |s(1-s)(2 + x(1-2s))| <= 1/2, attained at 0
     slopes: ClassVar = _Slopes(Fraction(-999, 10000), Fraction(10999, 10000))
+    limits: ClassVar = (0.0, 0.0, None, 1.0)
+    #: brackets of the critical points of SiLU' (±2.3994) and a float below its minimum (proofs/exact.md)
+    critical_brackets: ClassVar = ((-2.4, -2.39), (2.39, 2.4))
+    minimum_below: ClassVar[float] = -0.2786
+
+    def arb_forms(self, z):
+        s = 1 / (1 + (-z).exp())
+        return z * s, s * (1 + z * (1 - s)), s * (1 - s) * (2 + z * (1 - 2 * s))
 
     def forward(self, x):
         return _silu(x, False).v

@@ -549,3 +549,38 @@ def _factor(k: int) -> float:
     if f is None:
         f = _FACTORS[k] = float(up(relative_factor(k) * (1.0 + 4.0 * UNIT_ROUNDOFF)))
     return f
+
+
+# --------------------------------------------------------------------------- arb balls to floats
+
+
+def arb_lower(a) -> float:
+    """A float ``<=`` every point of the python-flint ``arb`` ball ``a`` (``-inf`` for an unbounded or NaN ball)."""
+    import math
+
+    from flint import arb
+
+    if not a.is_finite():
+        return -math.inf
+    v = float(a.lower().mid())
+    for _ in range(64):
+        if arb(v) <= a:
+            return v
+        v = math.nextafter(v, -math.inf)
+    return -math.inf
+
+
+def arb_upper(a) -> float:
+    """A float ``>=`` every point of the ``arb`` ball ``a`` (``inf`` for an unbounded or NaN ball)."""
+    import math
+
+    from flint import arb
+
+    if not a.is_finite():
+        return math.inf
+    v = float(a.upper().mid())
+    for _ in range(64):
+        if arb(v) >= a:
+            return v
+        v = math.nextafter(v, math.inf)
+    return math.inf

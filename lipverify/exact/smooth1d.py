@@ -26,74 +26,19 @@ import sympy
 from flint import arb, ctx, fmpq
 
 from ..errors import NotApplicableError, NumericalError
-from ..layers import GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
+from ..layers import Activation
 from ..network import Network
 from ..result import OUTWARD, Bound, float_down, float_up
-from ..rigorous import spectral_norm_upper
+from ..rigorous import arb_lower, arb_upper, spectral_norm_upper
 from .common import Stage
-
-_SQRT2 = arb(2).sqrt()
-_INV_SQRT_2PI = 1 / (2 * arb.pi()).sqrt()
-# brackets of the critical points of the derivatives (extremes of the slopes), see proofs/exact.md
-_CRIT = {"GELU": ((-1.4143, -1.4142), (1.4142, 1.4143)), "SiLU": ((-2.4, -2.39), (2.39, 2.4))}
-
 
 # --------------------------------------------------------------------------- ball arithmetic helpers
 
-
-def _lo(a: arb) -> float:
-    """A float <= every point of the ball ``a`` (``-inf`` for an unbounded or NaN ball)."""
-    if not a.is_finite():
-        return -math.inf
-    v = float(a.lower().mid())
-    for _ in range(64):
-        if arb(v) <= a:
-            return v
-        v = math.nextafter(v, -math.inf)
-    return -math.inf
-
-
-def _hi(a: arb) -> float:
-    """A float >= every point of the ball ``a`` (``inf`` for an unbounded or NaN ball)."""
-    if not a.is_finite():
-        return math.inf
-    v = float(a.upper().mid())
-    for _ in range(64):
-        if arb(v) >= a:
-            return v
-        v = math.nextafter(v, math.inf)
-    return math.inf
+_lo, _hi = arb_lower, arb_upper
 
 
 def _ball(lo: float, hi: float) -> arb:
     return arb(lo).union(arb(hi))
-
-
-def _act(kind: str, z: arb, neg_slope: arb | None) -> tuple[arb, arb, arb | None]:
-    """``(σ(z), σ'(z), σ''(z))`` on a ball; ``σ''`` is None where it does not exist (a kink inside the ball)."""
-    if kind == "Tanh":
-        t = z.tanh()
-        s1 = 1 - t * t
-        return t, s1, -2 * t * s1
-    if kind == "Sigmoid":
-        s = 1 / (1 + (-z).exp())
-        s1 = s * (1 - s)
-        return s, s1, s1 * (1 - 2 * s)
-    if kind == "GELU":
-        phi_c = (1 + (z / _SQRT2).erf()) / 2
-        phi = (-(z * z) / 2).exp() * _INV_SQRT_2PI
-        return z * phi_c, phi_c + z * phi, phi * (2 - z * z)
-    if kind == "SiLU":
-        s = 1 / (1 + (-z).exp())
-        return z * s, s * (1 + z * (1 - s)), s * (1 - s) * (2 + z * (1 - 2 * s))
-    if kind == "Identity":
-        return z, arb(1), arb(0)
-    a = arb(0) if kind == "ReLU" else neg_slope
-    if z > 0:
-        return z, arb(1), arb(0)
-    if z < 0:
-        return a * z, a, arb(0)
-    return (a * z).union(z), a.union(arb(1)), None
 
 
 class _Net:
@@ -106,28 +51,27 @@ class _Net:
             wq = [[st.weight[i, j] for j in range(st.weight.cols)] for i in range(st.weight.rows)]
             b = [_arb(st.bias[i]) for i in range(st.bias.rows)]
             act = st.act
-            kind = None if act is None else act.kind
-            if act is not None and not isinstance(act, (Tanh, Sigmoid, GELU, SiLU, ReLU, LeakyReLU, Identity)):
-                raise NotApplicableError(f"exact (smooth): layer {st.index} ({act.describe()}) is not supported")
-            neg = _arb(act._a) if isinstance(act, LeakyReLU) else None
+            if act is not None and type(act).arb_forms is Activation.arb_forms and act.pieces is None:
+                raise NotApplicableError(f"exact (smooth): layer {st.index} ({act.describe()}) declares no arb form "
+                                         "(Activation.arb_forms); it is not supported")
             slopes = None if act is None else (float_down(act.slopes[0]), float_up(act.slopes[1]))
-            self.layers.append((w, wq, b, kind, neg, slopes))
+            self.layers.append((w, wq, b, act, slopes))
 
     def derivs(self, x: arb, second: bool = True) -> tuple[list[arb], list[arb] | None]:
         """``f'(X)`` and (if available) ``f''(X)`` componentwise on the ball ``X``."""
         v, d, dd = [x], [arb(1)], [arb(0)]
-        for w, _, b, kind, neg, _ in self.layers:
+        for w, _, b, act, _ in self.layers:
             v = [sum((wr[k] * v[k] for k in range(len(v))), arb(0)) + bi for wr, bi in zip(w, b)]
             d = [sum((wr[k] * d[k] for k in range(len(d))), arb(0)) for wr in w]
             if dd is not None and second:
                 dd = [sum((wr[k] * dd[k] for k in range(len(dd))), arb(0)) for wr in w]
             else:
                 dd = None
-            if kind is None:
+            if act is None:
                 break
             out_v, out_d, out_dd = [], [], []
             for i, z in enumerate(v):
-                s0, s1, s2 = _act(kind, z, neg)
+                s0, s1, s2 = act.arb_forms(z)
                 out_v.append(s0)
                 out_d.append(s1 * d[i])
                 if dd is not None and s2 is not None:
@@ -191,57 +135,11 @@ def _ext_prod(p: tuple[float, float], q: tuple[float, float]) -> tuple[float, fl
     return math.nextafter(min(cands), -math.inf), math.nextafter(max(cands), math.inf)
 
 
-def _sigma_point(kind: str, z: float) -> tuple[arb, arb]:
-    s0, s1, _ = _act(kind, arb(z), None)
-    return s0, s1
-
-
-_LIMITS = {  # (σ(-inf), σ'(-inf), σ(+inf), σ'(+inf)); None = unbounded
-    "Tanh": (-1.0, 0.0, 1.0, 0.0), "Sigmoid": (0.0, 0.0, 1.0, 0.0),
-    "GELU": (0.0, 0.0, None, 1.0), "SiLU": (0.0, 0.0, None, 1.0),
-}
-
-
-def _ext_act(kind: str, iv: tuple[float, float], slopes: tuple[float, float]) -> tuple[tuple, tuple]:
-    """Enclosures of ``σ`` and ``σ'`` on an extended interval (monotonicity pieces, proofs/exact.md)."""
-    lo, hi = iv
-    vals, ders = [], []
-    for z, side in ((lo, 0), (hi, 2)):
-        if math.isinf(z):
-            lim = _LIMITS[kind]
-            v, d = lim[side], lim[side + 1]
-            vals.append((math.inf, math.inf) if v is None else (v, v))
-            ders.append((d, d))
-        else:
-            s0, s1 = _sigma_point(kind, z)
-            vals.append((_lo(s0), _hi(s0)))
-            ders.append((_lo(s1), _hi(s1)))
-    if kind in ("Tanh", "Sigmoid"):  # σ increasing; σ' unimodal with maximum at 0
-        v = (vals[0][0], vals[1][1])
-        dmax = max(ders[0][1], ders[1][1])
-        if lo <= 0 <= hi:
-            dmax = slopes[1]
-        return v, (min(ders[0][0], ders[1][0]), dmax)
-    # GELU, SiLU: σ quasi-convex (decreasing, then increasing); σ' monotone between its two critical points
-    vmin = min(vals[0][0], vals[1][0])
-    if lo <= 0 <= hi or (lo < 0 and hi > -3):
-        vmin = min(vmin, -0.2786)  # below the global minima (GELU ≈ -0.16997, SiLU ≈ -0.27846)
-    v = (vmin, max(vals[0][1], vals[1][1]))
-    dlo = min(ders[0][0], ders[1][0])
-    dhi = max(ders[0][1], ders[1][1])
-    (a1, b1), (a2, b2) = _CRIT[kind]
-    if lo <= b1 and hi >= a1:
-        dlo = slopes[0]
-    if lo <= b2 and hi >= a2:
-        dhi = slopes[1]
-    return v, (dlo, dhi)
-
-
 def _tail(net: _Net, r: float, sign: int, norm: str) -> float:
     """An upper bound of ``||f'(x)||`` over ``x >= r`` (sign +1) or ``x <= -r`` (sign -1)."""
     v = [(r, math.inf) if sign > 0 else (-math.inf, -r)]
     d = [(1.0, 1.0)]
-    for w_arb, _, b, kind, _, slopes in net.layers:
+    for w_arb, _, b, act, slopes in net.layers:
         # each weight as a float interval [lo, hi] containing it (exact for dyadic weights)
         wf = [[(_lo(x), _hi(x)) for x in row] for row in w_arb]
         bf = [(_lo(bb), _hi(bb)) for bb in b]
@@ -254,13 +152,13 @@ def _tail(net: _Net, r: float, sign: int, norm: str) -> float:
             nv.append(acc_v)
             nd.append(acc_d)
         v, d = nv, nd
-        if kind is None:
+        if act is None:
             break
-        if kind in ("ReLU", "LeakyReLU", "Identity"):
+        if act.pieces is not None or act.limits is None:
             return math.inf
         out_v, out_d = [], []
         for zi, di in zip(v, d):
-            sv, sd = _ext_act(kind, zi, slopes)
+            sv, sd = act.extended_enclosure(zi, slopes)
             out_v.append(sv)
             out_d.append(_ext_prod(sd, di))
         v, d = out_v, out_d

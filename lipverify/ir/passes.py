@@ -42,7 +42,8 @@ def kstar_up(steps: tuple[Step, ...], p: str, method: str = "kstar") -> float:
             norm = 0.0
             for branch in s.op:
                 norm = float(up(norm + kstar_up(branch.steps, p, method)))
-        value = float(up(value * norm))
+        if norm != 1.0:  # a product by 1 is exact: no widening (identity slopes, pools in l∞)
+            value = float(up(value * norm))
         if not np.isfinite(value):
             raise NumericalError(
                 f"{method}: the l{p} product of layer norms overflowed the float range at layer {s.index} ({s.layer}); "
