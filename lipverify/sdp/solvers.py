@@ -471,6 +471,8 @@ class StructuredIPM:
         self.s_layer = [np.array([[1.0, -c], [-c, d]]) for _, _, c, d in lmi.layers]
         self.s_neuron = (np.concatenate([np.tile(s, (w.shape[0], 1, 1)) for s, (_, w, _, _) in zip(self.s_layer, lmi.layers)])
                          if lmi.layers else np.zeros((0, 2, 2)))
+        self.c_neuron = -self.s_neuron[:, 0, 1]
+        self.d_neuron = self.s_neuron[:, 1, 1]
 
     # A(X, x) = (tr X_00, J^T <F_i, X> + x);  A^T(y) = (rho E_0 + sum lambda_i F_i, mu)
     def amap(self, x_mat: np.ndarray, x_lp: np.ndarray) -> np.ndarray:
@@ -491,27 +493,52 @@ class StructuredIPM:
         k, w, _, _ = self.lmi.layers[layer]
         return np.stack([rows_k[:, :, o[k]:o[k + 1]], rows_k[:, :, o[k - 1]:o[k]] @ w.T], axis=2)
 
-    def _gram_all(self, rows: list[np.ndarray]) -> np.ndarray:
-        """``(m, 2, m, 2)``: ``u_{i,b}^T X u_{j,c}`` for all neurons (LipSDP-Neuron's normal matrix)."""
-        return np.concatenate([np.concatenate([self._gram(r, l).transpose(1, 0, 3, 2) for l in range(len(rows))], axis=2)
-                               for r in rows], axis=0)
+    def _x_u(self, x: np.ndarray) -> np.ndarray:
+        """``(N, m, 2)``: ``X u_{i,a}`` for ``u_{i,0} = e_i``, ``u_{i,1} = w_i`` (embedded), block by block."""
+        o = self.lmi.offs
+        out = np.empty((x.shape[0], self.m, 2))
+        pos = 0
+        for k, w, _, _ in self.lmi.layers:
+            out[:, pos:pos + w.shape[0], 0] = x[:, o[k]:o[k + 1]]
+            out[:, pos:pos + w.shape[0], 1] = x[:, o[k - 1]:o[k]] @ w.T
+            pos += w.shape[0]
+        return out
+
+    def _ut(self, y: np.ndarray) -> np.ndarray:
+        """``(m, 2, m, 2)``: ``u_{i,a}^T Y`` for ``Y`` of shape ``(N, m, 2)``."""
+        o = self.lmi.offs
+        flat = y.reshape(y.shape[0], -1)
+        out = np.empty((self.m, 2, flat.shape[1]))
+        pos = 0
+        for k, w, _, _ in self.lmi.layers:
+            out[pos:pos + w.shape[0], 0] = flat[o[k]:o[k + 1]]
+            out[pos:pos + w.shape[0], 1] = w @ flat[o[k - 1]:o[k]]
+            pos += w.shape[0]
+        return out.reshape(self.m, 2, self.m, 2)
+
+    def _times_s(self, y: np.ndarray, axis: int) -> np.ndarray:
+        """Apply ``S_i = [[1, -c], [-c, d]]`` to the pair axis ``axis`` (neuron index on the axis before it)."""
+        y = np.moveaxis(y, (axis - 1, axis), (-2, -1))
+        c, d = self.c_neuron, self.d_neuron
+        a0, a1 = y[..., 0], y[..., 1]  # (..., m)
+        out = np.stack([a0 - c * a1, d * a1 - c * a0], axis=-1)
+        return np.moveaxis(out, (-2, -1), (axis - 1, axis))
 
     def normal_matrix(self, x_mat, si, x_lp, s_lp) -> np.ndarray:
         n0 = self.n0
-        rx, rs = self._rows(x_mat), self._rows(si)
         out = np.zeros((self.nv + 1, self.nv + 1))
         out[0, 0] = float(np.sum(x_mat[:n0, :n0] * si[:n0, :n0]))
         if self.variant == "neuron":
             if self.m:
-                ux = np.concatenate([r.transpose(1, 0, 2) for r in rx])  # (m, 2, N)
-                us = np.concatenate([r.transpose(1, 0, 2) for r in rs])
-                gx, gs = self._gram_all(rx), self._gram_all(rs)
-                ss = self.s_neuron
-                # gx[i, b, j, c] = u_{i,b}^T X u_{j,c}; M_ij = sum S_i[a,b] gx[i,b,j,c] S_j[c,e] gs[i,a,j,e]
-                gxs = np.einsum("iab,ibjc,jce->iaje", ss, gx, ss, optimize=True)
-                out[1:, 1:] = np.einsum("iaje,iaje->ij", gxs, gs, optimize=True)
-                out[0, 1:] = out[1:, 0] = np.einsum("iab,iap,ibp->i", ss, ux[:, :, :n0], us[:, :, :n0], optimize=True)
+                # M_ij = sum_{a,e} (U_S^T X U_S)[(i,a),(j,e)] (U^T S^-1 U)[(i,a),(j,e)], U_S = U blkdiag(S_i)
+                xus = self._times_s(self._x_u(x_mat), 2)
+                su = self._x_u(si)
+                gxs = self._times_s(self._ut(xus), 1)
+                gs = self._ut(su)
+                out[1:, 1:] = np.einsum("iaje,iaje->ij", gxs, gs)
+                out[0, 1:] = out[1:, 0] = np.einsum("pib,pib->i", xus[:n0], su[:n0])
         else:
+            rx, rs = self._rows(x_mat), self._rows(si)
             for k, (xk, sk) in enumerate(zip(rx, rs)):
                 s_k = self.s_layer[k]
                 out[0, k + 1] = out[k + 1, 0] = float(np.einsum("ab,aip,bip->", s_k, xk[:, :, :n0], sk[:, :, :n0]))
@@ -549,7 +576,6 @@ class StructuredIPM:
         x_mat, s_mat = START * np.eye(n), START * (1.0 + qnorm) * np.eye(n)
         x_lp, s_lp = np.ones(nv), np.ones(nv)
         y = np.zeros(nv + 1)
-        eye = np.eye(n)
         nn = n + nv
         best, it = None, 0
         for it in range(1, max_iters + 1):
@@ -568,11 +594,10 @@ class StructuredIPM:
                 best = (err, relgap, max(pinf, dinf))
             mu = gap / nn
             try:
-                ls = scipy.linalg.cholesky(s_mat, lower=True)
-                lx = scipy.linalg.cholesky(x_mat, lower=True)
+                ls, lx = _inverse_factor(s_mat), _inverse_factor(x_mat)
             except np.linalg.LinAlgError:
                 break
-            si = scipy.linalg.cho_solve((ls, True), eye)
+            si = ls.T @ ls
             si = (si + si.T) / 2
             try:
                 factor = scipy.linalg.cho_factor(self.normal_matrix(x_mat, si, x_lp, s_lp))
@@ -628,10 +653,18 @@ def solve_ipm(problem: LipSDPProblem, variant: str, solver_options: dict, margin
     return rho, values
 
 
-def _max_step(lfac: np.ndarray, d: np.ndarray, v: np.ndarray, dv: np.ndarray) -> float:
-    """Largest ``a`` with ``L L^T + a d ⪰ 0`` and ``v + a dv >= 0`` (``inf`` if unbounded)."""
-    t = scipy.linalg.solve_triangular(lfac, d, lower=True)
-    t = scipy.linalg.solve_triangular(lfac, t.T, lower=True)
+def _inverse_factor(a: np.ndarray) -> np.ndarray:
+    """``L^-1`` for the Cholesky factor ``L L^T = a`` (raises LinAlgError when ``a`` is not positive definite)."""
+    lfac = scipy.linalg.cholesky(a, lower=True)
+    inv, info = scipy.linalg.lapack.dtrtri(lfac, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dtrtri info {info}")
+    return np.tril(inv)
+
+
+def _max_step(linv: np.ndarray, d: np.ndarray, v: np.ndarray, dv: np.ndarray) -> float:
+    """Largest ``a`` with ``L L^T + a d ⪰ 0`` and ``v + a dv >= 0`` (``inf`` if unbounded), ``linv = L^-1``."""
+    t = linv @ d @ linv.T
     lam = float(scipy.linalg.eigvalsh((t + t.T) / 2, subset_by_index=[0, 0])[0]) if t.size else 0.0
     a = -1.0 / lam if lam < 0 else math.inf
     neg = dv < 0
