@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 import scipy.sparse as sp
 
 from ..errors import NotApplicableError, SolverError
@@ -517,12 +518,17 @@ class StructuredIPM:
         return out.reshape(self.m, 2, self.m, 2)
 
     def _times_s(self, y: np.ndarray, axis: int) -> np.ndarray:
-        """Apply ``S_i = [[1, -c], [-c, d]]`` to the pair axis ``axis`` (neuron index on the axis before it)."""
-        y = np.moveaxis(y, (axis - 1, axis), (-2, -1))
-        c, d = self.c_neuron, self.d_neuron
-        a0, a1 = y[..., 0], y[..., 1]  # (..., m)
-        out = np.stack([a0 - c * a1, d * a1 - c * a0], axis=-1)
-        return np.moveaxis(out, (-2, -1), (axis - 1, axis))
+        """Apply ``S_i = [[1, -c], [-c, d]]`` along the pair axis ``axis`` (1 or 2; the neuron index is the axis
+        before it) of an array shaped ``(m, 2, ...)`` or ``(N, m, 2)``."""
+        idx0 = (slice(None),) * axis + (0,)
+        idx1 = (slice(None),) * axis + (1,)
+        shape = (-1,) + (1,) * (y.ndim - axis - 1)
+        c, d = self.c_neuron.reshape(shape), self.d_neuron.reshape(shape)
+        out = np.empty_like(y)
+        a0, a1 = y[idx0], y[idx1]
+        out[idx0] = a0 - c * a1
+        out[idx1] = d * a1 - c * a0
+        return out
 
     def normal_matrix(self, x_mat, si, x_lp, s_lp) -> np.ndarray:
         n0 = self.n0
@@ -582,11 +588,11 @@ class StructuredIPM:
             rp = c - self.amap(x_mat, x_lp)
             rd = q + s_mat - self.amap_t(y)
             rd_lp = s_lp - y[1:]
-            gap = float(np.sum(x_mat * s_mat) + x_lp @ s_lp)
-            pobj, dobj = float(np.sum(q * x_mat)), float(y[0])
+            gap = float(np.vdot(x_mat, s_mat) + x_lp @ s_lp)
+            pobj, dobj = float(np.vdot(q, x_mat)), float(y[0])
             relgap = gap / max(abs(pobj), abs(dobj), abstol / reltol)
             pinf = float(np.linalg.norm(rp)) / 2.0
-            dinf = float(np.sqrt(np.sum(rd * rd) + rd_lp @ rd_lp)) / (1.0 + qnorm)
+            dinf = float(np.sqrt(np.vdot(rd, rd) + rd_lp @ rd_lp)) / (1.0 + qnorm)
             err = max(relgap / reltol, pinf / feastol, dinf / feastol)
             if err <= 1.0:
                 return float(y[0]), y[1:].copy(), it
@@ -607,7 +613,8 @@ class StructuredIPM:
             dy, dx, dx_lp, ds, ds_lp = self._direction(st, 0.0, None, None)
             ap = min(1.0, _max_step(lx, dx, x_lp, dx_lp))
             ad = min(1.0, _max_step(ls, ds, s_lp, ds_lp))
-            aff = float(np.sum((x_mat + ap * dx) * (s_mat + ad * ds)) + (x_lp + ap * dx_lp) @ (s_lp + ad * ds_lp))
+            aff = float(gap + ad * np.vdot(x_mat, ds) + ap * np.vdot(dx, s_mat) + ap * ad * np.vdot(dx, ds)
+                        + (x_lp + ap * dx_lp) @ (s_lp + ad * ds_lp) - x_lp @ s_lp)
             sigma = min(1.0, max(0.0, aff / gap)) ** max(1.0, 3 * min(ap, ad) ** 2)
             dy, dx, dx_lp, ds, ds_lp = self._direction(st, sigma * mu, dx @ ds, dx_lp * ds_lp)
             gamma = 0.9 + 0.09 * min(ap, ad)
@@ -664,7 +671,8 @@ def _inverse_factor(a: np.ndarray) -> np.ndarray:
 
 def _max_step(linv: np.ndarray, d: np.ndarray, v: np.ndarray, dv: np.ndarray) -> float:
     """Largest ``a`` with ``L L^T + a d ⪰ 0`` and ``v + a dv >= 0`` (``inf`` if unbounded), ``linv = L^-1``."""
-    t = linv @ d @ linv.T
+    t = scipy.linalg.blas.dtrmm(1.0, linv, d, side=0, lower=1)          # L^-1 d
+    t = scipy.linalg.blas.dtrmm(1.0, linv, t, side=1, lower=1, trans_a=1)  # (L^-1 d) L^-T
     lam = float(scipy.linalg.eigvalsh((t + t.T) / 2, subset_by_index=[0, 0])[0]) if t.size else 0.0
     a = -1.0 / lam if lam < 0 else math.inf
     neg = dv < 0
