@@ -38,6 +38,7 @@ from .solvers import (
     CLARABEL_MAX_SIZE,
     DEFAULT_SOLVERS,
     FORMULATE_MAX_ENTRIES,
+    LIPSDP_SOLVERS,
     SOLVERS,
     StructuredIPM,
     formulate,
@@ -46,7 +47,7 @@ from .solvers import (
 
 __all__ = [
     "ANCHOR_MARGIN", "BALANCED", "CLARABEL_MAX_SIZE", "DEFAULT_MAX_NEURONS", "DEFAULT_SOLVERS", "DYADIC_BITS",
-    "EXACT_MAX_SIZE", "FORMULATE_MAX_ENTRIES", "LOSS_WARN", "MARGINS", "MIX_WEIGHTS", "REBALANCE_ROUNDS",
+    "EXACT_MAX_SIZE", "FORMULATE_MAX_ENTRIES", "LIPSDP_SOLVERS", "LOSS_WARN", "MARGINS", "MIX_WEIGHTS", "REBALANCE_ROUNDS",
     "REPAIR_LOSS", "RHO_BALANCED", "SOLVERS", "Certificate", "Certification", "LipSDPProblem", "assemble",
     "certify", "check_certificate", "first_proven", "formulate", "inflated", "lipsdp", "lmi_blocks", "lmi_size",
     "problem_from_chain", "rebalance", "reduce_input", "round_multipliers", "scale_entries", "schur_rho",

@@ -211,7 +211,8 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     LMI); a non-optimal status raises :class:`SolverError`; an
     unprovable certificate raises :class:`CertificationError`.  Ill-conditioned nets are rebalanced and
     re-solved, near-boundary optima repaired through an anchor (``proofs/lipsdp.md`` §5); ``details`` has
-    ``solver_value``, ``certified_value`` and ``relative_loss`` (above 1e-4 it is also in ``status``).
+    ``solver_value``, ``certified_value`` and ``relative_loss`` (above 1e-4 it is also in ``status``),
+    ``lmi_size`` (the full LMI, the one proven) and ``solver_lmi_size`` (after the input-block reduction).
     BLAS runs single-threaded for the whole call (numpy's threads spinning on a busy machine made the dense
     steps 10-50x slower; needs the optional ``threadpoolctl``).
     ``progress(done, 4)`` is called after each stage (solve, certify, rebalance, anchor repair; a stage not

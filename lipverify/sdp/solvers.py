@@ -1,14 +1,17 @@
 """The SDP solver adapters (untrusted: they only suggest multipliers; :mod:`lipverify.sdp.certificate` proves).
 
-* LipSDP through CVXOPT directly (``conelp`` with a KKT solver that uses the rank-2 structure of every
-  multiplier's matrix, :class:`StructuredLMI`, :func:`solve_cvxopt`), or through the block-structured cvxpy
-  formulation :func:`formulate` with SCS or Clarabel; :func:`solve_lipsdp` tries them in order.
+* LipSDP, always on the problem reduced to the range of ``W_1^T`` (:func:`reduce_input`, ``proofs/lipsdp.md``
+  §6), through lipverify's own primal-dual interior-point method (:class:`StructuredIPM`, :func:`solve_ipm`;
+  numpy only, the default), through CVXOPT directly (``conelp`` with a KKT solver that uses the rank-2 structure
+  of every multiplier's matrix, :class:`StructuredLMI`, :func:`solve_cvxopt`), or through the block-structured
+  cvxpy formulation :func:`formulate` with SCS or Clarabel; :func:`solve_lipsdp` tries them in order.
 * KSDP's Shor relaxation ``min t s.t. t e_0 e_0^T + Q + Σ μ_m A_m ⪰ 0`` through cvxpy (:func:`solve_min_t`).
 * The solver names, the fallback order and the Clarabel size guard (:func:`clarabel_guard`,
   :func:`fallback_order`): Clarabel only on LMIs of side ``<= CLARABEL_MAX_SIZE`` (its memory use explodes:
   more than 24 GB at side 210), for both methods.
 
-cvxpy and CVXOPT are imported inside the functions, never when this module is imported.
+cvxpy and CVXOPT are imported inside the functions, never when this module is imported, and neither on the
+IPM path (``tests/test_lipsdp_structure.py``).
 Proofs of what the suggestions are used for: ``proofs/lipsdp.md``, ``proofs/ksdp.md``.
 """
 
@@ -30,8 +33,11 @@ from .certificate import LipSDPProblem
 CLARABEL_MAX_SIZE = 40
 #: solvers tried, in order, when ``solver=None``
 DEFAULT_SOLVERS = ("IPM", "CVXOPT", "SCS")
-#: ``IPM`` is lipverify's own structured interior-point method (:class:`StructuredIPM`, LipSDP only)
-SOLVERS = ("IPM", "CVXOPT", "SCS", "CLARABEL")
+#: the external SDP solvers (each one a declared dependency)
+SOLVERS = ("CVXOPT", "SCS", "CLARABEL")
+#: LipSDP's solvers: ``IPM`` is lipverify's own structured interior-point method (:class:`StructuredIPM`), then the
+#: external ones
+LIPSDP_SOLVERS = ("IPM",) + SOLVERS
 #: largest coefficient matrix ``W^T diag(lambda) W`` the cvxpy formulation (SCS, Clarabel) may build
 FORMULATE_MAX_ENTRIES = 20_000_000
 
@@ -62,8 +68,8 @@ def solver_list(solver: str | None, size: int) -> tuple[str, ...]:
     if solver is None:
         return DEFAULT_SOLVERS
     name = str(solver).upper()
-    if name not in SOLVERS:
-        raise ValueError(f"lipsdp: solver must be one of {', '.join(SOLVERS)} (or None for IPM, CVXOPT, then SCS), "
+    if name not in LIPSDP_SOLVERS:
+        raise ValueError(f"lipsdp: solver must be one of {', '.join(LIPSDP_SOLVERS)} (or None for IPM, CVXOPT, then SCS), "
                          f"got {solver!r}")
     clarabel_guard(name, size, "lipsdp")
     return (name,)
