@@ -1,21 +1,26 @@
-"""LipSDP-Neuron: lipverify's structured cvxpy formulation vs a straightforward dense cvxpy port.
+"""LipSDP at scale (issue 15 item 1): lipverify's ``lv.bound(net, "lipsdp")`` against a straightforward dense
+cvxpy + CVXOPT port, measured in one run, every case in a fresh subprocess (its own peak RSS), BLAS on one thread
+(``OPENBLAS_NUM_THREADS=1`` etc. for every case, baseline and lipverify alike).
 
-All solve the same SDP with the same solver (CVXOPT by default) on the same random ReLU networks, in the
-same run: a dense cvxpy port, lipverify's block-structured cvxpy formulation (``sdp.formulate``), and
-lipverify's default path (CVXOPT ``conelp`` called directly with a KKT solver that uses the rank-2 structure
-of every multiplier's matrix, ``sdp.solvers.solve_cvxopt``).  The script prints build (cvxpy compilation) and
-solve times, the ratios against the dense port, the optimal values, and the time lipverify then spends
-proving its certificate.
+Nets (Gaussian weights N(0, 1/fan_in), seed 0, ReLU): 10-100-100-100-10, 784-100-100-10 and, with ``--big``,
+784-500-200-50-10.  Goals of the issue: >= 20x faster than the dense port at 10-100-100-100-10 with the same value;
+784-100-100-10 certified in <= 10 s; 784-500-200-50-10 in <= 120 s and <= 4 GB peak RSS.
+
+Per case the script prints: the LMI side (full and after the input-block reduction to range(W_1^T)), the
+certified value, the solver's value, the solve and certification seconds, wall and CPU time, peak RSS, the
+solver used, and (where the baseline runs) the dense port's value and time with the ratio.  The 1-minute load
+average before and after each case says whether the machine was busy.
 
 The dense port follows the original LipSDP code (Fazlyab et al. 2019):
 ``M = [A; B]^T [[-2 alpha beta T, (alpha+beta) T], [(alpha+beta) T, -2 T]] [A; B] + diag(-rho I, 0, W_L^T W_L)``
-with ``A = [blkdiag(W_1..W_{L-1}), 0]``, ``B = [0, I]``, ``T = diag(lambda)``, all as dense numpy constants.
+with ``A = [blkdiag(W_1..W_{L-1}), 0]``, ``B = [0, I]``, ``T = diag(lambda)``, all dense numpy constants, on the
+same power-of-two scaled weights; its value is ``2^E sqrt(rho)`` (not certified).
 
-    PYTHONPATH=. python benchmarks/bench_lipsdp.py                 # 2x50 and 3x100
-    PYTHONPATH=. python benchmarks/bench_lipsdp.py --big           # also 784-500-200-50-10 (structured only)
-    PYTHONPATH=. python benchmarks/bench_lipsdp.py --sizes 10-50-50-10
+    PYTHONPATH=. python benchmarks/bench_lipsdp.py                 # 10-100-100-100-10 (with baseline), 784-100-100-10
+    PYTHONPATH=. python benchmarks/bench_lipsdp.py --big           # also 784-500-200-50-10 (run it once: minutes)
+    PYTHONPATH=. python benchmarks/bench_lipsdp.py --sizes 10-50-50-10 --baseline   # any net, with the baseline
+    PYTHONPATH=. python benchmarks/bench_lipsdp.py --variant layer # LipSDP-Layer
     PYTHONPATH=. python benchmarks/bench_lipsdp.py --table         # issue 17: deep ill-conditioned zoo nets
-    PYTHONPATH=/path/to/other/checkout python benchmarks/bench_lipsdp.py --table   # the same table, other code
 
 ``--table`` prints, for the zoo's sawtooth(3..8, 10, 12) and yarotsky_square(3), (5), the certified value, the solver's
 value, their relative gap, the known LipSDP optimum (4^k and 2^(m+1) - 1, confirmed by an independent dense
@@ -27,16 +32,20 @@ older versions of lipverify too.
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
 import time
 
-import cvxpy as cp
 import numpy as np
-import scipy.linalg
 
 import lipverify as lv
 from lipverify import sdp
-from lipverify.ir.views import linear_chain
-from lipverify.sdp import solvers
+
+THREADS = {k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 def random_relu_net(sizes, seed=0) -> lv.Network:
@@ -51,6 +60,9 @@ def random_relu_net(sizes, seed=0) -> lv.Network:
 
 def dense_port(problem: sdp.LipSDPProblem):
     """The straightforward formulation on the same (scaled) weights."""
+    import cvxpy as cp
+    import scipy.linalg
+
     ws = problem.weights
     hidden = problem.hidden
     n0, nh = problem.sizes[0], sum(hidden)
@@ -73,44 +85,75 @@ def dense_port(problem: sdp.LipSDPProblem):
     return cp.Problem(cp.Minimize(rho), [m << 0]), rho
 
 
-def timed(build, solver):
-    t0 = time.perf_counter()
-    prob, rho = build()
-    prob.get_problem_data(solver)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    prob, rho = build()
-    prob.solve(solver=solver)
-    total_s = time.perf_counter() - t0
-    return compile_s, total_s, prob.status, float(rho.value)
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
 
 
-def run(sizes, solver, with_dense=True, seed=0):
-    net = random_relu_net(sizes, seed)
-    problem = sdp.problem_from_chain(linear_chain(net), want_exact=False)
-    print(f"\n== {'-'.join(map(str, sizes))} (LMI side {problem.size}, {sum(problem.hidden)} multipliers), "
-          f"solver {solver}", flush=True)
-    ref = None
-    if with_dense:
-        dense = timed(lambda: dense_port(problem), solver)
-        ref = dense[1]
-        print(f"dense cvxpy port          : build {dense[0]:8.2f} s   build+solve {dense[1]:8.2f} s   "
-              f"status {dense[2]}   rho {dense[3]:.9g}", flush=True)
-        block = timed(lambda: sdp.formulate(problem, "neuron")[:2], solver)
-        print(f"block cvxpy (formulate)   : build {block[0]:8.2f} s   build+solve {block[1]:8.2f} s   "
-              f"status {block[2]}   rho {block[3]:.9g}   (dense/block build {dense[0] / block[0]:.1f}x, "
-              f"build+solve {dense[1] / block[1]:.2f}x)", flush=True)
-    if solver == "CVXOPT":
-        t0 = time.perf_counter()
-        rho, _ = solvers.solve_cvxopt(problem, "neuron", {})
-        ours = time.perf_counter() - t0
-        ratio = f"   dense/structured {ref / ours:.2f}x" if ref else ""
-        print(f"structured CVXOPT KKT     : build+solve {ours:8.2f} s   rho {rho:.9g}{ratio}", flush=True)
-    t0 = time.perf_counter()
-    b = lv.bound(net, "lipsdp", norm=2, solver=solver, max_neurons=problem.size)
-    print(f"lv.bound end to end {time.perf_counter() - t0:8.2f} s: certified {b.value:.9g} "
-          f"(solver value {b.details['solver_value']:.9g}, check {b.details['check']}, margin {b.details['margin']:g}, "
-          f"solve {b.details['solve_seconds']:.2f} s, certification {b.details['certify_seconds']:.2f} s)", flush=True)
+def case_lipverify(sizes, variant: str) -> dict:
+    net = random_relu_net(sizes)
+    t0, c0 = time.perf_counter(), time.process_time()
+    b = lv.bound(net, "lipsdp", norm=2, variant=variant, max_neurons=10**9)
+    d = b.details
+    return {"value": b.value, "solver_value": d["solver_value"], "solver": b.solver, "lmi": d["lmi_size"],
+            "reduced": d["solver_lmi_size"], "solve_s": d["solve_seconds"], "certify_s": d["certify_seconds"],
+            "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "check": d["check"],
+            "rebalanced": d["rebalanced"], "rss_gb": peak_rss_gb()}
+
+
+def case_dense(sizes) -> dict:
+    from lipverify import sdp
+    from lipverify.ir.views import linear_chain
+
+    net = random_relu_net(sizes)
+    problem = sdp.problem_from_chain(linear_chain(net, "lipsdp"), want_exact=False)
+    t0, c0 = time.perf_counter(), time.process_time()
+    prob, rho = dense_port(problem)
+    prob.solve(solver="CVXOPT")
+    value = math.ldexp(math.sqrt(max(float(rho.value), 0.0)), sum(problem.shifts))
+    return {"value": value, "status": prob.status, "wall_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0, "rss_gb": peak_rss_gb()}
+
+
+def in_subprocess(kind: str, sizes, variant: str) -> dict:
+    env = dict(os.environ, **THREADS)
+    code = (f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+            f"import bench_lipsdp as b; print('RESULT' + json.dumps(b.case_{kind}({tuple(sizes)!r}"
+            + (f", {variant!r}" if kind == "lipverify" else "") + ")))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
+    if out.returncode or not lines:
+        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(lines[-1][6:])
+
+
+def run(sizes, variant: str, baseline: bool) -> None:
+    name = "-".join(map(str, sizes))
+    load0 = os.getloadavg()[0]
+    ours = in_subprocess("lipverify", sizes, variant)
+    load1 = os.getloadavg()[0]
+    print(f"\n== {name}  LipSDP-{variant}  (load average {load0:.2f} before, {load1:.2f} after)", flush=True)
+    if "error" in ours:
+        print(f"lipverify: {ours['error']}")
+        return
+    print(f"lipverify  certified {ours['value']:.9g} (solver {ours['solver']} value {ours['solver_value']:.9g}, "
+          f"check {ours['check']}, rebalanced {ours['rebalanced']})\n"
+          f"           LMI side {ours['lmi']} -> {ours['reduced']} after the input-block reduction\n"
+          f"           solve {ours['solve_s']:.2f} s + certification {ours['certify_s']:.2f} s; end to end "
+          f"{ours['wall_s']:.2f} s wall, {ours['cpu_s']:.2f} s CPU; peak RSS {ours['rss_gb']:.2f} GB", flush=True)
+    if baseline:
+        load0 = os.getloadavg()[0]
+        dense = in_subprocess("dense", sizes, variant)
+        if "error" in dense:
+            print(f"dense port: {dense['error']}")
+            return
+        print(f"dense port value {dense['value']:.9g} (status {dense['status']}, not certified): {dense['wall_s']:.2f} s "
+              f"wall, {dense['cpu_s']:.2f} s CPU, peak RSS {dense['rss_gb']:.2f} GB (load average {load0:.2f} before)")
+        rel = ours["solver_value"] / dense["value"] - 1
+        print(f"RATIO dense port / lipverify: {dense['wall_s'] / ours['solve_s']:.1f}x (solve), "
+              f"{dense['wall_s'] / ours['wall_s']:.1f}x (end to end, with the certificate), "
+              f"{dense['cpu_s'] / ours['cpu_s']:.1f}x (CPU time, end to end); "
+              f"values: solver {rel:+.1e} relative, certified {ours['value'] / dense['value'] - 1:+.1e} relative",
+              flush=True)
 
 
 def table() -> None:
@@ -136,20 +179,24 @@ def table() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--solver", default="CVXOPT", choices=["CVXOPT", "SCS"])
     parser.add_argument("--sizes", action="append", help="layer widths, e.g. 50-50-50-10 (repeatable)")
-    parser.add_argument("--big", action="store_true", help="also 784-500-200-50-10, structured formulation only")
+    parser.add_argument("--big", action="store_true", help="also 784-500-200-50-10 (lipverify only)")
+    parser.add_argument("--baseline", action="store_true", help="run the dense port on every --sizes net")
+    parser.add_argument("--variant", default="neuron", choices=["neuron", "layer"])
     parser.add_argument("--table", action="store_true", help="only the issue-17 table of deep zoo networks")
     args = parser.parse_args()
     if args.table:
         table()
         return
-    cases = [tuple(int(x) for x in s.split("-")) for s in args.sizes] if args.sizes else [(50, 50, 50, 10),
-                                                                                            (100, 100, 100, 100, 10)]
-    for sizes in cases:
-        run(sizes, args.solver)
+    print(f"lipverify from {lv.__file__}; {os.cpu_count()} CPUs; BLAS threads 1")
+    if args.sizes:
+        cases = [(tuple(int(x) for x in s.split("-")), args.baseline) for s in args.sizes]
+    else:
+        cases = [((10, 100, 100, 100, 10), True), ((784, 100, 100, 10), False)]
     if args.big:
-        run((784, 500, 200, 50, 10), args.solver, with_dense=False)
+        cases.append(((784, 500, 200, 50, 10), False))
+    for sizes, baseline in cases:
+        run(sizes, args.variant, baseline)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,12 @@ interval enclosure of ``H``.  Nothing else becomes a number.
 
 This module builds the problem and runs the method; the proof is :mod:`lipverify.sdp.certificate` (the trusted
 kernel: rounding, exact or verified-Cholesky PSD proofs, the candidate loop) and the solvers are
-:mod:`lipverify.sdp.solvers`: CVXOPT by default, called directly (``conelp``) with a KKT solver that uses the
-rank-2 structure of every multiplier's matrix; SCS (fallback) and Clarabel (tiny LMIs only) through the
-block-structured cvxpy formulation.  A status other than optimal raises SolverError.
+:mod:`lipverify.sdp.solvers`: by default lipverify's own primal-dual interior-point method
+(:class:`~lipverify.sdp.solvers.StructuredIPM`: numpy, HKM direction, normal matrix from the rank-2 structure of
+every multiplier's matrix, at layer size for LipSDP-Layer), then CVXOPT (``conelp`` with a structured KKT
+solver), then SCS through the block-structured cvxpy formulation (Clarabel on tiny LMIs only).  Every solver
+sees the problem reduced to the range of ``W_1^T`` (``proofs/lipsdp.md`` §6: on the null space of ``W_1`` the
+LMI is ``rho I``), while the certificate is proven on the full LMI.  A status other than optimal raises SolverError.
 
 Numerics: every weight matrix is first scaled by a power of two (exact) so that its spectral norm lies in
 ``[1/2, 1)``; the constant of the original chain is the scaled one times the product of the powers of two.
@@ -62,7 +65,7 @@ from .certificate import (
     check_certificate,
 )
 from .scaling import BALANCED, REBALANCE_ROUNDS, RHO_BALANCED, float_fractions, scale_entries, shift_weight
-from .solvers import solve_lipsdp, solver_list
+from .solvers import reduce_input, single_threaded_blas, solve_lipsdp, solver_list
 
 #: default limit of the LMI side (inputs + hidden neurons) so that ``lv.compare`` stays fast
 DEFAULT_MAX_NEURONS = 200
@@ -203,11 +206,16 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     every activation whose derivative lies in its declared slope interval ``[alpha, beta]``.
     ``variant="neuron"`` uses one multiplier per hidden neuron, ``"layer"`` one per layer (never smaller).
     Proof: ``proofs/lipsdp.md``.  Only l2 (other norms raise :class:`NotApplicableError`); nets whose LMI side
-    (inputs + hidden neurons) exceeds ``max_neurons`` raise :class:`NotApplicableError`.  The solver is
-    CVXOPT (then SCS) unless ``solver`` names one; a non-optimal status raises :class:`SolverError`; an
+    (inputs + hidden neurons) exceeds ``max_neurons`` raise :class:`NotApplicableError`.  The solvers are
+    lipverify's structured interior-point method, then CVXOPT, then SCS, unless ``solver`` names one, all on the
+    problem reduced to the range of ``W_1^T`` (``proofs/lipsdp.md`` §6; the certificate is proven on the full
+    LMI); a non-optimal status raises :class:`SolverError`; an
     unprovable certificate raises :class:`CertificationError`.  Ill-conditioned nets are rebalanced and
     re-solved, near-boundary optima repaired through an anchor (``proofs/lipsdp.md`` §5); ``details`` has
-    ``solver_value``, ``certified_value`` and ``relative_loss`` (above 1e-4 it is also in ``status``).
+    ``solver_value``, ``certified_value`` and ``relative_loss`` (above 1e-4 it is also in ``status``),
+    ``lmi_size`` (the full LMI, the one proven) and ``solver_lmi_size`` (after the input-block reduction).
+    BLAS runs single-threaded for the whole call (numpy's threads spinning on a busy machine made the dense
+    steps 10-50x slower; needs the optional ``threadpoolctl``).
     ``progress(done, 4)`` is called after each stage (solve, certify, rebalance, anchor repair; a stage not
     needed still ticks), for ``compare``'s ``work_progress`` and the CLI's bar.
 
@@ -217,6 +225,14 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     >>> 1.41421356 <= b.value <= 1.4143
     True
     """
+    with single_threaded_blas():
+        return _lipsdp(net, norm, variant=variant, solver=solver, max_neurons=max_neurons, check=check,
+                       solver_options=solver_options, progress=progress)
+
+
+def _lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver: str | None = None,
+            max_neurons: int = DEFAULT_MAX_NEURONS, check: str = "auto", solver_options: dict | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Bound:
     started = time.perf_counter()
     p = require_norm("lipsdp", norm, ("2",), "LipSDP bounds the spectral (l2) Lipschitz constant only")
     chain = linear_chain(net, "lipsdp")
@@ -307,6 +323,7 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     details = {
         "variant": variant,
         "lmi_size": problem.size,
+        "solver_lmi_size": reduce_input(problem).size,
         "solver_value": solver_value,
         "certified_value": value,
         "relative_loss": loss,

@@ -1,14 +1,17 @@
 """The SDP solver adapters (untrusted: they only suggest multipliers; :mod:`lipverify.sdp.certificate` proves).
 
-* LipSDP through CVXOPT directly (``conelp`` with a KKT solver that uses the rank-2 structure of every
-  multiplier's matrix, :class:`StructuredLMI`, :func:`solve_cvxopt`), or through the block-structured cvxpy
-  formulation :func:`formulate` with SCS or Clarabel; :func:`solve_lipsdp` tries them in order.
+* LipSDP, always on the problem reduced to the range of ``W_1^T`` (:func:`reduce_input`, ``proofs/lipsdp.md``
+  §6), through lipverify's own primal-dual interior-point method (:class:`StructuredIPM`, :func:`solve_ipm`;
+  numpy only, the default), through CVXOPT directly (``conelp`` with a KKT solver that uses the rank-2 structure
+  of every multiplier's matrix, :class:`StructuredLMI`, :func:`solve_cvxopt`), or through the block-structured
+  cvxpy formulation :func:`formulate` with SCS or Clarabel; :func:`solve_lipsdp` tries them in order.
 * KSDP's Shor relaxation ``min t s.t. t e_0 e_0^T + Q + Σ μ_m A_m ⪰ 0`` through cvxpy (:func:`solve_min_t`).
 * The solver names, the fallback order and the Clarabel size guard (:func:`clarabel_guard`,
   :func:`fallback_order`): Clarabel only on LMIs of side ``<= CLARABEL_MAX_SIZE`` (its memory use explodes:
   more than 24 GB at side 210), for both methods.
 
-cvxpy and CVXOPT are imported inside the functions, never when this module is imported.
+cvxpy and CVXOPT are imported inside the functions, never when this module is imported, and neither on the
+IPM path (``tests/test_lipsdp_structure.py``).
 Proofs of what the suggestions are used for: ``proofs/lipsdp.md``, ``proofs/ksdp.md``.
 """
 
@@ -20,6 +23,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 import scipy.sparse as sp
 
 from ..errors import NotApplicableError, SolverError
@@ -28,8 +32,12 @@ from .certificate import LipSDPProblem
 #: Clarabel is only allowed on LMIs up to this side (it ran out of 24 GB at 210)
 CLARABEL_MAX_SIZE = 40
 #: solvers tried, in order, when ``solver=None``
-DEFAULT_SOLVERS = ("CVXOPT", "SCS")
+DEFAULT_SOLVERS = ("IPM", "CVXOPT", "SCS")
+#: the external SDP solvers (each one a declared dependency)
 SOLVERS = ("CVXOPT", "SCS", "CLARABEL")
+#: LipSDP's solvers: ``IPM`` is lipverify's own structured interior-point method (:class:`StructuredIPM`), then the
+#: external ones
+LIPSDP_SOLVERS = ("IPM",) + SOLVERS
 #: largest coefficient matrix ``W^T diag(lambda) W`` the cvxpy formulation (SCS, Clarabel) may build
 FORMULATE_MAX_ENTRIES = 20_000_000
 
@@ -60,8 +68,8 @@ def solver_list(solver: str | None, size: int) -> tuple[str, ...]:
     if solver is None:
         return DEFAULT_SOLVERS
     name = str(solver).upper()
-    if name not in SOLVERS:
-        raise ValueError(f"lipsdp: solver must be one of {', '.join(SOLVERS)} (or None for CVXOPT then SCS), "
+    if name not in LIPSDP_SOLVERS:
+        raise ValueError(f"lipsdp: solver must be one of {', '.join(LIPSDP_SOLVERS)} (or None for IPM, CVXOPT, then SCS), "
                          f"got {solver!r}")
     clarabel_guard(name, size, "lipsdp")
     return (name,)
@@ -325,7 +333,7 @@ class StructuredLMI:
         return solve
 
 
-def _single_threaded_blas():
+def single_threaded_blas():
     """numpy's BLAS threads spin while CVXOPT (its own single-threaded BLAS) works between our callbacks; on
     a busy machine that made the solve 10-30x slower.  One thread for the duration of the solve (needs the
     optional ``threadpoolctl``; without it nothing changes)."""
@@ -356,7 +364,7 @@ def solve_cvxopt(problem: LipSDPProblem, variant: str, solver_options: dict, mar
             raise ValueError(f"lipsdp: unknown CVXOPT option {key!r}; valid: {', '.join(sorted(names))}")
         opts[names[key]] = value
     try:
-        with _single_threaded_blas():
+        with single_threaded_blas():
             sol = solvers.conelp(c, lmi.G, matrix(lmi.h), dims, a_op, matrix(0.0, (0, 1)), kktsolver=lmi.kktsolver,
                                  options=opts)
     except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
@@ -375,14 +383,18 @@ def solve_cvxopt(problem: LipSDPProblem, variant: str, solver_options: dict, mar
 
 
 def solve_lipsdp(problem: LipSDPProblem, variant: str, solvers: tuple[str, ...], solver_options: dict, margin: float = 0.0):
-    """Try ``solvers`` in order: CVXOPT through :func:`solve_cvxopt` (structured KKT solver), the others
-    through cvxpy (:func:`formulate`), with a strict-feasibility ``margin`` on the hidden blocks.
-    Returns ``(solver, status, rho, lambdas)``; raises SolverError."""
+    """Try ``solvers`` in order: IPM through :func:`solve_ipm`, CVXOPT through :func:`solve_cvxopt` (structured
+    KKT solver), the others through cvxpy (:func:`formulate`), with a strict-feasibility ``margin`` on the hidden
+    blocks, all on the input-reduced problem (:func:`reduce_input`; the multipliers and ``rho`` are those of the
+    full problem).  Returns ``(solver, status, rho, lambdas)``; raises SolverError.  cvxpy is imported only when
+    a solver other than IPM and CVXOPT is reached."""
+    problem = reduce_input(problem)
     errors = []
     for name in solvers:
-        if name == "CVXOPT":
+        if name in ("IPM", "CVXOPT"):
             try:
-                rho_value, values = solve_cvxopt(problem, variant, solver_options, margin)
+                solve = solve_ipm if name == "IPM" else solve_cvxopt
+                rho_value, values = solve(problem, variant, solver_options, margin)
             except SolverError as exc:
                 errors.append(str(exc))
                 continue
@@ -407,3 +419,269 @@ def solve_lipsdp(problem: LipSDPProblem, variant: str, solvers: tuple[str, ...],
             continue
         return name, prob.status, float(rho.value), values
     raise SolverError("lipsdp: no solver returned an optimal solution (" + "; ".join(errors) + ")")
+
+
+# --------------------------------------------------------------------------- LipSDP: input-block reduction
+
+
+def reduce_input(problem: LipSDPProblem) -> LipSDPProblem:
+    """The same SDP on the range of ``W_1^T`` (``proofs/lipsdp.md`` §6): ``W_1 = U Σ V^T`` (SVD), ``r`` the numerical
+    rank, and the first weight replaced by ``W_1 V_r = U_r Σ_r`` (``n_1 x r``).  On the null space of ``W_1`` the
+    LMI is ``rho I`` and decouples, so the optimum is unchanged while the LMI side drops from ``n_0 + Σ n_l`` to
+    ``r + Σ n_l``.  For the solver only: the multipliers it returns are certified on the *full* LMI
+    (:func:`lipverify.sdp.certificate.certify`), so neither the rank decision nor the rounding of the basis
+    enters the proof.  Returns ``problem`` itself when ``W_1`` has full column rank."""
+    w = problem.weights[0]
+    n1, n0 = w.shape
+    if n0 <= 1 or w.size == 0 or not np.all(np.isfinite(w)):
+        return problem
+    u, s, _ = scipy.linalg.svd(w, full_matrices=False, lapack_driver="gesvd")
+    tol = (s[0] if s.size else 0.0) * max(n0, n1) * np.finfo(np.float64).eps
+    r = int(np.sum(s > tol))
+    if r == 0 or r >= n0:
+        return problem
+    reduced = u[:, :r] * s[:r]
+    return LipSDPProblem((reduced,) + problem.weights[1:], (None,) + problem.radii[1:], None, problem.slopes,
+                         problem.shifts, problem.neuron_exps)
+
+
+# --------------------------------------------------------------------------- LipSDP: the structured interior-point solver
+
+#: defaults of the structured interior-point solver (:func:`solve_ipm`)
+#: the infeasible start X = START I, S = START (1 + ||Q||) I
+START = 1.0
+IPM_OPTIONS = {"max_iters": 100, "reltol": 1e-9, "abstol": 1e-13, "feastol": 1e-9}
+
+
+class StructuredIPM:
+    """A primal-dual interior-point method (infeasible start, HKM direction, Mehrotra predictor-corrector) for
+
+        (D)  min rho  s.t.  S = rho E_0 + sum_j mu_j F_j - Q ⪰ 0,  mu >= 0,
+        (P)  max <Q, X>  s.t.  tr X_00 = 1,  <F_j, X> + x_j = 0,  X ⪰ 0,  x >= 0,
+
+    in numpy, with every operator built from the structure of the LipSDP matrix (``F_j`` is one neuron's rank-2
+    matrix ``U_i S_i U_i^T``, ``U_i = [e_i, w_i]``, or, for LipSDP-Layer, a layer's sum of them): the maps
+    ``A``, ``A^T`` touch only the nonzero blocks of the block-tridiagonal ``F_j``, and the normal matrix
+    ``M_ij = <F_i, X F_j S^-1>`` comes from the Gram matrices ``U^T X U`` and ``U^T S^-1 U`` — at neuron size for
+    LipSDP-Neuron, at layer size (one entry per pair of layers, no neuron-by-neuron matrix) for LipSDP-Layer.
+    ``X`` and ``S`` are dense (side N): per iteration a few ``O(N^3)`` products, Cholesky factorisations and
+    two symmetric eigenvalue problems for the step lengths.  Untrusted like every solver here: only ``(rho, mu)``
+    is used, and :func:`lipverify.sdp.certificate.certify` proves or refuses it.
+    """
+
+    def __init__(self, problem: LipSDPProblem, variant: str, margin: float = 0.0):
+        self.lmi = lmi = StructuredLMI(problem, variant, margin)
+        self.variant = variant
+        self.n, self.n0, self.m, self.nv = lmi.n, lmi.n0, lmi.m, lmi.nv
+        self.q = -lmi.h[lmi.nv:].reshape(self.n, self.n, order="F")
+        # S_i = [[1, -c], [-c, d]] per neuron, and per layer
+        self.s_layer = [np.array([[1.0, -c], [-c, d]]) for _, _, c, d in lmi.layers]
+        self.s_neuron = (np.concatenate([np.tile(s, (w.shape[0], 1, 1)) for s, (_, w, _, _) in zip(self.s_layer, lmi.layers)])
+                         if lmi.layers else np.zeros((0, 2, 2)))
+        self.c_neuron = -self.s_neuron[:, 0, 1]
+        self.d_neuron = self.s_neuron[:, 1, 1]
+
+    # A(X, x) = (tr X_00, J^T <F_i, X> + x);  A^T(y) = (rho E_0 + sum lambda_i F_i, mu)
+    def amap(self, x_mat: np.ndarray, x_lp: np.ndarray) -> np.ndarray:
+        g_rho, g_lam = self.lmi.fadj(x_mat)
+        return np.concatenate([[g_rho], self.lmi.j.T @ g_lam + x_lp])
+
+    def amap_t(self, y: np.ndarray) -> np.ndarray:
+        return self.lmi.fmat(float(y[0]), self.lmi.j @ y[1:])
+
+    def _rows(self, x: np.ndarray) -> list[np.ndarray]:
+        """Per layer k, ``(2, n_k, N)``: the rows ``u^T X`` for ``u = e_i`` and ``u = w_i`` (embedded)."""
+        o = self.lmi.offs
+        return [np.stack([x[o[k]:o[k + 1], :], w @ x[o[k - 1]:o[k], :]]) for k, w, _, _ in self.lmi.layers]
+
+    def _gram(self, rows_k: np.ndarray, layer: int) -> np.ndarray:
+        """``(2, n_k, 2, n_l)``: ``u_{k,b}^T X u_{l,c}`` from the rows of layer k, for the columns of layer l."""
+        o = self.lmi.offs
+        k, w, _, _ = self.lmi.layers[layer]
+        return np.stack([rows_k[:, :, o[k]:o[k + 1]], rows_k[:, :, o[k - 1]:o[k]] @ w.T], axis=2)
+
+    def _x_u(self, x: np.ndarray) -> np.ndarray:
+        """``(N, m, 2)``: ``X u_{i,a}`` for ``u_{i,0} = e_i``, ``u_{i,1} = w_i`` (embedded), block by block."""
+        o = self.lmi.offs
+        out = np.empty((x.shape[0], self.m, 2))
+        pos = 0
+        for k, w, _, _ in self.lmi.layers:
+            out[:, pos:pos + w.shape[0], 0] = x[:, o[k]:o[k + 1]]
+            out[:, pos:pos + w.shape[0], 1] = x[:, o[k - 1]:o[k]] @ w.T
+            pos += w.shape[0]
+        return out
+
+    def _ut(self, y: np.ndarray) -> np.ndarray:
+        """``(m, 2, m, 2)``: ``u_{i,a}^T Y`` for ``Y`` of shape ``(N, m, 2)``."""
+        o = self.lmi.offs
+        flat = y.reshape(y.shape[0], -1)
+        out = np.empty((self.m, 2, flat.shape[1]))
+        pos = 0
+        for k, w, _, _ in self.lmi.layers:
+            out[pos:pos + w.shape[0], 0] = flat[o[k]:o[k + 1]]
+            out[pos:pos + w.shape[0], 1] = w @ flat[o[k - 1]:o[k]]
+            pos += w.shape[0]
+        return out.reshape(self.m, 2, self.m, 2)
+
+    def _times_s(self, y: np.ndarray, axis: int) -> np.ndarray:
+        """Apply ``S_i = [[1, -c], [-c, d]]`` along the pair axis ``axis`` (1 or 2; the neuron index is the axis
+        before it) of an array shaped ``(m, 2, ...)`` or ``(N, m, 2)``."""
+        idx0 = (slice(None),) * axis + (0,)
+        idx1 = (slice(None),) * axis + (1,)
+        shape = (-1,) + (1,) * (y.ndim - axis - 1)
+        c, d = self.c_neuron.reshape(shape), self.d_neuron.reshape(shape)
+        out = np.empty_like(y)
+        a0, a1 = y[idx0], y[idx1]
+        out[idx0] = a0 - c * a1
+        out[idx1] = d * a1 - c * a0
+        return out
+
+    def normal_matrix(self, x_mat, si, x_lp, s_lp) -> np.ndarray:
+        n0 = self.n0
+        out = np.zeros((self.nv + 1, self.nv + 1))
+        out[0, 0] = float(np.sum(x_mat[:n0, :n0] * si[:n0, :n0]))
+        if self.variant == "neuron":
+            if self.m:
+                # M_ij = sum_{a,e} (U_S^T X U_S)[(i,a),(j,e)] (U^T S^-1 U)[(i,a),(j,e)], U_S = U blkdiag(S_i)
+                xus = self._times_s(self._x_u(x_mat), 2)
+                su = self._x_u(si)
+                gxs = self._times_s(self._ut(xus), 1)
+                gs = self._ut(su)
+                out[1:, 1:] = np.einsum("iaje,iaje->ij", gxs, gs)
+                out[0, 1:] = out[1:, 0] = np.einsum("pib,pib->i", xus[:n0], su[:n0])
+        else:
+            rx, rs = self._rows(x_mat), self._rows(si)
+            for k, (xk, sk) in enumerate(zip(rx, rs)):
+                s_k = self.s_layer[k]
+                out[0, k + 1] = out[k + 1, 0] = float(np.einsum("ab,aip,bip->", s_k, xk[:, :, :n0], sk[:, :, :n0]))
+                for l in range(k, len(rx)):
+                    s_l = self.s_layer[l]
+                    gx, gs = self._gram(xk, l), self._gram(sk, l)  # (2, n_k, 2, n_l)
+                    ip = np.einsum("bicj,aiej->bcae", gx, gs)
+                    out[k + 1, l + 1] = out[l + 1, k + 1] = float(np.einsum("ab,ce,bcae->", s_k, s_l, ip))
+        idx = np.arange(1, self.nv + 1)
+        out[idx, idx] += x_lp / s_lp
+        return (out + out.T) / 2
+
+    def _direction(self, st, sig_mu: float, corr, corr_lp):
+        """The HKM direction for ``X S = sig_mu I - corr`` (Mehrotra's corrector ``corr = dX_p dS_p``)."""
+        x_mat, x_lp, s_lp, si, factor, rp, rd, rd_lp, xrd = st
+        rc = sig_mu * si - x_mat - (0.0 if corr is None else corr @ si)
+        rc_lp = sig_mu / s_lp - x_lp - (0.0 if corr_lp is None else corr_lp / s_lp)
+        t = rc + xrd
+        rhs = self.amap((t + t.T) / 2, rc_lp + x_lp * rd_lp / s_lp) - rp
+        dy = scipy.linalg.cho_solve(factor, rhs)
+        ds = self.amap_t(dy) - rd
+        ds_lp = dy[1:] - rd_lp
+        dx = rc - x_mat @ ds @ si
+        dx = (dx + dx.T) / 2
+        dx_lp = rc_lp - x_lp * ds_lp / s_lp
+        return dy, dx, dx_lp, ds, ds_lp
+
+    def solve(self, max_iters: int = 100, reltol: float = 1e-9, abstol: float = 1e-13, feastol: float = 1e-9):
+        """``(rho, mu, iterations)``; raises SolverError when the tolerances are not reached."""
+        n, nv = self.n, self.nv
+        q = self.q
+        c = np.zeros(nv + 1)
+        c[0] = 1.0
+        qnorm = float(np.linalg.norm(q))
+        x_mat, s_mat = START * np.eye(n), START * (1.0 + qnorm) * np.eye(n)
+        x_lp, s_lp = np.ones(nv), np.ones(nv)
+        y = np.zeros(nv + 1)
+        nn = n + nv
+        best, it = None, 0
+        for it in range(1, max_iters + 1):
+            rp = c - self.amap(x_mat, x_lp)
+            rd = q + s_mat - self.amap_t(y)
+            rd_lp = s_lp - y[1:]
+            gap = float(np.vdot(x_mat, s_mat) + x_lp @ s_lp)
+            pobj, dobj = float(np.vdot(q, x_mat)), float(y[0])
+            relgap = gap / max(abs(pobj), abs(dobj), abstol / reltol)
+            pinf = float(np.linalg.norm(rp)) / 2.0
+            dinf = float(np.sqrt(np.vdot(rd, rd) + rd_lp @ rd_lp)) / (1.0 + qnorm)
+            err = max(relgap / reltol, pinf / feastol, dinf / feastol)
+            if err <= 1.0:
+                return float(y[0]), y[1:].copy(), it
+            if best is None or err < best[0]:
+                best = (err, relgap, max(pinf, dinf))
+            mu = gap / nn
+            try:
+                ls, lx = _inverse_factor(s_mat), _inverse_factor(x_mat)
+            except np.linalg.LinAlgError:
+                break
+            si = ls.T @ ls
+            si = (si + si.T) / 2
+            try:
+                factor = scipy.linalg.cho_factor(self.normal_matrix(x_mat, si, x_lp, s_lp))
+            except np.linalg.LinAlgError:
+                break
+            st = (x_mat, x_lp, s_lp, si, factor, rp, rd, rd_lp, x_mat @ rd @ si)
+            dy, dx, dx_lp, ds, ds_lp = self._direction(st, 0.0, None, None)
+            ap = min(1.0, _max_step(lx, dx, x_lp, dx_lp))
+            ad = min(1.0, _max_step(ls, ds, s_lp, ds_lp))
+            aff = float(gap + ad * np.vdot(x_mat, ds) + ap * np.vdot(dx, s_mat) + ap * ad * np.vdot(dx, ds)
+                        + (x_lp + ap * dx_lp) @ (s_lp + ad * ds_lp) - x_lp @ s_lp)
+            sigma = min(1.0, max(0.0, aff / gap)) ** max(1.0, 3 * min(ap, ad) ** 2)
+            dy, dx, dx_lp, ds, ds_lp = self._direction(st, sigma * mu, dx @ ds, dx_lp * ds_lp)
+            gamma = 0.9 + 0.09 * min(ap, ad)
+            ap = min(1.0, gamma * _max_step(lx, dx, x_lp, dx_lp))
+            ad = min(1.0, gamma * _max_step(ls, ds, s_lp, ds_lp))
+            x_mat = x_mat + ap * dx
+            x_mat = (x_mat + x_mat.T) / 2
+            x_lp = x_lp + ap * dx_lp
+            y = y + ad * dy
+            s_mat = s_mat + ad * ds
+            s_mat = (s_mat + s_mat.T) / 2
+            s_lp = s_lp + ad * ds_lp
+            if max(ap, ad) < 1e-10:
+                break
+        said = f"relative gap {best[1]:.1e}, infeasibility {best[2]:.1e}" if best else "no iterate"
+        raise SolverError(f"lipsdp: IPM stopped after {it} of {max_iters} iterations without reaching its tolerances "
+                          f"(best: {said}; wanted relative gap {reltol:g}, infeasibility {feastol:g})")
+
+
+def solve_ipm(problem: LipSDPProblem, variant: str, solver_options: dict, margin: float = 0.0):
+    """LipSDP through :class:`StructuredIPM` (single-threaded BLAS, see :func:`single_threaded_blas`);
+    options ``max_iters`` (or ``maxiters``), ``reltol``, ``abstol``, ``feastol`` (defaults :data:`IPM_OPTIONS`)."""
+    opts = dict(IPM_OPTIONS)
+    for key, value in solver_options.items():
+        key = "max_iters" if key == "maxiters" else key
+        if key not in opts:
+            raise ValueError(f"lipsdp: unknown IPM option {key!r}; valid: {', '.join(sorted(opts))}")
+        opts[key] = value
+    ipm = StructuredIPM(problem, variant, margin)
+    with single_threaded_blas():
+        try:
+            rho, mu, _ = ipm.solve(int(opts["max_iters"]), float(opts["reltol"]), float(opts["abstol"]),
+                                   float(opts["feastol"]))
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+            raise SolverError(f"lipsdp: IPM failed: {exc}") from exc
+    if not (math.isfinite(rho) and np.all(np.isfinite(mu))):
+        raise SolverError("lipsdp: IPM returned non-finite values")
+    lam = ipm.lmi.j @ mu
+    values, pos = [], 0
+    for s in problem.hidden:
+        values.append(lam[pos:pos + s])
+        pos += s
+    return rho, values
+
+
+def _inverse_factor(a: np.ndarray) -> np.ndarray:
+    """``L^-1`` for the Cholesky factor ``L L^T = a`` (raises LinAlgError when ``a`` is not positive definite)."""
+    lfac = scipy.linalg.cholesky(a, lower=True)
+    inv, info = scipy.linalg.lapack.dtrtri(lfac, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dtrtri info {info}")
+    return np.tril(inv)
+
+
+def _max_step(linv: np.ndarray, d: np.ndarray, v: np.ndarray, dv: np.ndarray) -> float:
+    """Largest ``a`` with ``L L^T + a d ⪰ 0`` and ``v + a dv >= 0`` (``inf`` if unbounded), ``linv = L^-1``."""
+    t = scipy.linalg.blas.dtrmm(1.0, linv, d, side=0, lower=1)          # L^-1 d
+    t = scipy.linalg.blas.dtrmm(1.0, linv, t, side=1, lower=1, trans_a=1)  # (L^-1 d) L^-T
+    lam = float(scipy.linalg.eigvalsh((t + t.T) / 2, subset_by_index=[0, 0])[0]) if t.size else 0.0
+    a = -1.0 / lam if lam < 0 else math.inf
+    neg = dv < 0
+    if np.any(neg):
+        a = min(a, float(np.min(-v[neg] / dv[neg])))
+    return a
