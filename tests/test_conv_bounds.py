@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lipverify as lv
-from lipverify.ir import graph as conv_program
+from lipverify.ir import graph as ir_graph
 from lipverify.ir.views import conv_matrix
 from lipverify.strategies import conv_networks
 
@@ -133,7 +133,7 @@ def test_maxpool_norms_are_attained(k, stride, padding, p, expected):
 
 
 def test_explicit_size_limit_refuses_with_advice(monkeypatch):
-    monkeypatch.setattr(conv_program, "EXPLICIT_NNZ_LIMIT", 10)
+    monkeypatch.setattr(ir_graph, "EXPLICIT_NNZ_LIMIT", 10)
     with pytest.raises(lv.NotApplicableError, match="conv='explicit'.*nonzeros.*use conv='implicit'"):
         lv.bound(small_cnn(), "k3", "inf", conv="explicit")
     assert lv.bound(small_cnn(), "k3", "inf", conv="implicit").kind == "upper"

@@ -12,7 +12,7 @@ import pytest
 
 import lipverify as lv
 from lipverify import sdp
-from lipverify.bounds.chain import linear_chain
+from lipverify.ir.views import linear_chain
 from lipverify.sdp import solvers
 
 
