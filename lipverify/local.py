@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ._lazy import LazyModule
-from .errors import NotApplicableError, ShapeError
-from .layers import Activation, Dense, Flatten
+from .errors import ShapeError
+from .ir.graph import lower
+from .layers import Activation, Dense
 from .network import Network
 from .rigorous import Interval, down, up
 
@@ -97,55 +98,60 @@ def _parse_box(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def localize(net: Network, domain: Any) -> Network:
-    """The network with every activation narrowed to its slopes on the box ``domain = (lower, upper)`` (inside
-    residual blocks too)."""
+    """The network with every activation narrowed to its slopes on the box ``domain = (lower, upper)`` (dense,
+    convolutional and residual networks; ``proofs/local.md``)."""
     lo, hi = _parse_box(net, domain)
-    _, layers = _propagate(net.layers, Interval.from_bounds(lo[:, None], hi[:, None]), "local bounds: ")
-    return Network(layers, input_shape=net.input_shape)
+    narrowed: list = []
+    _propagate(lower(net, "implicit", "local bounds").steps, lo, hi, narrowed)
+    return Network(_rebuild(net.layers, iter(narrowed)), input_shape=net.input_shape)
 
 
 def output_enclosure(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Rigorous bounds ``(lower, upper)`` of the outputs of a fully connected (or residual) network on the box."""
+    """Rigorous bounds ``(lower, upper)`` of the outputs of the network on the box."""
     lo, hi = _parse_box(net, domain)
-    x, _ = _propagate(net.layers, Interval.from_bounds(lo[:, None], hi[:, None]), "output enclosure: ")
-    out_lo, out_hi = x.bounds()
-    return out_lo[:, 0], out_hi[:, 0]
+    return _propagate(lower(net, "implicit", "output enclosure").steps, lo, hi, None)
 
 
-def _propagate(layers, x: Interval, where: str) -> tuple[Interval, list]:
-    """Interval bound propagation of the column enclosure ``x`` through ``layers``; returns the output enclosure and
-    the layers with every activation narrowed to its slopes on the enclosure of its input."""
+def _propagate(steps, lo: np.ndarray, hi: np.ndarray, narrowed: list | None) -> tuple[np.ndarray, np.ndarray]:
+    """Interval bound propagation of ``[lo, hi]`` (flat, outward rounded) through the graph ``steps``; appends the
+    narrowed slopes ``(alpha, beta)`` of every activation layer, in the order of the layers, to ``narrowed``."""
+    from .ir.passes import linear_enclosure
+
+    for s in steps:
+        if s.kind == "linear":
+            iv = Interval.from_bounds(lo, hi)
+            mid, rad = linear_enclosure(s.op, iv.mid[None], iv.rad[None], True)
+            bias, bias_radius = s.source[0].affine_shift(s.shape)
+            rb = 0.0 if bias_radius is None else bias_radius
+            lo = down(down(down(mid[0] - rad[0]) + bias) - rb)  # one rounding each
+            hi = up(up(up(mid[0] + rad[0]) + bias) + rb)
+        elif s.kind == "act":
+            for layer in s.source:  # composed activations, in order
+                if narrowed is not None:
+                    narrowed.append(layer.narrow_slopes(lo, hi))
+                lo, hi = (np.asarray(v, dtype=np.float64) for v in layer.range_on(lo, hi))
+        elif s.kind == "maxpool":  # the window max of the lower and of the upper ends (exact in float)
+            lo, hi = s.op.window_max(lo[None])[0], s.op.window_max(hi[None])[0]
+        else:  # a residual block: the sum of the branches' enclosures (proofs/residual.md)
+            (b_lo, b_hi), (s_lo, s_hi) = (_propagate(b.steps, lo, hi, narrowed) for b in s.op)
+            lo, hi = down(b_lo + s_lo), up(b_hi + s_hi)
+    return lo, hi
+
+
+def _rebuild(layers, narrowed) -> list:
+    """``layers`` with the activations replaced, in order, by their narrowed :class:`LocalActivation`."""
     from .residual import Residual
 
     out: list = []
-    for i, layer in enumerate(layers):
-        if isinstance(layer, Dense):
-            x = x.left_matmul(layer.weight, layer.weight_radius)
-            bias = layer.bias[:, None]
-            b_rad = np.zeros_like(bias) if layer.bias_radius is None else layer.bias_radius[:, None]
-            z_lo, z_hi = x.bounds()
-            x = Interval.from_bounds(down(down(z_lo + bias) - b_rad), up(up(z_hi + bias) + b_rad))  # one rounding each
-            out.append(layer)
-        elif isinstance(layer, Activation):
-            z_lo, z_hi = x.bounds()
-            a, b = layer.narrow_slopes(z_lo[:, 0], z_hi[:, 0])
-            out.append(LocalActivation(layer, a, b))
-            x = Interval.from_bounds(*layer.range_on(z_lo, z_hi))
-        elif isinstance(layer, Flatten):
-            out.append(layer)
-        elif isinstance(layer, Residual):  # the sum of the branches' enclosures (proofs/residual.md)
-            inner = f"{where}layer {i} (Residual) "
-            yb, body = _propagate(layer.body, x, inner + "body: ")
-            ys, short = _propagate(layer.shortcut, x, inner + "shortcut: ") if layer.shortcut else (x, None)
-            (b_lo, b_hi), (s_lo, s_hi) = yb.bounds(), ys.bounds()
-            x = Interval.from_bounds(down(b_lo + s_lo), up(b_hi + s_hi))
-            out.append(Residual(body, short))
+    for layer in layers:
+        if isinstance(layer, Activation):
+            out.append(LocalActivation(layer, *next(narrowed)))
+        elif isinstance(layer, Residual):
+            body = _rebuild(layer.body, narrowed)
+            out.append(Residual(body, _rebuild(layer.shortcut, narrowed) if layer.shortcut else None))
         else:
-            raise NotApplicableError(
-                f"{where}layer {i} ({layer.describe()}) has no interval propagation yet; "
-                "local bounds are implemented for fully connected and residual fully connected networks"
-            )
-    return x, out
+            out.append(layer)
+    return out
 
 
 def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | None = None, method: str | None = None,

@@ -143,7 +143,7 @@ def _scale_relu(mid: np.ndarray, rad: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return new_mid, new_rad
 
 
-def _linear(op, mid, rad, forward: bool):
+def linear_enclosure(op, mid, rad, forward: bool):
     """Enclosure of ``{W x}`` (``W^T x`` backward) over ``|W - W_float| <= R``, ``|x - mid| <= rad``:
     ``mid' = fl(W mid)``, ``rad' >= (|W| + R)(rad + gamma_k |mid|) + R |mid| + 4 (k + 1) eta``."""
     k = op.k_forward if forward else op.k_backward
@@ -177,7 +177,7 @@ def enclosure_rows(steps, start: np.ndarray, forward: bool) -> tuple[np.ndarray,
 def _enclose(steps, mid, rad, forward: bool):
     for s in (steps if forward else reversed(steps)):
         if s.kind == "linear":
-            mid, rad = _linear(s.op, mid, rad, forward)
+            mid, rad = linear_enclosure(s.op, mid, rad, forward)
         elif s.kind == "act":
             mid, rad = _scale(mid, rad, s.op)
         elif s.kind == "maxpool":
