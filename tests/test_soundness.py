@@ -32,12 +32,14 @@ from hypothesis import given, settings
 
 import lipverify as lv
 from lipverify.ir.views import linear_chain
-from lipverify.strategies import networks
+from lipverify.strategies import networks, residual_networks
 
 CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 #: examples of the three properties (float, rational, piecewise linear): the default suite (250 in all under ``ci``)
 #: and the long run of the slow job (500 in all)
 EXAMPLES = {"default": (150, 50, 50) if CI else (40, 20, 20), "long": (350, 75, 75)}
+#: examples of the residual property (default suite under ``ci`` / dev profile, and the long run)
+RESIDUAL_EXAMPLES = {"default": 30 if CI else 15, "long": 100}
 RUNS = [pytest.param("default"), pytest.param("long", marks=pytest.mark.slow)]
 TOL = 1e-9
 #: options that keep the anytime and SDP methods quick on generated nets
@@ -169,6 +171,60 @@ def test_every_method_is_sound_on_piecewise_linear_networks(run):
     assert counts["pwl_enumerated"] >= 0.8 * counts["examples"], counts
     for p in lv.NORMS:
         assert counts[("exact", p)] >= 0.8 * counts["examples"], counts
+
+
+#: methods that represent residual blocks (proofs/residual.md); the others must refuse them with a reason
+RESIDUAL_METHODS = {"kstar": ("1", "2", "inf"), "k1": ("1", "2", "inf"), "k3": ("1", "inf"), "k4": ("1", "inf")}
+
+
+def _check_residual(net, counts: Counter) -> None:
+    """Residual MLPs: every row with a value is above the residual oracle (forward-mode Jacobians written in
+    ``_oracle``); methods needing one chain are Skipped rows naming the block; lower_bound below every upper row;
+    K4 <= K3 <= K* and K1 <= K*."""
+    orc = {p: _oracle.sampled_residual(net, p) for p in lv.NORMS}
+    counts["examples"] += 1
+    values = {}
+    for row in lv.compare(net, **OPTIONS):
+        if row.value is None:
+            if row.method in RESIDUAL_METHODS and row.norm in RESIDUAL_METHODS[row.method]:
+                assert "overflow" in row.error or "float range" in row.error, row
+            elif row.method not in RESIDUAL_METHODS and row.norm in SUPPORTED.get(row.method, ()):
+                assert "Residual" in row.error, row
+            continue
+        assert row.method in RESIDUAL_METHODS, row
+        counts[(row.method, row.norm)] += 1
+        v = float(row.value)
+        assert row.kind == "upper" and np.isfinite(v)
+        o = orc[row.norm]
+        assert o.below(v), f"{row.method} l{row.norm} = {v} < oracle {o.lower} (err {o.err})"
+        values[(row.method, row.norm)] = v
+    for p in lv.NORMS:
+        lb = lv.lower_bound(net, p, samples=32, steps=4)
+        if lb.kind == "lower":
+            counts[("lower_bound", p)] += 1
+            assert all(_leq(lb.value, v) for (m, q), v in values.items() if q == p), (lb, values)
+        get = {m: values.get((m, p)) for m in RESIDUAL_METHODS}
+        assert _leq(get["k1"], get["kstar"]), (p, get)
+        if p != "2":
+            assert _leq(get["k4"], get["k3"]) and _leq(get["k3"], get["kstar"]), (p, get)
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_every_method_is_sound_on_residual_networks(run):
+    """Residual MLPs (identity and projection shortcuts, one level of nesting) from ``residual_networks``."""
+    counts: Counter = Counter()
+
+    @settings(max_examples=RESIDUAL_EXAMPLES[run])
+    @given(residual_networks(max_blocks=2))
+    def prop(net):
+        _check_residual(net, counts)
+
+    prop()
+    n = counts["examples"]
+    for method, norms in RESIDUAL_METHODS.items():
+        for p in norms:
+            assert counts[(method, p)] >= MIN_SHARE * n, (method, p, counts)
+    assert sum(counts[("lower_bound", p)] for p in lv.NORMS) >= n, counts
 
 
 def test_the_oracle_on_closed_forms():
