@@ -34,6 +34,7 @@ from .records import (
     KSDP_SDPS,
     KSDP_SIZE,
     KSDP_TIME,
+    LIPSDP_FAST_SIZE,
     LIPSDP_NEURONS,
     Budget,
     Method,
@@ -49,6 +50,13 @@ _L1_LINF = "bounds an l1/l∞ induced norm"
 def lipsdp(net: Network, norm: NormLike = 2, **options) -> Bound:
     """:func:`lipverify.sdp.lipsdp` (LipSDP, certified l2 upper bound), imported on the first call."""
     from ..sdp import lipsdp as method
+
+    return method(net, norm, **options)
+
+
+def lipsdp_fast(net: Network, norm: NormLike = 2, **options) -> Bound:
+    """:func:`lipverify.sdp.fast.lipsdp_fast` (closed-form LipSDP certificate, l2), imported on the first call."""
+    from ..sdp.fast import lipsdp_fast as method
 
     return method(net, norm, **options)
 
@@ -89,6 +97,11 @@ METHODS: dict[str, Method] = {m.id: m for m in (
            "LipSDP-Neuron / -Layer (Fazlyab et al. 2019) with slopes [α, β], certified",
            norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_NEURONS,),
            progress=True, progress_unit="stages"),
+    Method("lipsdp_fast", lipsdp_fast, ("2",), CNN_STEPS - {"maxpool"}, ("explicit",), "upper", "quadratic",
+           "proofs/lipsdp_fast.md", "closed-form LipSDP-Neuron certificates (ECLipsE-Fast family, slopes [α, β]), "
+           "verified, min with K1",
+           norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_FAST_SIZE,),
+           extra={"conv_reason": "the certificate is checked on the LipSDP matrix built from the layer matrices"}),
 )}
 
 #: the budgets of ``compare`` itself

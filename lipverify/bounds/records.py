@@ -71,6 +71,8 @@ KSDP_SDPS = Budget("max_sdps", 16, "--max-sdps", "work",
 KSDP_TIME = Budget("time_limit", None, "--time-limit", "wallclock",
                    "KSDP wall-clock cap: rows not started in time keep min(K4, KCP)")
 LIPSDP_NEURONS = Budget("max_neurons", 200, "--max-neurons", "work", "largest LipSDP LMI side (inputs + hidden neurons)")
+LIPSDP_FAST_SIZE = Budget("max_size", 3000, "--fast-size", "work",
+                          "largest lipsdp_fast LMI side (inputs + hidden neurons; the certificate is checked densely)")
 COMPARE_TIME = Budget("time_limit", None, "--time-limit", "wallclock",
                       "seconds for a whole compare run; rows not started in time are skipped")
 
