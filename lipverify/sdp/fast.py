@@ -219,14 +219,16 @@ def members(problem: LipSDPProblem, factors=FACTORS, scalings=SCALINGS):
 
 
 def prove_member(problem: LipSDPProblem, rho_est: float, lams, margins=MARGINS):
-    """Round ``rho_est · lams`` to dyadic multipliers, inflate ``rho`` and prove ``H(rho, lambda) ≻ 0`` with the
-    kernel (verified Cholesky).  Returns ``(certificate, margin)`` or ``None``."""
-    scaled = [rho_est * np.asarray(x, dtype=np.float64) for x in lams]
-    if not all(np.all(np.isfinite(x)) for x in scaled):
-        return None
-    lam_q, _ = round_multipliers(scaled, 0.0)
+    """For each margin: ``rho = inflated(rho_est, margin)``, multipliers ``rho · lams`` rounded to dyadic rationals
+    (the normalised LMI scaled by ``rho``, proof §3), and ``H(rho, lambda) ≻ 0`` proven by the kernel (verified
+    Cholesky).  Returns ``(certificate, margin)`` or ``None``."""
     for margin in margins:
-        cert = Certificate(inflated(rho_est, margin), tuple(lam_q))
+        rho = inflated(rho_est, margin)
+        scaled = [float(rho) * np.asarray(x, dtype=np.float64) for x in lams]
+        if not all(np.all(np.isfinite(x)) for x in scaled):
+            return None
+        lam_q, _ = round_multipliers(scaled, 0.0)
+        cert = Certificate(rho, tuple(lam_q))
         if check_certificate(problem, cert, method="float"):
             return cert, margin
     return None
