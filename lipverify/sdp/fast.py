@@ -50,7 +50,7 @@ SCALINGS = ("identity", "jacobi")
 #: relative inflations of rho tried, in order, until the proof goes through
 MARGINS = (1e-7, 1e-5, 1e-3)
 #: points of the line search of the last layer's factor (log-spaced in ``(0, c_max)``)
-LINE_SEARCH = 24
+LINE_SEARCH = 12
 
 
 def _dense(w) -> np.ndarray:
@@ -145,7 +145,8 @@ def _layer(k: np.ndarray, w_next: np.ndarray, slopes, c: float, scaling: str):
     except np.linalg.LinAlgError:
         return None
     b = w_next / rs[None, :]
-    y = scipy.linalg.solve_triangular(chol, b.T, lower=True, check_finite=False)
+    # (LAPACK's triangular solve is slow to start on tiny matrices here; a general solve is as good there)
+    y = scipy.linalg.solve_triangular(chol, b.T, lower=True, check_finite=False) if n >= 64 else np.linalg.solve(chol, b.T)
     k_next = ((m * m) / (r * r)) * (y.T @ y)
     if p != 0:
         k_next -= (p / (r * r)) * (b @ b.T)
@@ -241,7 +242,14 @@ def k1_estimate(problem: LipSDPProblem, iterations: int = 30) -> float:
     n = len(ws)
     rng = np.random.default_rng(0)
 
+    small = max(max(w.shape) for w in ws) <= 64
+
     def norm(j: int, k: int) -> float:  # ||W_k ⋯ W_{j+1}|| (0-based weights j..k-1), power iteration
+        if small:
+            prod = ws[j]
+            for w in ws[j + 1:k]:
+                prod = w @ prod
+            return float(np.linalg.norm(prod, 2)) if prod.size else 0.0
         v = rng.standard_normal(ws[j].shape[1])
         est = 0.0
         for _ in range(iterations):
