@@ -51,6 +51,8 @@ SCALINGS = ("identity", "jacobi")
 MARGINS = (1e-7, 1e-5, 1e-3)
 #: points of the line search of the last layer's factor (log-spaced in ``(0, c_max)``)
 LINE_SEARCH = 12
+#: golden-section steps refining the best grid point
+REFINE = 16
 
 
 def _dense(w) -> np.ndarray:
@@ -191,17 +193,38 @@ def _member(problem: LipSDPProblem, factor: float, scaling: str):
     kappa = np.maximum(kappa, 0.0)
     kmax = float(kappa[-1]) if kappa.size else 0.0
     g = ws[-1] @ (u / rs[:, None])
-    best = None
-    for c in sorted({min(factor, 0.98 * c_max), *(c_max * np.geomspace(0.02, 0.98, LINE_SEARCH))}):
+
+    def value(c: float):
         got = _finish(kappa, u, rs, s, kmax, m, r, p, c)
         if got is None:
-            continue
-        lam, _, f = got
-        rho = float(np.linalg.norm(g / np.sqrt(f)[None, :], 2)) ** 2
-        if math.isfinite(rho) and (best is None or rho < best[1]):
-            best = (lam, rho)
-    if best is None:
+            return None
+        rho = float(np.linalg.norm(g / np.sqrt(got[2])[None, :], 2)) ** 2
+        return (got[0], rho) if math.isfinite(rho) else None
+
+    grid = sorted({min(factor, 0.98 * c_max), *(c_max * np.geomspace(0.02, 0.98, LINE_SEARCH))})
+    tried = [(c, value(c)) for c in grid]
+    ok = [(c, v) for c, v in tried if v is not None]
+    if not ok:
         return None
+    best_c, best = min(ok, key=lambda cv: cv[1][1])
+    # golden-section refinement of log c between the grid neighbours of the best point
+    i = grid.index(best_c)
+    lo, hi = math.log(grid[max(i - 1, 0)]), math.log(grid[min(i + 1, len(grid) - 1)])
+    golden = (math.sqrt(5) - 1) / 2
+    for _ in range(REFINE):
+        if hi - lo < 1e-6:
+            break
+        a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+        va, vb = value(math.exp(a)), value(math.exp(b))
+        ra = va[1] if va is not None else math.inf
+        rb = vb[1] if vb is not None else math.inf
+        for v in (va, vb):
+            if v is not None and v[1] < best[1]:
+                best = v
+        if ra <= rb:
+            hi = b
+        else:
+            lo = a
     return lams + [best[0]], best[1]
 
 
