@@ -99,7 +99,7 @@ METHODS: dict[str, Method] = {m.id: m for m in (
            "LipSDP-Neuron / -Layer (Fazlyab et al. 2019) with slopes [α, β], certified",
            norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_NEURONS,),
            progress=True, progress_unit="stages"),
-    Method("lipsdp_fast", lipsdp_fast, ("2",), CNN_STEPS - {"maxpool"}, ("explicit",), "upper", "quadratic",
+    Method("lipsdp_fast", lipsdp_fast, ("2",), CNN_STEPS, ("explicit",), "upper", "quadratic",
            "proofs/lipsdp_fast.md", "closed-form LipSDP-Neuron certificates (ECLipsE-Fast family, slopes [α, β]), "
            "verified, min with K1",
            norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_FAST_SIZE,),

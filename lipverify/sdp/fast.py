@@ -29,6 +29,7 @@ from fractions import Fraction
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+import scipy.sparse.linalg
 
 from ..bounds.chain import LinearChain, linear_chain, to_fraction
 from ..bounds.common import require_norm
@@ -53,6 +54,8 @@ MARGINS = (1e-7, 1e-5, 1e-3)
 LINE_SEARCH = 12
 #: golden-section steps refining the best grid point
 REFINE = 16
+#: the line search runs when the last hidden layer has at most this many neurons
+LINE_SEARCH_MAX = 600
 
 
 def _dense(w) -> np.ndarray:
@@ -184,6 +187,11 @@ def _member(problem: LipSDPProblem, factor: float, scaling: str):
             return None
         lam, k = got
         lams.append(lam)
+    if k.shape[0] > LINE_SEARCH_MAX:  # a wide last layer: no line search, the Cholesky step with W_L (§2)
+        got = _layer(k, ws[-1], sl[-1], factor, scaling)
+        if got is None:
+            return None
+        return lams + [got[0]], _largest_eigenvalue((got[1] + got[1].T) / 2)
     # the last hidden layer: eigendecomposition, line search on the factor (rho = λ_max(G diag(1/f) Gᵀ))
     m, r, p, c_max = _slope_constants(*sl[-1])
     s = _scaling(k, scaling)
@@ -193,12 +201,19 @@ def _member(problem: LipSDPProblem, factor: float, scaling: str):
     kappa = np.maximum(kappa, 0.0)
     kmax = float(kappa[-1]) if kappa.size else 0.0
     g = ws[-1] @ (u / rs[:, None])
+    gram = g.T @ g if g.shape[0] > g.shape[1] else None  # the smaller side's Gram matrix
 
     def value(c: float):
         got = _finish(kappa, u, rs, s, kmax, m, r, p, c)
         if got is None:
             return None
-        rho = float(np.linalg.norm(g / np.sqrt(got[2])[None, :], 2)) ** 2
+        h = 1.0 / np.sqrt(got[2])
+        if gram is None:
+            gh = g * h[None, :]
+            mat = gh @ gh.T
+        else:
+            mat = h[:, None] * gram * h[None, :]
+        rho = _largest_eigenvalue((mat + mat.T) / 2)
         return (got[0], rho) if math.isfinite(rho) else None
 
     grid = sorted({min(factor, 0.98 * c_max), *(c_max * np.geomspace(0.02, 0.98, LINE_SEARCH))})
@@ -226,6 +241,18 @@ def _member(problem: LipSDPProblem, factor: float, scaling: str):
         else:
             lo = a
     return lams + [best[0]], best[1]
+
+
+def _largest_eigenvalue(mat: np.ndarray) -> float:
+    """The largest eigenvalue of a symmetric positive semidefinite float matrix (an estimate: the proof comes after);
+    Lanczos above 300 rows."""
+    n = mat.shape[0]
+    if n == 0:
+        return 0.0
+    if n <= 300:
+        return float(scipy.linalg.eigh(mat, eigvals_only=True, subset_by_index=[n - 1, n - 1], check_finite=False)[0])
+    v0 = np.ones(n)
+    return float(scipy.sparse.linalg.eigsh(mat, k=1, which="LA", tol=1e-12, v0=v0, return_eigenvectors=False)[0])
 
 
 def members(problem: LipSDPProblem, factors=FACTORS, scalings=SCALINGS):
@@ -311,47 +338,38 @@ def _lmi_side(chain: LinearChain) -> int:
     return chain.widths[0] + sum(chain.widths[k + 1] for k, s in enumerate(chain.slopes) if s.lo != s.hi)
 
 
-def _chain(net: Network, conv: str | None) -> tuple[LinearChain, bool]:
-    from ..bounds.records import step_kind
+def _segments(net: Network, conv: str | None):
+    """``(chains, pools, is_cnn)``: one chain for a fully connected net or a CNN without max pooling; for a CNN with
+    max pooling, the explicit chains between the max-pool layers and the pools (proof §5)."""
     from ..conv.dispatch import cnn
 
     if not cnn(net, conv):
-        return linear_chain(net, "lipsdp_fast"), False
+        return [linear_chain(net, "lipsdp_fast")], [], False
     if conv == "implicit":
         raise NotApplicableError("lipsdp_fast with conv='implicit': the certificate is checked on the LipSDP matrix "
                                  "built from the layer matrices; use conv='explicit'")
-    for i, layer in enumerate(net.layers):
-        if step_kind(layer) == "maxpool":
-            raise NotApplicableError(
-                f"lipsdp_fast: layer {i} ({layer.describe()}): max pooling is not a slope-restricted elementwise "
-                "activation, so LipSDP's quadratic constraints do not cover it; use k1 (l2) or k4 / k3 (l1, l∞)")
-    from ..conv.bounds import cnn_chain
+    from ..conv.bounds import segment_chains
 
-    return cnn_chain(net, "lipsdp_fast", "explicit"), True
+    chains, pools, _ = segment_chains(net, "lipsdp_fast")
+    return list(chains), list(pools), True
 
 
-def lipsdp_fast(net: Network, norm: NormLike = 2, *, conv: str | None = None, max_size: int = DEFAULT_MAX_SIZE,
-                cap_k1: bool = True) -> Bound:
-    """Closed-form LipSDP-Neuron-feasible certificate (ECLipsE-Fast's recursion and its generalisations): a
-    certified upper bound of the l2 Lipschitz constant, without an SDP solver.
+def _identity_tail(chain: LinearChain) -> bool:
+    """A segment ``I D W`` (one weight, an activation, the identity): K1 = max(|α|, |β|) ||W|| = sup_D ||D W||, which
+    LipSDP cannot beat (the linear map ``β W`` satisfies its constraints), so its LMI is not worth solving."""
+    if chain.depth != 2:
+        return False
+    w = chain.weights[1]
+    if w.shape[0] != w.shape[1] or (chain.radii[1] is not None and np.any(_dense(chain.radii[1]))):
+        return False
+    if sp.issparse(w):
+        diff = w - sp.identity(w.shape[0], format="csr")
+        return diff.count_nonzero() == 0
+    return bool(np.array_equal(w, np.eye(w.shape[0])))
 
-    Claim: ``L_2 <= sqrt(rho)`` for the proven certificate ``(rho, lambda)`` (``H(rho, lambda) ≻ 0`` by a verified
-    Cholesky factorisation), for every activation whose difference quotients lie in its declared slope interval
-    ``[α, β]`` (any signs: the ``αβ`` term is kept); the value is ``min(sqrt(rho), K1)`` (``details["capped_by"]``).
-    Never below LipSDP-Neuron's optimum (a feasible point of the same LMI).  Proof: ``proofs/lipsdp_fast.md``.
-    Fully connected nets, and CNNs without max pooling through the explicit (sparse) chain; the certificate is
-    checked on the dense LMI, so a side (inputs + hidden neurons) above ``max_size`` raises
-    :class:`NotApplicableError`.
 
-    >>> import lipverify as lv
-    >>> net = lv.Network([lv.Dense([[1, 1], [1, -1]]), lv.ReLU(), lv.Dense([[1, 0], [0, 1]])])
-    >>> b = lv.bound(net, "lipsdp_fast", norm=2)
-    >>> 1.41421356 <= b.value <= 2.0
-    True
-    """
-    started = time.perf_counter()
-    p = require_norm("lipsdp_fast", norm, ("2",), "LipSDP bounds the spectral (l2) Lipschitz constant only")
-    chain, is_cnn = _chain(net, conv)
+def _certify_chain(chain: LinearChain, max_size: int, cap_k1: bool) -> dict:
+    """The certified value of one chain (min with its K1 unless ``cap_k1`` is false) and its details."""
     size = _lmi_side(chain)
     if size > max_size:
         raise NotApplicableError(
@@ -396,22 +414,75 @@ def lipsdp_fast(net: Network, norm: NormLike = 2, *, conv: str | None = None, ma
         "family_seconds": t1 - t0,
         "certify_seconds": t2 - t1,
         "capped_by": "lipsdp_fast",
+        "value": value,
     }
-    if is_cnn:
-        details["conv"] = "explicit"
     if cap_k1 and k1_estimate(problem) <= value * (1 + 1e-6):
-        from ..bounds.k1 import k1
+        from ..bounds.k1 import _k1_float
 
         t3 = time.perf_counter()
-        kb = k1(net, 2, conv="explicit") if is_cnn else k1(net, 2)
-        details["k1_value"] = float(kb.value)
+        k1v = float(_k1_float(chain, "2"))
+        details["k1_value"] = k1v
         details["k1_seconds"] = time.perf_counter() - t3
-        if float(kb.value) < value:
-            value = float(kb.value)
+        if k1v < value:
+            details["value"] = k1v
             details["capped_by"] = "k1"
+    return details
+
+
+def lipsdp_fast(net: Network, norm: NormLike = 2, *, conv: str | None = None, max_size: int = DEFAULT_MAX_SIZE,
+                cap_k1: bool = True) -> Bound:
+    """Closed-form LipSDP-Neuron-feasible certificate (ECLipsE-Fast's recursion and its generalisations): a
+    certified upper bound of the l2 Lipschitz constant, without an SDP solver.
+
+    Claim: ``L_2 <= sqrt(rho)`` for the proven certificate ``(rho, lambda)`` (``H(rho, lambda) ≻ 0`` by a verified
+    Cholesky factorisation), for every activation whose difference quotients lie in its declared slope interval
+    ``[α, β]`` (any signs: the ``αβ`` term is kept); the value is ``min(sqrt(rho), K1)`` (``details["capped_by"]``).
+    Never below LipSDP-Neuron's optimum (a feasible point of the same LMI).  Proof: ``proofs/lipsdp_fast.md``.
+    Fully connected nets, and CNNs through the explicit (sparse) chain; with max pooling, the product of the
+    segments' values (each ``min(sqrt(rho), K1)``, or K1 alone when its LMI is larger than ``max_size``) and the
+    max-pool norms (proof §5).  The certificate is checked on the dense LMI, so a net without max pooling whose
+    LMI side (inputs + hidden neurons) exceeds ``max_size`` raises :class:`NotApplicableError`.
+
+    >>> import lipverify as lv
+    >>> net = lv.Network([lv.Dense([[1, 1], [1, -1]]), lv.ReLU(), lv.Dense([[1, 0], [0, 1]])])
+    >>> b = lv.bound(net, "lipsdp_fast", norm=2)
+    >>> 1.41421356 <= b.value <= 2.0
+    True
+    """
+    started = time.perf_counter()
+    p = require_norm("lipsdp_fast", norm, ("2",), "LipSDP bounds the spectral (l2) Lipschitz constant only")
+    chains, pools, is_cnn = _segments(net, conv)
     assumptions = ("LipSDP-Neuron LMI at closed-form multipliers proven positive definite by a verified "
                    "floating-point Cholesky factorisation",)
-    if details["capped_by"] == "k1":
-        assumptions += ("K1 is smaller than the certified LipSDP value and is reported (min of both)",)
+    if not pools:
+        details = _certify_chain(chains[0], max_size, cap_k1)
+        value = details.pop("value")
+        if details["capped_by"] == "k1":
+            assumptions += ("K1 is smaller than the certified LipSDP value and is reported (min of both)",)
+    else:
+        from ..bounds.k1 import _k1_float
+
+        value, parts = 1.0, []
+        for chain in chains:
+            if _identity_tail(chain):  # K1 = sup_D ||D W|| <= LipSDP's value here: K1 is as good (§5)
+                parts.append({"value": float(_k1_float(chain, "2")), "capped_by": "k1",
+                              "reason": "one activation after one weight: K1 is optimal here"})
+                value = float(up(value * parts[-1]["value"]))
+                continue
+            try:
+                part = _certify_chain(chain, max_size, True)
+            except NotApplicableError as exc:  # too large for the dense check: this segment's K1
+                part = {"value": float(_k1_float(chain, "2")), "capped_by": "k1", "reason": str(exc)}
+            parts.append(part)
+            value = float(up(value * part["value"]))
+        for pool in pools:
+            value = float(up(value * pool.norm_up("2")))
+        details = {"segments": [{k: v for k, v in d.items() if k != "certificate"} for d in parts],
+                   "certificates": [d.get("certificate") for d in parts],
+                   "capped_by": "k1" if all(d["capped_by"] == "k1" for d in parts) else "lipsdp_fast"}
+        assumptions += ("segments between max-pool layers composed: product of the segments' bounds and the "
+                        "max-pool norms (proofs/lipsdp_fast.md §5)",)
+    if is_cnn:
+        details["conv"] = "explicit"
     return Bound.upper_bound(value, p, "lipsdp_fast", rounding=OUTWARD, seconds=time.perf_counter() - started,
                              assumptions=assumptions, details=details)
