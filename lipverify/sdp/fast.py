@@ -249,6 +249,8 @@ def _largest_eigenvalue(mat: np.ndarray) -> float:
     n = mat.shape[0]
     if n == 0:
         return 0.0
+    if n <= 64:
+        return float(np.linalg.eigvalsh(mat)[-1])
     if n <= 300:
         return float(scipy.linalg.eigh(mat, eigvals_only=True, subset_by_index=[n - 1, n - 1], check_finite=False)[0])
     v0 = np.ones(n)
