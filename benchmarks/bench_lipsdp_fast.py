@@ -10,17 +10,18 @@ the median of ``--repeat`` runs, on Gaussian nets N(0, 1/fan_in), seeded.
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_lipsdp_fast.py --repeat 5
     PYTHONPATH=. python benchmarks/bench_lipsdp_fast.py --sizes 10-100-100-100-10
 
-Measured 2026-12-02 (one BLAS thread, load average 3.1 on 2 cores shared with other jobs, median of 5):
+Measured 2026-12-02 (one BLAS thread, load average 3.4 on 2 cores shared with other jobs, median of 5):
 
     net                  ECLipsE-Fast  lipsdp_fast value ratio  t_ecl s t_fast s time ratio
-    10-100-100-100-10         9.28093      8.23235      0.8870    0.003    0.055      19.96
-    784-100-100-10            2.22989      1.93009      0.8656    0.110    0.102       0.93
-    784-500-200-50-10         2.93275      2.75058      0.9379    0.114    0.414       3.65
+    10-100-100-100-10         9.28093      6.43373      0.6932    0.003    0.061      23.00
+    784-100-100-10            2.22989      1.84009      0.8252    0.138    0.148       1.08
+    784-500-200-50-10         2.93275      2.19348      0.7479    0.155    0.695       4.48
 
-Tighter everywhere; the time goal (<= 3x) holds on 784-100-100-10 only.  Most of lipsdp_fast's time on the large
-net is the proof (interval enclosure and verified Cholesky of the dense LMI of side n_0 + Σ n_l = 1534), on the small
-one fixed costs (~50 ms); the next step is the exact reduction of the input block (for α_1 β_1 = 0 the block is
-rho I and can be eliminated before the proof, leaving side Σ n_l).
+(LipSDP's optimum: 4.957 and 1.670 on the first two, issue 15.)  Tighter everywhere; the time goal (<= 3x) holds on
+784-100-100-10 only.  On the large net most of lipsdp_fast's time is the proof (interval enclosure and verified
+Cholesky of the dense LMI of side n_0 + Σ n_l = 1534), on the small one fixed costs (~50 ms against 3 ms); the next
+step is the exact reduction of the input block (for α_1 β_1 = 0 the block is rho I and can be eliminated before the
+proof, leaving side Σ n_l).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from .scaling import shift_weight
 #: default limit of the LMI side (inputs + hidden neurons): the certificate is checked on the dense matrix
 DEFAULT_MAX_SIZE = LIPSDP_FAST_SIZE.default
 #: the factors ``c`` of the members: ``λ_k = c · t*_k / κ_max`` (``c = 1`` is ECLipsE-Fast's choice)
-FACTORS = (1.0,)
+FACTORS = (1.0, 1.4, 1.7)
 #: the diagonal scalings ``S_k`` of the members: ``"identity"`` (ECLipsE-Fast) and ``"jacobi"``
 SCALINGS = ("identity", "jacobi")
 #: relative inflations of rho tried, in order, until the proof goes through
