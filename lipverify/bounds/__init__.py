@@ -26,6 +26,7 @@ from .kcp import kcp
 from .kstar import kstar
 from .records import (
     CNN_STEPS,
+    COMPARE_KSDP_WORK,
     COMPARE_TIME,
     FC_STEPS,
     GRAPH_STEPS,
@@ -35,6 +36,8 @@ from .records import (
     KSDP_SDPS,
     KSDP_SIZE,
     KSDP_TIME,
+    KSDP_WORK,
+    LIPSDP_FAST_SIZE,
     LIPSDP_NEURONS,
     Budget,
     Method,
@@ -50,6 +53,13 @@ _L1_LINF = "bounds an l1/l∞ induced norm"
 def lipsdp(net: Network, norm: NormLike = 2, **options) -> Bound:
     """:func:`lipverify.sdp.lipsdp` (LipSDP, certified l2 upper bound), imported on the first call."""
     from ..sdp import lipsdp as method
+
+    return method(net, norm, **options)
+
+
+def lipsdp_fast(net: Network, norm: NormLike = 2, **options) -> Bound:
+    """:func:`lipverify.sdp.fast.lipsdp_fast` (closed-form LipSDP certificate, l2), imported on the first call."""
+    from ..sdp.fast import lipsdp_fast as method
 
     return method(net, norm, **options)
 
@@ -84,12 +94,17 @@ METHODS: dict[str, Method] = {m.id: m for m in (
            norm_reason="KCP bounds an l1/l∞ induced norm by entrywise magnitudes"),
     Method("ksdp", _ksdp, ("1", "inf"), FC_STEPS, (), "upper", "sdp", "proofs/ksdp.md",
            "certified Shor relaxation of K2, one SDP per output row (l∞) / input column (l1)",
-           norm_reason="the relaxation bounds an l1/l∞ norm row by row", budgets=(KSDP_SIZE, KSDP_SDPS, KSDP_TIME),
-           progress=True, progress_unit="SDPs"),
+           norm_reason="the relaxation bounds an l1/l∞ norm row by row", budgets=(KSDP_SIZE, KSDP_SDPS, KSDP_WORK, KSDP_TIME),
+           progress=True, progress_unit="SDPs", extra={"compare": {"max_work": COMPARE_KSDP_WORK}}),
     Method("lipsdp", lipsdp, ("2",), FC_STEPS, (), "upper", "sdp", "proofs/lipsdp.md",
            "LipSDP-Neuron / -Layer (Fazlyab et al. 2019) with slopes [α, β], certified",
            norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_NEURONS,),
            progress=True, progress_unit="stages"),
+    Method("lipsdp_fast", lipsdp_fast, ("2",), CNN_STEPS, ("explicit",), "upper", "quadratic",
+           "proofs/lipsdp_fast.md", "closed-form LipSDP-Neuron certificates (ECLipsE-Fast family, slopes [α, β]), "
+           "verified, min with K1",
+           norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_FAST_SIZE,),
+           extra={"conv_reason": "the certificate is checked on the LipSDP matrix built from the layer matrices"}),
 )}
 
 #: the budgets of ``compare`` itself
@@ -242,7 +257,9 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
     Budget: ``time_limit`` seconds for the whole run; a row not started in time is a Skipped row "time budget
     exhausted", and a method with a wall-clock budget (K2, KSDP) gets the remaining time as an extra cap
     (``deadline``, a :func:`time.perf_counter` instant, shares one budget between several calls instead).  The
-    deterministic work limits of the records (K2 nodes, KSDP size and SDP count, LipSDP neurons) apply always.
+    deterministic work limits of the records (K2 nodes, KSDP size and SDP count, LipSDP neurons) apply always, and
+    KSDP's total work is bounded by ``records.COMPARE_KSDP_WORK`` here (rows past it keep min(K4, KCP), listed in the
+    row's ``details["work_capped_rows"]`` with the reason in ``details["work_note"]``; ``ksdp={"max_work": ...}``).
     ``on_row(row)`` is called with every row as soon as it is complete and checked; ``progress(method, norm)``
     before each row; ``work_progress(method, norm, done, total)`` inside methods whose record has
     ``progress=True`` (K2 nodes, KSDP SDPs, LipSDP stages; ``METHODS[m].progress_unit``).
@@ -304,6 +321,8 @@ def _row(record, m: str, net: Network, n: str, v: str | None, kwargs: dict, dead
     if v is not None:
         kwargs["conv"] = v
     if isinstance(record, Method):
+        for key, default in record.extra.get("compare", {}).items():  # compare's own defaults (e.g. KSDP's work)
+            kwargs.setdefault(key, default)
         cap = record.budget("time_limit")
         if deadline is not None and cap is not None and cap.kind == "wallclock":
             remaining = max(deadline - started, 1e-3)

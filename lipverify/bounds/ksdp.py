@@ -62,7 +62,7 @@ from ..sdp.scaling import (
 from ..sdp.solvers import check_installed, clarabel_guard, fallback_order, solve_min_t
 from .common import float_upper_bound, require_norm
 from .kcp import kcp_rows
-from .records import KSDP_SDPS, KSDP_SIZE, limit_hint
+from .records import KSDP_SDPS, KSDP_SIZE, KSDP_WORK, limit_hint
 
 #: default limit on the size of the relaxation matrix (``1 + n_0 + Σ_l n_l``)
 MAX_SIZE = KSDP_SIZE.default
@@ -75,7 +75,7 @@ REPAIR_LOSS = 1e-6
 
 
 def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_size: int = MAX_SIZE,
-         max_sdps: int = MAX_SDPS, time_limit: float | None = None,
+         max_sdps: int = MAX_SDPS, max_work: int | None = None, time_limit: float | None = None,
          progress: Callable[[int, int], None] | None = None) -> Bound:
     """KSDP: a certified Shor (semidefinite) relaxation of K2, row by row (l∞) or column by column (l1).
 
@@ -89,7 +89,10 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     ``NotApplicableError``);
     ``NotApplicableError`` when ``N > max_size`` or when more than ``max_sdps`` SDPs would be needed (both
     deterministic work limits).  If a row gets no certificate, that row falls back to ``min(K4, KCP)`` (listed in
-    ``details["fallback_rows"]``); so do the rows not started within ``time_limit`` seconds (an optional extra
+    ``details["fallback_rows"]``); so do the rows beyond ``max_work`` (total work, ``N³`` per row's SDP, a
+    deterministic limit: the rows with the largest ``min(K4, KCP)`` are solved first, the others are listed in
+    ``details["work_capped_rows"]`` with the reason in ``details["work_note"]``; ``compare`` sets it by default) and
+    the rows not started within ``time_limit`` seconds (an optional extra
     wall-clock cap, listed in ``details["time_capped_rows"]``), which keeps the value an upper bound.  ``details``
     has ``solver_value``, ``certified_value`` and ``relative_loss``; a loss above 1e-4 is also said in ``status``
     and ``details["note"]`` (``proofs/ksdp.md`` §3–§4).  ``progress(done_rows, total_rows)`` is called after every
@@ -108,6 +111,8 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
         chain = chain.transpose()
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"ksdp: time_limit must be > 0 seconds or None, got {time_limit!r}")
+    if max_work is not None and not (isinstance(max_work, (int, np.integer)) and max_work >= 0):
+        raise ValueError(f"ksdp: max_work must be an integer >= 0 or None, got {max_work!r}")
     layout = _Layout(chain)
     if layout.uncertain:  # the work limits first: they are cheap to check, the exact weights are not
         clarabel_guard(solver, layout.size, "ksdp")  # the size guard shared with lipsdp (Clarabel's memory explodes)
@@ -127,7 +132,7 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     exact = _exact_weights(chain)
     base = np.minimum(kcp_rows(chain), _k4_rows(chain))
     details: dict = {"size": layout.size, "fallback_rows": [], "certified_rows": 0, "rho_rows": [],
-                     "rebalanced_rows": []}
+                     "rebalanced_rows": [], "max_work": max_work, "work_capped_rows": []}
     assumptions = ("floating point with rigorous rounding-error bounds", "SDP multipliers re-checked in exact arithmetic")
     if not layout.uncertain:  # a linear chain: K4 and KCP are exact already
         if progress is not None:
@@ -144,8 +149,23 @@ def ksdp(net: Network, norm: NormLike = "inf", *, solver: str = "CVXOPT", max_si
     mixes: list = []
     deadline = math.inf if time_limit is None else started + time_limit
     details["time_capped_rows"] = []
+    # the work budget: N³ per row's SDP; the rows with the largest fallback values are solved first
+    allowed = chain.n_out if max_work is None else min(chain.n_out, max_work // layout.size**3)
+    solved = set(np.argsort(-base, kind="stable")[:allowed].tolist())
+    if allowed < chain.n_out:
+        details["work_note"] = (
+            f"ksdp: {chain.n_out - allowed} of {chain.n_out} rows keep min(K4, KCP): their SDPs (side {layout.size}, "
+            f"work {layout.size}³ each) exceed the total work budget {limit_hint(KSDP_WORK, max_work)}; raise it (e.g. "
+            f"{limit_hint(KSDP_WORK, chain.n_out * layout.size**3)}) to solve every row")
+        assumptions += (details["work_note"],)
     for i in range(chain.n_out):
         row = suggested = float(base[i])
+        if i not in solved:  # past the work budget: this row keeps min(K4, KCP), still >= the K2 row
+            details["work_capped_rows"].append(i)
+            value, solver_value = max(value, row), max(solver_value, row)
+            if progress is not None:
+                progress(i + 1, chain.n_out)
+            continue
         if time.perf_counter() > deadline:  # out of time: this row keeps min(K4, KCP), still >= the K2 row
             details["time_capped_rows"].append(i)
             value, solver_value = max(value, row), max(solver_value, row)

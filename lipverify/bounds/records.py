@@ -72,7 +72,14 @@ KSDP_SDPS = Budget("max_sdps", 16, "--max-sdps", "work",
                    "most SDPs KSDP solves (one per output row for l∞, per input column for l1)")
 KSDP_TIME = Budget("time_limit", None, "--time-limit", "wallclock",
                    "KSDP wall-clock cap: rows not started in time keep min(K4, KCP)")
+KSDP_WORK = Budget("max_work", None, "--ksdp-work", "work",
+                   "KSDP total work in units of N³ per SDP (N the relaxation side); rows past it keep min(K4, KCP) "
+                   "(none for lv.bound; compare's default is COMPARE_KSDP_WORK)")
+#: the default of ``max_work`` inside ``compare``: about 30 s of CVXOPT on this machine class (e.g. 4 SDPs of side 200)
+COMPARE_KSDP_WORK = 32_000_000
 LIPSDP_NEURONS = Budget("max_neurons", 200, "--max-neurons", "work", "largest LipSDP LMI side (inputs + hidden neurons)")
+LIPSDP_FAST_SIZE = Budget("max_size", 3000, "--fast-size", "work",
+                          "largest lipsdp_fast LMI side (inputs + hidden neurons; the certificate is checked densely)")
 COMPARE_TIME = Budget("time_limit", None, "--time-limit", "wallclock",
                       "seconds for a whole compare run; rows not started in time are skipped")
 
