@@ -222,6 +222,7 @@ def test_every_method_is_sound_on_residual_networks(run):
 
     prop()
     n = counts["examples"]
+    assert n >= 10, counts
     for method, norms in RESIDUAL_METHODS.items():
         for p in norms:
             assert counts[(method, p)] >= MIN_SHARE * n, (method, p, counts)
