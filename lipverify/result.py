@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ._lazy import LazyModule, is_instance
 from .errors import InternalConsistencyError, NumericalError
+from .rigorous import float_down, float_up  # noqa: F401  (re-exported: the Bound helpers use them)
 
 if TYPE_CHECKING:
     import sympy
@@ -290,58 +289,3 @@ def check_consistency(rows: Iterable) -> None:
                             f"{top[0]} = {shown_top} is below {bottom[0]} = {shown_bottom}: one of these two "
                             "results is wrong, so neither is reported. This is a bug in lipverify (or an activation "
                             "that declares wrong slopes): please report it with the network")
-
-
-def float_up(x: sympy.Expr) -> float:
-    """The smallest float ``>= x`` for a real sympy number ``x`` (a rigorous upward rounding).
-
-    sympy decides ``float < x`` numerically and gives up when ``x`` is within ~1e-30 relative of a float (e.g.
-    ``sqrt(1 + 1e-538)``); then the ends of rigorous ``arb`` balls decide (``exact.common.float_enclosure``).
-    Python floats, ints and Fractions are rounded without sympy (``Fraction -> float`` is correctly rounded).
-    """
-    if isinstance(x, float):
-        return float(x) + 0.0  # its own exact value (NaN and inf stay what they are; -0.0 becomes 0.0)
-    if isinstance(x, (int, Fraction)) and not isinstance(x, bool):
-        return _fraction_up(Fraction(x))
-    x = sympy.Rational(x) if isinstance(x, sympy.Float) else sympy.sympify(x)  # a Float's exact binary value
-    try:
-        return _float_up_sympy(x)
-    except TypeError:  # "cannot determine truth value of Relational"
-        from .exact.common import float_enclosure
-
-        return float_enclosure(x)[1]
-
-
-def _fraction_up(fr: Fraction) -> float:
-    """The smallest float ``>= fr``; beyond the float range ``inf`` above and the most negative float below."""
-    try:
-        f = float(fr)  # correctly rounded: the nearest float
-    except OverflowError:
-        return math.inf if fr > 0 else -sys.float_info.max
-    if Fraction(f) < fr:
-        f = math.nextafter(f, math.inf)
-    return f
-
-
-def _float_up_sympy(x: sympy.Expr) -> float:
-    f = float(sympy.N(x, 30))
-    if not math.isfinite(f):  # beyond the float range: below -max the smallest float >= x is -max; above max none is
-        return -sys.float_info.max if f < 0 and x.is_finite else f
-    while sympy.Rational(f) < x:
-        f = float(np.nextafter(f, math.inf))
-    while True:
-        below = float(np.nextafter(f, -math.inf))
-        if sympy.Rational(below) >= x:
-            f = below
-        else:
-            return f
-
-
-def float_down(x: sympy.Expr) -> float:
-    """The largest float ``<= x`` for a real sympy number ``x`` (or a Python float, int or Fraction)."""
-    if isinstance(x, float):
-        return float(x) + 0.0
-    if isinstance(x, (int, Fraction)) and not isinstance(x, bool):
-        return -_fraction_up(-Fraction(x))
-    x = sympy.Rational(x) if isinstance(x, sympy.Float) else sympy.sympify(x)
-    return -float_up(-x)

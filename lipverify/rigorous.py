@@ -20,7 +20,9 @@ before any squaring, so entries anywhere in the finite float range give a bound.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import scipy.sparse as sp
@@ -584,3 +586,116 @@ def arb_upper(a) -> float:
             return v
         v = math.nextafter(v, math.inf)
     return math.inf
+
+
+# --------------------------------------------------------------------------- exact numbers to floats (R13)
+
+
+def float_up(x: object) -> float:
+    """The smallest float ``>= x`` for a real sympy number ``x`` (a rigorous upward rounding).
+
+    sympy decides ``float < x`` numerically and gives up when ``x`` is within ~1e-30 relative of a float (e.g.
+    ``sqrt(1 + 1e-538)``); then the ends of rigorous ``arb`` balls decide (``exact.common.float_enclosure``).
+    Python floats, ints and Fractions are rounded without sympy (``Fraction -> float`` is correctly rounded).
+    """
+    if isinstance(x, float):
+        return float(x) + 0.0  # its own exact value (NaN and inf stay what they are; -0.0 becomes 0.0)
+    if isinstance(x, (int, Fraction)) and not isinstance(x, bool):
+        return _fraction_up(Fraction(x))
+    import sympy
+
+    x = sympy.Rational(x) if isinstance(x, sympy.Float) else sympy.sympify(x)  # a Float's exact binary value
+    try:
+        return _float_up_sympy(x)
+    except TypeError:  # "cannot determine truth value of Relational"
+        from .exact.common import float_enclosure
+
+        return float_enclosure(x)[1]
+
+
+def _fraction_up(fr: Fraction) -> float:
+    """The smallest float ``>= fr``; beyond the float range ``inf`` above and the most negative float below."""
+    try:
+        f = float(fr)  # correctly rounded: the nearest float
+    except OverflowError:
+        return math.inf if fr > 0 else -sys.float_info.max
+    if Fraction(f) < fr:
+        f = math.nextafter(f, math.inf)
+    return f
+
+
+def _float_up_sympy(x: object) -> float:
+    import sympy
+
+    f = float(sympy.N(x, 30))
+    if not math.isfinite(f):  # beyond the float range: below -max the smallest float >= x is -max; above max none is
+        return -sys.float_info.max if f < 0 and x.is_finite else f
+    while sympy.Rational(f) < x:
+        f = float(np.nextafter(f, math.inf))
+    while True:
+        below = float(np.nextafter(f, -math.inf))
+        if sympy.Rational(below) >= x:
+            f = below
+        else:
+            return f
+
+
+def float_down(x: object) -> float:
+    """The largest float ``<= x`` for a real sympy number ``x`` (or a Python float, int or Fraction)."""
+    if isinstance(x, float):
+        return float(x) + 0.0
+    if isinstance(x, (int, Fraction)) and not isinstance(x, bool):
+        return -_fraction_up(-Fraction(x))
+    import sympy
+
+    x = sympy.Rational(x) if isinstance(x, sympy.Float) else sympy.sympify(x)
+    return -float_up(-x)
+
+
+# --------------------------------------------------------------------------- extended-real intervals (R14)
+
+
+def ext_mul(w: float, iv: tuple[float, float]) -> tuple[float, float]:
+    """``w * [lo, hi]`` for a float ``w`` and an extended interval (ends may be infinite), rounded outward (R14)."""
+    if w == 0.0:
+        return 0.0, 0.0
+    lo, hi = iv
+    a, b = (w * lo, w * hi) if w > 0 else (w * hi, w * lo)
+    return math.nextafter(a, -math.inf), math.nextafter(b, math.inf)
+
+
+def ext_mul_interval(wl: float, wh: float, iv: tuple[float, float]) -> tuple[float, float]:
+    """``[wl, wh] * iv``: the product is bilinear, so its extremes over ``w`` are at ``wl`` or ``wh``."""
+    a, b = ext_mul(wl, iv), ext_mul(wh, iv)
+    return min(a[0], b[0]), max(a[1], b[1])
+
+
+def ext_add(p: tuple[float, float], q: tuple[float, float]) -> tuple[float, float]:
+    """The sum of two extended intervals, rounded outward (R14)."""
+    return math.nextafter(p[0] + q[0], -math.inf), math.nextafter(p[1] + q[1], math.inf)
+
+
+def ext_prod(p: tuple[float, float], q: tuple[float, float]) -> tuple[float, float]:
+    """Product of two intervals, at least one of them bounded (an unbounded factor times 0 is treated as 0
+    only when that factor is bounded; otherwise the result is the whole line)."""
+    cands = []
+    for a in p:
+        for b in q:
+            if (a == 0.0 and math.isinf(b)) or (b == 0.0 and math.isinf(a)):
+                return -math.inf, math.inf
+            cands.append(a * b)
+    return math.nextafter(min(cands), -math.inf), math.nextafter(max(cands), math.inf)
+
+
+def fsum_up(values) -> float:
+    """An upper bound of the exact sum of **nonnegative** floats: ``math.fsum`` is correctly rounded (error at most
+    half an ulp); the factor ``1 + 1e-15`` and one ``nextafter`` lift it above the exact sum (R14)."""
+    return math.nextafter(math.fsum(values) * (1 + 1e-15), math.inf)
+
+
+def quotient_radius(q: Array) -> Array:
+    """A bound of ``|q - q_exact|`` for ``q = fl(a / fl(sqrt(fl(b + c))))`` computed from floats ``a, b, c`` with
+    ``b + c > 0`` (batch norm's ``gamma / sqrt(var + eps)``): three roundings give an error below
+    ``((1 + u)^{3/2} / (1 - u) - 1) |q| < 4u |q|`` plus ``eta / 2`` if the quotient underflows; the bound
+    ``up(4u |q| + 1e-300)`` covers both (R15 of ``proofs/rigorous_arithmetic.md``)."""
+    return up(4 * UNIT_ROUNDOFF * np.abs(q) + 1e-300)

@@ -18,7 +18,7 @@ import numpy as np
 from .._lazy import LazyModule
 from ..errors import ShapeError
 from ..layers import Layer, ParamMatrix, Shape, _numeric, as_param
-from ..rigorous import UNIT_ROUNDOFF, up
+from ..rigorous import UNIT_ROUNDOFF, quotient_radius, up
 from . import ops
 
 if TYPE_CHECKING:
@@ -398,7 +398,7 @@ class BatchNorm2d(Layer):
     @property
     def scale_radius(self) -> np.ndarray:
         """Entrywise bound of ``|scale - gamma / sqrt(var + eps)|`` (exact reals of the float parameters)."""
-        return up(4 * UNIT_ROUNDOFF * np.abs(self.scale) + 1e-300)
+        return quotient_radius(self.scale)
 
     def affine_shift(self, input_shape: Shape) -> tuple[np.ndarray, np.ndarray]:
         """The shift per element and a bound of ``|fl(beta - fl(mean * s)) - (beta - mean * s_exact)|`` with

@@ -29,7 +29,7 @@ from ..errors import NotApplicableError, NumericalError
 from ..layers import Activation
 from ..network import Network
 from ..result import OUTWARD, Bound, float_down, float_up
-from ..rigorous import arb_lower, arb_upper, spectral_norm_upper
+from ..rigorous import arb_lower, arb_upper, ext_add, ext_mul_interval, ext_prod, fsum_up, spectral_norm_upper
 from .common import Stage
 
 # --------------------------------------------------------------------------- ball arithmetic helpers
@@ -105,36 +105,6 @@ def _norm_ball(comps: list[arb], norm: str) -> arb:
 # --------------------------------------------------------------------------- extended-real tails
 
 
-def _ext_mul(w: float, iv: tuple[float, float]) -> tuple[float, float]:
-    if w == 0.0:
-        return 0.0, 0.0
-    lo, hi = iv
-    a, b = (w * lo, w * hi) if w > 0 else (w * hi, w * lo)
-    return math.nextafter(a, -math.inf), math.nextafter(b, math.inf)
-
-
-def _ext_mul_iv(wl: float, wh: float, iv: tuple[float, float]) -> tuple[float, float]:
-    """``[wl, wh] * iv``: the product is bilinear, so its extremes over ``w`` are at ``wl`` or ``wh``."""
-    a, b = _ext_mul(wl, iv), _ext_mul(wh, iv)
-    return min(a[0], b[0]), max(a[1], b[1])
-
-
-def _ext_add(p: tuple[float, float], q: tuple[float, float]) -> tuple[float, float]:
-    return math.nextafter(p[0] + q[0], -math.inf), math.nextafter(p[1] + q[1], math.inf)
-
-
-def _ext_prod(p: tuple[float, float], q: tuple[float, float]) -> tuple[float, float]:
-    """Product of two intervals, at least one of them bounded (an unbounded factor times 0 is treated as 0
-    only when that factor is bounded; otherwise the result is the whole line)."""
-    cands = []
-    for a in p:
-        for b in q:
-            if (a == 0.0 and math.isinf(b)) or (b == 0.0 and math.isinf(a)):
-                return -math.inf, math.inf
-            cands.append(a * b)
-    return math.nextafter(min(cands), -math.inf), math.nextafter(max(cands), math.inf)
-
-
 def _tail(net: _Net, r: float, sign: int, norm: str) -> float:
     """An upper bound of ``||f'(x)||`` over ``x >= r`` (sign +1) or ``x <= -r`` (sign -1)."""
     v = [(r, math.inf) if sign > 0 else (-math.inf, -r)]
@@ -147,8 +117,8 @@ def _tail(net: _Net, r: float, sign: int, norm: str) -> float:
         for row, bi in zip(wf, bf):
             acc_v, acc_d = bi, (0.0, 0.0)
             for k, (wl, wh) in enumerate(row):
-                acc_v = _ext_add(acc_v, _ext_mul_iv(wl, wh, v[k]))
-                acc_d = _ext_add(acc_d, _ext_mul_iv(wl, wh, d[k]))
+                acc_v = ext_add(acc_v, ext_mul_interval(wl, wh, v[k]))
+                acc_d = ext_add(acc_d, ext_mul_interval(wl, wh, d[k]))
             nv.append(acc_v)
             nd.append(acc_d)
         v, d = nv, nd
@@ -160,14 +130,13 @@ def _tail(net: _Net, r: float, sign: int, norm: str) -> float:
         for zi, di in zip(v, d):
             sv, sd = act.extended_enclosure(zi, slopes)
             out_v.append(sv)
-            out_d.append(_ext_prod(sd, di))
+            out_d.append(ext_prod(sd, di))
         v, d = out_v, out_d
     mags = [max(abs(lo), abs(hi)) for lo, hi in d]
     if norm == "inf" or not all(math.isfinite(m) for m in mags):
         return max(mags)
     if norm == "1":
-        # fsum is correctly rounded (error <= half an ulp); the factor and nextafter lift it above the exact sum
-        return math.nextafter(math.fsum(mags) * (1 + 1e-15), math.inf)
+        return fsum_up(mags)
     # the Euclidean norm of the vector of magnitudes, scaled by a power of two first: squares of magnitudes near
     # 1e-170 would underflow to 0, those near 1e170 overflow (R10/R11 of proofs/rigorous_arithmetic.md)
     try:

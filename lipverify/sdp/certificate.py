@@ -25,7 +25,18 @@ import numpy as np
 import scipy.linalg
 
 from ..errors import CertificationError
-from ..rigorous import ETA, UNIT_ROUNDOFF, Interval, add_up, fro_sq_upper, sum_up, up, verify_positive_definite
+from ..rigorous import (
+    ETA,
+    UNIT_ROUNDOFF,
+    Interval,
+    add_up,
+    float_down,
+    float_up,
+    fro_sq_upper,
+    sum_up,
+    up,
+    verify_positive_definite,
+)
 
 #: exact (python-flint) proof of positive definiteness up to this LMI side under ``check="auto"``
 EXACT_MAX_SIZE = 100
@@ -259,10 +270,7 @@ def _iscale(x: Interval, c: Fraction) -> Interval:
 
 
 def _fraction_interval(c: Fraction) -> tuple[float, float]:
-    f = float(c)
-    if Fraction(f) == c:
-        return f, f
-    return float(np.nextafter(f, -np.inf)), float(np.nextafter(f, np.inf))
+    return float_down(c), float_up(c)
 
 
 def _idiag(x: Interval, lo: np.ndarray, hi: np.ndarray) -> Interval:
@@ -276,23 +284,13 @@ def _idiag(x: Interval, lo: np.ndarray, hi: np.ndarray) -> Interval:
     return Interval(mid, rad)
 
 
-def _float_down(v: Fraction) -> float:
-    f = float(v)  # correctly rounded
-    return f if Fraction(f) <= v else float(np.nextafter(f, -np.inf))
-
-
-def _float_up(v: Fraction) -> float:
-    f = float(v)
-    return f if Fraction(f) >= v else float(np.nextafter(f, np.inf))
-
-
 def _check_float(problem: LipSDPProblem, cert: Certificate) -> bool:
     """Interval enclosure of every block of ``H`` (weights with their radii), symmetrised, then
     :func:`~lipverify.rigorous.verify_positive_definite` with the spectral radius bound of the enclosure."""
     # rationals that are not floats are enclosed: rho only increases H, so its lower float is enough
-    lam_lo = [np.array([_float_down(t) for t in x], dtype=np.float64) for x in cert.lambdas]
-    lam_hi = [np.array([_float_up(t) for t in x], dtype=np.float64) for x in cert.lambdas]
-    rho = _float_down(cert.rho)
+    lam_lo = [np.array([float_down(t) for t in x], dtype=np.float64) for x in cert.lambdas]
+    lam_hi = [np.array([float_up(t) for t in x], dtype=np.float64) for x in cert.lambdas]
+    rho = float_down(cert.rho)
     n = problem.depth
     sizes = problem.sizes
     ws = [Interval.point(w, r) for w, r in zip(problem.weights, problem.radii)]
