@@ -18,6 +18,7 @@ from .._lazy import LazyModule, is_instance
 from ..errors import NotApplicableError, UnsupportedLayerError
 from ..layers import Activation, Dense, Flatten, ReLU
 from ..network import Network
+from ..rigorous import float_down, float_up, up
 
 if TYPE_CHECKING:
     import sympy
@@ -314,14 +315,14 @@ def float_enclosure(x: sympy.Expr) -> tuple[float, float]:
 
     if x.is_Rational:
         q = Fraction(int(x.p), int(x.q))
-        return _round(q, -1), _round(q, 1)
+        return float_down(q), float_up(q)
     saved = ctx.prec
     try:
         for prec in _PRECISIONS:
             ctx.prec = prec
             ball = _arb(x)
-            lo, hi = _round(_arb_end(ball.lower()), -1), _round(_arb_end(ball.upper()), 1)
-            if hi <= float(np.nextafter(lo, np.inf)):
+            lo, hi = float_down(_arb_end(ball.lower())), float_up(_arb_end(ball.upper()))
+            if hi <= up(lo):
                 return lo, hi
     finally:
         ctx.prec = saved
@@ -331,16 +332,3 @@ def float_enclosure(x: sympy.Expr) -> tuple[float, float]:
 def _arb_end(v) -> Fraction:
     m, e = v.man_exp()
     return Fraction(int(m)) * (Fraction(2) ** int(e))
-
-
-def _round(q: Fraction, direction: int) -> float:
-    """The float next to ``q`` in ``direction`` (-1 down, +1 up); ``±inf`` beyond the float range."""
-    try:
-        f = float(q)
-    except OverflowError:
-        return float(direction * np.inf) if (q > 0) == (direction > 0) else float(np.sign(q) * np.finfo(float).max)
-    if direction < 0 and Fraction(f) > q:
-        f = float(np.nextafter(f, -np.inf))
-    if direction > 0 and Fraction(f) < q:
-        f = float(np.nextafter(f, np.inf))
-    return f
