@@ -32,6 +32,7 @@ import statistics
 import time
 
 import numpy as np
+from bench_lipsdp import random_relu_net  # the same nets as the LipSDP benchmark
 
 import lipverify as lv
 from lipverify.sdp.fast import lipsdp_fast
@@ -39,14 +40,6 @@ from lipverify.sdp.fast import lipsdp_fast
 SIZES = ("10-100-100-100-10", "784-100-100-10", "784-500-200-50-10")
 
 
-def random_relu_net(sizes, seed=0) -> lv.Network:
-    rng = np.random.default_rng(seed)
-    layers = []
-    for i in range(len(sizes) - 1):
-        layers.append(lv.Dense(rng.standard_normal((sizes[i + 1], sizes[i])) / np.sqrt(sizes[i])))
-        if i < len(sizes) - 2:
-            layers.append(lv.ReLU())
-    return lv.Network(layers)
 
 
 def eclipse_fast(weights, alpha: float = 0.0, beta: float = 1.0) -> float:

@@ -12,25 +12,13 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-import sympy
+from _nets import gaussian_mlp
+from _user_activations import Sine
 from hypothesis import given, settings
 
 import lipverify as lv
 from lipverify.sdp.fast import lipsdp_fast
 from lipverify.strategies import networks
-
-
-class Sine(lv.Activation):
-    """``sin``: slopes ``[-1, 1]`` (centre 0: the degenerate member of the family)."""
-
-    kind = "Sine"
-    slopes = (sympy.Integer(-1), sympy.Integer(1))
-
-    def forward(self, x):
-        return np.sin(x)
-
-    def derivative(self, x):
-        return np.cos(x)
 
 
 def _jacobian_lower(net: lv.Network, points: int = 300, seed: int = 0) -> float:
@@ -54,14 +42,7 @@ def _jacobian_lower(net: lv.Network, points: int = 300, seed: int = 0) -> float:
 
 
 def _net(sizes, act, seed=0):
-    rng = np.random.default_rng(seed)
-    layers = []
-    for i in range(len(sizes) - 1):
-        layers.append(lv.Dense(rng.standard_normal((sizes[i + 1], sizes[i])) / np.sqrt(sizes[i]),
-                               rng.standard_normal(sizes[i + 1])))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return lv.Network(layers)
+    return gaussian_mlp(sizes, seed, act)
 
 
 def _exact_pd(h: list[list[Fraction]]) -> bool:

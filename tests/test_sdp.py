@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from _nets import gaussian_mlp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -16,14 +17,7 @@ from lipverify.sdp import solvers
 
 
 def random_net(seed: int, sizes=(3, 6, 5, 2), act=lv.ReLU) -> lv.Network:
-    rng = np.random.default_rng(seed)
-    layers = []
-    for i in range(len(sizes) - 1):
-        layers.append(lv.Dense(rng.standard_normal((sizes[i + 1], sizes[i])) / np.sqrt(sizes[i]),
-                               rng.standard_normal(sizes[i + 1])))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return lv.Network(layers)
+    return gaussian_mlp(sizes, seed, act)
 
 
 ACTIVATIONS = [lv.ReLU, lv.Tanh, lv.Sigmoid, lambda: lv.LeakyReLU(0.1), lv.GELU]
