@@ -73,9 +73,6 @@ _SOFTMAX = ("Softmax", "LogSoftmax")
 #: PyTorch's Softplus returns ``x`` where ``beta x > threshold``: a jump of ``log1p(e^-threshold) / beta``, below the
 #: float32 resolution of the output there (``2^-24 threshold / beta``) from this threshold on
 _SOFTPLUS_MIN_THRESHOLD = 15.0
-#: the note every bound of a network whose final softmax was removed carries (``lipverify.bounds``)
-LOGITS_NOTE = ("bound of the logits: the model's final {op} was removed (strip_output_softmax / --logits); "
-               "it is not a bound of the {op} output")
 
 
 def _torch():
