@@ -320,9 +320,9 @@ class Layer:
 
 # --------------------------------------------------------------------------- floating-point error model of the activations
 
-#: **Assumption (A-libm)**, ``proofs/activations.md`` §2: for every float ``s`` numpy's ``exp`` and ``tanh`` and scipy's
-#: ``expit`` and ``erfc`` return ``y`` with ``|y - f(s)| <= LIBM_REL |f(s)| + LIBM_ABS`` (they are accurate to a few
-#: ulps; 1e-13 is about 450 ulps).  The one place this constant is defined.
+#: **Assumption (A-libm)**, ``proofs/activations.md`` §2: for every float ``s`` numpy's ``exp``, ``tanh``, ``expm1``,
+#: ``log1p`` and scipy's ``expit`` and ``erfc`` return ``y`` with ``|y - f(s)| <= LIBM_REL |f(s)| + LIBM_ABS`` (they are
+#: accurate to a few ulps; 1e-13 is about 450 ulps).  The one place this constant is defined.
 LIBM_REL = 1e-13
 #: the absolute part of (A-libm): results below the normal range may lose all their bits
 LIBM_ABS = 2.0**-1022
