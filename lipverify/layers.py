@@ -1879,6 +1879,20 @@ class Mish(Activation):
         x_star, f_min = _mish_minimum()
         return _unimodal_range(self, lo, hi, x_star, f_min)
 
+    def narrow_slopes(self, lo, hi):
+        # Mish' decreases on (-inf, c1], increases on [c1, c2], decreases on [c2, inf) with c1 in [-2.2564, -2.2563],
+        # c2 in [1.4905, 1.4906] (arb-verified signs of Mish'', proofs/activations.md §6)
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        s_lo, s_hi = self.slope_interval
+        d_lo, d_hi = self.derivative(lo), self.derivative(hi)
+        e_lo, e_hi = self.derivative_error(lo), self.derivative_error(hi)
+        a1, b1 = _outward(d_lo, e_lo, d_lo, e_lo)
+        a2, b2 = _outward(d_hi, e_hi, d_hi, e_hi)
+        alpha = np.where((lo <= -2.2563) & (hi >= -2.2564), s_lo, np.minimum(a1, a2))
+        beta = np.where((lo <= 1.4906) & (hi >= 1.4905), s_hi, np.maximum(b1, b2))
+        alpha, beta = np.clip(alpha, s_lo, s_hi), np.clip(beta, s_lo, s_hi)
+        return alpha, np.maximum(alpha, beta)
+
     def sympy_apply(self, expr):
         return expr * sympy.tanh(sympy.log(1 + sympy.exp(expr)))
 

@@ -181,6 +181,9 @@ def test_mish_slopes_curvature_and_monotonicity_are_proven_by_arb():
         prove(d1, -20, "-1.19243122", lambda v: bool(v < 0))
         prove(d1, "-1.19243121", 0, lambda v: bool(v > 0))
         prove(d2, -20, 20, lambda v: bool(abs(v) < arb(lv.Mish.curvature)))
+        prove(d2, -20, "-2.2564", lambda v: bool(v < 0))  # Mish' decreases, increases, decreases (narrow_slopes)
+        prove(d2, "-2.2563", "1.4905", lambda v: bool(v > 0))
+        prove(d2, "1.4906", 20, lambda v: bool(v < 0))
     finally:
         ctx.prec = old
 
