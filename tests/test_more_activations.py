@@ -402,7 +402,6 @@ def test_softmax_inside_the_network_stays_refused():
 
 
 def test_onnx_final_softmax(tmp_path):
-    model = _one_node("Gemm", consts=(), pre=())  # placeholder replaced below
     w = helper.make_tensor("w", TensorProto.DOUBLE, [7, 7], np.eye(7).ravel().tolist())
     nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], transB=1), helper.make_node("Softmax", ["h"], ["y"], axis=1)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 7])],
