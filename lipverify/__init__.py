@@ -27,7 +27,27 @@ from .errors import (
 )
 from .exact import exact
 from .io import from_torch, load, save
-from .layers import GELU, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
+from .layers import (
+    ELU,
+    GELU,
+    Activation,
+    Dense,
+    Flatten,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    Identity,
+    Layer,
+    LeakyReLU,
+    LogSigmoid,
+    Mish,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
+)
 from .local import certified_radius, localize
 from .lower import lower_bound
 from .network import Network
@@ -41,8 +61,8 @@ __all__ = [
     "METHODS", "NORMS", "Activation", "AvgPool2d", "BatchNorm2d", "Bound", "CertificationError", "Comparison", "Conv2d",
     "Dense", "Flatten", "GELU", "MaxPool2d",
     "Identity", "Layer", "LeakyReLU", "LipVerifyError", "ModelFormatError", "Network", "NotApplicableError",
-    "InternalConsistencyError", "NumericalError", "ReLU", "Residual",
-    "SiLU", "ShapeError", "Sigmoid", "Skipped", "SolverError", "Tanh",
-    "UnsupportedLayerError", "bound", "certified_radius", "compare", "exact", "from_torch", "load", "localize",
+    "InternalConsistencyError", "NumericalError", "ReLU", "Residual", "SiLU", "ShapeError", "Sigmoid", "Skipped",
+    "SolverError", "Tanh", "UnsupportedLayerError", "ELU", "Softplus", "Hardtanh", "ReLU6", "Hardswish", "Mish",
+    "LogSigmoid", "Hardsigmoid", "bound", "certified_radius", "compare", "exact", "from_torch", "load", "localize",
     "lower_bound", "parse_norm", "save",
 ]

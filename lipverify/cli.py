@@ -18,7 +18,18 @@ from dataclasses import replace
 import numpy as np
 
 from . import __version__
-from .bounds import COMPARE_BUDGETS, METHODS, TABLE_HEADER, Comparison, compare, row_dict, table_line, time_exhausted
+from .bounds import (
+    COMPARE_BUDGETS,
+    LOGITS_NOTE,
+    METHODS,
+    TABLE_HEADER,
+    Comparison,
+    compare,
+    logits_note,
+    row_dict,
+    table_line,
+    time_exhausted,
+)
 from .bounds.records import Method, command_line
 from .errors import InternalConsistencyError, LipVerifyError
 from .io import load
@@ -96,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--jsonl", action="store_true",
                        help="stream one JSON object per row as it completes (each with a \"model\" key)")
         p.add_argument("--no-lower", action="store_true", help="do not add the sampled lower bound row")
+        p.add_argument("--logits", action="store_true",
+                       help="remove a final Softmax/LogSoftmax (ONNX, PyTorch) and bound the logits; every result says "
+                            "so (without it such a model is refused)")
         p.add_argument("--time-limit", type=_positive(float, "--time-limit"), default=DEFAULT_TIME_LIMIT,
                        metavar="SECONDS",
                        help="seconds for the whole run (per model); rows not started in time are skipped with "
@@ -240,7 +254,8 @@ def _models(args) -> list[tuple[str, Network, dict]]:
         return [(name, entry.build(), dict(entry.constants)) for name, entry in ZOO.items()]
     if not args.model:
         raise BadInput("a MODEL file is required (or --zoo for the built-in networks)")
-    return [(args.model, load(args.model, input_shape=_input_shape(args.input_shape)), {})]
+    return [(args.model, load(args.model, input_shape=_input_shape(args.input_shape),
+                              strip_output_softmax=bool(getattr(args, "logits", False))), {})]
 
 
 def _options(args) -> dict[str, dict]:
@@ -296,6 +311,8 @@ class _Run:
             self.out(f"== {name}  input shape {net.input_shape}, output shape {net.output_shape}")
             if constants:
                 self.out("   true constant: " + ", ".join(f"l{n} = {v}" for n, v in constants.items()))
+            if getattr(net, "stripped_output", None):
+                self.out(f"   --logits: the final {net.stripped_output} was removed; every bound below is of the logits")
             self.out(TABLE_HEADER)
         if not args.json and not args.jsonl and sys.stderr.isatty():
             from tqdm import tqdm
@@ -304,13 +321,13 @@ class _Run:
                             desc="bounds", unit="row")
 
         def emit(row) -> None:
-            row = _cli_words(row)
+            row = _cli_words(logits_note(row, net))
             rows.append(row)
             check_consistency(rows)  # against the lower bound rows too, before anything is printed
             if self.bar is not None:
                 self.bar.update(1)
             if args.jsonl:
-                self.out(json.dumps({"model": name, **row_dict(row)}))
+                self.out(json.dumps({"model": name, **row_dict(row), **_logits_fields(net)}))
             elif self.stream_table:
                 self.out(table_line(row))
 
@@ -393,7 +410,15 @@ def _bounds(args, run_holder: list) -> int:
 
 
 def _json_object(name: str, net: Network, rows: Comparison) -> dict:
-    return {"model": name, "input_shape": list(net.input_shape), "results": rows.to_dicts()}
+    obj = {"model": name, "input_shape": list(net.input_shape), "results": rows.to_dicts()}
+    obj.update(_logits_fields(net))
+    return obj
+
+
+def _logits_fields(net: Network) -> dict:
+    """``{"stripped_output": op, "note": ...}`` for a model whose final softmax ``--logits`` removed, else ``{}``."""
+    op = getattr(net, "stripped_output", None)
+    return {} if op is None else {"stripped_output": op, "note": LOGITS_NOTE.format(op=op)}
 
 
 _KIND_STYLE = {  # colour and hatch per result kind, so upper / exact / lower / estimate read apart in grey too

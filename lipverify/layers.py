@@ -324,9 +324,9 @@ class Layer:
 
 # --------------------------------------------------------------------------- floating-point error model of the activations
 
-#: **Assumption (A-libm)**, ``proofs/activations.md`` §2: for every float ``s`` numpy's ``exp`` and ``tanh`` and scipy's
-#: ``expit`` and ``erfc`` return ``y`` with ``|y - f(s)| <= LIBM_REL |f(s)| + LIBM_ABS`` (they are accurate to a few
-#: ulps; 1e-13 is about 450 ulps).  The one place this constant is defined.
+#: **Assumption (A-libm)**, ``proofs/activations.md`` §2: for every float ``s`` numpy's ``exp``, ``tanh``, ``expm1``,
+#: ``log1p`` and scipy's ``expit`` and ``erfc`` return ``y`` with ``|y - f(s)| <= LIBM_REL |f(s)| + LIBM_ABS`` (they are
+#: accurate to a few ulps; 1e-13 is about 450 ulps).  The one place this constant is defined.
 LIBM_REL = 1e-13
 #: the absolute part of (A-libm): results below the normal range may lose all their bits
 LIBM_ABS = 2.0**-1022
@@ -653,6 +653,15 @@ class Activation(Layer, metaclass=_ActivationMeta):
     #: ``(left, right)``: the exact slopes (sympy) on ``z < 0`` and ``z > 0`` of an activation that is linear on each
     #: side of a single kink at 0 (ReLU, LeakyReLU, Identity); ``None`` otherwise.  Read by the exact methods.
     pieces: ClassVar[tuple | None] = None
+
+    @property
+    def kinks(self) -> tuple[tuple[float, float], ...]:
+        """Float enclosures ``(lo, hi)`` of the points where σ may not be differentiable (default: 0 for a
+        piecewise-linear activation, none otherwise); :mod:`lipverify.lower` certifies no derivative near them."""
+        base = getattr(self, "base", None)
+        if isinstance(base, Activation):  # local.LocalActivation: the kinks of its base
+            return base.kinks
+        return ((0.0, 0.0),) if self.is_piecewise_linear else ()
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
@@ -1437,7 +1446,614 @@ class SiLU(_QuasiConvex, Activation):
         return expr / (1 + sympy.exp(-expr))
 
 
+# --------------------------------------------------------------------------- more activations (issue 13 item 3)
+#
+# ELU, Softplus, Hardtanh / ReLU6, Hardswish, Mish, LogSigmoid, Hardsigmoid: each declares its slopes, evaluation
+# errors, range, narrowed slopes, kinks and sympy form; proofs in ``proofs/activations.md`` §6.
+
+
+def _exact_param(value: Any, where: str, *, allow_inf: bool = False) -> Fraction | float:
+    """The exact rational value of a real parameter (a float is taken as the number it denotes); ``±inf`` is kept as
+    a float when ``allow_inf``.  Raises ``TypeError``/``ValueError`` naming ``where``."""
+    if isinstance(value, (bool, np.bool_)) or not (isinstance(value, (int, float, Fraction, np.integer, np.floating))
+                                                   or is_instance(value, "sympy", "Basic")):
+        raise TypeError(f"{where} must be a real number, got {value!r}")
+    if isinstance(value, (float, np.floating)):
+        if math.isinf(value) and allow_inf:
+            return float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must be finite, got {value}")
+        p, q = float(value).as_integer_ratio()  # float16/32/64 embed exactly in float64
+        return Fraction(int(p), int(q))
+    if isinstance(value, (int, np.integer)):
+        return Fraction(int(value))
+    if isinstance(value, Fraction):
+        return value
+    expr = _to_sympy_scalar(value, where)
+    if not expr.is_Rational:
+        raise TypeError(f"{where} must be a rational number, got {value}")
+    return Fraction(int(expr.p), int(expr.q))
+
+
+def _frac_const(fr: Fraction) -> tuple[float, float]:
+    """The float nearest ``fr`` and a proven bound of ``|float - fr|`` (``proofs/activations.md`` §5)."""
+    f = _fraction_nearest(fr)
+    return f, (_fraction_up(abs(Fraction(f) - fr)) if math.isfinite(f) else math.inf)
+
+
+def _sympy_rational(fr: Fraction) -> sympy.Rational:
+    return sympy.Rational(fr.numerator, fr.denominator)
+
+
+def _tracked_map(t: _Tracked, func) -> _Tracked:
+    """``func`` applied to ``t.v`` for a 1-Lipschitz ``func`` evaluated without rounding (``max``, ``min``, ``abs``,
+    negation, clipping): the error bound is unchanged."""
+    with np.errstate(invalid="ignore"):
+        return _Tracked(np.asarray(func(t.v), dtype=np.float64), t.e)
+
+
+def _exp_dsup(v, e):
+    """``sup exp`` over ``[v - e, v + e]``."""
+    with np.errstate(over="ignore"):
+        return _exp_upper(np.nextafter(v + e, np.inf))
+
+
+def _one(v, e):
+    return np.ones(np.shape(v))
+
+
+def _quarter(v, e):
+    return np.full(np.shape(v), 0.25)
+
+
+def _log1p_dsup(v, e):
+    """``sup 1/(1+s)`` over the segment from ``v`` to the exact argument, both ``>= 0`` (``exp`` of a number ``<= 0``)."""
+    return np.ones(np.shape(v))
+
+
+def _tanh_dsup(v, e):
+    """``sup sech^2 <= min(1, 4 exp(-2m))`` with ``m`` the distance of ``[v - e, v + e]`` from 0."""
+    m = _distance_from_zero(v, e)
+    with np.errstate(over="ignore", under="ignore"):
+        m2 = np.fmax(np.nextafter(2.0 * m, -np.inf), 0.0)
+    return np.minimum(1.0, _mul_up(4.0, _exp_upper(-m2)))
+
+
+def _softplus_t(t: _Tracked, track: bool) -> _Tracked:
+    """``log(1 + e^t) = max(t, 0) + log1p(exp(-|t|))`` (no overflow, no cancellation)."""
+    pos = _tracked_map(t, lambda v: np.maximum(v, 0.0))
+    negabs = _tracked_map(t, lambda v: -np.abs(v))
+    return pos + negabs.apply(np.exp, _exp_dsup).apply(np.log1p, _log1p_dsup)
+
+
+def _kink_pairs(points) -> tuple[tuple[float, float], ...]:
+    """Float enclosures ``(down(p), up(p))`` of the finite rational kink points ``p``."""
+    return tuple((float_down(p), float_up(p)) for p in points if not isinstance(p, float))
+
+
+def _monotone_derivative_slopes(act: Activation, lo, hi, increasing: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Slopes on ``[lo, hi]`` of a smooth activation whose ``σ'`` is monotone: ``σ'`` at the ends, widened by the
+    derivative errors and intersected with the global interval (``proofs/activations.md`` §6)."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    s_lo, s_hi = act.slope_interval
+    d_lo, d_hi = act.derivative(lo), act.derivative(hi)
+    e_lo, e_hi = act.derivative_error(lo), act.derivative_error(hi)
+    if not increasing:
+        d_lo, d_hi, e_lo, e_hi = d_hi, d_lo, e_hi, e_lo
+    alpha, _ = _outward(d_lo, e_lo, 0.0, 0.0)
+    _, beta = _outward(0.0, 0.0, d_hi, e_hi)
+    alpha = np.clip(alpha, s_lo, s_hi)
+    beta = np.clip(beta, s_lo, s_hi)
+    return alpha, np.maximum(alpha, beta)
+
+
+@dataclass(frozen=True, eq=False)
+class ELU(Activation):
+    """``x`` for ``x > 0`` and ``alpha (e^x - 1)`` otherwise (PyTorch's ``nn.ELU``); slopes ``[min(0, alpha),
+    max(1, alpha)]``; a kink at 0 unless ``alpha = 1``.  ``alpha`` is taken exactly (a float as the number it
+    denotes).  Proof: ``proofs/activations.md`` §6.
+
+    >>> lo, hi = ELU(1.0).range_on(np.array([-1.0]), np.array([2.0]))
+    >>> bool(lo[0] <= np.expm1(-1.0) and 2.0 <= hi[0])
+    True
+    """
+
+    alpha: Any = 1.0
+    kind: ClassVar[str] = "ELU"
+
+    def __post_init__(self) -> None:
+        a = _exact_param(self.alpha, "ELU: alpha")
+        object.__setattr__(self, "_a_fraction", a)
+        object.__setattr__(self, "_a_const", _frac_const(a))
+
+    def _slope_fractions(self) -> tuple[Fraction, Fraction]:
+        return min(Fraction(0), self._a_fraction), max(Fraction(1), self._a_fraction)
+
+    @property
+    def slopes(self):
+        return tuple(_sympy_rational(v) for v in self._slope_fractions())
+
+    @property
+    def curvature(self) -> float:  # type: ignore[override]
+        return float_up(abs(self._a_fraction))  # |σ''| = |alpha| e^x <= |alpha| on x < 0, 0 on x > 0
+
+    @property
+    def kinks(self) -> tuple[tuple[float, float], ...]:
+        return () if self._a_fraction == 1 else ((0.0, 0.0),)
+
+    def _neg(self, x, track: bool) -> _Tracked:
+        a, r = self._a_const
+        xt = _Tracked.exact(np.minimum(np.asarray(x, dtype=np.float64), 0.0), track)
+        return _Tracked.const(a, r, track) * xt.apply(np.expm1, None)
+
+    def _dneg(self, x, track: bool) -> _Tracked:
+        a, r = self._a_const
+        xt = _Tracked.exact(np.minimum(np.asarray(x, dtype=np.float64), 0.0), track)
+        return _Tracked.const(a, r, track) * xt.apply(np.exp, None)
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return np.where(x > 0, x, self._neg(x, False).v)
+
+    def derivative(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return np.where(x > 0, 1.0, self._dneg(x, False).v)
+
+    def forward_error(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return np.where(x > 0, 0.0, self._neg(x, True).e)
+
+    def derivative_error(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return np.where(x > 0, 0.0, self._dneg(x, True).e)
+
+    def range_on(self, lo, hi):
+        if self._a_fraction >= 0:
+            return _monotone_range(self, lo, hi)
+        return _unimodal_range(self, lo, hi, (0.0, 0.0), 0.0)  # alpha < 0: decreasing on x <= 0, minimum σ(0) = 0
+
+    def narrow_slopes(self, lo, hi):
+        # σ' = alpha e^x is monotone on x < 0 and 1 on x > 0: the extremes are at lo, at min(hi, 0) and 1 if hi > 0
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        s_lo, s_hi = self.slope_interval
+        m = np.minimum(hi, 0.0)
+        d1, d2 = self.derivative(np.minimum(lo, 0.0)), self.derivative(m)
+        e1, e2 = self.derivative_error(np.minimum(lo, 0.0)), self.derivative_error(m)
+        a1, b1 = _outward(d1, e1, d1, e1)
+        a2, b2 = _outward(d2, e2, d2, e2)
+        alpha, beta = np.minimum(a1, a2), np.maximum(b1, b2)
+        alpha = np.where(hi > 0, np.minimum(alpha, 1.0), alpha)
+        beta = np.where(hi > 0, np.maximum(beta, 1.0), beta)
+        alpha = np.where(lo >= 0, 1.0, alpha)
+        beta = np.where(lo >= 0, 1.0, beta)
+        alpha, beta = np.clip(alpha, s_lo, s_hi), np.clip(beta, s_lo, s_hi)
+        return alpha, np.maximum(alpha, beta)
+
+    def sympy_apply(self, expr):
+        return sympy.Piecewise((expr, expr > 0), (_sympy_rational(self._a_fraction) * (sympy.exp(expr) - 1), True))
+
+    def describe(self) -> str:
+        return f"ELU({self._a_fraction})"
+
+
+@dataclass(frozen=True, eq=False)
+class Softplus(Activation):
+    """``log(1 + e^{beta x}) / beta`` (``beta > 0``, PyTorch's ``nn.Softplus``); slopes ``[0, 1]`` (``σ' =
+    sigmoid(beta x)``).  This is the smooth function: PyTorch's ``threshold`` (``x`` returned where ``beta x >
+    threshold``) changes the value by at most ``log1p(e^{-threshold}) / beta``, below float32 resolution for the
+    accepted thresholds (``lipverify.io.torch``).  Proof: ``proofs/activations.md`` §6."""
+
+    beta: Any = 1.0
+    kind: ClassVar[str] = "Softplus"
+    slopes: ClassVar = _Slopes(Fraction(0), Fraction(1))
+
+    def __post_init__(self) -> None:
+        b = _exact_param(self.beta, "Softplus: beta")
+        if b <= 0:
+            raise ValueError(f"Softplus: beta must be positive, got {self.beta}")
+        object.__setattr__(self, "_b_fraction", b)
+        object.__setattr__(self, "_b_const", _frac_const(b))
+        object.__setattr__(self, "_inv_const", _frac_const(1 / b))
+
+    @property
+    def curvature(self) -> float:  # type: ignore[override]
+        return float_up(self._b_fraction / 4)  # σ'' = beta sigmoid'(beta x) <= beta / 4
+
+    def _t(self, x, track: bool) -> _Tracked:
+        b, r = self._b_const
+        return _Tracked.const(b, r, track) * _Tracked.exact(x, track)
+
+    def _f(self, x, track: bool) -> _Tracked:
+        inv, r = self._inv_const
+        return _softplus_t(self._t(x, track), track) * _Tracked.const(inv, r, track)
+
+    def _d(self, x, track: bool) -> _Tracked:
+        return self._t(x, track).apply(_expit, _quarter)
+
+    def forward(self, x):
+        return self._f(x, False).v
+
+    def derivative(self, x):
+        return self._d(x, False).v
+
+    def forward_error(self, x):
+        return self._f(x, True).e
+
+    def derivative_error(self, x):
+        return self._d(x, True).e
+
+    def range_on(self, lo, hi):
+        return _monotone_range(self, lo, hi)
+
+    def narrow_slopes(self, lo, hi):
+        return _monotone_derivative_slopes(self, lo, hi, increasing=True)
+
+    def sympy_apply(self, expr):
+        b = _sympy_rational(self._b_fraction)
+        return sympy.log(1 + sympy.exp(b * expr)) / b
+
+    def describe(self) -> str:
+        return "Softplus" if self._b_fraction == 1 else f"Softplus(beta={self._b_fraction})"
+
+
+@dataclass(frozen=True, eq=False)
+class Hardtanh(_ExactlyEvaluated, Activation):
+    """``min(max(x, min_val), max_val)`` (PyTorch's ``nn.Hardtanh``, ONNX ``Clip``); slopes ``[0, 1]``; evaluated
+    exactly; kinks at the finite ends.  ``min_val < max_val`` are floats (``±inf`` allowed: ONNX ``Clip`` without a
+    bound).  Proof: ``proofs/activations.md`` §6."""
+
+    min_val: Any = -1.0
+    max_val: Any = 1.0
+    kind: ClassVar[str] = "Hardtanh"
+    slopes: ClassVar = _Slopes(Fraction(0), Fraction(1))
+
+    def __post_init__(self) -> None:
+        lo = _exact_param(self.min_val, f"{self.kind}: min_val", allow_inf=True)
+        hi = _exact_param(self.max_val, f"{self.kind}: max_val", allow_inf=True)
+        for v, name in ((lo, "min_val"), (hi, "max_val")):
+            if isinstance(v, Fraction) and Fraction(float(v)) != v:
+                raise ValueError(f"{self.kind}: {name} = {v} is not a float64 number; give a float")
+        if not lo < hi:
+            raise ValueError(f"{self.kind}: min_val = {self.min_val} must be below max_val = {self.max_val}")
+        object.__setattr__(self, "_lo", lo)
+        object.__setattr__(self, "_hi", hi)
+
+    @property
+    def is_piecewise_linear(self) -> bool:
+        return True
+
+    @property
+    def kinks(self) -> tuple[tuple[float, float], ...]:
+        return _kink_pairs((self._lo, self._hi))
+
+    def forward(self, x):
+        return np.clip(np.asarray(x, dtype=np.float64), float(self._lo), float(self._hi))
+
+    def derivative(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return ((x >= float(self._lo)) & (x < float(self._hi))).astype(np.float64)  # the right derivative
+
+    def range_on(self, lo, hi):
+        return _monotone_range(self, lo, hi)
+
+    def narrow_slopes(self, lo, hi):
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        a, b = float(self._lo), float(self._hi)
+        inside = (lo >= a) & (hi <= b)
+        outside = (hi <= a) | (lo >= b)
+        return np.where(inside, 1.0, 0.0), np.where(outside, 0.0, 1.0)
+
+    def sympy_apply(self, expr):
+        out = expr
+        if not isinstance(self._lo, float):
+            out = sympy.Max(out, _sympy_rational(self._lo))
+        if not isinstance(self._hi, float):
+            out = sympy.Min(out, _sympy_rational(self._hi))
+        return out
+
+    def describe(self) -> str:
+        return f"{self.kind}({float(self._lo)}, {float(self._hi)})"
+
+
+@dataclass(frozen=True, eq=False)
+class ReLU6(Hardtanh):
+    """``min(max(x, 0), 6)`` (PyTorch's ``nn.ReLU6``): :class:`Hardtanh` with the ends 0 and 6."""
+
+    min_val: Any = 0.0
+    max_val: Any = 6.0
+    kind: ClassVar[str] = "ReLU6"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self._lo, self._hi) != (0, 6):
+            raise ValueError(f"ReLU6: the ends are 0 and 6, got {self.min_val}, {self.max_val}; use Hardtanh")
+
+    def describe(self) -> str:
+        return "ReLU6"
+
+
+_SIXTH = _frac_const(Fraction(1, 6))
+
+
+@dataclass(frozen=True, eq=False)
+class Hardswish(Activation):
+    """``x relu6(x + 3) / 6`` (PyTorch's ``nn.Hardswish``, ONNX ``HardSwish``): 0 for ``x <= -3``, ``x`` for ``x >= 3``,
+    ``x (x + 3) / 6`` between; slopes ``[-1/2, 3/2]``; minimum ``-3/8`` at ``x = -3/2``; kinks at ``±3``.  Proof:
+    ``proofs/activations.md`` §6."""
+
+    kind: ClassVar[str] = "Hardswish"
+    curvature: ClassVar[float] = 0.3334  # σ'' = 1/3 on (-3, 3), 0 outside
+    slopes: ClassVar = _Slopes(Fraction(-1, 2), Fraction(3, 2))
+    kinks: ClassVar = ((-3.0, -3.0), (3.0, 3.0))
+
+    def _f(self, x, track: bool) -> _Tracked:
+        xt = _Tracked.exact(x, track)
+        s = _tracked_map(xt + _Tracked.const(3.0, 0.0, track), lambda v: np.clip(v, 0.0, 6.0))
+        return (xt * s) * _Tracked.const(*_SIXTH, track)
+
+    def _d(self, x, track: bool) -> _Tracked:
+        x = np.asarray(x, dtype=np.float64)
+        xt = _Tracked.exact(2.0 * np.clip(x, -3.0, 3.0), track)  # 2x is exact for |x| <= 3
+        return (xt + _Tracked.const(3.0, 0.0, track)) * _Tracked.const(*_SIXTH, track)
+
+    def forward(self, x):
+        return self._f(x, False).v
+
+    def derivative(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return np.where(x < -3.0, 0.0, np.where(x > 3.0, 1.0, self._d(x, False).v))
+
+    def forward_error(self, x):
+        return self._f(x, True).e
+
+    def derivative_error(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return np.where((x < -3.0) | (x > 3.0), 0.0, self._d(x, True).e)
+
+    def range_on(self, lo, hi):
+        return _unimodal_range(self, lo, hi, (-1.5, -1.5), -0.375)
+
+    def narrow_slopes(self, lo, hi):
+        # σ' is constant or increasing on each of (-inf, -3), [-3, 3], (3, inf): its extremes on [lo, hi] are at the
+        # ends or at the one-sided values at a kink inside (0 and -1/2 at -3, 3/2 and 1 at 3)
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        d1, d2 = self.derivative(lo), self.derivative(hi)
+        e1, e2 = self.derivative_error(lo), self.derivative_error(hi)
+        a1, b1 = _outward(d1, e1, d1, e1)
+        a2, b2 = _outward(d2, e2, d2, e2)
+        alpha, beta = np.minimum(a1, a2), np.maximum(b1, b2)
+        left = (lo <= -3.0) & (hi >= -3.0)
+        right = (lo <= 3.0) & (hi >= 3.0)
+        alpha = np.where(left, np.minimum(alpha, -0.5), alpha)
+        beta = np.where(left, np.maximum(beta, 0.0), beta)
+        alpha = np.where(right, np.minimum(alpha, 1.0), alpha)
+        beta = np.where(right, np.maximum(beta, 1.5), beta)
+        alpha, beta = np.clip(alpha, -0.5, 1.5), np.clip(beta, -0.5, 1.5)
+        return alpha, np.maximum(alpha, beta)
+
+    def sympy_apply(self, expr):
+        return sympy.Piecewise((0, expr <= -3), (expr, expr >= 3), (expr * (expr + 3) / 6, True))
+
+
+@dataclass(frozen=True, eq=False)
+class Hardsigmoid(Activation):
+    """``min(max(alpha x + beta, 0), 1)`` (ONNX ``HardSigmoid``; PyTorch's ``nn.Hardsigmoid`` is ``alpha = 1/6, beta =
+    1/2``, the default); slopes ``[min(0, alpha), max(0, alpha)]``; kinks where ``alpha x + beta`` is 0 or 1.
+    ``alpha != 0`` and ``beta`` are taken exactly.  Proof: ``proofs/activations.md`` §6."""
+
+    alpha: Any = Fraction(1, 6)
+    beta: Any = Fraction(1, 2)
+    kind: ClassVar[str] = "Hardsigmoid"
+
+    def __post_init__(self) -> None:
+        a = _exact_param(self.alpha, "Hardsigmoid: alpha")
+        b = _exact_param(self.beta, "Hardsigmoid: beta")
+        if a == 0:
+            raise ValueError("Hardsigmoid: alpha must not be 0 (a constant function)")
+        object.__setattr__(self, "_a_fraction", a)
+        object.__setattr__(self, "_b_fraction", b)
+        object.__setattr__(self, "_a_const", _frac_const(a))
+        object.__setattr__(self, "_b_const", _frac_const(b))
+
+    def _slope_fractions(self) -> tuple[Fraction, Fraction]:
+        return min(Fraction(0), self._a_fraction), max(Fraction(0), self._a_fraction)
+
+    @property
+    def slopes(self):
+        return tuple(_sympy_rational(v) for v in self._slope_fractions())
+
+    @property
+    def is_piecewise_linear(self) -> bool:
+        return True
+
+    @property
+    def kinks(self) -> tuple[tuple[float, float], ...]:
+        a, b = self._a_fraction, self._b_fraction
+        return tuple(sorted(_kink_pairs((-b / a, (1 - b) / a))))
+
+    def _t(self, x, track: bool) -> _Tracked:
+        return _Tracked.const(*self._a_const, track) * _Tracked.exact(x, track) + _Tracked.const(*self._b_const, track)
+
+    def forward(self, x):
+        return np.clip(self._t(x, False).v, 0.0, 1.0)
+
+    def forward_error(self, x):
+        t = self._t(x, True)
+        return np.where((t.v - t.e > 1.0) | (t.v + t.e < 0.0), 0.0, t.e)  # provably clipped: exact
+
+    def derivative(self, x):
+        t = self._t(x, False).v
+        return np.where((t >= 0.0) & (t < 1.0), self._a_const[0], 0.0)
+
+    def derivative_error(self, x):
+        t = self._t(x, True)
+        inside = (t.v - t.e > 0.0) & (t.v + t.e < 1.0)
+        outside = (t.v - t.e > 1.0) | (t.v + t.e < 0.0)
+        a, r = self._a_const
+        return np.where(inside, r, np.where(outside, 0.0, _add_up(abs(a), r)))
+
+    def range_on(self, lo, hi):
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        if self._a_fraction > 0:
+            return _monotone_range(self, lo, hi)
+        a, b = _outward(self.forward(hi), self.forward_error(hi), self.forward(lo), self.forward_error(lo))
+        return np.maximum(a, 0.0), np.minimum(b, 1.0)
+
+    def narrow_slopes(self, lo, hi):
+        # slope alpha strictly between the kinks k1 < k2, 0 outside them
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        (k1_lo, k1_hi), (k2_lo, k2_hi) = self.kinks
+        s_lo, s_hi = self.slope_interval
+        flat = (hi <= k1_lo) | (lo >= k2_hi)
+        mid = (lo >= k1_hi) & (hi <= k2_lo)
+        alpha = np.where(flat, 0.0, np.where(mid, float_down(self._a_fraction), s_lo))
+        beta = np.where(flat, 0.0, np.where(mid, float_up(self._a_fraction), s_hi))
+        return np.maximum(alpha, s_lo), np.minimum(beta, s_hi)
+
+    def sympy_apply(self, expr):
+        t = _sympy_rational(self._a_fraction) * expr + _sympy_rational(self._b_fraction)
+        return sympy.Min(sympy.Max(t, 0), 1)
+
+    def describe(self) -> str:
+        if (self._a_fraction, self._b_fraction) == (Fraction(1, 6), Fraction(1, 2)):
+            return "Hardsigmoid"
+        return f"Hardsigmoid(alpha={self._a_fraction}, beta={self._b_fraction})"
+
+
+def _log_sigmoid(x, track: bool) -> _Tracked:
+    """``-log(1 + e^{-x})``, as ``-(max(-x, 0) + log1p(exp(-|x|)))``."""
+    neg = _Tracked.exact(-np.asarray(x, dtype=np.float64), track)
+    return _tracked_map(_softplus_t(neg, track), np.negative)
+
+
+@dataclass(frozen=True, eq=False)
+class LogSigmoid(Activation):
+    """``log(sigmoid(x)) = -log(1 + e^{-x})`` (PyTorch's ``nn.LogSigmoid``); slopes ``[0, 1]`` (``σ' = sigmoid(-x)``).
+    Proof: ``proofs/activations.md`` §6."""
+
+    kind: ClassVar[str] = "LogSigmoid"
+    curvature: ClassVar[float] = 0.25  # |σ''| = sigmoid'(x) <= 1/4
+    slopes: ClassVar = _Slopes(Fraction(0), Fraction(1))
+
+    def forward(self, x):
+        return _log_sigmoid(x, False).v
+
+    def derivative(self, x):
+        return _expit(-np.asarray(x, dtype=np.float64))
+
+    def forward_error(self, x):
+        return _log_sigmoid(x, True).e
+
+    def derivative_error(self, x):
+        return _lemma_r_error(self.derivative(x))
+
+    def range_on(self, lo, hi):
+        return _monotone_range(self, lo, hi)
+
+    def narrow_slopes(self, lo, hi):
+        return _monotone_derivative_slopes(self, lo, hi, increasing=False)
+
+    def sympy_apply(self, expr):
+        return -sympy.log(1 + sympy.exp(-expr))
+
+
+def _mish(x, track: bool) -> tuple[_Tracked, _Tracked]:
+    """``x tanh(softplus(x))`` and its softplus factor."""
+    xt = _Tracked.exact(x, track)
+    sp = _softplus_t(xt, track)
+    return xt * sp.apply(np.tanh, _tanh_dsup), sp
+
+
+def _mish_derivative(x, track: bool) -> _Tracked:
+    """``tanh(sp) + x sech^2(sp) sigmoid(x)``, ``sp = softplus(x)``, with ``sech^2(s) = 4 expit(2s) expit(-2s)``."""
+    x = np.asarray(x, dtype=np.float64)
+    xt = _Tracked.exact(x, track)
+    _, sp = _mish(x, track)
+    two = _Tracked.const(2.0, 0.0, track)
+    sech2 = ((two * sp).apply(_expit, _quarter) * (_Tracked.const(-2.0, 0.0, track) * sp).apply(_expit, _quarter)
+             * _Tracked.const(4.0, 0.0, track))
+    return sp.apply(np.tanh, _tanh_dsup) + (xt * sech2) * xt.apply(_expit, None)
+
+
+@functools.cache
+def _mish_minimum() -> tuple[tuple[float, float], float]:
+    """A proven float bracket of Mish's minimiser and a float below the minimum (``arb``, as :func:`_unimodal_minimum`;
+    that Mish decreases before and increases after it: ``proofs/activations.md`` §6)."""
+    from flint import arb, ctx
+
+    old = ctx.prec
+    ctx.prec = 128
+    try:
+        def f(t):
+            return t * (1 + t.exp()).log().tanh()
+
+        def df(t):
+            w = t.exp()
+            d = w * w + 2 * w + 2
+            return w * (w + 2) / d + t * 4 * w * (w + 1) / (d * d)
+
+        a, b = "-1.19243122", "-1.19243121"
+        lo_ball, hi_ball = arb(a), arb(b)
+        if not (bool(df(lo_ball) < 0) and bool(df(hi_ball) > 0)):
+            raise RuntimeError("Mish: the bracket of the minimiser could not be verified")
+        value = f(lo_ball.union(hi_ball)).lower()
+        m = float(value)
+        while not bool(arb(m) <= value):
+            m = float(np.nextafter(m, -np.inf))
+        x_lo, x_hi = float(np.nextafter(float(a), -np.inf)), float(np.nextafter(float(b), np.inf))
+        if not (bool(arb(x_lo) < lo_ball) and bool(arb(x_hi) > hi_ball)):
+            raise RuntimeError("Mish: the float bracket of the minimiser could not be verified")
+        return (x_lo, x_hi), m
+    finally:
+        ctx.prec = old
+
+
+@dataclass(frozen=True, eq=False)
+class Mish(Activation):
+    """``x tanh(softplus(x))`` (PyTorch's ``nn.Mish``, ONNX ``Mish``); slopes enclosed by ``[-0.1126, 1.0885]``
+    (extremes ``-0.112526…`` at ``x = -2.25638…`` and ``1.088498…`` at ``x = 1.49057…``, verified with ``arb``); minimum
+    ``-0.308843…`` at ``x* = -1.192431…``.  Proof: ``proofs/activations.md`` §6."""
+
+    kind: ClassVar[str] = "Mish"
+    curvature: ClassVar[float] = 0.65  # sup |Mish''| = |Mish''(-0.08793…)| = 0.64420…, arb-verified below 0.65 (§6)
+    slopes: ClassVar = _Slopes(Fraction(-1126, 10000), Fraction(10885, 10000))
+
+    def forward(self, x):
+        return _mish(x, False)[0].v
+
+    def derivative(self, x):
+        return _mish_derivative(x, False).v
+
+    def forward_error(self, x):
+        return _mish(x, True)[0].e
+
+    def derivative_error(self, x):
+        return _mish_derivative(x, True).e
+
+    def range_on(self, lo, hi):
+        x_star, f_min = _mish_minimum()
+        return _unimodal_range(self, lo, hi, x_star, f_min)
+
+    def narrow_slopes(self, lo, hi):
+        # Mish' decreases on (-inf, c1], increases on [c1, c2], decreases on [c2, inf) with c1 in [-2.2564, -2.2563],
+        # c2 in [1.4905, 1.4906] (arb-verified signs of Mish'', proofs/activations.md §6)
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        s_lo, s_hi = self.slope_interval
+        d_lo, d_hi = self.derivative(lo), self.derivative(hi)
+        e_lo, e_hi = self.derivative_error(lo), self.derivative_error(hi)
+        a1, b1 = _outward(d_lo, e_lo, d_lo, e_lo)
+        a2, b2 = _outward(d_hi, e_hi, d_hi, e_hi)
+        alpha = np.where((lo <= -2.2563) & (hi >= -2.2564), s_lo, np.minimum(a1, a2))
+        beta = np.where((lo <= 1.4906) & (hi >= 1.4905), s_hi, np.maximum(b1, b2))
+        alpha, beta = np.clip(alpha, s_lo, s_hi), np.clip(beta, s_lo, s_hi)
+        return alpha, np.maximum(alpha, beta)
+
+    def sympy_apply(self, expr):
+        return expr * sympy.tanh(sympy.log(1 + sympy.exp(expr)))
+
+
 #: the activations a user can name in a model file
 ACTIVATIONS: dict[str, type[Activation]] = {
-    cls.kind.lower(): cls for cls in (ReLU, LeakyReLU, Identity, Tanh, Sigmoid, GELU, SiLU)
+    cls.kind.lower(): cls for cls in (ReLU, LeakyReLU, Identity, Tanh, Sigmoid, GELU, SiLU, ELU, Softplus, Hardtanh,
+                                     ReLU6, Hardswish, Mish, LogSigmoid, Hardsigmoid)
 }

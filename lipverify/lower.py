@@ -61,12 +61,14 @@ def _derivative_interval(layer: Activation, z: np.ndarray, ez: np.ndarray) -> tu
     """An interval containing ``σ'(z_exact)``, or ``None`` when ``z`` may sit on a kink.
 
     ``|σ'(z_exact) - fl σ'(z)| <= |σ'(z_exact) - σ'(z)| + |σ'(z) - fl σ'(z)| <= κ ez + derivative_error(z)`` with
-    ``κ >= sup |σ''|`` (``curvature``; 0 for piecewise-linear activations, which are linear on the side of ``z``)."""
+    ``κ >= sup |σ''|`` away from the kinks (``curvature``; 0 for piecewise-linear activations, which are linear on the
+    side of ``z``); ``None`` when ``[z - ez, z + ez]`` may meet a kink (``Activation.kinks``)."""
     d = layer.derivative(z)
     own = np.asarray(layer.derivative_error(z), dtype=np.float64)
-    if layer.is_piecewise_linear:
-        if np.any(np.abs(z) <= ez):
+    for k_lo, k_hi in layer.kinks:  # z_exact may lie on a kink, or on its other side (``Activation.kinks``)
+        if np.any((down(z - ez) <= k_hi) & (up(z + ez) >= k_lo)):
             return None
+    if layer.is_piecewise_linear:
         spread = own
     else:
         spread = add_up(up(layer.curvature * ez), own)

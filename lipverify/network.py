@@ -32,6 +32,10 @@ class Network:
     4.0
     """
 
+    #: ``"Softmax"``/``"LogSoftmax"`` when a loader removed that final op (``strip_output_softmax=True``): the network is
+    #: the model's logits, and every bound from :func:`lipverify.bound`/:func:`lipverify.compare` says so
+    stripped_output: str | None = None
+
     def __init__(self, layers: Sequence[Layer], input_shape: Sequence[int] | int | None = None):
         layers = tuple(layers)
         if not layers:

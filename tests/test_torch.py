@@ -166,8 +166,8 @@ class _Custom(nn.Sequential):
 
 
 def test_unsupported_modules_name_the_path_and_type(tmp_path, capsys):
-    with pytest.raises(lv.ModelFormatError, match=r"module '1\.1' \(Softmax\) is not supported; supported modules"):
-        lv.from_torch(nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU(), nn.Softmax(dim=1))))
+    with pytest.raises(lv.ModelFormatError, match=r"module '1\.1' \(Softsign\) is not supported; supported modules"):
+        lv.from_torch(nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU(), nn.Softsign())))
     with pytest.raises(lv.ModelFormatError, match=r"module '1' \(GELU\): approximate='tanh' is not supported"):
         lv.from_torch(nn.Sequential(nn.Linear(2, 2), nn.GELU(approximate="tanh")))
     with pytest.raises(lv.ModelFormatError, match=r"module '\(root\)' \(_Custom \(a Sequential subclass with its own"):
@@ -185,7 +185,8 @@ def test_unsupported_modules_name_the_path_and_type(tmp_path, capsys):
     path = tmp_path / "soft.pt"
     torch.save(nn.Sequential(nn.Linear(2, 2), nn.Softmax(dim=1)), path)
     assert main(["compare", str(path)]) == 2
-    assert "module '1' (Softmax) is not supported" in capsys.readouterr().err
+    err = capsys.readouterr().err  # a final softmax: refused unless --logits, which the message suggests
+    assert "module '1' (Softmax): the model ends in Softmax" in err and "--logits" in err
 
 
 @needs_conv

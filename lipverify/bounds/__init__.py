@@ -154,8 +154,25 @@ def bound(net: Network, method: str, norm: NormLike = 2, *, input_shape: tuple[i
         options["conv"] = conv
     domain = options.pop("domain", None)
     if domain is None:
-        return fn(net, p, **options)
-    return _on_box(fn(localize(net, domain), p, **options))
+        return logits_note(fn(net, p, **options), net)
+    return logits_note(_on_box(fn(localize(net, domain), p, **options)), net)
+
+
+#: the assumption every bound of a network whose final softmax was removed carries (``Network.stripped_output``)
+LOGITS_NOTE = ("bound of the logits: the model's final {op} was removed (strip_output_softmax=True / --logits); it is "
+               "not a bound of the {op} output")
+
+
+def logits_note(result, net: Network):
+    """``result`` with :data:`LOGITS_NOTE` among its assumptions when ``net`` is a model's logits (its final
+    Softmax/LogSoftmax removed by the loader, ``Network.stripped_output``); added once; other rows unchanged."""
+    op = getattr(net, "stripped_output", None)
+    if op is None or not isinstance(result, Bound):
+        return result
+    note = LOGITS_NOTE.format(op=op)
+    if note in result.assumptions:
+        return result
+    return replace(result, assumptions=result.assumptions + (note,))
 
 
 def _on_box(result: Bound) -> Bound:
@@ -278,6 +295,7 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
     elif deadline is not None and time_limit is None:
         time_limit = max(deadline - started, 0.0)
     net = as_network(net, input_shape)
+    given = net
     names = list(METHODS) if methods is None else [m for m in methods]
     if domain is not None:
         net = localize(net, domain)
@@ -299,6 +317,7 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
                 row = _row(record, m, net, n, v, dict(options.get(m, {})), deadline, time_limit, steps, work_progress)
                 if domain is not None and isinstance(row, Bound):
                     row = _on_box(row)
+                row = logits_note(row, given)
                 rows.append(row)
                 check_consistency(rows)
                 if on_row is not None:

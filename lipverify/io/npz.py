@@ -7,10 +7,15 @@ A numpy ``.npz`` archive with these arrays (``i`` is the 0-based layer index):
 ``version``            the integer ``1``
 ``input_shape``        integer array, e.g. ``[784]`` or ``[1, 28, 28]``
 ``layers``             string array of layer types: ``dense``, ``flatten``, ``relu``, ``leakyrelu``,
-                       ``identity``, ``tanh``, ``sigmoid``, ``gelu``, ``silu``, ``residual``
+                       ``identity``, ``tanh``, ``sigmoid``, ``gelu``, ``silu``, ``elu``, ``softplus``,
+                       ``hardtanh``, ``relu6``, ``hardswish``, ``mish``, ``logsigmoid``, ``hardsigmoid``, ``residual``
 ``i.weight``           for ``dense``: float array ``(n_out, n_in)``
 ``i.bias``             for ``dense`` (optional): float array ``(n_out,)``
 ``i.negative_slope``   for ``leakyrelu``: float scalar
+``i.alpha`` ...        the parameters of ``elu`` (``alpha``), ``softplus`` (``beta``), ``hardtanh`` (``min_val``,
+                       ``max_val``), ``hardsigmoid`` (``alpha``, ``beta``): a float scalar or a string holding an
+                       exact rational (``"1/6"``) or ``"inf"``/``"-inf"``; ``relu6``, ``hardswish``, ``mish``,
+                       ``logsigmoid`` have none
 ``i.body.layers``      for ``residual`` (a block ``y = shortcut(x) + body(x)``): the body's layer types,
                        whose arrays are ``i.body.j.weight`` and so on (``j`` indexes the body; blocks nest)
 ``i.shortcut.layers``  for ``residual`` (optional; absent for the identity shortcut): the same for the
@@ -27,6 +32,7 @@ saved and loaded back is the float network.  Example::
 from __future__ import annotations
 
 import zipfile
+from fractions import Fraction
 
 import numpy as np
 
@@ -37,6 +43,11 @@ from ..residual import Residual
 
 FORMAT = "lipverify-npz"
 VERSION = 1
+
+#: the parameters of the activations that have some (the ``i.<name>`` arrays)
+_PARAMS = {"elu": (("alpha", "_a_fraction"),), "softplus": (("beta", "_b_fraction"),),
+           "hardtanh": (("min_val", "_lo"), ("max_val", "_hi")),
+           "hardsigmoid": (("alpha", "_a_fraction"), ("beta", "_b_fraction"))}
 
 
 def load_npz(path: str) -> Network:
@@ -94,11 +105,34 @@ def _layer(kind: str, i: str, data: dict) -> Layer:
         body = _layers(f"{i}.body.", data[f"{i}.body.layers"], data)
         short = _layers(f"{i}.shortcut.", data[f"{i}.shortcut.layers"], data) if f"{i}.shortcut.layers" in data else None
         return Residual(body, short)
+    if kind in _PARAMS:
+        args = []
+        for name, _ in _PARAMS[kind]:
+            if f"{i}.{name}" not in data:
+                raise ModelFormatError(f"layer {i} ({kind}): missing scalar '{i}.{name}'")
+            args.append(_param(data[f"{i}.{name}"], f"layer {i} ({kind}) {name}"))
+        return ACTIVATIONS[kind](*args)
     if kind in ACTIVATIONS:
         return ACTIVATIONS[kind]()
     raise ModelFormatError(
         f"layer {i}: unsupported layer type {kind!r}; supported: dense, flatten, residual, {', '.join(ACTIVATIONS)}"
     )
+
+
+def _param(v: np.ndarray, where: str):
+    """A stored parameter: a float scalar, or a string of an exact rational or ``±inf``."""
+    v = np.asarray(v)
+    if v.dtype.kind in "US":
+        text = str(v)
+        if text in ("inf", "-inf"):
+            return float(text)
+        try:
+            return Fraction(text)
+        except ValueError:
+            raise ModelFormatError(f"{where}: {text!r} is not a rational number") from None
+    if v.size != 1:
+        raise ModelFormatError(f"{where}: expected a scalar, got shape {v.shape}")
+    return float(v.reshape(()))
 
 
 def save_npz(net: Network, path: str) -> None:
@@ -130,6 +164,11 @@ def _store(prefix: str, layers: tuple[Layer, ...], arrays: dict[str, np.ndarray]
         elif isinstance(layer, LeakyReLU):
             kinds.append("leakyrelu")
             arrays[f"{i}.negative_slope"] = np.array(float(layer.negative_slope))
+        elif isinstance(layer, Activation) and layer.kind.lower() in _PARAMS:
+            kinds.append(layer.kind.lower())
+            for name, attr in _PARAMS[layer.kind.lower()]:
+                v = getattr(layer, attr)
+                arrays[f"{i}.{name}"] = np.array(str(v) if isinstance(v, Fraction) else ("inf" if v > 0 else "-inf"))
         elif isinstance(layer, Activation) and layer.kind.lower() in ACTIVATIONS:
             kinds.append(layer.kind.lower())
         else:

@@ -18,6 +18,12 @@ folded first.  Supported nodes:
 * ``Relu``, ``LeakyRelu``, ``Tanh``, ``Sigmoid``, ``Gelu`` (``approximate="none"``), and the patterns
   ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` (GELU), ``x * Sigmoid(x)`` (SiLU), ``Max(x, a x)`` / ``Min(x, a x)``
   (LeakyReLU with slope ``a``);
+* ``Elu``, ``Softplus`` (and ``Mul(x, b)`` -> ``Softplus`` -> ``Div(b)``: Softplus(beta = b)), ``Clip`` with constant
+  ``min``/``max`` (Hardtanh; ReLU6 for 0 and 6), ``HardSwish``, ``Mish`` and ``x * Tanh(Softplus(x))``, ``HardSigmoid``
+  (its ``alpha``, ``beta`` taken exactly; PyTorch's is ``alpha = 1/6`` rounded to float32) and
+  ``Add(x, 3)`` -> ``Clip(0, 6)`` -> ``Div(6)`` (Hardsigmoid with ``alpha = 1/6`` exactly), LogSigmoid as
+  ``Neg`` -> ``Softplus`` -> ``Neg`` or ``Sigmoid`` -> ``Log``;
+* a final ``Softmax``/``LogSoftmax`` only with ``strip_output_softmax=True`` (removed: the network is the logits);
 * ``Flatten`` (``axis = 1``) and ``Reshape`` to ``(batch, -1)``; ``Identity`` and ``Dropout`` (the identity
   at inference) add no layer.
 
@@ -48,7 +54,26 @@ from typing import Any
 import numpy as np
 
 from ..errors import LipVerifyError, ModelFormatError
-from ..layers import GELU, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
+from ..layers import (
+    ELU,
+    GELU,
+    Dense,
+    Flatten,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    Identity,
+    Layer,
+    LeakyReLU,
+    LogSigmoid,
+    Mish,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
+)
 from ..network import Network
 from ..residual import Residual
 from ._graph import Block, SeriesParallel
@@ -57,22 +82,24 @@ OPSET = 17
 SUPPORTED = (
     "Gemm, MatMul (+ Add of a constant bias), Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Relu, "
     "LeakyRelu, Tanh, Sigmoid, Gelu, the patterns x*0.5*(1+Erf(x/sqrt(2))) (GELU), x*Sigmoid(x) (SiLU), Max(x, a*x) "
-    "(LeakyReLU), Flatten, Reshape to (batch, -1), Identity, Dropout, and constant subgraphs; "
-    "the graph must be a chain of these and of residual blocks (a tensor branches, the branches rejoin at an Add)"
+    "(LeakyReLU), Elu, Softplus, Clip (constant bounds), HardSwish, Mish, HardSigmoid, LogSigmoid (Neg-Softplus-Neg "
+    "or Sigmoid-Log), Flatten, Reshape to (batch, -1), Identity, Dropout, and constant subgraphs; a final "
+    "Softmax/LogSoftmax with strip_output_softmax=True; the graph must be a chain of these and of residual blocks "
+    "(a tensor branches, the branches rejoin at an Add)"
 )
 #: ops folded when all their inputs are constants
 _FOLDABLE = {
     "Identity", "Cast", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Mul", "Add", "Sub", "Div",
     "Neg", "Sqrt", "Gather", "Slice", "Flatten", "Shape", "Pow", "Reciprocal", "ConstantOfShape", "Expand",
 }
-_ACTIVATION_OPS = {"Relu": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid}
+_ACTIVATION_OPS = {"Relu": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "HardSwish": Hardswish, "Mish": Mish}
 _SQRT2 = math.sqrt(2.0)
 
 
 # =========================================================================== import
 
 
-def load_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Network:
+def load_onnx(path: str, input_shape: tuple[int, ...] | None = None, *, strip_output_softmax: bool = False) -> Network:
     """Read an ONNX file as a :class:`~lipverify.Network` (see the module docstring for what is supported).
 
     ``input_shape`` (without the batch dimension) is needed only when the graph input's shape is not fully
@@ -95,13 +122,19 @@ def load_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Network:
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx.checker.ValidationError and friends
         raise ModelFormatError(f"{path}: not a valid ONNX model (truncated or corrupt?): {exc}") from None
-    return from_onnx_model(model, name=str(path), input_shape=input_shape)
+    return from_onnx_model(model, name=str(path), input_shape=input_shape, strip_output_softmax=strip_output_softmax)
 
 
-def from_onnx_model(model: Any, name: str = "<onnx model>", input_shape: tuple[int, ...] | None = None) -> Network:
+def from_onnx_model(model: Any, name: str = "<onnx model>", input_shape: tuple[int, ...] | None = None, *,
+                    strip_output_softmax: bool = False) -> Network:
     """Convert an in-memory ``onnx.ModelProto`` (see :func:`load_onnx`)."""
     try:
-        return _Importer(model, name).run(input_shape)
+        importer = _Importer(model, name)
+        importer.strip_output_softmax = strip_output_softmax
+        net = importer.run(input_shape)
+        if importer.stripped is not None:
+            net.stripped_output = importer.stripped
+        return net
     except ModelFormatError:
         raise
     except LipVerifyError as exc:
@@ -117,6 +150,8 @@ class _Importer:
         self.nodes = list(self.graph.node)
         self.consts: dict[str, np.ndarray] = {}
         self.used: set[int] = set()
+        self.strip_output_softmax = False
+        self.stripped: str | None = None  # the final Softmax/LogSoftmax removed
 
     # ------------------------------------------------------------------ helpers
     def err(self, msg: str, node_index: int | None = None) -> ModelFormatError:
@@ -355,8 +390,69 @@ class _Importer:
                     if bool(np.asarray(self.const(node.input[2], i)).item()):
                         raise self.err("training_mode = true is not supported (inference only)", i)
                 return [], out
+            if op == "Sigmoid" and self._follows(out, "Log"):  # log(sigmoid(x))
+                j = self._consume(out)
+                return [LogSigmoid()], self.nodes[j].output[0]
             if op in _ACTIVATION_OPS:
                 return [_ACTIVATION_OPS[op]()], out
+            if op in ("Softmax", "LogSoftmax"):
+                return self._softmax(i, op, out), out
+            if op == "Elu":
+                return [ELU(float(a.get("alpha", 1.0)))], out
+            if op == "Softplus":
+                return [Softplus()], out
+            if op == "HardSigmoid":
+                return [Hardsigmoid(float(a.get("alpha", 0.2)), float(a.get("beta", 0.5)))], out
+            if op == "Clip":
+                lo, hi = self._clip_bounds(i, a)
+                k = self._only_consumer(out)
+                if lo == 0.0 and 0 < hi < math.inf and k is not None and self._binary(k, "Div", out) == hi:
+                    self._check_io(k, out)  # clip(z, 0, m) / m = Hardsigmoid(1/m, 0)
+                    self.used.add(k)
+                    return [Hardsigmoid(1 / Fraction(hi), 0)], self.nodes[k].output[0]
+                return [ReLU6() if (lo, hi) == (0.0, 6.0) else Hardtanh(lo, hi)], out
+            if op in ("Div", "Mul") and isinstance(self._binary(i, op, x), float) and self._follows(out, "Add"):
+                m = self._binary(i, op, x)  # clip(x / m + c, 0, 1) = Hardsigmoid(1/m, c); clip(m x + c, 0, 1)
+                j = self._consume(out)
+                t = self.nodes[j].output[0]
+                c = self._binary(j, "Add", out)
+                k = self._only_consumer(t)
+                if isinstance(c, float) and m != 0 and k is not None and self._op(k) == "Clip":
+                    lo, hi = self._clip_bounds(k, self.attrs(k))
+                    if (lo, hi) == (0.0, 1.0):
+                        self._check_io(k, t)
+                        self.used.add(k)
+                        alpha = 1 / Fraction(m) if op == "Div" else Fraction(m)
+                        return [Hardsigmoid(alpha, Fraction(c))], self.nodes[k].output[0]
+                self.used.discard(j)
+            if op == "Neg" and self._follows(out, "Softplus"):  # -softplus(-x)
+                j = self._consume(out)
+                if self._follows(self.nodes[j].output[0], "Neg"):
+                    k = self._consume(self.nodes[j].output[0])
+                    return [LogSigmoid()], self.nodes[k].output[0]
+                self.used.discard(j)
+            if op == "Mul" and isinstance(self._binary(i, "Mul", x), float) and self._follows(out, "Softplus"):
+                beta = self._binary(i, "Mul", x)  # softplus(beta x) / beta
+                j = self._consume(out)
+                t = self.nodes[j].output[0]
+                k = self._only_consumer(t)
+                if k is not None and self._binary(k, "Div", t) == beta:
+                    self._check_io(k, t)
+                    self.used.add(k)
+                    return [Softplus(beta)], self.nodes[k].output[0]
+                self.used.discard(j)
+            if op == "Add" and isinstance(self._binary(i, "Add", x), float) and self._follows(out, "Clip"):
+                c = self._binary(i, "Add", x)  # clip(x + c, 0, m) / m = Hardsigmoid(1/m, c/m)
+                j = self._consume(out)
+                lo, hi = self._clip_bounds(j, self.attrs(j))
+                t = self.nodes[j].output[0]
+                k = self._only_consumer(t)
+                if lo == 0.0 and 0 < hi < math.inf and k is not None and self._binary(k, "Div", t) == hi:
+                    self._check_io(k, t)
+                    self.used.add(k)
+                    m = Fraction(hi)
+                    return [Hardsigmoid(1 / m, Fraction(c) / m)], self.nodes[k].output[0]
+                self.used.discard(j)
             if op == "LeakyRelu":
                 return [LeakyReLU(float(a.get("alpha", 0.01)))], out
             if op == "Gelu":
@@ -400,6 +496,49 @@ class _Importer:
         except (ValueError, TypeError, ArithmeticError, LipVerifyError) as exc:
             raise self.err(f"cannot convert: {exc}", i) from None
         raise self.err(f"unsupported operator {op}; supported: {SUPPORTED}", i)
+
+    def _follows(self, t: str, op: str) -> bool:
+        """Whether the only consumer of ``t`` is a node of type ``op`` taking ``t`` once (and nothing else variable)."""
+        j = self._only_consumer(t)
+        return j is not None and self._op(j) == op and j not in self.used
+
+    def _consume(self, t: str) -> int:
+        """Mark the only consumer of ``t`` used (after checking it is a chain node) and return it."""
+        j = self._only_consumer(t)
+        self._check_io(j, t)
+        self.used.add(j)
+        return j
+
+    def _clip_bounds(self, i: int, a: dict) -> tuple[float, float]:
+        """``(min, max)`` of a ``Clip`` node: constant inputs (opset >= 11) or attributes; a missing one is infinite."""
+        node = self.nodes[i]
+        lo, hi = a.get("min", -math.inf), a.get("max", math.inf)
+        for k, name in ((1, "min"), (2, "max")):
+            if len(node.input) > k and node.input[k]:
+                v = self.const(node.input[k], i)
+                if v.size != 1:
+                    raise self.err(f"Clip {name} has shape {v.shape}; only a scalar is supported", i)
+                if k == 1:
+                    lo = float(_as_f64(v).reshape(()))
+                else:
+                    hi = float(_as_f64(v).reshape(()))
+        return float(lo), float(hi)
+
+    def _softmax(self, i: int, op: str, out: str) -> list[Layer]:
+        """A final Softmax/LogSoftmax: removed with ``strip_output_softmax=True``, refused otherwise."""
+        graph_out = self.graph.output[0].name
+        cons = self.consumers.get(out, [])
+        final = out == graph_out or (len(cons) == 1 and self._op(cons[0]) == "Identity"
+                                     and self.nodes[cons[0]].output[0] == graph_out)
+        if not final:
+            raise self.err(f"{op} is not the last operation; a {op} inside the network is not supported (only a final "
+                           "one can be removed, with strip_output_softmax=True)", i)
+        if not self.strip_output_softmax:
+            raise self.err(f"the model ends in {op}; lipverify bounds the logits only if told so: pass "
+                           f"strip_output_softmax=True (lv.load(path, strip_output_softmax=True); on the command line "
+                           f"--logits) to remove the final {op} and bound the logits", i)
+        self.stripped = op
+        return []
 
     def _with_bias(self, w: np.ndarray, bias: np.ndarray | None, out: str) -> tuple[list[Layer], str]:
         """``Dense(w, bias)``; when the only consumer of ``out`` adds a constant vector, it joins the bias."""
@@ -526,7 +665,7 @@ class _Importer:
 
     # ------------------------------------------------------------------ patterns
     def match_pattern(self, x: str, cons: list[int]) -> tuple[list[Layer], str, list[int]] | None:
-        for matcher in (self._match_silu, self._match_gelu, self._match_leaky):
+        for matcher in (self._match_silu, self._match_gelu, self._match_leaky, self._match_mish):
             m = matcher(x, cons)
             if m is not None:
                 return m
@@ -616,6 +755,22 @@ class _Importer:
             if half != 1:
                 continue
             return [GELU()], y, nodes
+        return None
+
+    def _match_mish(self, x: str, cons: list[int]):
+        """``x * Tanh(Softplus(x))``."""
+        if len(cons) != 2:
+            return None
+        for sp, mul in (cons, cons[::-1]):
+            if self._op(sp) != "Softplus" or list(self.nodes[sp].input) != [x]:
+                continue
+            th = self._only_consumer(self.nodes[sp].output[0])
+            if th is None or self._op(th) != "Tanh":
+                continue
+            t = self.nodes[th].output[0]
+            if self._only_consumer(t) != mul or self._binary(mul, "Mul", x) != t:
+                continue
+            return [Mish()], self.nodes[mul].output[0], [sp, th, mul]
         return None
 
     def _match_leaky(self, x: str, cons: list[int]):
@@ -805,6 +960,9 @@ class _Exporter:
         if isinstance(layer, SiLU):
             s = self.node("Sigmoid", [x], f"{p}.sigmoid")
             return self.node("Mul", [x, s], f"{p}.silu")
+        more = self._more_activation(p, layer, x)
+        if more is not None:
+            return more
         kind = type(layer).__name__
         if kind == "Conv2d":
             kernel = np.asarray(_attr(layer, "kernel", "weight"))
@@ -831,6 +989,73 @@ class _Exporter:
                      (("gamma", "weight"), ("beta", "bias"), ("mean", "running_mean"), ("var", "running_var"))]
             return self.node("BatchNormalization", [x, *names], f"{p}.bn", epsilon=float(_attr(layer, "eps")))
         raise ValueError(f"no ONNX form for layer type {kind}")
+
+
+def _export_value(v: Fraction, what: str, dtype: type) -> float:
+    """``v`` as a float of the export type, refusing a value that type does not hold exactly."""
+    f = float(v)
+    if Fraction(f) != v or float(dtype(f)) != f:
+        raise ValueError(f"{what} = {v} is not a {np.dtype(dtype).name} number; export with dtype='float64' or use "
+                         "a representable value")
+    return f
+
+
+def _more_activation(self: _Exporter, p: str, layer: Layer, x: str) -> str | None:
+    """ONNX forms of ELU, Softplus, Hardtanh/ReLU6, Hardswish, Mish, LogSigmoid, Hardsigmoid (None: not one)."""
+    if isinstance(layer, ELU):
+        a = float(layer._a_fraction)
+        if Fraction(a) != layer._a_fraction or float(np.float32(a)) != a:
+            raise ValueError(f"ELU alpha = {layer._a_fraction} is not a float32 number (ONNX Elu's attribute)")
+        return self.node("Elu", [x], f"{p}.elu", alpha=a)
+    if isinstance(layer, Softplus):
+        if layer._b_fraction == 1:
+            return self.node("Softplus", [x], f"{p}.softplus")
+        b = self.init(f"{p}.beta", _export_value(layer._b_fraction, "Softplus beta", self.dtype))
+        t = self.node("Mul", [x, b], f"{p}.scaled")
+        t = self.node("Softplus", [t], f"{p}.sp")
+        return self.node("Div", [t, b], f"{p}.softplus")
+    if isinstance(layer, Hardtanh):
+        lo = self.init(f"{p}.min", _export_value(Fraction(layer._lo), "Hardtanh min_val", self.dtype)
+                       if not isinstance(layer._lo, float) else layer._lo)
+        hi = self.init(f"{p}.max", _export_value(Fraction(layer._hi), "Hardtanh max_val", self.dtype)
+                       if not isinstance(layer._hi, float) else layer._hi)
+        return self.node("Clip", [x, lo, hi], f"{p}.clip")
+    if isinstance(layer, Hardswish):
+        return self.node("HardSwish", [x], f"{p}.hardswish")
+    if isinstance(layer, Mish):  # the Mish op needs opset 18
+        t = self.node("Softplus", [x], f"{p}.softplus")
+        t = self.node("Tanh", [t], f"{p}.tanh")
+        return self.node("Mul", [x, t], f"{p}.mish")
+    if isinstance(layer, LogSigmoid):
+        t = self.node("Neg", [x], f"{p}.neg")
+        t = self.node("Softplus", [t], f"{p}.softplus")
+        return self.node("Neg", [t], f"{p}.logsigmoid")
+    if isinstance(layer, Hardsigmoid):
+        a, b = layer._a_fraction, layer._b_fraction
+        try:  # clip(x / (1/alpha) + beta, 0, 1): exact in real arithmetic when 1/alpha and beta are floats (1/6, 1/2: 6, 0.5)
+            if a <= 0:
+                raise ValueError("alpha <= 0")
+            m = _export_value(1 / a, "1/alpha", self.dtype)
+            c = _export_value(b, "beta", self.dtype)
+        except ValueError:
+            try:  # clip(alpha x + beta, 0, 1) with float alpha, beta
+                a_x, b_x = _export_value(a, "alpha", self.dtype), _export_value(b, "beta", self.dtype)
+            except ValueError:
+                a_x = None
+            if a_x is not None:
+                t = self.node("Mul", [x, self.init(f"{p}.alpha", a_x)], f"{p}.scaled")
+                t = self.node("Add", [t, self.init(f"{p}.shift", b_x)], f"{p}.shifted")
+                return self.node("Clip", [t, self.init(f"{p}.zero", 0.0), self.init(f"{p}.one", 1.0)], f"{p}.hardsigmoid")
+            a_f = _export_value(a, "Hardsigmoid alpha", np.float32)
+            b_f = _export_value(b, "Hardsigmoid beta", np.float32)
+            return self.node("HardSigmoid", [x], f"{p}.hardsigmoid", alpha=a_f, beta=b_f)
+        t = self.node("Div", [x, self.init(f"{p}.scale", m)], f"{p}.scaled")
+        t = self.node("Add", [t, self.init(f"{p}.shift", c)], f"{p}.shifted")
+        return self.node("Clip", [t, self.init(f"{p}.zero", 0.0), self.init(f"{p}.one", 1.0)], f"{p}.hardsigmoid")
+    return None
+
+
+_Exporter._more_activation = _more_activation  # type: ignore[attr-defined]
 
 
 def _attr(layer: Layer, *names: str, default: Any = ...) -> Any:

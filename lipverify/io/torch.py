@@ -3,11 +3,15 @@
 
 Needs the optional extra ``torch`` (``pip install torch==2.13.0``, the CPU wheel).  Supported, nested
 ``nn.Sequential`` containers included: ``Linear``, ``Conv2d`` (zero padding), ``ReLU``, ``LeakyReLU``,
-``Tanh``, ``Sigmoid``, ``GELU`` (``approximate='none'``), ``SiLU``, ``MaxPool2d``, ``AvgPool2d``,
+``Tanh``, ``Sigmoid``, ``GELU`` (``approximate='none'``), ``SiLU``, ``ELU``, ``Softplus`` (``threshold >= 15``, see
+:class:`~lipverify.Softplus`), ``Hardtanh``, ``ReLU6``, ``Hardswish``, ``Mish``, ``LogSigmoid``, ``Hardsigmoid``,
+``MaxPool2d``, ``AvgPool2d``,
 ``BatchNorm2d``, ``Flatten`` (``start_dim=1, end_dim=-1``), ``Identity``, ``Dropout``.  The module is read
 in inference mode (running statistics of batch norm; dropout is the identity), whatever its
 ``training`` flag.  Parameters are copied as float64, exactly (float16/bfloat16/float32 embed in
-float64).  Anything else raises :class:`~lipverify.ModelFormatError` naming the module path and type.
+float64).  A final ``Softmax``/``LogSoftmax`` is refused unless ``strip_output_softmax=True``
+removes it (then the network is the logits and ``Network.stripped_output`` names the removed op; every bound says
+so).  Anything else raises :class:`~lipverify.ModelFormatError` naming the module path and type.
 
 Modules that are not such a chain (a model class whose ``forward`` has skip connections, e.g.
 ``out = self.bn2(self.conv2(...)); out += self.downsample(x)``) are traced with ``torch.fx.symbolic_trace``
@@ -44,17 +48,44 @@ from typing import Any
 import numpy as np
 
 from ..errors import LipVerifyError, ModelFormatError
-from ..layers import GELU, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
+from ..layers import (
+    ELU,
+    GELU,
+    Activation,
+    Dense,
+    Flatten,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    Identity,
+    Layer,
+    LeakyReLU,
+    LogSigmoid,
+    Mish,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
+)
 from ..network import Network
 from ..residual import Residual
 from ._graph import Block, SeriesParallel
 
-SUPPORTED = ("Sequential, Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, GELU(approximate='none'), SiLU, MaxPool2d, "
-             "AvgPool2d, BatchNorm2d, Flatten, Identity, Dropout")
+SUPPORTED = ("Sequential, Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, GELU(approximate='none'), SiLU, ELU, "
+             "Softplus(threshold >= 15), Hardtanh, ReLU6, Hardswish, Mish, LogSigmoid, Hardsigmoid, MaxPool2d, "
+             "AvgPool2d, BatchNorm2d, Flatten, Identity, Dropout; a final Softmax/LogSoftmax with "
+             "strip_output_softmax=True")
 _DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
-_SIMPLE = {"ReLU": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "SiLU": SiLU}
-_KNOWN = {*_SIMPLE, *_DROPOUTS, "Sequential", "Identity", "LeakyReLU", "GELU", "Flatten", "Linear", "Conv2d", "MaxPool2d",
-          "AvgPool2d", "BatchNorm2d"}
+_SIMPLE = {"ReLU": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "SiLU": SiLU, "ReLU6": ReLU6, "Hardswish": Hardswish,
+           "Mish": Mish, "LogSigmoid": LogSigmoid, "Hardsigmoid": Hardsigmoid}
+_SOFTMAX = ("Softmax", "LogSoftmax")
+#: PyTorch's Softplus returns ``x`` where ``beta x > threshold``: a jump of ``log1p(e^-threshold) / beta``, below the
+#: float32 resolution of the output there (``2^-24 threshold / beta``) from this threshold on
+_SOFTPLUS_MIN_THRESHOLD = 15.0
+_KNOWN = {*_SIMPLE, *_DROPOUTS, *_SOFTMAX, "Sequential", "Identity", "LeakyReLU", "GELU", "ELU", "Softplus", "Hardtanh",
+          "Flatten", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d"}
 
 
 def _torch():
@@ -67,7 +98,8 @@ def _torch():
     return torch
 
 
-def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *, check: bool = True) -> Network:
+def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *, check: bool = True,
+               strip_output_softmax: bool = False) -> Network:
     """Convert a PyTorch ``nn.Sequential`` (or TorchScript module of one), or a module with skip connections
     (traced with ``torch.fx``, see the module docstring), to a :class:`~lipverify.Network`.
 
@@ -75,6 +107,8 @@ def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *,
     when the first weighted layer is ``Linear``.  Raises :class:`~lipverify.ModelFormatError` naming the
     module path (``"features.3"``) and type for anything unsupported or a shape that does not fit.
     Example: ``lv.from_torch(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)))``.
+    A final ``Softmax``/``LogSoftmax`` is refused unless ``strip_output_softmax=True`` removes it (the network is then
+    the logits, ``Network.stripped_output`` names the op and every bound's assumptions say so); elsewhere it is refused.
     """
     torch = _torch()
     if not isinstance(module, torch.nn.Module):
@@ -86,13 +120,25 @@ def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *,
         return net
     leaves: list[tuple[str, Any, str]] = []
     _walk(torch, module, "", leaves)
+    stripped = None
+    if leaves and leaves[-1][2] in _SOFTMAX:
+        path, m, kind = leaves[-1]
+        if not strip_output_softmax:
+            raise ModelFormatError(
+                f"module {path!r} ({kind}): the model ends in {kind}; lipverify bounds the logits only if told so: "
+                f"pass strip_output_softmax=True (lv.load(path, strip_output_softmax=True); on the command line "
+                f"--logits) to remove the final {kind} and bound the logits")
+        stripped = leaves.pop()
+    for path, _, kind in leaves:
+        if kind in _SOFTMAX:
+            raise ModelFormatError(f"module {path!r} ({kind}) is not the last module; a {kind} inside the network is "
+                                   "not supported (only a final one can be removed, with strip_output_softmax=True)")
     layers: list[tuple[str, Layer]] = []
     for path, m, kind in leaves:
         for layer in _convert(torch, m, path, kind):
             layers.append((path, layer))
     if input_shape is None:
-        first = next((layer for _, layer in layers if not isinstance(layer, (ReLU, LeakyReLU, Tanh, Sigmoid, SiLU, GELU))),
-                     None)
+        first = next((layer for _, layer in layers if not isinstance(layer, Activation)), None)
         if not isinstance(first, Dense):
             raise ModelFormatError("from_torch: pass input_shape=(C, H, W) or (n,): it cannot be inferred because the "
                                    "first weighted layer is not Linear")
@@ -108,7 +154,9 @@ def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *,
                                    f"fit: {exc}") from None
     net = Network([layer for _, layer in layers] or [Identity()], input_shape=tuple(int(d) for d in input_shape))
     if check:
-        _check_forward(torch, module, net)
+        _check_forward(torch, module, net, post=None if stripped is None else stripped[1])
+    if stripped is not None:
+        net.stripped_output = stripped[2]
     return net
 
 
@@ -140,8 +188,9 @@ def _kind(torch: Any, m: Any) -> str:
         return str(getattr(m, "original_name", type(m).__name__))
     nn = torch.nn
     bases = [nn.Sequential, nn.Linear, nn.Conv2d, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU,
-             nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d, nn.Flatten, nn.Identity, nn.Dropout, nn.Dropout1d,
-             nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout]
+             nn.ELU, nn.Softplus, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Mish, nn.LogSigmoid, nn.Hardsigmoid,
+             nn.Softmax, nn.LogSoftmax, nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d, nn.Flatten, nn.Identity, nn.Dropout,
+             nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout]
     for base in bases:
         if isinstance(m, base):
             if type(m).forward is not base.forward:
@@ -214,6 +263,19 @@ def _convert(torch: Any, m: Any, path: str, kind: str) -> list[Layer]:
         return []
     if kind == "LeakyReLU":
         return [LeakyReLU(float(get("negative_slope")))]
+    if kind == "ELU":
+        return [_build(ELU, path, kind, float(get("alpha")))]
+    if kind == "Hardtanh":
+        return [_build(Hardtanh, path, kind, float(get("min_val")), float(get("max_val")))]
+    if kind == "Softplus":
+        beta, threshold = float(get("beta")), float(get("threshold"))
+        if not threshold >= _SOFTPLUS_MIN_THRESHOLD:
+            raise ModelFormatError(
+                f"module {path!r} (Softplus): threshold={threshold:g} is not supported: PyTorch then returns x where "
+                f"beta*x > threshold, a jump of log1p(exp(-threshold))/beta = {np.log1p(np.exp(-threshold)) / beta:.3g} "
+                f"(not Lipschitz); use threshold >= {_SOFTPLUS_MIN_THRESHOLD:g} (the default is 20), where the jump is "
+                "below float32 resolution and lipverify bounds the smooth softplus")
+        return [_build(Softplus, path, kind, beta)]
     if kind == "GELU":
         approx = get("approximate")
         if approx != "none":
@@ -559,7 +621,7 @@ def _is_node(a: Any) -> bool:
     return type(a).__name__ == "Node" and hasattr(a, "op")
 
 
-def _check_forward(torch: Any, module: Any, net: Network) -> None:
+def _check_forward(torch: Any, module: Any, net: Network, post: Any = None) -> None:
     modes = [(m, m.training) for m in module.modules()]
     param = next(iter(module.parameters()), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -576,6 +638,9 @@ def _check_forward(torch: Any, module: Any, net: Network) -> None:
         for m, mode in modes:
             m.training = mode
     want = net(x)
+    if post is not None:  # the removed final softmax, applied to the network's logits
+        with torch.no_grad():
+            want = post(torch.from_numpy(np.asarray(want, dtype=np.float64))).numpy()
     if got.shape != want.shape:
         raise ModelFormatError(f"from_torch: the module outputs shape {got.shape[1:]} but the converted network "
                                f"{want.shape[1:]}")
@@ -625,7 +690,7 @@ def _missing_class(path: str, exc: Exception) -> str | None:
     return None
 
 
-def load_torch(path: str, input_shape: tuple[int, ...] | None = None) -> Network:
+def load_torch(path: str, input_shape: tuple[int, ...] | None = None, *, strip_output_softmax: bool = False) -> Network:
     """Read a ``.pt``/``.pth`` file holding a whole module (pickled by ``torch.save``: an ``nn.Sequential``, or a
     model class with skip connections whose code is importable) or a TorchScript module of a chain
     (``torch.jit.save``), and convert it with :func:`from_torch`.
@@ -661,6 +726,6 @@ def load_torch(path: str, input_shape: tuple[int, ...] | None = None) -> Network
     if not isinstance(obj, torch.nn.Module):
         raise ModelFormatError(f"{path}: the file holds a {type(obj).__name__}, not a torch.nn.Module")
     try:
-        return from_torch(obj, input_shape)
+        return from_torch(obj, input_shape, strip_output_softmax=strip_output_softmax)
     except ModelFormatError as exc:
         raise ModelFormatError(f"{path}: {exc}") from None
