@@ -19,15 +19,38 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from .conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
-from .layers import GELU, Activation, Dense, Flatten, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
+from .layers import (
+    ELU,
+    GELU,
+    Activation,
+    Dense,
+    Flatten,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    Identity,
+    LeakyReLU,
+    LogSigmoid,
+    Mish,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
+)
 from .network import Network
 from .residual import Residual
 
 #: activation factories the strategies draw from, simplest first (shrinking goes to the first)
 ACTIVATION_FACTORIES = {
     "relu": ReLU, "leakyrelu": lambda: LeakyReLU(Fraction(1, 10)), "identity": Identity, "tanh": Tanh,
-    "sigmoid": Sigmoid, "gelu": GELU, "silu": SiLU,
+    "sigmoid": Sigmoid, "gelu": GELU, "silu": SiLU, "elu": lambda: ELU(Fraction(1, 2)), "softplus": Softplus,
+    "hardtanh": Hardtanh, "relu6": ReLU6, "hardswish": Hardswish, "mish": Mish, "logsigmoid": LogSigmoid,
+    "hardsigmoid": Hardsigmoid,
 }
+#: the activations of issue 13 (drawn by the soundness property next to the defaults of :func:`networks`)
+MORE_ACTIVATIONS = ("elu", "softplus", "hardtanh", "relu6", "hardswish", "mish", "logsigmoid", "hardsigmoid")
 
 
 def _check_range(name: str, lo: int, hi: int, floor: int) -> None:

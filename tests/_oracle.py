@@ -40,6 +40,12 @@ VERIFY_T = 1e-7
 #: a sign is trusted only when |z| exceeds this multiple of the magnitude sum |w|·|h| + |b|
 SIGN_MARGIN = 1e-10
 PWL = ("ReLU", "LeakyReLU", "Identity")
+#: activations handled by the sampled oracle besides the piecewise-linear ones with a kink at 0
+SMOOTH = ("Tanh", "Sigmoid", "GELU", "SiLU", "ELU", "Softplus", "Hardtanh", "ReLU6", "Hardswish", "Mish", "LogSigmoid",
+          "Hardsigmoid")
+#: the parameters the oracle reads (as floats) from the activations that have some
+PARAMS = {"ELU": ("alpha",), "Softplus": ("beta",), "Hardtanh": ("min_val", "max_val"), "ReLU6": ("min_val", "max_val"),
+          "Hardsigmoid": ("alpha", "beta")}
 #: at most this many hidden neurons for the region enumeration
 MAX_PWL_NEURONS = 15
 
@@ -49,7 +55,7 @@ class Stage:
     w: np.ndarray
     b: np.ndarray
     act: str | None        # activation name after the affine map (None for the output)
-    slope: float = 0.0     # LeakyReLU's negative slope (0 for ReLU, 1 for Identity)
+    slope: float | tuple = 0.0  # LeakyReLU's negative slope (0 for ReLU, 1 for Identity); PARAMS of the others
 
 
 def stages(net: lv.Network) -> list[Stage]:
@@ -65,11 +71,13 @@ def stages(net: lv.Network) -> list[Stage]:
             continue
         elif isinstance(layer, lv.Activation):
             name = type(layer).__name__
-            if name not in PWL + ("Tanh", "Sigmoid", "GELU", "SiLU"):
+            if name not in PWL + SMOOTH:
                 raise TypeError(f"oracle: layer {i} ({name}) is not handled")
             slope = {"ReLU": 0.0, "Identity": 1.0}.get(name, 0.0)
             if name == "LeakyReLU":
                 slope = float(layer.negative_slope)
+            if name in PARAMS:
+                slope = tuple(float(getattr(layer, a)) for a in PARAMS[name])
             out.append(Stage(w, b, name, slope))
             w, b = np.eye(w.shape[0]), np.zeros(w.shape[0])
         else:
@@ -273,6 +281,29 @@ def _act(name: str, slope: float, z: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if name == "SiLU":
         s = scipy.special.expit(z)
         return z * s, s + z * s * (1.0 - s)
+    if name == "ELU":
+        (a,) = slope
+        e = np.exp(np.minimum(z, 0.0))
+        return np.where(z > 0, z, a * (e - 1.0)), np.where(z > 0, 1.0, a * e)
+    if name in ("Softplus", "LogSigmoid", "Mish"):
+        beta = slope[0] if name == "Softplus" else 1.0
+        sp = np.logaddexp(0.0, beta * z) / beta  # log(1 + e^{beta z}) / beta
+        if name == "Softplus":
+            return sp, scipy.special.expit(beta * z)
+        if name == "LogSigmoid":  # -softplus(-z)
+            return -np.logaddexp(0.0, -z), scipy.special.expit(-z)
+        t = np.tanh(sp)  # Mish = z tanh(softplus z)
+        return z * t, t + z * (1.0 - t * t) * scipy.special.expit(z)
+    if name in ("Hardtanh", "ReLU6"):
+        lo, hi = slope
+        return np.clip(z, lo, hi), ((z > lo) & (z < hi)).astype(np.float64)
+    if name == "Hardswish":
+        r = np.clip(z + 3.0, 0.0, 6.0)
+        return z * r / 6.0, np.where(z < -3, 0.0, np.where(z > 3, 1.0, (2.0 * z + 3.0) / 6.0))
+    if name == "Hardsigmoid":
+        a, b = slope
+        u = a * z + b
+        return np.clip(u, 0.0, 1.0), np.where((u > 0) & (u < 1), a, 0.0)
     raise TypeError(name)
 
 
@@ -335,8 +366,10 @@ def _walk_residual(layers, h: np.ndarray, jac: np.ndarray, absprod: np.ndarray, 
             else:
                 hs, js, as_ = h, jac, absprod
             h, jac, absprod = hb + hs, jb + js, ab + as_
-        elif name in PWL + ("Tanh", "Sigmoid", "GELU", "SiLU"):
+        elif name in PWL + SMOOTH:
             slope = float(layer.negative_slope) if name == "LeakyReLU" else {"Identity": 1.0}.get(name, 0.0)
+            if name in PARAMS:
+                slope = tuple(float(getattr(layer, a)) for a in PARAMS[name])
             if name in ("ReLU", "LeakyReLU"):  # too close to a kink to trust the float sign: drop the point
                 ok &= ~np.any(np.abs(h) <= 1e-8 * (1.0 + np.abs(h).max(axis=1, keepdims=True)), axis=1)
             h, d = _act(name, slope, h)

@@ -32,7 +32,7 @@ from hypothesis import given, settings
 
 import lipverify as lv
 from lipverify.ir.views import linear_chain
-from lipverify.strategies import networks, residual_networks
+from lipverify.strategies import MORE_ACTIVATIONS, networks, residual_networks
 
 CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 #: examples of the three properties (float, rational, piecewise linear): the default suite (250 in all under ``ci``)
@@ -40,6 +40,8 @@ CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 EXAMPLES = {"default": (150, 50, 50) if CI else (40, 20, 20), "long": (350, 75, 75)}
 #: examples of the residual property (default suite under ``ci`` / dev profile, and the long run)
 RESIDUAL_EXAMPLES = {"default": 30 if CI else 15, "long": 100}
+#: examples of the property over the newer activations
+NEWER_EXAMPLES = {"default": 20 if CI else 10, "long": 80}
 RUNS = [pytest.param("default"), pytest.param("long", marks=pytest.mark.slow)]
 TOL = 1e-9
 #: options that keep the anytime and SDP methods quick on generated nets
@@ -172,6 +174,15 @@ def test_every_method_is_sound_on_piecewise_linear_networks(run):
     assert counts["pwl_enumerated"] >= 0.8 * counts["examples"], counts
     for p in lv.NORMS:
         assert counts[("exact", p)] >= 0.8 * counts["examples"], counts
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_every_method_is_sound_on_networks_with_the_newer_activations(run):
+    """ELU, Softplus, Hardtanh, ReLU6, Hardswish, Mish, LogSigmoid, Hardsigmoid (issue 13), against the sampled oracle
+    (their values and derivatives written out in ``_oracle._act``)."""
+    acts = MORE_ACTIVATIONS + ("relu",)
+    _run_property(networks(max_depth=3, max_width=4, max_inputs=3, max_outputs=2, activations=acts),
+                  NEWER_EXAMPLES[run])
 
 
 #: methods that represent residual blocks (proofs/residual.md); the others must refuse them with a reason
