@@ -295,8 +295,8 @@ def test_hooks_inside_a_traced_model_are_refused():
 
 def test_sequential_models_keep_the_chain_path():
     """A plain Sequential is not traced: its errors still name the module path (test_torch has the details)."""
-    with pytest.raises(lv.ModelFormatError, match=r"module '1' \(Softmax\) is not supported"):
-        lv.from_torch(nn.Sequential(nn.Linear(2, 2), nn.Softmax(dim=1)))
+    with pytest.raises(lv.ModelFormatError, match=r"module '1' \(Softsign\) is not supported"):
+        lv.from_torch(nn.Sequential(nn.Linear(2, 2), nn.Softsign()))
 
 
 # --------------------------------------------------------------------------- ONNX graphs that are not residual blocks
