@@ -18,7 +18,7 @@ def _box(net, center, radius):
     return c - radius, c + radius
 
 
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(networks(max_depth=3, max_width=5, max_inputs=3, max_outputs=2), st.floats(-1, 1), st.floats(0.001, 2.0))
 def test_local_bounds_are_sound_and_below_global(net, center, radius):
     box = _box(net, center, radius)
