@@ -28,7 +28,25 @@ import numpy as np
 
 from ._lazy import LazyModule, is_instance
 from .errors import ShapeError
-from .result import float_down, float_up
+from .rigorous import _fraction_up, down, float_down, float_up, up
+from .rigorous.evaluation import (  # noqa: F401  (the floating-point error model of the activations)
+    _ETA,
+    _U,
+    LIBM_ABS,
+    LIBM_REL,
+    _add_up,
+    _distance_from_zero,
+    _erfc,
+    _erfc_cap,
+    _erfc_dsup,
+    _exp_neg_dsup,
+    _exp_upper,
+    _expit,
+    _lemma_r_error,
+    _mul_up,
+    _neg_exp,
+    _Tracked,
+)
 
 if TYPE_CHECKING:
     import sympy
@@ -118,17 +136,6 @@ def _fraction_nearest(fr: Fraction) -> float:
         return float(fr)
     except OverflowError:
         return math.inf if fr > 0 else -math.inf
-
-
-def _fraction_up(fr: Fraction) -> float:
-    """The smallest float ``>= fr`` (``fr >= 0``); Python's ``Fraction -> float`` is correctly rounded."""
-    try:
-        f = float(fr)
-    except OverflowError:
-        return math.inf
-    if Fraction(f) < fr:
-        f = math.nextafter(f, math.inf)
-    return f
 
 
 @dataclass(frozen=True)
@@ -322,144 +329,6 @@ class Layer:
     # inputs ``h``; ``sympy_apply_vector(hvec, shape_in, shape_out)`` maps a sympy column (C order) to the output.
 
 
-# --------------------------------------------------------------------------- floating-point error model of the activations
-
-#: **Assumption (A-libm)**, ``proofs/activations.md`` §2: for every float ``s`` numpy's ``exp``, ``tanh``, ``expm1``,
-#: ``log1p`` and scipy's ``expit`` and ``erfc`` return ``y`` with ``|y - f(s)| <= LIBM_REL |f(s)| + LIBM_ABS`` (they are
-#: accurate to a few ulps; 1e-13 is about 450 ulps).  The one place this constant is defined.
-LIBM_REL = 1e-13
-#: the absolute part of (A-libm): results below the normal range may lose all their bits
-LIBM_ABS = 2.0**-1022
-_U = 2.0**-53  # unit roundoff of binary64
-_ETA = 2.0**-1074  # smallest positive subnormal
-
-
-def _mul_up(a, b):
-    """Upper bound of the exact product of nonnegative arrays (``0 * inf`` counts as 0)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        p = np.nextafter(a * b, np.inf)
-    return np.where((a == 0) | (b == 0), 0.0, p)
-
-
-def _add_up(*terms):
-    """Upper bound of the exact sum of nonnegative arrays."""
-    total = np.float64(0.0)
-    with np.errstate(over="ignore"):
-        for t in terms:
-            total = np.nextafter(total + t, np.inf)
-    return total
-
-
-@dataclass(frozen=True)
-class _Tracked:
-    """A float array ``v`` computed by a fixed formula and (when ``e`` is not ``None``) an elementwise bound ``e`` of
-    ``|v - V|``, ``V`` the exact real value of the formula (running error analysis, ``proofs/activations.md`` §2)."""
-
-    v: np.ndarray
-    e: np.ndarray | None
-
-    @staticmethod
-    def exact(x, track: bool) -> _Tracked:
-        x = np.asarray(x, dtype=np.float64)
-        return _Tracked(x, np.zeros(x.shape) if track else None)
-
-    @staticmethod
-    def const(value: float, radius: float, track: bool) -> _Tracked:
-        return _Tracked(np.float64(value), np.float64(radius) if track else None)
-
-    def __mul__(self, other: _Tracked) -> _Tracked:
-        with np.errstate(over="ignore", under="ignore"):
-            v = self.v * other.v
-        if self.e is None:
-            return _Tracked(v, None)
-        # |ab - AB| <= |a| e_b + (|b| + e_b) e_a, plus the rounding 2u|fl(ab)| + eta (Lemma R)
-        e = _add_up(_mul_up(np.abs(self.v), other.e), _mul_up(_add_up(np.abs(other.v), other.e), self.e),
-                    _mul_up(2 * _U, np.abs(v)), _ETA)
-        return _Tracked(v, e)
-
-    def __add__(self, other: _Tracked) -> _Tracked:
-        with np.errstate(over="ignore"):
-            v = self.v + other.v
-        if self.e is None:
-            return _Tracked(v, None)
-        return _Tracked(v, _add_up(self.e, other.e, _mul_up(2 * _U, np.abs(v))))
-
-    def apply(self, func, dsup, cap=None) -> _Tracked:
-        """``func`` (a library function under (A-libm)) at ``v``; ``dsup(v, e)`` bounds ``|func'|`` between ``v`` and
-        every point within ``e`` of it, and ``cap(v, e)`` (optional) bounds the oscillation of ``func`` there (only
-        called where ``e > 0``)."""
-        with np.errstate(over="ignore", under="ignore"):
-            v = np.asarray(func(self.v), dtype=np.float64)
-        if self.e is None:
-            return _Tracked(v, None)
-        e = _add_up(_mul_up(2 * LIBM_REL, np.abs(v)), 2 * LIBM_ABS)
-        if np.any(self.e > 0):
-            moved = _mul_up(dsup(self.v, self.e), self.e)
-            if cap is not None:
-                moved = np.minimum(moved, cap(self.v, self.e))
-            e = _add_up(e, moved)
-        return _Tracked(v, e)
-
-
-def _exp_upper(s):
-    """An upper bound of ``exp(s)`` from numpy's ``exp`` under (A-libm); ``eta`` for ``s < -746``, where
-    ``exp(s) < e^{-746} < eta``."""
-    s = np.asarray(s, dtype=np.float64)
-    with np.errstate(over="ignore", under="ignore"):
-        bound = _add_up(_mul_up(np.exp(s), 1 + 2 * LIBM_REL), 2 * LIBM_ABS)
-    return np.where(s < -746.0, _ETA, bound)
-
-
-def _distance_from_zero(v, e):
-    """A float lower bound of ``min |t|`` over ``t`` in ``[v - e, v + e]`` (0 when the interval may contain 0)."""
-    with np.errstate(invalid="ignore"):
-        return np.fmax(np.nextafter(np.abs(v) - e, -np.inf), 0.0)
-
-
-def _erfc_dsup(v, e):
-    """``sup |erfc'| = (2/sqrt(pi)) exp(-t^2) <= 1.1284 exp(-m^2)`` with ``m`` the distance of the interval from 0."""
-    m = _distance_from_zero(v, e)
-    with np.errstate(over="ignore", under="ignore"):
-        m2 = np.fmax(np.nextafter(m * m, -np.inf), 0.0)
-    return _mul_up(1.1284, _exp_upper(-m2))
-
-
-def _erfc_cap(v, e):
-    """Oscillation of erfc on an interval at distance ``m > 0`` from 0: its values lie in ``(0, erfc(m)]`` or
-    ``[2 - erfc(m), 2)``, and ``erfc(m) <= exp(-m^2)``; ``inf`` (no cap) when the interval may contain 0."""
-    m = _distance_from_zero(v, e)
-    with np.errstate(over="ignore", under="ignore"):
-        m2 = np.fmax(np.nextafter(m * m, -np.inf), 0.0)
-    return np.where(m > 0, _exp_upper(-m2), np.inf)
-
-
-def _exp_neg_dsup(v, e):
-    """``sup exp(-s)`` over ``s >= max(v - e, 0)`` (the exact argument is ``x^2/2 >= 0``)."""
-    with np.errstate(invalid="ignore"):
-        m = np.fmax(np.nextafter(v - e, -np.inf), 0.0)
-    return _exp_upper(-m)
-
-
-def _expit(x):
-    from scipy.special import expit
-
-    return expit(x)
-
-
-def _erfc(x):
-    from scipy.special import erfc
-
-    return erfc(x)
-
-
-def _neg_exp(s):
-    return np.exp(-s)
-
-
-def _lemma_r_error(out):
-    """``2 LIBM_REL |out| + 2 LIBM_ABS``: the error of one library call with an exact argument (Lemma R + A-libm)."""
-    return _add_up(_mul_up(2 * LIBM_REL, np.abs(np.asarray(out, dtype=np.float64))), 2 * LIBM_ABS)
 
 
 @functools.cache
@@ -534,12 +403,12 @@ def check_slopes(act: Activation) -> None:
         ok = np.isfinite(fx) & np.isfinite(fy) & np.isfinite(ex) & np.isfinite(ey)
         d = fy - fx
         e = _add_up(ex, ey)
-        d_lo = np.nextafter(np.nextafter(d, -np.inf) - e, -np.inf)
-        d_hi = np.nextafter(np.nextafter(d, np.inf) + e, np.inf)
+        d_lo = down(down(d) - e)
+        d_hi = up(up(d) + e)
         h = y - x
-        h_lo, h_hi = np.nextafter(h, -np.inf), np.nextafter(h, np.inf)
-        most = np.nextafter(np.maximum(beta * h_lo, beta * h_hi), np.inf)
-        least = np.nextafter(np.minimum(alpha * h_lo, alpha * h_hi), -np.inf)
+        h_lo, h_hi = down(h), up(h)
+        most = up(np.maximum(beta * h_lo, beta * h_hi))
+        least = down(np.minimum(alpha * h_lo, alpha * h_hi))
     bad = ok & ((d_lo > most) | (d_hi < least))
     if np.any(bad):
         i = int(np.argmax(bad))
@@ -744,7 +613,7 @@ class Activation(Layer, metaclass=_ActivationMeta):
         with np.errstate(over="ignore", invalid="ignore"):
             c = 0.5 * lo + 0.5 * hi
             c = np.minimum(np.maximum(c, lo), hi)
-            r = np.maximum(np.nextafter(c - lo, np.inf), np.nextafter(hi - c, np.inf))
+            r = np.maximum(up(c - lo), up(hi - c))
         a, b = self.slope_interval
         k = max(abs(a), abs(b))
         fc = np.asarray(self.forward(c), dtype=np.float64)
@@ -761,8 +630,8 @@ class Activation(Layer, metaclass=_ActivationMeta):
 def _outward(f_lo, e_lo, f_hi, e_hi) -> tuple[np.ndarray, np.ndarray]:
     """``(down(f_lo - e_lo), up(f_hi + e_hi))``; NaN becomes an infinite end (never a number)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        a = np.nextafter(np.nextafter(f_lo, -np.inf) - e_lo, -np.inf)
-        b = np.nextafter(np.nextafter(f_hi, np.inf) + e_hi, np.inf)
+        a = down(down(f_lo) - e_lo)
+        b = up(up(f_hi) + e_hi)
     return np.where(np.isnan(a), -np.inf, a), np.where(np.isnan(b), np.inf, b)
 
 
@@ -1307,9 +1176,9 @@ def _unimodal_minimum(name: str) -> tuple[tuple[float, float], float]:
         value = f(lo_ball.union(hi_ball)).lower()
         m = float(value)
         while not bool(arb(m) <= value):
-            m = float(np.nextafter(m, -np.inf))
-        x_lo = float(np.nextafter(float(a), -np.inf))
-        x_hi = float(np.nextafter(float(b), np.inf))
+            m = float(down(m))
+        x_lo = float(down(float(a)))
+        x_hi = float(up(float(b)))
         if not (bool(arb(x_lo) < lo_ball) and bool(arb(x_hi) > hi_ball)):
             raise RuntimeError(f"{name}: the float bracket of the minimiser could not be verified")
         return (x_lo, x_hi), m
@@ -1495,7 +1364,7 @@ def _tracked_map(t: _Tracked, func) -> _Tracked:
 def _exp_dsup(v, e):
     """``sup exp`` over ``[v - e, v + e]``."""
     with np.errstate(over="ignore"):
-        return _exp_upper(np.nextafter(v + e, np.inf))
+        return _exp_upper(up(v + e))
 
 
 def _one(v, e):
@@ -1515,7 +1384,7 @@ def _tanh_dsup(v, e):
     """``sup sech^2 <= min(1, 4 exp(-2m))`` with ``m`` the distance of ``[v - e, v + e]`` from 0."""
     m = _distance_from_zero(v, e)
     with np.errstate(over="ignore", under="ignore"):
-        m2 = np.fmax(np.nextafter(2.0 * m, -np.inf), 0.0)
+        m2 = np.fmax(down(2.0 * m), 0.0)
     return np.minimum(1.0, _mul_up(4.0, _exp_upper(-m2)))
 
 
@@ -1999,8 +1868,8 @@ def _mish_minimum() -> tuple[tuple[float, float], float]:
         value = f(lo_ball.union(hi_ball)).lower()
         m = float(value)
         while not bool(arb(m) <= value):
-            m = float(np.nextafter(m, -np.inf))
-        x_lo, x_hi = float(np.nextafter(float(a), -np.inf)), float(np.nextafter(float(b), np.inf))
+            m = float(down(m))
+        x_lo, x_hi = float(down(float(a))), float(up(float(b)))
         if not (bool(arb(x_lo) < lo_ball) and bool(arb(x_hi) > hi_ball)):
             raise RuntimeError("Mish: the float bracket of the minimiser could not be verified")
         return (x_lo, x_hi), m

@@ -26,7 +26,7 @@ from .errors import LipVerifyError, NumericalError, UnsupportedLayerError
 from .ir.chain import Slopes
 from .ir.graph import Graph, Step, explicit_nnz, is_cnn, linear_op, lower
 from .ir.passes import enclosure_rows
-from .layers import LIBM_REL, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU  # noqa: F401  (LIBM_REL: defined once, in layers.py)
+from .layers import LIBM_REL, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU  # noqa: F401  (LIBM_REL: defined once, in rigorous/evaluation.py)
 from .network import Network
 from .norms import NormLike, parse_norm
 from .result import OUTWARD, Bound

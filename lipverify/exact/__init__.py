@@ -22,6 +22,7 @@ from ..errors import NotApplicableError, SolverError
 from ..network import Network
 from ..norms import NormLike, parse_norm
 from ..result import EXACT_ROUNDED_UP, Bound
+from ..rigorous import up
 from .common import float_enclosure, is_pwl, parse_domain, sequential_equivalent, stages
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def _regions_upper(upper: sympy.Expr, norm: str, started: float, details: dict) 
         )
     lower_exact = details.get("lower_exact")
     lower = None if lower_exact is None else float_enclosure(lower_exact)[0]
-    gap = None if lower is None else float(np.nextafter(value - lower, math.inf))  # >= value - lower >= the true gap
+    gap = None if lower is None else float(up(value - lower))  # >= value - lower >= the true gap
     if stopped:
         status = stopped
         why = (f"the enumeration stopped early ({stopped}); value bounds the {details['open_branches']} unexplored "

@@ -27,7 +27,7 @@ from fractions import Fraction
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import CertificationError, NumericalError
+from ..errors import CertificationError, NumericalError
 
 #: unit roundoff of binary64 with round-to-nearest
 UNIT_ROUNDOFF = 2.0**-53
@@ -608,7 +608,7 @@ def float_up(x: object) -> float:
     try:
         return _float_up_sympy(x)
     except TypeError:  # "cannot determine truth value of Relational"
-        from .exact.common import float_enclosure
+        from ..exact.common import float_enclosure
 
         return float_enclosure(x)[1]
 
