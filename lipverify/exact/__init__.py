@@ -15,7 +15,6 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-
 from .._lazy import LazyModule
 from ..errors import NotApplicableError, SolverError
 from ..network import Network
