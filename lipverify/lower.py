@@ -583,7 +583,7 @@ def _activation_with_error(layer: Activation, z: np.ndarray, ez: np.ndarray) -> 
 
 def _locally_constant(layer: Activation, z: np.ndarray, ez: np.ndarray) -> np.ndarray:
     """Neurons whose output is provably constant near the point: a ReLU (or LeakyReLU(0)) input provably < 0."""
-    if type(layer) is ReLU or (type(layer) is LeakyReLU and layer.slopes[0] == 0):
+    if layer.pieces is not None and layer.pieces[0] == 0:  # σ(z) = 0 for z < 0 (ReLU, LeakyReLU(0))
         return up(z + ez) < 0
     return np.zeros(z.shape, dtype=bool)
 
