@@ -308,6 +308,19 @@ class Layer:
 
     #: short name used in messages
     kind: ClassVar[str] = "Layer"
+    #: the step kind the method records speak of (``lipverify.bounds.records.STEP_KINDS``); ``None``: none of them
+    step_kind: ClassVar[str | None] = None
+    #: the layer maps each coordinate on its own and keeps the shape (activations): input-shape inference skips it
+    elementwise: ClassVar[bool] = False
+
+    def input_size(self) -> int | None:
+        """The input size the layer fixes (a Dense layer's ``n_in``), else ``None``: :class:`~lipverify.Network`
+        infers its input shape from the first layer that fixes one."""
+        return None
+
+    def map_activations(self, fn) -> Layer:
+        """This layer with every activation inside it replaced by ``fn(activation)`` (itself when it has none)."""
+        return self
 
     def output_shape(self, input_shape: Shape) -> Shape:
         """The shape produced from ``input_shape``; raises ``ValueError`` with the reason when it does not fit."""
@@ -501,6 +514,8 @@ class Activation(Layer, metaclass=_ActivationMeta):
     """
 
     kind: ClassVar[str] = "Activation"
+    step_kind: ClassVar[str] = "activation"
+    elementwise: ClassVar[bool] = True
     #: an upper bound of sup |σ''| away from kinks (0 for piecewise-linear activations)
     curvature: ClassVar[float] = 0.0
     #: run :func:`check_slopes` when an instance is built
@@ -583,6 +598,9 @@ class Activation(Layer, metaclass=_ActivationMeta):
                 vals.append((arb_lower(s0), arb_upper(s0)))
                 ders.append((arb_lower(s1), arb_upper(s1)))
         return vals, ders
+
+    def map_activations(self, fn) -> Layer:
+        return fn(self)
 
     def jvp(self, h: np.ndarray, jac: np.ndarray, shape_in: Shape, shape_out: Shape) -> np.ndarray:
         n, cols = h.shape[0], jac.shape[-1]
@@ -698,6 +716,7 @@ class Dense(Layer):
     weight_data: Any
     bias_data: Any = None
     kind: ClassVar[str] = "Dense"
+    step_kind: ClassVar[str] = "dense"
     _weight: ParamMatrix = field(init=False, repr=False)
     _bias: ParamMatrix | None = field(init=False, repr=False)
 
@@ -786,6 +805,9 @@ class Dense(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         return x @ self.weight.T + self.bias
 
+    def input_size(self) -> int:
+        return self.n_in
+
     def affine_shift(self, input_shape: Shape) -> tuple[np.ndarray, np.ndarray | None]:
         """The bias and a bound of its conversion error (or ``None``)."""
         return self.bias, self.bias_radius
@@ -834,6 +856,7 @@ class Flatten(Layer):
     """Reshape ``(C, H, W)`` (or any shape) to a vector in C order; a linear isometry in every norm."""
 
     kind: ClassVar[str] = "Flatten"
+    step_kind: ClassVar[str] = "flatten"
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return (int(np.prod(input_shape, dtype=np.int64)),)

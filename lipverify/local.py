@@ -140,18 +140,7 @@ def _propagate(steps, lo: np.ndarray, hi: np.ndarray, narrowed: list | None) -> 
 
 def _rebuild(layers, narrowed) -> list:
     """``layers`` with the activations replaced, in order, by their narrowed :class:`LocalActivation`."""
-    from .residual import Residual
-
-    out: list = []
-    for layer in layers:
-        if isinstance(layer, Activation):
-            out.append(LocalActivation(layer, *next(narrowed)))
-        elif isinstance(layer, Residual):
-            body = _rebuild(layer.body, narrowed)
-            out.append(Residual(body, _rebuild(layer.shortcut, narrowed) if layer.shortcut else None))
-        else:
-            out.append(layer)
-    return out
+    return [layer.map_activations(lambda act: LocalActivation(act, *next(narrowed))) for layer in layers]
 
 
 def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | None = None, method: str | None = None,

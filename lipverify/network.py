@@ -9,7 +9,7 @@ import numpy as np
 
 from ._lazy import LazyModule
 from .errors import ShapeError, UnsupportedLayerError
-from .layers import Activation, Dense, Layer, Shape
+from .layers import Activation, Layer, Shape
 
 if TYPE_CHECKING:
     import sympy
@@ -206,11 +206,11 @@ def _walk(layers):
 
 def _infer_input_shape(layers: Sequence[Layer]) -> Shape:
     for layer in layers:
-        if isinstance(layer, Dense):
-            return (layer.n_in,)
-        if isinstance(layer, Activation):
-            continue
-        break
+        size = layer.input_size()
+        if size is not None:
+            return (size,)
+        if not layer.elementwise:
+            break
     raise ShapeError(
         "Network: cannot infer the input shape (the first weighted layer is not Dense); "
         "pass input_shape=(C, H, W) or (n,)"

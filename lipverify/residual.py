@@ -36,6 +36,7 @@ class Residual(Layer):
     """
 
     kind: ClassVar[str] = "Residual"
+    step_kind: ClassVar[str] = "residual"
 
     def __init__(self, body: Sequence[Layer], shortcut: Sequence[Layer] | None = None):
         body = tuple(body)
@@ -110,6 +111,10 @@ class Residual(Layer):
     def layers(self) -> tuple[Layer, ...]:
         """Every layer of both branches (body first), for walks that look inside blocks."""
         return self._body + self._shortcut
+
+    def map_activations(self, fn) -> Residual:
+        body = [layer.map_activations(fn) for layer in self._body]
+        return Residual(body, [layer.map_activations(fn) for layer in self._shortcut] if self._shortcut else None)
 
     def subs(self, mapping: dict) -> Residual:
         def sub(layers):

@@ -66,6 +66,7 @@ class Conv2d(Layer):
     dilation: Any = 1
     groups: int = 1
     kind: ClassVar[str] = "Conv2d"
+    step_kind: ClassVar[str] = "conv"
     _kernel: ParamMatrix = field(init=False, repr=False)
     _bias: ParamMatrix | None = field(init=False, repr=False)
     kernel_shape: tuple[int, int, int, int] = field(init=False, repr=False)
@@ -277,6 +278,7 @@ class MaxPool2d(_Pool):
     stride: Any = None
     padding: Any = 0
     kind: ClassVar[str] = "MaxPool2d"
+    step_kind: ClassVar[str] = "maxpool"
 
     def __post_init__(self) -> None:
         self._init_geometry()
@@ -313,6 +315,7 @@ class AvgPool2d(_Pool):
     stride: Any = None
     padding: Any = 0
     kind: ClassVar[str] = "AvgPool2d"
+    step_kind: ClassVar[str] = "avgpool"
 
     def __post_init__(self) -> None:
         self._init_geometry()
@@ -364,6 +367,7 @@ class BatchNorm2d(Layer):
     var: Any
     eps: float = 1e-5
     kind: ClassVar[str] = "BatchNorm2d"
+    step_kind: ClassVar[str] = "batchnorm"
 
     def __post_init__(self) -> None:
         vals = {}
