@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._lazy import LazyModule, is_instance
-from ..errors import NotApplicableError, UnsupportedLayerError
-from ..layers import Activation, Dense, Flatten, ReLU
+from ..errors import NotApplicableError
+from ..layers import Activation, Dense, ReLU
 from ..network import Network
 from ..rigorous import float_down, float_up, up
 
@@ -41,31 +41,30 @@ class Stage:
 
 
 def stages(net: Network, method: str = "exact") -> list[Stage]:
-    """The affine stages of a network of Dense, Flatten and activation layers (see the module docstring)."""
+    """The affine stages of the network's exact graph (see the module docstring)."""
+    from ..ir.graph import lower
+
     n = net.n_in
     w: sympy.Matrix = sympy.eye(n)
     b: sympy.Matrix = sympy.zeros(n, 1)
     out: list[Stage] = []
-    for i, layer in enumerate(net.layers):
-        if isinstance(layer, Dense):
-            lw, lb = layer.sympy_matrices()
+    for s in lower(net, "exact", method).steps:
+        if s.kind == "linear":
+            lw, lb = s.source[0].sympy_matrices()
             w, b = lw * w, lw * b + lb
-        elif isinstance(layer, Activation):
-            out.append(Stage(w, b, layer, i))
-            w, b = sympy.eye(w.rows), sympy.zeros(w.rows, 1)
-        elif isinstance(layer, Flatten):
-            continue
+        elif s.kind == "act":
+            for act, index in zip(s.source, s.layers):  # composed activations: one stage each
+                out.append(Stage(w, b, act, index))
+                w, b = sympy.eye(w.rows), sympy.zeros(w.rows, 1)
         else:
-            raise UnsupportedLayerError(
-                f"{method}: layer {i} ({layer.describe()}) is not supported; exact constants are computed for "
-                "networks of Dense, Flatten and elementwise activation layers"
-            )
+            raise NotApplicableError(f"{method}: layer {s.index} ({s.layer}): a residual block here is not rewritten "
+                                     "into a chain (sequential_equivalent)")
     out.append(Stage(w, b, None, None))
     return out
 
 
 def sequential_equivalent(net: Network, method: str = "exact") -> Network:
-    """A network without residual blocks that computes exactly the same function (``proofs/exact.md`` §6).
+    """A network without residual blocks that computes exactly the same function (``proofs/exact.md``).
 
     A block ``y = P x + c + B(x)`` whose body ``B`` is ``A_k relu(⋯ relu(A_1 x + a_1) ⋯) + a_k`` (Dense layers and
     ReLUs; nested blocks first rewritten the same way) and whose shortcut is the identity or Dense layers becomes
@@ -74,52 +73,64 @@ def sequential_equivalent(net: Network, method: str = "exact") -> Network:
     The rewrite adds the hyperplanes ``x_i = 0`` as kinks, which refine the activation regions but do not change the
     function, so every exact method gives the same constant.  Other blocks raise :class:`NotApplicableError`.
     """
-    from ..residual import Residual
-
     if not net.has_residual:
         return net
-    layers: list = []
-    for i, layer in enumerate(net.layers):
-        if isinstance(layer, Residual):
-            shape = net.shapes[i]
-            if len(shape) != 1:
-                raise NotApplicableError(f"{method}: layer {i} (Residual) acts on shape {shape}; exact constants are "
-                                         "computed for fully connected networks")
-            layers += _unroll(layer, shape[0], f"{method}: layer {i} (Residual)", method)
+    from ..ir.graph import lower
+
+    return Network(_chain_layers(lower(net, "exact", method).steps, net.n_in, method), input_shape=net.input_shape)
+
+
+def _chain_layers(steps, n: int, method: str) -> list:
+    """The layers of an exact graph, each residual block unrolled into the chain of :func:`sequential_equivalent`."""
+    out: list = []
+    for s in steps:
+        if s.kind == "linear":
+            out.append(s.source[0])
+            n = s.source[0].n_out
+        elif s.kind == "act":
+            out += list(s.source)
         else:
-            layers.append(layer)
-    return Network(layers, input_shape=net.input_shape)
+            out += _unroll(s, n, f"{method}: layer {s.index} (Residual)", method)
+    return out
 
 
-def _affine_groups(layers, n: int, where: str) -> list:
-    """The layers as exact affine maps ``(W, b)`` (consecutive Dense layers composed; an identity map before a ReLU
-    that follows no Dense layer) alternating with ``"relu"``; the list starts with a map."""
+def _affine_groups(steps, n: int, where: str) -> list:
+    """The steps as exact affine maps ``(W, b)`` (consecutive linear steps composed; an identity map before a ReLU
+    that follows no linear step) alternating with ``"relu"``; the list starts with a map.  Every activation must be a
+    ReLU (declared ``pieces`` ``(0, 1)``: a subclass that changes the forward pass declares none)."""
     out: list = []
     width = n
-    for layer in layers:
-        if isinstance(layer, Dense):
-            w, b = layer.sympy_matrices()
+    for s in steps:
+        if s.kind == "linear":
+            w, b = s.source[0].sympy_matrices()
             if out and out[-1] != "relu":
                 w0, b0 = out[-1]
                 out[-1] = (w * w0, w * b0 + b)
             else:
                 out.append((w, b))
             width = w.rows
-        elif type(layer) is ReLU:  # exactly ReLU: a subclass may change the forward pass
+            continue
+        bad = [a for a in s.source if getattr(a, "pieces", None) != (0, 1)] if s.kind == "act" else [s]
+        if bad:
+            what = bad[0].describe() if s.kind == "act" else f"a nested {s.layer}"
+            raise NotApplicableError(f"{where}: {what} in a residual block; exact constants of residual networks are "
+                                     "computed for bodies of Dense and ReLU layers and Dense shortcuts")
+        for _ in s.source:
             if not out or out[-1] == "relu":
                 out.append((sympy.eye(width), sympy.zeros(width, 1)))
             out.append("relu")
-        elif not isinstance(layer, Flatten):
-            raise NotApplicableError(f"{where}: {layer.describe()} in a residual block; exact constants of residual "
-                                     "networks are computed for bodies of Dense and ReLU layers and Dense shortcuts")
     return out
 
 
-def _unroll(block, n: int, where: str, method: str) -> list:
-    body = sequential_equivalent(Network(block.body, input_shape=(n,)), method).layers
+def _unroll(step, n: int, where: str, method: str) -> list:
+    body_graph, short_graph = step.op
+    body_layers = _chain_layers(body_graph.steps, n, method)  # nested blocks first
+    from ..ir.graph import lower
+
+    body = lower(Network(body_layers, input_shape=(n,)), "exact", method).steps
     groups = _affine_groups(body, n, where + " body")
-    if block.shortcut:
-        short = _affine_groups(block.shortcut, n, where + " shortcut")
+    if short_graph.steps:
+        short = _affine_groups(short_graph.steps, n, where + " shortcut")
         if len(short) != 1:
             raise NotApplicableError(f"{where}: the shortcut has an activation; exact constants of residual networks "
                                      "need an affine shortcut (identity or Dense layers)")

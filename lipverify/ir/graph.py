@@ -11,6 +11,9 @@
 * ``"sum"`` — a residual block: the sum of its branch graphs (the identity branch has no steps;
   ``proofs/residual.md``).
 
+The variant ``"exact"`` builds no float operators (``op`` is ``None`` for linear steps, symbolic weights are
+allowed): the exact methods read each step's layer (``source``) for its sympy matrices.
+
 A sequential network is the special case without ``"sum"`` steps.  The *representation* chooses the
 operators of convolutional layers: ``"implicit"`` (matrix-free) or ``"explicit"`` (scipy.sparse matrices);
 dense layers are their matrix in both.  :func:`lower` is the one place that reads layer types for the
@@ -134,8 +137,8 @@ def lower(net: Network, variant: str | None = "implicit", method: str = "this me
     """Lower ``net`` into its :class:`Graph`; ``variant`` is ``"implicit"`` (operators) or ``"explicit"``
     (sparse matrices) for the convolutional layers.  A layer no step represents raises
     :class:`~lipverify.UnsupportedLayerError` naming its index and type; nothing is skipped."""
-    variant = check_variant(variant)
-    if net.free_symbols:
+    variant = "exact" if variant == "exact" else check_variant(variant)
+    if net.free_symbols and variant != "exact":
         raise LipVerifyError(
             f"{method}: the network has symbolic parameters {sorted(map(str, net.free_symbols))}; "
             "numeric bounds need numbers: use net.subs({...}) first, or lv.exact for a formula"
@@ -167,13 +170,18 @@ def _lower(net: Network, variant: str, method: str, outer: tuple[int, str] | Non
             steps.append(Step("act", s, index, name, composed, source, shape))
         elif isinstance(layer, Flatten):
             continue
+        elif variant == "exact" and not isinstance(layer, Dense) and isinstance(layer, CONV_LAYERS):
+            raise UnsupportedLayerError(
+                f"{method}: layer {index} ({name}) is not supported; exact constants are computed for networks of "
+                "Dense, Flatten and elementwise activation layers (and residual blocks of them)")
         elif isinstance(layer, MaxPool2d):
             from .pooling import SparsePool, TensorPool
 
             pool = SparsePool(layer, shape) if variant == "explicit" else TensorPool(layer, shape)
             steps.append(Step("maxpool", pool, index, name, source=(layer,), shape=shape))
         elif isinstance(layer, (Conv2d, AvgPool2d, Dense, BatchNorm2d)):
-            steps.append(Step("linear", linear_op(layer, shape, variant), index, name, source=(layer,), shape=shape))
+            op = None if variant == "exact" else linear_op(layer, shape, variant)  # the exact view reads the layer
+            steps.append(Step("linear", op, index, name, source=(layer,), shape=shape))
         elif hasattr(layer, "branches"):  # a residual block: y = shortcut(x) + body(x)
             body, short = layer.branches(shape)
             where = (index, name if outer is None else name)
