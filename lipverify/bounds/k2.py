@@ -9,15 +9,26 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..ir.chain import LinearChain
 from ..ir.graph import conv_variants
-from ..ir.passes import enclose
-from ..ir.views import cnn_chain, linear_chain
+from ..ir.passes import enclose, linear_enclosure
+from ..ir.views import chain_steps, cnn_chain, linear_chain
 from ..network import Network
 from ..norms import NormLike
 from ..result import OUTWARD, Bound
-from ..rigorous import down, nonneg_spectral_upper, spectral_norm_lower, spectral_norm_upper, sum_down, sum_up, up
+from ..rigorous import (
+    Interval,
+    add_up,
+    down,
+    nonneg_spectral_upper,
+    spectral_norm_lower,
+    spectral_norm_upper,
+    sum_down,
+    sum_up,
+    up,
+)
 from .common import require_norm
 from .records import K2_NODES, limit_hint
 
@@ -62,7 +73,9 @@ def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = K2_NODES.defaul
     if p == "inf":
         chain = chain.transpose()
     deadline = math.inf if time_limit is None else started + time_limit
-    search = _Search(chain, "2" if p == "2" else "1", max_nodes, deadline, rel_tol, seed, progress)
+    dense = not any(sp.issparse(w) for w in chain.weights)
+    search = (_FastSearch if dense else _Search)(chain, "2" if p == "2" else "1", max_nodes, deadline, rel_tol, seed,
+                                                 progress)
     upper, best_vertex, closed, nodes = search.run()
     assumptions = ["floating point with rigorous rounding-error bounds"]
     details: dict = {"conv": "explicit"} if is_cnn else {}
@@ -192,6 +205,207 @@ class _Search:
                     best_lower, best_leaf_upper = max(best_lower, clo), max(best_leaf_upper, cu)
                 elif cu > threshold():
                     heapq.heappush(heap, (-cu, next(counter), problem, child))
+                else:
+                    pruned_max = max(pruned_max, cu)
+        open_upper = -heap[0][0] if heap else 0.0
+        closed = open_upper <= threshold()
+        upper = max(best_leaf_upper, pruned_max, open_upper)
+        if n:
+            upper = min(upper, root_max)
+        return upper, best_lower, closed, nodes
+
+
+def _scale_batch(mid: np.ndarray, rad: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Enclosure of ``{d x : a <= d <= b, |x - mid| <= rad}`` entrywise (slopes broadcast along the last axis):
+    the four endpoint products, min rounded down and max rounded up, then R7 (``proofs/k2.md`` §6)."""
+    lo, hi = down(mid - rad), up(mid + rad)
+    cands = (a * lo, a * hi, b * lo, b * hi)
+    iv = Interval.from_bounds(down(np.minimum.reduce(cands)), up(np.maximum.reduce(cands)))
+    return iv.mid, iv.rad
+
+
+class _FastSearch:
+    """:class:`_Search` for dense chains, batched (``proofs/k2.md`` §6): ``batch`` nodes are expanded per round in
+    a few numpy calls, a node keeps the enclosure of the product of its fully decided layers (its children start
+    from it), and a node with at most ``enum_bits`` free neurons is replaced by all its ``2^r`` leaves at once."""
+
+    def __init__(self, chain: LinearChain, p: str, max_nodes: int, deadline: float, rel_tol: float, seed: int,
+                 progress: Callable[[int, int], None] | None = None, batch: int = 256, enum_bits: int = 0):
+        self.chain, self.p, self.max_nodes, self.deadline, self.rel_tol = chain, p, max_nodes, deadline, rel_tol
+        self.progress, self.batch, self.enum_bits = progress, max(1, batch), max(0, enum_bits)
+        self.rng = np.random.default_rng(seed)
+        self.alphas, self.betas = chain.layer_slopes()
+        self.ops = [s.op for s in chain_steps(chain) if s.kind == "linear"]
+        self.L = chain.depth
+        # neurons whose slope interval is a point need no branching; layer by layer, as in _Search
+        self.order = [(l, i) for l, a in enumerate(self.alphas) for i in range(a.size) if a[i] != self.betas[l][i]]
+        self.n = len(self.order)
+        # positions (in the order) and neuron indices of the branched neurons of each hidden layer
+        self.pos = [np.array([k for k, (l2, _) in enumerate(self.order) if l2 == l], dtype=np.intp)
+                    for l in range(self.L - 1)]
+        self.neu = [np.array([i for (l2, i) in self.order if l2 == l], dtype=np.intp) for l in range(self.L - 1)]
+        # cum[k] = number of branched neurons in the hidden layers 0..k-1
+        self.cum = np.concatenate([[0], np.cumsum([len(q) for q in self.pos])]).astype(np.intp)
+        self.problems = list(range(chain.n_in)) if p == "1" else [None]
+        self._bits = {}
+        # prefix level (1 + the number of fully decided hidden layers) after each number of decisions
+        self.level_at = [self._decided_layers(d) + 1 for d in range(self.n + 1)]
+
+    def _decided_layers(self, depth: int) -> int:
+        """The number of leading hidden layers whose branched neurons are all decided at ``depth`` decisions."""
+        return int(np.searchsorted(self.cum, depth, side="right")) - 1
+
+    def root_prefix(self, problem) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(1, mid, rad)``: the enclosure of ``W_1`` restricted to the problem's columns (rows = columns)."""
+        n_in = self.chain.n_in
+        if problem is None:
+            start = np.eye(n_in)
+        else:
+            start = np.zeros((1, n_in))
+            start[0, problem] = 1.0
+        mid, rad = linear_enclosure(self.ops[0], start, np.zeros_like(start), True)
+        return 1, mid, rad
+
+    def _slopes(self, dec: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-node slope arrays ``(b, 1, n_h)`` of hidden layer ``h`` for the decision rows ``dec`` (-1 = free)."""
+        a0, b0 = self.alphas[h], self.betas[h]
+        nb = dec.shape[0]
+        a = np.broadcast_to(a0, (nb, a0.size)).copy()
+        b = np.broadcast_to(b0, (nb, b0.size)).copy()
+        pos, neu = self.pos[h], self.neu[h]
+        if pos.size:
+            d = dec[:, pos]
+            a[:, neu] = np.where(d == 1, b0[neu], a0[neu])
+            b[:, neu] = np.where(d == 0, a0[neu], b0[neu])
+        return a[:, None, :], b[:, None, :]
+
+    def evaluate(self, level: int, mids: np.ndarray, rads: np.ndarray, dec: np.ndarray, depths: np.ndarray):
+        """Bounds of a group of nodes sharing the prefix level: ``(uppers, lowers, states)``; ``lowers`` only at
+        leaves (else 0), ``states[m]`` the enclosure after ``W_m`` for ``m > level``."""
+        mid, rad = mids, rads
+        states = {}
+        for h in range(level - 1, self.L - 1):
+            a, b = self._slopes(dec, h)
+            mid, rad = _scale_batch(mid, rad, a, b)
+            mid, rad = linear_enclosure(self.ops[h + 1], mid, rad, True)
+            states[h + 2] = (mid, rad)
+        leaf = depths == self.n
+        nb = dec.shape[0]
+        lowers = np.zeros(nb)
+        if self.p == "1":
+            mag = add_up(np.abs(mid), rad)
+            uppers = np.max(sum_up(mag, axis=-1), axis=-1)
+            if leaf.any():
+                lo = sum_down(np.maximum(down(np.abs(mid[leaf]) - rad[leaf]), 0.0), axis=-1)
+                lowers[leaf] = np.max(lo, axis=-1)
+            return uppers, lowers, states
+        uppers = np.zeros(nb)
+        mag = add_up(np.abs(mid), rad)
+        for k in range(nb):
+            m, r = mid[k].T, rad[k].T
+            if not leaf[k]:
+                uppers[k] = nonneg_spectral_upper(mag[k].T)
+                continue
+            rn = nonneg_spectral_upper(r) if np.any(r) else 0.0
+            uppers[k] = float(up(spectral_norm_upper(m) + rn))
+            lowers[k] = spectral_norm_lower(m, r)
+        return uppers, lowers, states
+
+    def _bit_table(self, r: int) -> np.ndarray:
+        t = self._bits.get(r)
+        if t is None:
+            t = self._bits[r] = ((np.arange(2 ** r)[:, None] >> np.arange(r - 1, -1, -1)[None, :]) & 1).astype(np.int8)
+        return t
+
+    def _children(self, dec: np.ndarray, depth: int, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decision rows of the children of a node (β first, then α), or of all its leaves when few neurons
+        are free and ``budget`` allows."""
+        r = self.n - depth
+        if 1 < r <= self.enum_bits and 2 ** r <= budget:
+            rows = np.repeat(dec[None, :], 2 ** r, axis=0)
+            rows[:, depth:] = self._bit_table(r)[::-1]  # all-β first, as the two-child order
+            return rows, [self.n] * 2 ** r
+        rows = np.empty((2, dec.size), np.int8)
+        rows[:] = dec
+        rows[0, depth], rows[1, depth] = 1, 0
+        return rows, (depth + 1, depth + 1)
+
+    def _evaluate_items(self, items):
+        """``items``: ``(problem, dec_row, depth, prefix)``; returns per item ``(upper, lower, prefix or None)``."""
+        out = [None] * len(items)
+        groups: dict[int, list[int]] = {}
+        for k, it in enumerate(items):
+            groups.setdefault(it[3][0], []).append(k)
+        for level, ks in groups.items():
+            mids = np.stack([items[k][3][1] for k in ks])
+            rads = np.stack([items[k][3][2] for k in ks])
+            dec = np.stack([items[k][1] for k in ks])
+            depths = np.array([items[k][2] for k in ks])
+            uppers, lowers, states = self.evaluate(level, mids, rads, dec, depths)
+            for j, k in enumerate(ks):
+                depth = items[k][2]
+                prefix = None
+                if depth < self.n:
+                    new_level = self.level_at[depth]
+                    if new_level > level:
+                        m, r = states[new_level]
+                        prefix = (new_level, m[j], r[j])
+                    else:
+                        prefix = items[k][3]
+                out[k] = (float(uppers[j]), float(lowers[j]), prefix)
+        return out
+
+    def run(self) -> tuple[float, float, bool, int]:
+        """Returns ``(upper, lower, closed, nodes)``; ``upper`` is certified as in :meth:`_Search.run`."""
+        counter = itertools.count()
+        heap: list = []
+        best_lower, best_leaf_upper, nodes, reported = 0.0, 0.0, 0, 0
+        pruned_max = 0.0
+        root_max = 0.0
+        n = self.n
+        starts = [np.ones(n, np.int8), np.zeros(n, np.int8)] + [self.rng.integers(0, 2, n).astype(np.int8)
+                                                                 for _ in range(4)]
+        for problem in self.problems:
+            prefix = self.root_prefix(problem)
+            room = max(1, self.max_nodes - nodes) if time.perf_counter() <= self.deadline else 1
+            decs = starts[:min(len(starts), room)] if n else [np.zeros(0, np.int8)]
+            res = self._evaluate_items([(problem, d, n, prefix) for d in decs])
+            nodes += len(decs)
+            for u, lo, _ in res:
+                best_lower, best_leaf_upper = max(best_lower, lo), max(best_leaf_upper, u)
+            if n:
+                root = np.full(n, -1, np.int8)
+                ((u, _, pre),) = self._evaluate_items([(problem, root, 0, prefix)])
+                nodes += 1
+                root_max = max(root_max, u)
+                heapq.heappush(heap, (-u, next(counter), problem, 0, root, pre))
+
+        def threshold() -> float:
+            return best_lower * (1 + self.rel_tol)
+
+        while heap and -heap[0][0] > threshold():
+            budget = self.max_nodes - nodes
+            if budget < 1 or time.perf_counter() > self.deadline:
+                break
+            if self.progress is not None and nodes - reported >= 50:
+                reported = nodes
+                self.progress(nodes, self.max_nodes)
+            items = []
+            while heap and len(items) < 2 * self.batch and -heap[0][0] > threshold() and budget >= 1:
+                _, _, problem, depth, dec, prefix = heapq.heappop(heap)
+                rows, depths = self._children(dec, depth, budget)
+                budget -= len(rows)
+                items.extend((problem, rows[k], depths[k], prefix) for k in range(len(rows)))
+            res = self._evaluate_items(items)
+            nodes += len(items)
+            for (_, _, depth, _), (cu, clo, _) in zip(items, res):
+                if depth == n:
+                    best_lower, best_leaf_upper = max(best_lower, clo), max(best_leaf_upper, cu)
+            for (problem, row, depth, _), (cu, _, pre) in zip(items, res):
+                if depth == n:
+                    continue
+                if cu > threshold():
+                    heapq.heappush(heap, (-cu, next(counter), problem, depth, row, pre))
                 else:
                     pruned_max = max(pruned_max, cu)
         open_upper = -heap[0][0] if heap else 0.0
