@@ -42,7 +42,9 @@ def k2(net: Network, norm: NormLike = "inf", *, max_nodes: int = K2_NODES.defaul
     Best-first branch-and-bound over activation patterns.  A node fixes the first neurons to ``α`` or
     ``β`` and is bounded by the interval enclosure of :func:`lipverify.ir.passes.enclose` (the K4 bound
     with per-neuron slopes; for l2 the spectral norm of its magnitude), a leaf is evaluated with
-    rigorous rounding.  l∞ splits by output row and l1 by input column.  NP-hard in general.
+    rigorous rounding.  l∞ splits by output row and l1 by input column.  NP-hard in general.  Dense chains are
+    searched in batches (many nodes per numpy call, children starting from the stored enclosure of their parent's
+    fully decided layers; ``proofs/k2.md`` §6), the sparse CNN chain one node at a time.
 
     The result is always ``kind="upper"``: K2 ignores the biases, so even K2 itself can exceed the constant
     (``relu(x) - relu(-x) = x`` has constant 1 and K2 = 2).  When the search closed, ``value`` is K2 to
