@@ -48,9 +48,10 @@ def main() -> None:
     ap.add_argument("--limit", type=float, default=60.0)
     ap.add_argument("--n-in", type=int, default=3)
     ap.add_argument("--n-out", type=int, default=2)
-    ap.add_argument("--sizes", default="2x10,2x13,2x14,3x8,3x9,3x10,3x11,3x12")
+    ap.add_argument("--sizes", default="3x8,2x13,3x9,2x14,3x11,2x17,3x12,2x18,3x13,2x20")
     ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--skip-old", action="store_true", help="run only the batched search")
+    ap.add_argument("--old-max-hidden", type=int, default=28,
+                    help="run the former search only up to this many hidden neurons (its frontier is 26-28)")
     args = ap.parse_args()
     print(f"norm l{args.norm}, time limit {args.limit:g} s, n_in {args.n_in}, n_out {args.n_out}")
     print(f"{'net':>16} {'seed':>4} {'hidden':>6} | {'old closed':>10} {'s':>7} {'nodes':>8} | "
@@ -61,7 +62,8 @@ def main() -> None:
         for seed in range(args.seeds):
             net = gaussian_net(seed, widths)
             new = run(_FastSearch, net, args.norm, args.limit)
-            old = (False, math.nan, 0, math.nan, math.nan) if args.skip_old else run(_Search, net, args.norm, args.limit)
+            skip = layers * width > args.old_max_hidden
+            old = (False, math.nan, 0, math.nan, math.nan) if skip else run(_Search, net, args.norm, args.limit)
             ratio = old[1] / new[1] if old[0] and new[0] else math.nan
             print(f"{'-'.join(map(str, widths)):>16} {seed:>4} {layers * width:>6} | {str(old[0]):>10} {old[1]:7.2f} "
                   f"{old[2]:8d} | {str(new[0]):>10} {new[1]:7.2f} {new[2]:8d} | {ratio:6.1f}  "

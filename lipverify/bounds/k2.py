@@ -229,12 +229,12 @@ def _scale_batch(mid: np.ndarray, rad: np.ndarray, a: np.ndarray, b: np.ndarray)
 class _FastSearch:
     """:class:`_Search` for dense chains, batched (``proofs/k2.md`` §6): ``batch`` nodes are expanded per round in
     a few numpy calls, a node keeps the enclosure of the product of its fully decided layers (its children start
-    from it), and a node with at most ``enum_bits`` free neurons is replaced by all its ``2^r`` leaves at once."""
+    from it); open nodes are kept in chunks of ``batch`` rows sorted by bound."""
 
     def __init__(self, chain: LinearChain, p: str, max_nodes: int, deadline: float, rel_tol: float, seed: int,
-                 progress: Callable[[int, int], None] | None = None, batch: int = 256, enum_bits: int = 0):
+                 progress: Callable[[int, int], None] | None = None, batch: int = 256):
         self.chain, self.p, self.max_nodes, self.deadline, self.rel_tol = chain, p, max_nodes, deadline, rel_tol
-        self.progress, self.batch, self.enum_bits = progress, max(1, batch), max(0, enum_bits)
+        self.progress, self.batch = progress, max(1, batch)
         self.rng = np.random.default_rng(seed)
         self.alphas, self.betas = chain.layer_slopes()
         self.ops = [s.op for s in chain_steps(chain) if s.kind == "linear"]
@@ -249,7 +249,6 @@ class _FastSearch:
         # cum[k] = number of branched neurons in the hidden layers 0..k-1
         self.cum = np.concatenate([[0], np.cumsum([len(q) for q in self.pos])]).astype(np.intp)
         self.problems = list(range(chain.n_in)) if p == "1" else [None]
-        self._bits = {}
         # prefix level (1 + the number of fully decided hidden layers) after each number of decisions
         self.level_at = [self._decided_layers(d) + 1 for d in range(self.n + 1)]
 
@@ -313,25 +312,6 @@ class _FastSearch:
             lowers[k] = spectral_norm_lower(m, r)
         return uppers, lowers, states
 
-    def _bit_table(self, r: int) -> np.ndarray:
-        t = self._bits.get(r)
-        if t is None:
-            t = self._bits[r] = ((np.arange(2 ** r)[:, None] >> np.arange(r - 1, -1, -1)[None, :]) & 1).astype(np.int8)
-        return t
-
-    def _children(self, dec: np.ndarray, depth: int, budget: int) -> tuple[np.ndarray, np.ndarray]:
-        """Decision rows of the children of a node (β first, then α), or of all its leaves when few neurons
-        are free and ``budget`` allows."""
-        r = self.n - depth
-        if 1 < r <= self.enum_bits and 2 ** r <= budget:
-            rows = np.repeat(dec[None, :], 2 ** r, axis=0)
-            rows[:, depth:] = self._bit_table(r)[::-1]  # all-β first, as the two-child order
-            return rows, [self.n] * 2 ** r
-        rows = np.empty((2, dec.size), np.int8)
-        rows[:] = dec
-        rows[0, depth], rows[1, depth] = 1, 0
-        return rows, (depth + 1, depth + 1)
-
     def _evaluate_items(self, items):
         """``items``: ``(problem, dec_row, depth, prefix)``; returns per item ``(upper, lower, prefix or None)``."""
         out = [None] * len(items)
@@ -357,13 +337,23 @@ class _FastSearch:
                 out[k] = (float(uppers[j]), float(lowers[j]), prefix)
         return out
 
+    def _push(self, heap, counter, level, uppers, probs, depths, decs, mids, rads) -> None:
+        """Push open nodes of one prefix level as chunks of ``batch`` rows, best first; a chunk's key is the largest
+        bound in it (an upper bound of every vertex below its rows)."""
+        order = np.argsort(-uppers, kind="stable")
+        for c in range(0, order.size, self.batch):
+            k = order[c:c + self.batch]
+            heapq.heappush(heap, (-float(uppers[k[0]]), next(counter), level, uppers[k], probs[k], depths[k], decs[k],
+                                  mids[k], rads[k]))
+
     def run(self) -> tuple[float, float, bool, int]:
-        """Returns ``(upper, lower, closed, nodes)``; ``upper`` is certified as in :meth:`_Search.run`."""
+        """Returns ``(upper, lower, closed, nodes)``; ``upper`` is certified as in :meth:`_Search.run`
+        (``proofs/k2.md`` §4, §6)."""
         counter = itertools.count()
         heap: list = []
         best_lower, best_leaf_upper, nodes, reported = 0.0, 0.0, 0, 0
-        pruned_max = 0.0
-        root_max = 0.0
+        pruned_max = 0.0  # the largest upper bound of a node dropped without being explored
+        root_max = 0.0  # the largest root bound: a valid bound for every problem
         n = self.n
         starts = [np.ones(n, np.int8), np.zeros(n, np.int8)] + [self.rng.integers(0, 2, n).astype(np.int8)
                                                                  for _ in range(4)]
@@ -380,9 +370,11 @@ class _FastSearch:
                 ((u, _, pre),) = self._evaluate_items([(problem, root, 0, prefix)])
                 nodes += 1
                 root_max = max(root_max, u)
-                heapq.heappush(heap, (-u, next(counter), problem, 0, root, pre))
+                self._push(heap, counter, pre[0], np.array([u]), np.array([-1 if problem is None else problem]),
+                           np.array([0]), root[None, :], pre[1][None], pre[2][None])
 
         def threshold() -> float:
+            # every node dropped so far had an upper bound <= this value
             return best_lower * (1 + self.rel_tol)
 
         while heap and -heap[0][0] > threshold():
@@ -392,24 +384,48 @@ class _FastSearch:
             if self.progress is not None and nodes - reported >= 50:
                 reported = nodes
                 self.progress(nodes, self.max_nodes)
-            items = []
-            while heap and len(items) < 2 * self.batch and -heap[0][0] > threshold() and budget >= 1:
-                _, _, problem, depth, dec, prefix = heapq.heappop(heap)
-                rows, depths = self._children(dec, depth, budget)
-                budget -= len(rows)
-                items.extend((problem, rows[k], depths[k], prefix) for k in range(len(rows)))
-            res = self._evaluate_items(items)
-            nodes += len(items)
-            for (_, _, depth, _), (cu, clo, _) in zip(items, res):
-                if depth == n:
-                    best_lower, best_leaf_upper = max(best_lower, clo), max(best_leaf_upper, cu)
-            for (problem, row, depth, _), (cu, _, pre) in zip(items, res):
-                if depth == n:
+            # pop chunks (best key first) until about `batch` rows are taken; rows at or below the threshold are dropped
+            groups: dict[int, list] = {}
+            taken = 0
+            while heap and -heap[0][0] > threshold() and taken < self.batch and 2 * taken < budget:
+                _, _, level, us, ps, ds, dec, mid, rad = heapq.heappop(heap)
+                keep = us > threshold()
+                if not keep.all():
+                    pruned_max = max(pruned_max, float(np.max(us[~keep])))
+                    us, ps, ds, dec, mid, rad = us[keep], ps[keep], ds[keep], dec[keep], mid[keep], rad[keep]
+                room = max(1, (budget - 2 * taken + 1) // 2)  # the last pop may exceed the budget by one node
+                if us.size > room:  # out of budget: the rest goes back, still open
+                    self._push(heap, counter, level, us[room:], ps[room:], ds[room:], dec[room:], mid[room:], rad[room:])
+                    us, ps, ds, dec, mid, rad = us[:room], ps[:room], ds[:room], dec[:room], mid[:room], rad[:room]
+                if us.size:
+                    groups.setdefault(level, []).append((ps, ds, dec, mid, rad))
+                    taken += us.size
+            for level, parts in groups.items():
+                ps, ds, dec, mid, rad = (np.concatenate([q[i] for q in parts]) for i in range(5))
+                # children: each parent row twice, beta (1) then alpha (0) at its next position
+                ps2, ds2, mid2, rad2 = (np.repeat(x, 2, axis=0) for x in (ps, ds, mid, rad))
+                dec2 = np.repeat(dec, 2, axis=0)
+                rows = np.arange(dec2.shape[0])
+                dec2[rows, ds2] = np.tile(np.array([1, 0], np.int8), dec.shape[0])
+                ds2 = ds2 + 1
+                uppers, lowers, states = self.evaluate(level, mid2, rad2, dec2, ds2)
+                nodes += rows.size
+                leaf = ds2 == n
+                if leaf.any():
+                    best_lower = max(best_lower, float(np.max(lowers[leaf])))
+                    best_leaf_upper = max(best_leaf_upper, float(np.max(uppers[leaf])))
+                inner = ~leaf
+                if not inner.any():
                     continue
-                if cu > threshold():
-                    heapq.heappush(heap, (-cu, next(counter), problem, depth, row, pre))
-                else:
-                    pruned_max = max(pruned_max, cu)
+                low = inner & (uppers <= threshold())
+                if low.any():
+                    pruned_max = max(pruned_max, float(np.max(uppers[low])))
+                live = inner & ~low
+                new_levels = np.asarray(self.level_at, dtype=np.intp)[ds2]
+                for nl in np.unique(new_levels[live]):
+                    sel = live & (new_levels == nl)
+                    m, r = (mid2, rad2) if nl == level else states[int(nl)]
+                    self._push(heap, counter, int(nl), uppers[sel], ps2[sel], ds2[sel], dec2[sel], m[sel], r[sel])
         open_upper = -heap[0][0] if heap else 0.0
         closed = open_upper <= threshold()
         upper = max(best_leaf_upper, pruned_max, open_upper)
