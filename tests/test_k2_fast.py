@@ -126,3 +126,14 @@ def test_progress_callback_is_called():
     seen = []
     lv.bound(net, "k2", norm="2", max_nodes=400, progress=lambda a, b: seen.append((a, b)))
     assert seen and all(b == 400 and 0 < a <= 401 for a, b in seen)
+
+
+def test_no_branched_neuron_is_one_leaf():
+    # two Dense layers in a row: the identity slopes are points, K2 = ||W2 W1||
+    rng = np.random.default_rng(9)
+    w1, w2 = rng.standard_normal((3, 2)), rng.standard_normal((2, 3))
+    net = lv.Network([lv.Dense(w1), lv.Dense(w2)])
+    for p in ("1", "2", "inf"):
+        b = lv.bound(net, "k2", norm=p)
+        exact = _norm(w2 @ w1, p)
+        assert b.details["closed"] and exact * (1 - 1e-13) <= b.value == pytest.approx(exact, rel=1e-9)
