@@ -13,13 +13,12 @@ import scipy.sparse as sp
 
 from ..ir.chain import LinearChain
 from ..ir.graph import conv_variants
-from ..ir.passes import enclose, linear_enclosure
+from ..ir.passes import enclose, linear_enclosure, scale_enclosure
 from ..ir.views import chain_steps, cnn_chain, linear_chain
 from ..network import Network
 from ..norms import NormLike
 from ..result import OUTWARD, Bound
 from ..rigorous import (
-    Interval,
     add_up,
     down,
     nonneg_spectral_upper,
@@ -217,15 +216,6 @@ class _Search:
         return upper, best_lower, closed, nodes
 
 
-def _scale_batch(mid: np.ndarray, rad: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Enclosure of ``{d x : a <= d <= b, |x - mid| <= rad}`` entrywise (slopes broadcast along the last axis):
-    the four endpoint products, min rounded down and max rounded up, then R7 (``proofs/k2.md`` §6)."""
-    lo, hi = down(mid - rad), up(mid + rad)
-    cands = (a * lo, a * hi, b * lo, b * hi)
-    iv = Interval.from_bounds(down(np.minimum.reduce(cands)), up(np.maximum.reduce(cands)))
-    return iv.mid, iv.rad
-
-
 class _FastSearch:
     """:class:`_Search` for dense chains, batched (``proofs/k2.md`` §6): ``batch`` nodes are expanded per round in
     a few numpy calls, a node keeps the enclosure of the product of its fully decided layers (its children start
@@ -287,7 +277,7 @@ class _FastSearch:
         states = {}
         for h in range(level - 1, self.L - 1):
             a, b = self._slopes(dec, h)
-            mid, rad = _scale_batch(mid, rad, a, b)
+            mid, rad = scale_enclosure(mid, rad, a, b)
             mid, rad = linear_enclosure(self.ops[h + 1], mid, rad, True)
             states[h + 2] = (mid, rad)
         leaf = depths == self.n

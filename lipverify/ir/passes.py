@@ -114,6 +114,13 @@ def _scale(mid: np.ndarray, rad: np.ndarray, s) -> tuple[np.ndarray, np.ndarray]
             return a * mid, rad if a else np.zeros_like(rad)
         if a == 0.0 and b == 1.0:
             return _scale_relu(mid, rad)
+    return scale_enclosure(mid, rad, a, b)
+
+
+def scale_enclosure(mid: np.ndarray, rad: np.ndarray, a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Enclosure of ``{d x : a <= d <= b, |x - mid| <= rad}`` entrywise (``a``, ``b`` broadcast against ``mid``, e.g.
+    per neuron along the last axis, or per node and neuron): the four endpoint products of the float ends, the
+    minimum rounded down and the maximum up, then the midpoint-radius form (R7)."""
     lo, hi = down(mid - rad), up(mid + rad)
     cands = (a * lo, a * hi, b * lo, b * hi)
     iv = Interval.from_bounds(down(np.minimum.reduce(cands)), up(np.maximum.reduce(cands)))
