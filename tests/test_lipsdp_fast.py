@@ -193,3 +193,12 @@ def test_refusals_name_the_limit_and_the_norm():
         lipsdp_fast(net, max_size=7)
     with pytest.raises(lv.NotApplicableError, match="l2"):
         lipsdp_fast(net, "inf")
+
+
+def test_subnormal_diagonal_of_the_recursion_is_no_overflow():
+    """Regression (found by the soundness property): a first-layer row of size 1e-155 gives K_ii ~ 1e-310, whose
+    Jacobi scaling 1/K_ii overflowed (a RuntimeWarning, an error here).  The bound stays sound: here f(x) =
+    relu(x) + 1e-155 relu(1e-155 x) has constant 1 + 1e-310."""
+    net = lv.Network([lv.Dense(np.array([[1e-155], [1.0]])), lv.ReLU(), lv.Dense(np.array([[1e-155, 1.0]]))])
+    b = lv.bound(net, "lipsdp_fast", norm=2)
+    assert b.kind == "upper" and 1.0 <= b.value < 1.5

@@ -125,10 +125,15 @@ def _slope_constants(a: Fraction, b: Fraction) -> tuple[float, float, float, flo
 
 
 def _scaling(k: np.ndarray, scaling: str) -> np.ndarray:
-    """The diagonal ``S`` of a member: ones, or the Jacobi scaling ``1 / K_ii`` (1 where ``K_ii = 0``)."""
+    """The diagonal ``S`` of a member: ones, or the Jacobi scaling ``1 / K_ii`` with ``K_ii`` floored at ``1e-12 max K_ii``
+    (1 where every ``K_ii`` is 0).  Only a choice of candidate: the kernel proves or refuses the certificate, so the
+    floor (which keeps ``1 / K_ii`` finite for subnormal entries) only decides tightness."""
     if scaling == "jacobi":
         d = np.diag(k).copy()
-        return np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 1.0)
+        top = float(np.max(d, initial=0.0))
+        if not top > 0:
+            return np.ones(k.shape[0])
+        return 1.0 / np.maximum(d, top * 1e-12)
     return np.ones(k.shape[0])
 
 
