@@ -46,6 +46,9 @@ PATTERN_FLIP_WORK = 50_000_000
 #: activation-pattern candidates are tried when the LP's constraint matrix (kink neurons x inputs) has at most this
 #: many entries (HiGHS took ~35 s per LP at 1024 x 784 on a busy machine)
 PATTERN_LP_ENTRIES = 200_000
+#: the search's float Jacobians are computed in chunks of samples using about this many bytes of float64 work arrays,
+#: so the search's peak memory is bounded whatever ``samples`` is (plus the ``(samples, n_out, n_in)`` result)
+JACOBIAN_CHUNK_BYTES = 256 * 2**20
 
 
 def jacobian_norm(jac: np.ndarray, norm: str) -> np.ndarray:
@@ -240,7 +243,10 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
             raise ValueError(f"lower_bound: radius must be a finite number >= 0, got {radius!r}")
         lo, hi = np.full(shape, -float(radius)), np.full(shape, float(radius))
     cnn = is_cnn(net)
-    jac = _reverse_jacobians(net) if (cnn or net.n_out < net.n_in) and not net.has_residual else net.jacobian
+    jacs = _search_jacobians(net)
+
+    def jac_norms(pts: np.ndarray) -> np.ndarray:
+        return jacs(pts, lambda j: jacobian_norm(j, p))
 
     total = samples + steps + 1 + CANDIDATES
     done = 0
@@ -253,15 +259,15 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
 
     # ---- search (float, not certified)
     x = rng.uniform(lo, hi, size=(samples, *shape))
-    vals = jacobian_norm(jac(x), p)
+    vals = jac_norms(x)
     tick(samples)
     top = x[np.argsort(vals)[-min(8, samples):]].copy()
-    top_vals = jacobian_norm(jac(top), p)
+    top_vals = jac_norms(top)
     step = 0.25 * float(np.max(hi - lo)) if np.max(hi - lo) > 0 else 0.0
     pool, pool_vals = [x], [vals]
     for _ in range(steps):
         cand = _reflect(top + step * rng.standard_normal(top.shape), lo, hi)
-        cv = jacobian_norm(jac(cand), p)
+        cv = jac_norms(cand)
         better = cv > top_vals
         top[better], top_vals[better] = cand[better], cv[better]
         pool.append(cand)
@@ -502,68 +508,153 @@ def _pattern_candidates(net: Network, norm: str, lo: np.ndarray, hi: np.ndarray,
 # --------------------------------------------------------------------------- float Jacobians (search)
 
 
-def _reverse_jacobians(net: Network, chunk: int | None = None):
-    """A function of a batch ``X`` giving the float Jacobians ``(B, n_out, n_in)`` by reverse mode (matrix-free
-    layer operators, one backward pass of the ``n_out`` output basis vectors: cheaper than ``Network.jacobian``'s
-    forward mode when ``n_out < n_in``), at kinks the one-sided derivative and for max-pool ties the first maximal
-    cell (as ``Network.jacobian``).  For the search only."""
+def _reverse_plan(layers, shapes) -> dict:
+    """Per layer index: what the reverse pass needs (a linear operator, a max pool's window index, a residual block's
+    branch plans); raises ``UnsupportedLayerError`` naming the layer when one has no reverse-mode rule."""
     from .ir.operators import DenseOp  # here, not at the top: ``import lipverify`` stays cheap
+    from .residual import Residual
 
-    ops = {}
-    for i, layer in enumerate(net.layers):
+    ops: dict = {}
+    for i, layer in enumerate(layers):
         if isinstance(layer, Dense):
             ops[i] = DenseOp(layer.weight)
         elif isinstance(layer, (Conv2d, AvgPool2d, BatchNorm2d)):
-            ops[i] = linear_op(layer, net.shapes[i], "implicit")
+            ops[i] = linear_op(layer, shapes[i], "implicit")
         elif isinstance(layer, MaxPool2d):
-            ops[i] = (layer.window_index(net.shapes[i]), layer.max_overlap(net.shapes[i]) > 1)
+            ops[i] = (layer.window_index(shapes[i]), layer.max_overlap(shapes[i]) > 1)
+        elif isinstance(layer, Residual):
+            body, short = layer.branches(shapes[i])
+            ops[i] = (_reverse_plan(body.layers, body.shapes),
+                      None if short is None else _reverse_plan(short.layers, short.shapes))
         elif not isinstance(layer, (Activation, Flatten)):
             raise UnsupportedLayerError(f"lower_bound: layer {i} ({layer.describe()}) has no reverse-mode Jacobian rule "
-                                        "(supported: Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, Dense, Flatten, activations)")
+                                        "(supported: Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, Dense, Flatten, Residual, "
+                                        "activations)")
+    return ops
+
+
+def _tape(layers, plan: dict, h: np.ndarray) -> tuple[np.ndarray, list]:
+    """Float forward pass of a batch ``h`` recording what the backward pass needs."""
+    from .residual import Residual
+
+    b, tape = h.shape[0], []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Activation):
+            tape.append(("act", layer.derivative(h).reshape(b, -1)))
+        elif isinstance(layer, MaxPool2d):
+            idx, overlap = plan[i]
+            flat = h.reshape(b, -1)
+            vals = np.where(idx >= 0, flat[:, np.maximum(idx, 0)], -np.inf)
+            arg = np.take_along_axis(idx[None], vals.argmax(axis=2)[..., None], axis=2)[..., 0]
+            tape.append(("pool", arg, flat.shape[1], overlap))
+        elif isinstance(layer, Residual):
+            body, short = layer.branches(h.shape[1:])
+            hb, tb = _tape(body.layers, plan[i][0], h)
+            hs, ts = (h, None) if short is None else _tape(short.layers, plan[i][1], h)
+            tape.append(("res", tb, ts))
+            h = hb + hs
+            continue
+        elif i in plan:
+            tape.append(("lin", plan[i]))
+        h = layer.forward(h)
+    return h, tape
+
+
+def _backward(tape: list, g: np.ndarray, b: int, m: int) -> np.ndarray:
+    """Rows ``g`` (``b * m`` of them, ``m`` per sample) pulled back through a recorded tape (vector-Jacobian products)."""
+    for entry in reversed(tape):
+        if entry[0] == "lin":
+            g = entry[1].backward(g)
+        elif entry[0] == "act":
+            g = (g.reshape(b, m, -1) * entry[1][:, None, :]).reshape(b * m, -1)
+        elif entry[0] == "res":
+            g = _backward(entry[1], g, b, m) + (g if entry[2] is None else _backward(entry[2], g, b, m))
+        else:
+            arg, n_in, overlap = entry[1:]
+            rows = np.arange(b)[:, None]
+            if overlap:  # a cell may be selected by several windows: accumulate
+                gt = np.zeros((b, n_in, m))
+                np.add.at(gt, (rows, arg), g.reshape(b, m, -1).transpose(0, 2, 1))
+                gi = gt.transpose(0, 2, 1)
+            else:  # disjoint windows select distinct cells
+                gi = np.zeros((b, m, n_in))
+                gi[rows[:, None], np.arange(m)[None, :, None], arg[:, None, :]] = g.reshape(b, m, -1)
+            g = np.ascontiguousarray(gi).reshape(b * m, n_in)
+    return g
+
+
+def _widths(layers, shapes) -> list[int]:
+    """Sizes of every intermediate vector, branches of residual blocks included."""
+    from .residual import Residual
+
+    out = [int(np.prod(s)) for s in shapes]
+    for layer, shape in zip(layers, shapes):
+        if isinstance(layer, Residual):
+            for branch in layer.branches(shape):
+                if branch is not None:
+                    out += _widths(branch.layers, branch.shapes)
+    return out
+
+
+def _apply(reduce, jac: np.ndarray) -> np.ndarray:
+    return jac if reduce is None else reduce(jac)
+
+
+def _chunk_size(per_point_bytes: int, chunk_bytes: int | None) -> int:
+    return max(1, int((JACOBIAN_CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // max(1, per_point_bytes)))
+
+
+def _reverse_jacobians(net: Network, chunk_bytes: int | None = None):
+    """A function of a batch ``X`` giving the float Jacobians ``(B, n_out, n_in)`` by reverse mode (matrix-free
+    layer operators, one backward pass of the ``n_out`` output basis vectors: cheaper than ``Network.jacobian``'s
+    forward mode when ``n_out < n_in``), at kinks the one-sided derivative and for max-pool ties the first maximal
+    cell (as ``Network.jacobian``).  Residual blocks add the pullbacks of their branches.  The batch is processed in
+    chunks of about ``chunk_bytes`` (default :data:`JACOBIAN_CHUNK_BYTES`) of float64 working arrays, so the peak
+    memory does not grow with ``B`` beyond the result.  For the search only; raises ``UnsupportedLayerError`` at
+    construction when a layer has no reverse rule."""
+    plan = _reverse_plan(net.layers, net.shapes)
     m = net.n_out
-    if chunk is None:  # about 4 million floats of backward rows at a time
-        chunk = max(1, 4_000_000 // (m * max(int(np.prod(shp)) for shp in net.shapes)))
+    widths = _widths(net.layers, net.shapes)
+    # per point: the backward rows (m x widest, a few live copies) and the tape (one vector per layer)
+    chunk = _chunk_size(8 * (4 * m * max(widths) + 2 * sum(widths)), chunk_bytes)
 
     def batch(x: np.ndarray) -> np.ndarray:
         b = x.shape[0]
-        tape = []
-        h = x
-        for i, layer in enumerate(net.layers):
-            if isinstance(layer, Activation):
-                tape.append(("act", layer.derivative(h).reshape(b, -1)))
-            elif isinstance(layer, MaxPool2d):
-                idx, overlap = ops[i]
-                flat = h.reshape(b, -1)
-                vals = np.where(idx >= 0, flat[:, np.maximum(idx, 0)], -np.inf)
-                arg = np.take_along_axis(idx[None], vals.argmax(axis=2)[..., None], axis=2)[..., 0]
-                tape.append(("pool", arg, flat.shape[1], overlap))
-            elif i in ops:
-                tape.append(("lin", ops[i]))
-            h = layer.forward(h)
+        _, tape = _tape(net.layers, plan, x)
         g = np.broadcast_to(np.eye(m), (b, m, m)).reshape(b * m, m)
-        for entry in reversed(tape):
-            if entry[0] == "lin":
-                g = entry[1].backward(g)
-            elif entry[0] == "act":
-                g = (g.reshape(b, m, -1) * entry[1][:, None, :]).reshape(b * m, -1)
-            else:
-                arg, n_in, overlap = entry[1:]
-                gi = np.zeros((b, m, n_in))
-                rows = np.arange(b)[:, None]
-                if overlap:  # a cell may be selected by several windows: accumulate
-                    gt = np.zeros((b, n_in, m))
-                    np.add.at(gt, (rows, arg), g.reshape(b, m, -1).transpose(0, 2, 1))
-                    gi = gt.transpose(0, 2, 1)
-                else:  # disjoint windows select distinct cells
-                    gi[rows[:, None], np.arange(m)[None, :, None], arg[:, None, :]] = g.reshape(b, m, -1)
-                g = gi.reshape(b * m, n_in)
-        return g.reshape(b, m, -1)
+        return _backward(tape, g, b, m).reshape(b, m, -1)
 
-    def jacobians(x: np.ndarray) -> np.ndarray:
+    def jacobians(x: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        return np.concatenate([batch(x[s:s + chunk]) for s in range(0, x.shape[0], chunk)])
+        return np.concatenate([_apply(reduce, batch(x[s:s + chunk])) for s in range(0, x.shape[0], chunk)])
 
     return jacobians
+
+
+def _forward_jacobians(net: Network, chunk_bytes: int | None = None):
+    """``Network.jacobian`` (forward mode: ``n_in`` tangents through every layer) over a batch, in chunks of about
+    ``chunk_bytes`` (default :data:`JACOBIAN_CHUNK_BYTES`) of float64 tangents.  For the search only."""
+    chunk = _chunk_size(8 * 3 * net.n_in * max(_widths(net.layers, net.shapes)), chunk_bytes)
+
+    def jacobians(x: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return np.concatenate([_apply(reduce, net.jacobian(x[s:s + chunk]).reshape(-1, net.n_out, net.n_in))
+                               for s in range(0, x.shape[0], chunk)])
+
+    return jacobians
+
+
+def _search_jacobians(net: Network, chunk_bytes: int | None = None):
+    """The float Jacobian function of the search: reverse mode when ``n_out < n_in`` (falling back to forward mode
+    when a layer has no reverse rule), forward mode otherwise; both chunked.  The returned function takes a batch and
+    an optional ``reduce`` applied to each chunk's ``(b, n_out, n_in)`` Jacobians before concatenation (the search
+    passes the norm, so the full batch of Jacobians never exists at once)."""
+    if net.n_out < net.n_in:
+        try:
+            return _reverse_jacobians(net, chunk_bytes)
+        except UnsupportedLayerError:
+            pass
+    return _forward_jacobians(net, chunk_bytes)
 
 
 # --------------------------------------------------------------------------- CNNs: certification
