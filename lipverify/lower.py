@@ -46,6 +46,9 @@ PATTERN_FLIP_WORK = 50_000_000
 #: activation-pattern candidates are tried when the LP's constraint matrix (kink neurons x inputs) has at most this
 #: many entries (HiGHS took ~35 s per LP at 1024 x 784 on a busy machine)
 PATTERN_LP_ENTRIES = 200_000
+#: hill climbing adapts each point's step (x1.1 after a success, x0.95 after a failure); False: the former common
+#: geometric schedule (x0.9 per round), kept for ``benchmarks/bench_lower.py``
+ADAPTIVE_STEPS: tuple[float, float] | None = (1.1, 0.95)
 #: the search's float Jacobians are computed in chunks of samples using about this many bytes of float64 work arrays,
 #: so the search's peak memory is bounded whatever ``samples`` is (plus the ``(samples, n_out, n_in)`` result)
 JACOBIAN_CHUNK_BYTES = 256 * 2**20
@@ -263,16 +266,21 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     tick(samples)
     top = x[np.argsort(vals)[-min(8, samples):]].copy()
     top_vals = jac_norms(top)
-    step = 0.25 * float(np.max(hi - lo)) if np.max(hi - lo) > 0 else 0.0
+    width = float(np.max(hi - lo))
+    step = np.full(len(top), 0.25 * width if width > 0 else 0.0)
+    spread = (1,) * len(shape)
     pool, pool_vals = [x], [vals]
     for _ in range(steps):
-        cand = _reflect(top + step * rng.standard_normal(top.shape), lo, hi)
+        cand = _reflect(top + step.reshape(-1, *spread) * rng.standard_normal(top.shape), lo, hi)
         cv = jac_norms(cand)
         better = cv > top_vals
         top[better], top_vals[better] = cand[better], cv[better]
         pool.append(cand)
         pool_vals.append(cv)
-        step *= 0.9
+        if ADAPTIVE_STEPS:  # per point: longer after a success, shorter after a failure (capped at the box width)
+            step = np.minimum(np.where(better, ADAPTIVE_STEPS[0] * step, ADAPTIVE_STEPS[1] * step), width)
+        else:
+            step = 0.9 * step
         tick()
     points = np.concatenate(pool)
     values = np.concatenate(pool_vals)
