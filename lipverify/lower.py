@@ -203,8 +203,10 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     """The largest *certified* ``||J(x)||_p`` over searched points: a valid **lower** bound of ``Lip_p(f)``.
 
     Search (not certified): ``samples`` points drawn uniformly from ``domain`` (a pair of arrays) or from
-    ``[-radius, radius]^n``, then ``steps`` rounds of random-direction hill climbing from the best eight, the moves
-    reflected back into the box (never clipped onto its faces, where kinks may sit).  Fully connected networks with
+    ``[-radius, radius]^n``, then ``steps`` rounds of random-direction hill climbing from the best eight (one step
+    length per climber, adapted by ``ADAPTIVE_STEPS``), the moves reflected back into the box (never clipped onto its
+    faces, where kinks may sit).  Float Jacobians by reverse mode when ``n_out < n_in`` (forward mode otherwise), in
+    chunks of about ``JACOBIAN_CHUNK_BYTES``: the search's memory does not grow with ``samples``.  Fully connected networks with
     ReLU/LeakyReLU/Identity activations add activation-pattern candidates: the max-slope (for ReLU all-active)
     pattern and the pattern of the best sampled point, then single flips that increase the pattern's Jacobian norm,
     each made realizable by a linear program that finds the point of the box deepest inside the pattern's region
