@@ -46,6 +46,17 @@ PATTERN_FLIP_WORK = 50_000_000
 #: activation-pattern candidates are tried when the LP's constraint matrix (kink neurons x inputs) has at most this
 #: many entries (HiGHS took ~35 s per LP at 1024 x 784 on a busy machine)
 PATTERN_LP_ENTRIES = 200_000
+#: hill climbing adapts each point's step (x1.1 after a success, x0.95 after a failure); False: the former common
+#: geometric schedule (x0.9 per round), kept for ``benchmarks/bench_lower.py``
+ADAPTIVE_STEPS: tuple[float, float] | None = (1.1, 0.95)
+#: a hill-climbing move changes each coordinate with probability ``min(1, MOVE_COORDINATES / n_in)`` (about this
+#: many coordinates); ``None``: every coordinate (the former moves).  In high dimension a full Gaussian move re-draws
+#: the whole point, a sparse one keeps most of it: on the Fashion CNN (784 inputs) sparse moves raised the certified
+#: values, on a 64-input MLP full moves did better (``benchmarks/bench_lower.py``)
+MOVE_COORDINATES: int | None = 64
+#: the search's float Jacobians are computed in chunks of samples using about this many bytes of float64 work arrays,
+#: so the search's peak memory is bounded whatever ``samples`` is (plus the ``(samples, n_out, n_in)`` result)
+JACOBIAN_CHUNK_BYTES = 256 * 2**20
 
 
 def jacobian_norm(jac: np.ndarray, norm: str) -> np.ndarray:
@@ -199,8 +210,11 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     """The largest *certified* ``||J(x)||_p`` over searched points: a valid **lower** bound of ``Lip_p(f)``.
 
     Search (not certified): ``samples`` points drawn uniformly from ``domain`` (a pair of arrays) or from
-    ``[-radius, radius]^n``, then ``steps`` rounds of random-direction hill climbing from the best eight, the moves
-    reflected back into the box (never clipped onto its faces, where kinks may sit).  Fully connected networks with
+    ``[-radius, radius]^n``, then ``steps`` rounds of random-direction hill climbing from the best eight (one step
+    length per climber, adapted by ``ADAPTIVE_STEPS``; about ``MOVE_COORDINATES`` coordinates move), the moves
+    reflected back into the box (never clipped onto its faces, where kinks may sit).  Float Jacobians by reverse mode
+    when ``n_out < n_in`` (forward mode otherwise), in chunks of about ``JACOBIAN_CHUNK_BYTES``: the search's memory
+    does not grow with ``samples``.  Fully connected networks with
     ReLU/LeakyReLU/Identity activations add activation-pattern candidates: the max-slope (for ReLU all-active)
     pattern and the pattern of the best sampled point, then single flips that increase the pattern's Jacobian norm,
     each made realizable by a linear program that finds the point of the box deepest inside the pattern's region
@@ -242,7 +256,10 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
             raise ValueError(f"lower_bound: radius must be a finite number >= 0, got {radius!r}")
         lo, hi = np.full(shape, -float(radius)), np.full(shape, float(radius))
     cnn = is_cnn(net)
-    jac = _reverse_jacobians(net) if (cnn or net.n_out < net.n_in) and not net.has_residual else net.jacobian
+    jacs = _search_jacobians(net)
+
+    def jac_norms(pts: np.ndarray) -> np.ndarray:
+        return jacs(pts, lambda j: jacobian_norm(j, p))
 
     total = samples + steps + 1 + CANDIDATES
     done = 0
@@ -255,20 +272,29 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
 
     # ---- search (float, not certified)
     x = rng.uniform(lo, hi, size=(samples, *shape))
-    vals = jacobian_norm(jac(x), p)
+    vals = jac_norms(x)
     tick(samples)
     top = x[np.argsort(vals)[-min(8, samples):]].copy()
-    top_vals = jacobian_norm(jac(top), p)
-    step = 0.25 * float(np.max(hi - lo)) if np.max(hi - lo) > 0 else 0.0
+    top_vals = jac_norms(top)
+    width = float(np.max(hi - lo))
+    step = np.full(len(top), 0.25 * width if width > 0 else 0.0)
+    spread = (1,) * len(shape)
+    fraction = 1.0 if MOVE_COORDINATES is None else min(1.0, MOVE_COORDINATES / net.n_in)
     pool, pool_vals = [x], [vals]
     for _ in range(steps):
-        cand = _reflect(top + step * rng.standard_normal(top.shape), lo, hi)
-        cv = jacobian_norm(jac(cand), p)
+        move = rng.standard_normal(top.shape)
+        if fraction < 1.0:  # a random subset of the coordinates moves
+            move = move * (rng.random(top.shape) < fraction)
+        cand = _reflect(top + step.reshape(-1, *spread) * move, lo, hi)
+        cv = jac_norms(cand)
         better = cv > top_vals
         top[better], top_vals[better] = cand[better], cv[better]
         pool.append(cand)
         pool_vals.append(cv)
-        step *= 0.9
+        if ADAPTIVE_STEPS:  # per point: longer after a success, shorter after a failure (capped at the box width)
+            step = np.minimum(np.where(better, ADAPTIVE_STEPS[0] * step, ADAPTIVE_STEPS[1] * step), width)
+        else:
+            step = 0.9 * step
         tick()
     points = np.concatenate(pool)
     values = np.concatenate(pool_vals)
@@ -504,68 +530,153 @@ def _pattern_candidates(net: Network, norm: str, lo: np.ndarray, hi: np.ndarray,
 # --------------------------------------------------------------------------- float Jacobians (search)
 
 
-def _reverse_jacobians(net: Network, chunk: int | None = None):
-    """A function of a batch ``X`` giving the float Jacobians ``(B, n_out, n_in)`` by reverse mode (matrix-free
-    layer operators, one backward pass of the ``n_out`` output basis vectors: cheaper than ``Network.jacobian``'s
-    forward mode when ``n_out < n_in``), at kinks the one-sided derivative and for max-pool ties the first maximal
-    cell (as ``Network.jacobian``).  For the search only."""
+def _reverse_plan(layers, shapes) -> dict:
+    """Per layer index: what the reverse pass needs (a linear operator, a max pool's window index, a residual block's
+    branch plans); raises ``UnsupportedLayerError`` naming the layer when one has no reverse-mode rule."""
     from .ir.operators import DenseOp  # here, not at the top: ``import lipverify`` stays cheap
+    from .residual import Residual
 
-    ops = {}
-    for i, layer in enumerate(net.layers):
+    ops: dict = {}
+    for i, layer in enumerate(layers):
         if isinstance(layer, Dense):
             ops[i] = DenseOp(layer.weight)
         elif isinstance(layer, (Conv2d, AvgPool2d, BatchNorm2d)):
-            ops[i] = linear_op(layer, net.shapes[i], "implicit")
+            ops[i] = linear_op(layer, shapes[i], "implicit")
         elif isinstance(layer, MaxPool2d):
-            ops[i] = (layer.window_index(net.shapes[i]), layer.max_overlap(net.shapes[i]) > 1)
+            ops[i] = (layer.window_index(shapes[i]), layer.max_overlap(shapes[i]) > 1)
+        elif isinstance(layer, Residual):
+            body, short = layer.branches(shapes[i])
+            ops[i] = (_reverse_plan(body.layers, body.shapes),
+                      None if short is None else _reverse_plan(short.layers, short.shapes))
         elif not isinstance(layer, (Activation, Flatten)):
             raise UnsupportedLayerError(f"lower_bound: layer {i} ({layer.describe()}) has no reverse-mode Jacobian rule "
-                                        "(supported: Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, Dense, Flatten, activations)")
+                                        "(supported: Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, Dense, Flatten, Residual, "
+                                        "activations)")
+    return ops
+
+
+def _tape(layers, plan: dict, h: np.ndarray) -> tuple[np.ndarray, list]:
+    """Float forward pass of a batch ``h`` recording what the backward pass needs."""
+    from .residual import Residual
+
+    b, tape = h.shape[0], []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Activation):
+            tape.append(("act", layer.derivative(h).reshape(b, -1)))
+        elif isinstance(layer, MaxPool2d):
+            idx, overlap = plan[i]
+            flat = h.reshape(b, -1)
+            vals = np.where(idx >= 0, flat[:, np.maximum(idx, 0)], -np.inf)
+            arg = np.take_along_axis(idx[None], vals.argmax(axis=2)[..., None], axis=2)[..., 0]
+            tape.append(("pool", arg, flat.shape[1], overlap))
+        elif isinstance(layer, Residual):
+            body, short = layer.branches(h.shape[1:])
+            hb, tb = _tape(body.layers, plan[i][0], h)
+            hs, ts = (h, None) if short is None else _tape(short.layers, plan[i][1], h)
+            tape.append(("res", tb, ts))
+            h = hb + hs
+            continue
+        elif i in plan:
+            tape.append(("lin", plan[i]))
+        h = layer.forward(h)
+    return h, tape
+
+
+def _backward(tape: list, g: np.ndarray, b: int, m: int) -> np.ndarray:
+    """Rows ``g`` (``b * m`` of them, ``m`` per sample) pulled back through a recorded tape (vector-Jacobian products)."""
+    for entry in reversed(tape):
+        if entry[0] == "lin":
+            g = entry[1].backward(g)
+        elif entry[0] == "act":
+            g = (g.reshape(b, m, -1) * entry[1][:, None, :]).reshape(b * m, -1)
+        elif entry[0] == "res":
+            g = _backward(entry[1], g, b, m) + (g if entry[2] is None else _backward(entry[2], g, b, m))
+        else:
+            arg, n_in, overlap = entry[1:]
+            rows = np.arange(b)[:, None]
+            if overlap:  # a cell may be selected by several windows: accumulate
+                gt = np.zeros((b, n_in, m))
+                np.add.at(gt, (rows, arg), g.reshape(b, m, -1).transpose(0, 2, 1))
+                gi = gt.transpose(0, 2, 1)
+            else:  # disjoint windows select distinct cells
+                gi = np.zeros((b, m, n_in))
+                gi[rows[:, None], np.arange(m)[None, :, None], arg[:, None, :]] = g.reshape(b, m, -1)
+            g = np.ascontiguousarray(gi).reshape(b * m, n_in)
+    return g
+
+
+def _widths(layers, shapes) -> list[int]:
+    """Sizes of every intermediate vector, branches of residual blocks included."""
+    from .residual import Residual
+
+    out = [int(np.prod(s)) for s in shapes]
+    for layer, shape in zip(layers, shapes):
+        if isinstance(layer, Residual):
+            for branch in layer.branches(shape):
+                if branch is not None:
+                    out += _widths(branch.layers, branch.shapes)
+    return out
+
+
+def _apply(reduce, jac: np.ndarray) -> np.ndarray:
+    return jac if reduce is None else reduce(jac)
+
+
+def _chunk_size(per_point_bytes: int, chunk_bytes: int | None) -> int:
+    return max(1, int((JACOBIAN_CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // max(1, per_point_bytes)))
+
+
+def _reverse_jacobians(net: Network, chunk_bytes: int | None = None):
+    """A function of a batch ``X`` giving the float Jacobians ``(B, n_out, n_in)`` by reverse mode (matrix-free
+    layer operators, one backward pass of the ``n_out`` output basis vectors: cheaper than ``Network.jacobian``'s
+    forward mode when ``n_out < n_in``), at kinks the one-sided derivative and for max-pool ties the first maximal
+    cell (as ``Network.jacobian``).  Residual blocks add the pullbacks of their branches.  The batch is processed in
+    chunks of about ``chunk_bytes`` (default :data:`JACOBIAN_CHUNK_BYTES`) of float64 working arrays, so the peak
+    memory does not grow with ``B`` beyond the result.  For the search only; raises ``UnsupportedLayerError`` at
+    construction when a layer has no reverse rule."""
+    plan = _reverse_plan(net.layers, net.shapes)
     m = net.n_out
-    if chunk is None:  # about 4 million floats of backward rows at a time
-        chunk = max(1, 4_000_000 // (m * max(int(np.prod(shp)) for shp in net.shapes)))
+    widths = _widths(net.layers, net.shapes)
+    # per point: the backward rows (m x widest, a few live copies) and the tape (one vector per layer)
+    chunk = _chunk_size(8 * (4 * m * max(widths) + 2 * sum(widths)), chunk_bytes)
 
     def batch(x: np.ndarray) -> np.ndarray:
         b = x.shape[0]
-        tape = []
-        h = x
-        for i, layer in enumerate(net.layers):
-            if isinstance(layer, Activation):
-                tape.append(("act", layer.derivative(h).reshape(b, -1)))
-            elif isinstance(layer, MaxPool2d):
-                idx, overlap = ops[i]
-                flat = h.reshape(b, -1)
-                vals = np.where(idx >= 0, flat[:, np.maximum(idx, 0)], -np.inf)
-                arg = np.take_along_axis(idx[None], vals.argmax(axis=2)[..., None], axis=2)[..., 0]
-                tape.append(("pool", arg, flat.shape[1], overlap))
-            elif i in ops:
-                tape.append(("lin", ops[i]))
-            h = layer.forward(h)
+        _, tape = _tape(net.layers, plan, x)
         g = np.broadcast_to(np.eye(m), (b, m, m)).reshape(b * m, m)
-        for entry in reversed(tape):
-            if entry[0] == "lin":
-                g = entry[1].backward(g)
-            elif entry[0] == "act":
-                g = (g.reshape(b, m, -1) * entry[1][:, None, :]).reshape(b * m, -1)
-            else:
-                arg, n_in, overlap = entry[1:]
-                gi = np.zeros((b, m, n_in))
-                rows = np.arange(b)[:, None]
-                if overlap:  # a cell may be selected by several windows: accumulate
-                    gt = np.zeros((b, n_in, m))
-                    np.add.at(gt, (rows, arg), g.reshape(b, m, -1).transpose(0, 2, 1))
-                    gi = gt.transpose(0, 2, 1)
-                else:  # disjoint windows select distinct cells
-                    gi[rows[:, None], np.arange(m)[None, :, None], arg[:, None, :]] = g.reshape(b, m, -1)
-                g = gi.reshape(b * m, n_in)
-        return g.reshape(b, m, -1)
+        return _backward(tape, g, b, m).reshape(b, m, -1)
 
-    def jacobians(x: np.ndarray) -> np.ndarray:
+    def jacobians(x: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        return np.concatenate([batch(x[s:s + chunk]) for s in range(0, x.shape[0], chunk)])
+        return np.concatenate([_apply(reduce, batch(x[s:s + chunk])) for s in range(0, x.shape[0], chunk)])
 
     return jacobians
+
+
+def _forward_jacobians(net: Network, chunk_bytes: int | None = None):
+    """``Network.jacobian`` (forward mode: ``n_in`` tangents through every layer) over a batch, in chunks of about
+    ``chunk_bytes`` (default :data:`JACOBIAN_CHUNK_BYTES`) of float64 tangents.  For the search only."""
+    chunk = _chunk_size(8 * 3 * net.n_in * max(_widths(net.layers, net.shapes)), chunk_bytes)
+
+    def jacobians(x: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return np.concatenate([_apply(reduce, net.jacobian(x[s:s + chunk]).reshape(-1, net.n_out, net.n_in))
+                               for s in range(0, x.shape[0], chunk)])
+
+    return jacobians
+
+
+def _search_jacobians(net: Network, chunk_bytes: int | None = None):
+    """The float Jacobian function of the search: reverse mode when ``n_out < n_in`` (falling back to forward mode
+    when a layer has no reverse rule), forward mode otherwise; both chunked.  The returned function takes a batch and
+    an optional ``reduce`` applied to each chunk's ``(b, n_out, n_in)`` Jacobians before concatenation (the search
+    passes the norm, so the full batch of Jacobians never exists at once)."""
+    if net.n_out < net.n_in:
+        try:
+            return _reverse_jacobians(net, chunk_bytes)
+        except UnsupportedLayerError:
+            pass
+    return _forward_jacobians(net, chunk_bytes)
 
 
 # --------------------------------------------------------------------------- CNNs: certification
