@@ -21,10 +21,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import rigorous
-from .conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
 from .errors import LipVerifyError, NumericalError, UnsupportedLayerError
 from .ir.chain import Slopes
-from .ir.graph import Graph, Step, explicit_nnz, is_cnn, linear_op, lower
+from .ir.graph import Graph, Step, explicit_nnz, is_cnn, lower
 from .ir.passes import enclosure_rows
 from .layers import LIBM_REL, Activation, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU  # noqa: F401  (LIBM_REL: defined once, in rigorous/evaluation.py)
 from .network import Network
@@ -394,15 +393,17 @@ class _PwlNet:
 
 
 def _pwl_net(net: Network) -> _PwlNet | None:
+    """The dense piecewise-linear form of the network's graph (dense layers, activations with declared ``pieces``),
+    or ``None`` for anything else (convolutions, pooling, residual blocks, smooth activations)."""
+    graph = lower(net, "explicit", "lower_bound")
+    if graph.is_cnn:
+        return None
     steps = []
-    for layer in net.layers:
-        if isinstance(layer, Dense):
-            steps.append(("dense", layer.weight, layer.bias))
-        elif isinstance(layer, Activation) and layer.pieces is not None:  # a subclass changing forward has none
-            neg, pos = (float(v) for v in layer.pieces)
-            steps.append(("act", neg, pos))
-        elif isinstance(layer, Flatten):
-            continue
+    for s in graph.steps:
+        if s.kind == "linear":
+            steps.append(("dense", s.op.weight, s.source[0].affine_shift(s.shape)[0]))
+        elif s.kind == "act" and all(a.pieces is not None for a in s.source):  # a subclass changing forward has none
+            steps += [("act", *(float(v) for v in a.pieces)) for a in s.source]
         else:
             return None
     return _PwlNet(tuple(steps), net.n_in)
@@ -530,55 +531,32 @@ def _pattern_candidates(net: Network, norm: str, lo: np.ndarray, hi: np.ndarray,
 # --------------------------------------------------------------------------- float Jacobians (search)
 
 
-def _reverse_plan(layers, shapes) -> dict:
-    """Per layer index: what the reverse pass needs (a linear operator, a max pool's window index, a residual block's
-    branch plans); raises ``UnsupportedLayerError`` naming the layer when one has no reverse-mode rule."""
-    from .ir.operators import DenseOp  # here, not at the top: ``import lipverify`` stays cheap
-    from .residual import Residual
-
-    ops: dict = {}
-    for i, layer in enumerate(layers):
-        if isinstance(layer, Dense):
-            ops[i] = DenseOp(layer.weight)
-        elif isinstance(layer, (Conv2d, AvgPool2d, BatchNorm2d)):
-            ops[i] = linear_op(layer, shapes[i], "implicit")
-        elif isinstance(layer, MaxPool2d):
-            ops[i] = (layer.window_index(shapes[i]), layer.max_overlap(shapes[i]) > 1)
-        elif isinstance(layer, Residual):
-            body, short = layer.branches(shapes[i])
-            ops[i] = (_reverse_plan(body.layers, body.shapes),
-                      None if short is None else _reverse_plan(short.layers, short.shapes))
-        elif not isinstance(layer, (Activation, Flatten)):
-            raise UnsupportedLayerError(f"lower_bound: layer {i} ({layer.describe()}) has no reverse-mode Jacobian rule "
-                                        "(supported: Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, Dense, Flatten, Residual, "
-                                        "activations)")
-    return ops
-
-
-def _tape(layers, plan: dict, h: np.ndarray) -> tuple[np.ndarray, list]:
-    """Float forward pass of a batch ``h`` recording what the backward pass needs."""
-    from .residual import Residual
-
-    b, tape = h.shape[0], []
-    for i, layer in enumerate(layers):
-        if isinstance(layer, Activation):
-            tape.append(("act", layer.derivative(h).reshape(b, -1)))
-        elif isinstance(layer, MaxPool2d):
-            idx, overlap = plan[i]
-            flat = h.reshape(b, -1)
-            vals = np.where(idx >= 0, flat[:, np.maximum(idx, 0)], -np.inf)
+def _tape(steps, h: np.ndarray) -> tuple[np.ndarray, list]:
+    """Float forward pass of a batch ``h`` (flat rows) through the graph ``steps``, recording what the backward pass
+    needs: the operators, the activations' derivatives (composed activations multiplied), each max pool's selected
+    cells (the first maximal one, as ``Network.jacobian``), the branches' tapes of a residual block."""
+    tape: list = []
+    for s in steps:
+        if s.kind == "linear":
+            tape.append(("lin", s.op))
+            h = np.asarray(s.op.forward(h), dtype=np.float64) + s.source[0].affine_shift(s.shape)[0]
+        elif s.kind == "act":
+            d = np.ones_like(h)
+            for layer in s.source:
+                d = d * layer.derivative(h)
+                h = layer.forward(h)
+            tape.append(("act", d))
+        elif s.kind == "maxpool":
+            layer = s.source[0]
+            idx = layer.window_index(s.shape)
+            vals = np.where(idx >= 0, h[:, np.maximum(idx, 0)], -np.inf)
             arg = np.take_along_axis(idx[None], vals.argmax(axis=2)[..., None], axis=2)[..., 0]
-            tape.append(("pool", arg, flat.shape[1], overlap))
-        elif isinstance(layer, Residual):
-            body, short = layer.branches(h.shape[1:])
-            hb, tb = _tape(body.layers, plan[i][0], h)
-            hs, ts = (h, None) if short is None else _tape(short.layers, plan[i][1], h)
+            tape.append(("pool", arg, h.shape[1], layer.max_overlap(s.shape) > 1))
+            h = np.take_along_axis(h, arg, axis=1)
+        else:
+            (hb, tb), (hs, ts) = (_tape(branch.steps, h) for branch in s.op)
             tape.append(("res", tb, ts))
             h = hb + hs
-            continue
-        elif i in plan:
-            tape.append(("lin", plan[i]))
-        h = layer.forward(h)
     return h, tape
 
 
@@ -590,7 +568,7 @@ def _backward(tape: list, g: np.ndarray, b: int, m: int) -> np.ndarray:
         elif entry[0] == "act":
             g = (g.reshape(b, m, -1) * entry[1][:, None, :]).reshape(b * m, -1)
         elif entry[0] == "res":
-            g = _backward(entry[1], g, b, m) + (g if entry[2] is None else _backward(entry[2], g, b, m))
+            g = _backward(entry[1], g, b, m) + _backward(entry[2], g, b, m)
         else:
             arg, n_in, overlap = entry[1:]
             rows = np.arange(b)[:, None]
@@ -605,16 +583,20 @@ def _backward(tape: list, g: np.ndarray, b: int, m: int) -> np.ndarray:
     return g
 
 
-def _widths(layers, shapes) -> list[int]:
-    """Sizes of every intermediate vector, branches of residual blocks included."""
-    from .residual import Residual
+def _widths(graph) -> list[int]:
+    """Sizes of every intermediate vector of the graph (branches of residual blocks included)."""
+    return [graph.n_in] + [int(s.op.shape[0]) for s in graph.walk() if s.kind == "linear"] + \
+        [int(s.op.n_out) for s in graph.walk() if s.kind == "maxpool"]
 
-    out = [int(np.prod(s)) for s in shapes]
-    for layer, shape in zip(layers, shapes):
-        if isinstance(layer, Residual):
-            for branch in layer.branches(shape):
-                if branch is not None:
-                    out += _widths(branch.layers, branch.shapes)
+
+def _shape_widths(net: Network) -> list[int]:
+    """Sizes of the network's intermediate tensors, residual branches included (no lowering: any layer with a
+    Jacobian rule counts)."""
+    out = [int(np.prod(shape)) for shape in net.shapes]
+    for layer, shape in zip(net.layers, net.shapes):
+        for branch in (layer.branches(shape) if hasattr(layer, "branches") else ()):
+            if branch is not None:
+                out += _shape_widths(branch)
     return out
 
 
@@ -633,16 +615,16 @@ def _reverse_jacobians(net: Network, chunk_bytes: int | None = None):
     cell (as ``Network.jacobian``).  Residual blocks add the pullbacks of their branches.  The batch is processed in
     chunks of about ``chunk_bytes`` (default :data:`JACOBIAN_CHUNK_BYTES`) of float64 working arrays, so the peak
     memory does not grow with ``B`` beyond the result.  For the search only; raises ``UnsupportedLayerError`` at
-    construction when a layer has no reverse rule."""
-    plan = _reverse_plan(net.layers, net.shapes)
+    construction when a layer has no reverse rule (the graph's lowering names it)."""
+    graph = lower(net, "implicit", "lower_bound")
     m = net.n_out
-    widths = _widths(net.layers, net.shapes)
+    widths = _widths(graph)
     # per point: the backward rows (m x widest, a few live copies) and the tape (one vector per layer)
     chunk = _chunk_size(8 * (4 * m * max(widths) + 2 * sum(widths)), chunk_bytes)
 
     def batch(x: np.ndarray) -> np.ndarray:
         b = x.shape[0]
-        _, tape = _tape(net.layers, plan, x)
+        _, tape = _tape(graph.steps, x.reshape(b, -1))
         g = np.broadcast_to(np.eye(m), (b, m, m)).reshape(b * m, m)
         return _backward(tape, g, b, m).reshape(b, m, -1)
 
@@ -656,7 +638,7 @@ def _reverse_jacobians(net: Network, chunk_bytes: int | None = None):
 def _forward_jacobians(net: Network, chunk_bytes: int | None = None):
     """``Network.jacobian`` (forward mode: ``n_in`` tangents through every layer) over a batch, in chunks of about
     ``chunk_bytes`` (default :data:`JACOBIAN_CHUNK_BYTES`) of float64 tangents.  For the search only."""
-    chunk = _chunk_size(8 * 3 * net.n_in * max(_widths(net.layers, net.shapes)), chunk_bytes)
+    chunk = _chunk_size(8 * 3 * net.n_in * max(_shape_widths(net)), chunk_bytes)
 
     def jacobians(x: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
