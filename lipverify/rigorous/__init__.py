@@ -435,8 +435,9 @@ def spectral_norm_lower(mid: Array, rad: Array | None = None, v: Array | None = 
     quotient = max(float(down(num / den)), 0.0)
     with np.errstate(over="ignore"):
         value = _unscale(quotient, exponent, down)
-    # the true value exceeds the float range only if 2^e * quotient does; then the largest float is a lower bound
-    return value if math.isfinite(value) else float(np.finfo(np.float64).max)
+    # the true value exceeds the float range only if 2^e * quotient does; then the largest float is a lower bound;
+    # an unscaled value that underflows is rounded down past 0 (to -eta): a norm is >= 0, so 0 is the lower bound
+    return max(value, 0.0) if math.isfinite(value) else float(np.finfo(np.float64).max)
 
 
 def _top_right_singular_vector(a: Array) -> Array:

@@ -268,7 +268,9 @@ def members(problem: LipSDPProblem, factors=FACTORS, scalings=SCALINGS):
     out = []
     for scaling in scalings:
         for c in factors:
-            got = _member(problem, c, scaling)
+            # a member is only a candidate (the kernel proves or refuses it): overflow inside one discards it
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
+                got = _member(problem, c, scaling)
             if got is not None and math.isfinite(got[1]) and got[1] >= 0:
                 out.append((got[1], got[0], f"{scaling}, c={c:g}"))
     return sorted(out, key=lambda x: x[0])

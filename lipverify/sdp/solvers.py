@@ -650,7 +650,9 @@ def solve_ipm(problem: LipSDPProblem, variant: str, solver_options: dict, margin
             raise ValueError(f"lipsdp: unknown IPM option {key!r}; valid: {', '.join(sorted(opts))}")
         opts[key] = value
     ipm = StructuredIPM(problem, variant, margin)
-    with single_threaded_blas():
+    # the IPM is untrusted: overflow or NaN inside it must end in a SolverError (then the next solver), not in a
+    # warning; every result is checked below and certified by the kernel
+    with single_threaded_blas(), np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
         try:
             rho, mu, _ = ipm.solve(int(opts["max_iters"]), float(opts["reltol"]), float(opts["abstol"]),
                                    float(opts["feastol"]))
