@@ -170,19 +170,23 @@ def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | No
         raise ValueError("certified_radius needs a classifier with at least two outputs")
     out_lo, out_hi = output_enclosure(net, (x, x))
     y = int(np.argmax(net(x))) if label is None else int(label)
-    domain = None if radius is None else (x - radius, x + radius)
+    # the float box contains the real box x ± radius (each end rounded outward), which contains the l_p ball
+    domain = None if radius is None else (down(x - radius), up(x + radius))
     best = np.inf
     for j in range(net.n_out):
         if j == y:
             continue
         margin = float(down(out_lo[y] - out_hi[j]))
-        if margin <= 0:
+        if not margin > 0:  # NaN included
             best = 0.0
             break
         row = np.zeros((1, net.n_out))
         row[0, y], row[0, j] = 1.0, -1.0
         diff = Network([*net.layers, Dense(row)], input_shape=net.input_shape)
-        lip = float(bound(diff, method, norm=p, domain=domain, **options).value)
+        b = bound(diff, method, norm=p, domain=domain, **options)
+        if b.kind not in ("upper", "exact"):
+            raise ValueError(f"certified_radius: method {method} gave a {b.kind} value, not an upper bound")
+        lip = b.float_value()  # rounded up when the value is exact
         best = min(best, float(down(margin / lip)) if lip > 0 else np.inf)
     if radius is not None:
         best = min(best, float(radius))
