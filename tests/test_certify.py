@@ -173,6 +173,33 @@ def test_certified_radius_of_local_py_survives_the_attack_on_cnns():
                     assert torch.all(model(points).argmax(dim=1) == r.details["label"])
 
 
+@pytest.mark.parametrize("p", ["1", "2", "inf"])
+def test_radius_is_tight_where_the_cnn_is_affine_and_the_attack_breaks_just_beyond(p):
+    """Positive conv weights, bias 10 and inputs in [0, 1]: every ReLU is active on the ε-ball, the network is affine
+    there, and its robustness radius is ``min_j m_j / ||a_y - a_j||_q`` (``q`` the dual norm; ``a`` rows of the
+    autograd Jacobian).  The certified radius lies just below it and PGD flips the class at 1.02 times it."""
+    torch.manual_seed(0)
+    c1, fc = nn.Conv2d(1, 2, 3), nn.Linear(32, 3)
+    x = np.random.default_rng(1).uniform(0, 1, (1, 6, 6))
+    with torch.no_grad():
+        c1.weight.uniform_(0, 1)
+        c1.bias.fill_(10.0)
+        fc.weight.normal_(0, 0.3)
+        model = nn.Sequential(c1, nn.ReLU(), nn.Flatten(), fc).double()
+        model[3].bias += torch.tensor([0.3, 0.0, -0.2], dtype=torch.float64) - model(torch.tensor(x)[None])[0]
+        f = model(torch.tensor(x)[None])[0].numpy()
+    net = lv.Network([_conv(model[0]), lv.ReLU(), lv.Flatten(), _dense(model[3])], input_shape=(1, 6, 6))
+    r = lv.certify(net, [x], 1.0, p).results[0]
+    a = torch.autograd.functional.jacobian(lambda z: model(z[None])[0], torch.tensor(x)).reshape(3, -1).numpy()
+    q = {"1": np.inf, "2": 2, "inf": 1}[p]
+    true = min((f[0] - f[j]) / np.linalg.norm(a[0] - a[j], ord=q) for j in (1, 2))
+    assert r.predicted == 0 and true * (1 - 1e-6) <= r.radius.value <= true
+    inside, beyond = _attack(model, x, 0, r.radius.value, p), _attack(model, x, 0, 1.02 * r.radius.value, p)
+    with torch.no_grad():
+        assert torch.all(model(inside).argmax(dim=1) == 0)
+        assert torch.any(model(beyond).argmax(dim=1) != 0)
+
+
 def test_labels_decide_the_certified_flag_and_the_accuracy():
     net = lv.Network([lv.Dense([[1.0, 0.0], [0.0, 1.0]])])
     xs = [[1.0, 0.0], [0.0, 1.0], [0.52, 0.5]]
