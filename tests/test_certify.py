@@ -200,6 +200,32 @@ def test_radius_is_tight_where_the_cnn_is_affine_and_the_attack_breaks_just_beyo
         assert torch.any(model(beyond).argmax(dim=1) != 0)
 
 
+@pytest.mark.parametrize("p", ["1", "2", "inf"])
+def test_radius_and_local_upper_hold_in_exact_arithmetic_on_rational_weights(p):
+    """A linear classifier with weights 1/3, 2/7, ... (not floats): the robustness radius is ``min_j m_j / ||w_y -
+    w_j||_q`` exactly (Fractions; in l2 compared squared), and the certified radius never exceeds it, nor does the
+    exact operator norm exceed ``local_upper``."""
+    from fractions import Fraction as F
+
+    w = [[F(1, 3), F(2, 7)], [F(1, 10), F(-1, 3)], [F(0), F(1, 5)]]
+    x = [0.7, 0.1]
+    r = lv.certify(lv.Network([lv.Dense(w)]), [x], 10.0, p).results[0]
+    f = [sum(a * F(v) for a, v in zip(row, x)) for row in w]
+    assert r.predicted == 0
+    radius, upper = F(r.radius.value), F(r.local_upper.value)
+    for j in (1, 2):
+        d, m = [a - b for a, b in zip(w[0], w[j])], f[0] - f[j]
+        if p == "2":
+            assert radius ** 2 * sum(t * t for t in d) <= m ** 2
+        else:
+            assert radius * (max(abs(t) for t in d) if p == "1" else sum(abs(t) for t in d)) <= m
+    assert radius > 0.99 * {"1": F(3638461538461538, 10 ** 16), "2": F(34, 100), "inf": F(2642458100558659, 10 ** 16)}[p]
+    if p == "1":
+        assert upper >= max(sum(abs(row[k]) for row in w) for k in range(2))  # max column sum
+    elif p == "inf":
+        assert upper >= max(sum(abs(a) for a in row) for row in w)  # max row sum
+
+
 def test_labels_decide_the_certified_flag_and_the_accuracy():
     net = lv.Network([lv.Dense([[1.0, 0.0], [0.0, 1.0]])])
     xs = [[1.0, 0.0], [0.0, 1.0], [0.52, 0.5]]
