@@ -226,6 +226,11 @@ def _certify(args) -> int:
     try:
         result = certify(net, data, args.eps, norm, labels=labels, method=args.method, workers=args.workers,
                          dask=args.dask, progress=None if bar is None else (lambda _r: bar.update(1)))
+    except OSError as exc:  # TimeoutError included: the Dask scheduler cannot be reached
+        if args.dask is None:
+            raise
+        raise BadInput(f"--dask {args.dask}: cannot use the Dask cluster ({type(exc).__name__}: {exc}); "
+                       "check the scheduler address (e.g. tcp://host:8786)") from None
     finally:
         if bar is not None:
             bar.close()
