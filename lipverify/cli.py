@@ -149,10 +149,104 @@ def _parser() -> argparse.ArgumentParser:
                          help="region enumeration: most hidden neurons tried (default 256)")
     p_exact.add_argument("--time-limit", type=_positive(float, "--time-limit"), default=None, metavar="SECONDS",
                          help="wall-clock cap of region enumeration and of the smooth method (an extra cap)")
+    _certify_parser(sub)
     p_report = sub.add_parser("report", help="regenerate the bound-comparison report (Markdown + PNG)")
     p_report.add_argument("--suite", default="paper", help="paper (minutes) or quick (seconds); default: %(default)s")
     p_report.add_argument("--out", default="docs/reports", help="output folder; default: %(default)s")
     return parser
+
+
+def _certify_parser(sub) -> None:
+    p = sub.add_parser("certify", help="certified radii, local Lipschitz bounds and certified accuracy of a batch of inputs")
+    p.add_argument("model", help="model file (.npz, .onnx, .pt) of a classifier")
+    p.add_argument("--inputs", required=True, metavar="X.npy",
+                   help="a batch of inputs, shape (N, *input shape): .npy, or .npz with arrays x (and optionally y)")
+    p.add_argument("--labels", default=None, metavar="y.npy", help="the true classes, shape (N,) (.npy)")
+    p.add_argument("--eps", required=True, type=_positive(float, "--eps"), metavar="E", help="the radius to certify")
+    p.add_argument("--norm", default="inf", metavar="NORM", help="1, 2 or inf (also l1, l2, linf); default: %(default)s")
+    p.add_argument("--method", default=None, metavar="METHOD",
+                   help="the bound of the margins and of the local constant; default: k4 in l1/l∞, k1 in l2")
+    p.add_argument("--input-shape", default=None, metavar="SHAPE", help="per-sample input shape, e.g. 1,28,28")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("--workers", type=_positive(int, "--workers"), default=1, metavar="N",
+                   help="run the inputs in N local processes (joblib); default: %(default)s")
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run the inputs on the existing Dask cluster at ADDRESS (e.g. tcp://host:8786); "
+                        "needs pip install 'lipverify[dask]'")
+
+
+def _load_array(path: str, what: str) -> np.ndarray | dict:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise BadInput(f"{what} {path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{what} {path}: not a .npy/.npz array file ({exc})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            return {k: data[k] for k in data.files}
+    return data
+
+
+def _certify(args) -> int:
+    from .certify import certify
+
+    norm = parse_norm(args.norm)
+    if args.method is not None and args.method not in METHODS:
+        raise BadInput(f"unknown method {args.method}; valid methods are {', '.join(METHODS)}")
+    if args.dask is not None and args.workers > 1:
+        raise BadInput("give either --workers or --dask, not both")
+    if args.dask is not None:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise BadInput("--dask needs dask.distributed, which is not installed: pip install 'lipverify[dask]'") from None
+    data = _load_array(args.inputs, "--inputs")
+    labels = None
+    if isinstance(data, dict):
+        if "x" not in data:
+            raise BadInput(f"--inputs {args.inputs}: the .npz has arrays {sorted(data)}, expected x (and optionally y)")
+        data, labels = data["x"], data.get("y")
+    if args.labels is not None:
+        if labels is not None:
+            raise BadInput(f"labels given twice: --labels {args.labels} and the array y of {args.inputs}; give one")
+        labels = _load_array(args.labels, "--labels")
+        if isinstance(labels, dict):
+            raise BadInput(f"--labels {args.labels}: expected a .npy array of shape (N,)")
+    net = load(args.model, input_shape=_input_shape(args.input_shape))
+    if data.ndim == 0:
+        raise BadInput(f"--inputs {args.inputs}: a scalar; expected a batch of shape (N, {', '.join(map(str, net.input_shape))})")
+    if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
+        raise BadInput(f"--inputs {args.inputs}: dtype {data.dtype} is not numeric")
+    bar = None
+    if not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(data), file=sys.stderr, leave=False, desc="certify", unit="input")
+    try:
+        result = certify(net, data, args.eps, norm, labels=labels, method=args.method, workers=args.workers,
+                         dask=args.dask, progress=None if bar is None else (lambda _r: bar.update(1)))
+    except OSError as exc:  # TimeoutError included: the Dask scheduler cannot be reached
+        if args.dask is None:
+            raise
+        raise BadInput(f"--dask {args.dask}: cannot use the Dask cluster ({type(exc).__name__}: {exc}); "
+                       "check the scheduler address (e.g. tcp://host:8786)") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print(json.dumps(result.to_dict(args.model), indent=2))
+        return EXIT_OK
+    print(f"== {args.model}  certify at eps = {args.eps:g} in l{norm} ({result.method}), {len(data)} input(s)")
+    print(f"{'index':>6} {'predicted':>9} {'label':>5} {'radius':>12} {'local_upper':>12} certified")
+    for r in result.results:
+        row = r.to_dict()
+        label = "-" if r.label is None else str(r.label)
+        print(f"{r.index:>6} {r.predicted:>9} {label:>5} {row['radius']:>12.6g} {row['local_upper']:>12.6g} "
+              f"{'yes' if r.certified else 'no'}")
+    certified = sum(r.certified for r in result.results)
+    print(f"certified accuracy: {result.certified_accuracy:.4f} ({certified}/{len(result.results)})")
+    return EXIT_OK
 
 
 def _input_shape(text: str | None) -> tuple[int, ...] | None:
@@ -523,6 +617,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _report(args)
             if args.command == "exact":
                 return _exact(args)
+            if args.command == "certify":
+                return _certify(args)
             return _bounds(args, run)
     except KeyboardInterrupt:
         if run:

@@ -20,7 +20,7 @@ tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard libr
 
 ROOT = Path(__file__).resolve().parents[1]
 #: import names allowed to be declared as an optional extra only (imported lazily, for one feature)
-OPTIONAL = {"torch", "matplotlib", "hypothesis"}
+OPTIONAL = {"torch", "matplotlib", "hypothesis", "distributed"}
 
 
 def _dist_name(requirement: str) -> str:
