@@ -12,7 +12,6 @@ Lipschitz bound on the ε-ball and whether the input is certified at ε; the cer
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from .errors import NumericalError, ShapeError
-from .layers import Dense
 from .network import Network
 from .rigorous import down, up
 
@@ -87,37 +85,17 @@ def certify_one(net: Network, x: Any, eps: float, norm: str, label: int | None =
     """One input of :func:`certify` (a picklable task: what ``--workers`` and ``--dask`` run).
 
     Box ``B = [down(x - eps), up(x + eps)]`` (outward rounded, so it contains the p-ball of radius ``eps`` for
-    p = 1, 2, ∞).  Margins ``m_j <= f_y(x) - f_j(x)`` from the rigorous output enclosure at ``x``; ``L_j >=
-    Lip_p(f_y - f_j)`` on ``B``; radius ``r = min(eps, min_j down(m_j / L_j))`` (``proofs/local.md`` §2: every
-    ``x'`` with ``||x' - x||_p <= r`` lies in ``B`` and keeps the class ``y``, strictly since ``down`` rounds below
-    ``m_j / L_j``)."""
-    from .local import output_enclosure
-    from .result import OUTWARD, Bound
+    p = 1, 2, ∞).  The radius is :func:`lipverify.local.certified_radius` on that box: margins ``m_j <= f_y(x) -
+    f_j(x)`` from the rigorous output enclosure at ``x``, ``L_j >= Lip_p(f_y - f_j)`` on ``B``, ``r = min(eps, min_j
+    down(m_j / L_j))`` (``proofs/local.md`` §2).  The local upper bound is the method's bound of the whole network on
+    ``B``."""
+    from .local import certified_radius
 
-    started = time.perf_counter()
     method = method or default_method(norm)
     x = np.asarray(x, dtype=np.float64)
     box = (down(x - eps), up(x + eps))
-    out_lo, out_hi = output_enclosure(net, (x, x))
-    y = int(np.argmax(net(x)))
-    radius = float(eps)
-    for j in range(net.n_out):
-        if j == y:
-            continue
-        margin = float(down(out_lo[y] - out_hi[j]))
-        if not margin > 0:  # also NaN: nothing is certified
-            radius = 0.0
-            break
-        row = np.zeros((1, net.n_out))
-        row[0, y], row[0, j] = 1.0, -1.0
-        lip = _certified_upper(Network([*net.layers, Dense(row)], input_shape=net.input_shape), method, norm, box,
-                               f"the margin f_{y} - f_{j}").float_value()
-        if lip > 0:
-            radius = min(radius, float(down(margin / lip)))
-    seconds = time.perf_counter() - started
-    r = Bound.lower_bound(max(radius, 0.0), norm, f"certify:{method}", rounding=OUTWARD, seconds=seconds,
-                          assumptions=(f"class {y}", f"local on x ± {eps}"),
-                          details={"label": y, "radius": eps, "quantity": "robustness radius"})
+    r = certified_radius(net, x, norm, method=method, radius=float(eps))
+    y, radius = int(r.details["label"]), float(r.value)
     local = _certified_upper(net, method, norm, box, "the network")
     return CertifiedInput(index, y, label, r, local, bool(radius >= eps and (label is None or label == y)))
 
