@@ -208,12 +208,7 @@ class _Search:
                     heapq.heappush(heap, (-cu, next(counter), problem, child))
                 else:
                     pruned_max = max(pruned_max, cu)
-        open_upper = -heap[0][0] if heap else 0.0
-        closed = open_upper <= threshold()
-        upper = max(best_leaf_upper, pruned_max, open_upper)
-        if n:
-            upper = min(upper, root_max)
-        return upper, best_lower, closed, nodes
+        return _outcome(heap, threshold(), best_leaf_upper, pruned_max, root_max, n, best_lower, nodes)
 
 
 class _FastSearch:
@@ -416,9 +411,15 @@ class _FastSearch:
                     sel = live & (new_levels == nl)
                     m, r = (mid2, rad2) if nl == level else states[int(nl)]
                     self._push(heap, counter, int(nl), uppers[sel], ps2[sel], ds2[sel], dec2[sel], m[sel], r[sel])
-        open_upper = -heap[0][0] if heap else 0.0
-        closed = open_upper <= threshold()
-        upper = max(best_leaf_upper, pruned_max, open_upper)
-        if n:
-            upper = min(upper, root_max)
-        return upper, best_lower, closed, nodes
+        return _outcome(heap, threshold(), best_leaf_upper, pruned_max, root_max, n, best_lower, nodes)
+
+
+def _outcome(heap, threshold: float, best_leaf_upper: float, pruned_max: float, root_max: float, n: int,
+             best_lower: float, nodes: int):
+    """``(upper, best_lower, closed, nodes)`` of a finished search: every vertex lies under an evaluated leaf, a
+    pruned node or an open node, so the largest of their certified ends bounds K2 (capped by the root's bound)."""
+    open_upper = -heap[0][0] if heap else 0.0
+    upper = max(best_leaf_upper, pruned_max, open_upper)
+    if n:
+        upper = min(upper, root_max)
+    return upper, best_lower, open_upper <= threshold, nodes
