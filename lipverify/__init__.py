@@ -14,6 +14,7 @@ import scipy.sparse  # noqa: F401
 
 from .bounds import METHODS, Comparison, bound, compare
 from .certify import certify
+from .check import check_lipschitz
 from .conv import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
 from .errors import (
     CertificationError,
@@ -64,6 +65,6 @@ __all__ = [
     "Identity", "Layer", "LeakyReLU", "LipVerifyError", "ModelFormatError", "Network", "NotApplicableError",
     "InternalConsistencyError", "NumericalError", "ReLU", "Residual", "SiLU", "ShapeError", "Sigmoid", "Skipped",
     "SolverError", "Tanh", "UnsupportedLayerError", "ELU", "Softplus", "Hardtanh", "ReLU6", "Hardswish", "Mish",
-    "LogSigmoid", "Hardsigmoid", "bound", "certified_radius", "certify", "compare", "exact", "from_torch", "load", "localize",
-    "lower_bound", "parse_norm", "save",
+    "LogSigmoid", "Hardsigmoid", "bound", "certified_radius", "check_lipschitz", "certify", "compare", "exact",
+    "from_torch", "load", "localize", "lower_bound", "parse_norm", "save",
 ]

@@ -150,6 +150,14 @@ def _parser() -> argparse.ArgumentParser:
     p_exact.add_argument("--time-limit", type=_positive(float, "--time-limit"), default=None, metavar="SECONDS",
                          help="wall-clock cap of region enumeration and of the smooth method (an extra cap)")
     _certify_parser(sub)
+    p_check = sub.add_parser("check", help="check a Lipschitz claim: holds (certified upper <= L), refuted (certified "
+                             "lower > L, with a witness input) or undecided")
+    p_check.add_argument("model", help="model file (.npz, .onnx, .pt)")
+    p_check.add_argument("--claim", required=True, type=float, metavar="L", help="the claimed Lipschitz constant")
+    p_check.add_argument("--norm", default="2", metavar="NORM", help="1, 2 or inf (also l1, l2, linf); default: %(default)s")
+    p_check.add_argument("--input-shape", default=None, metavar="SHAPE", help="per-sample input shape, e.g. 1,28,28")
+    p_check.add_argument("--logits", action="store_true", help="remove a final Softmax/LogSoftmax and check the logits")
+    p_check.add_argument("--json", action="store_true", help="print one JSON object")
     p_report = sub.add_parser("report", help="regenerate the bound-comparison report (Markdown + PNG)")
     p_report.add_argument("--suite", default="paper", help="paper (minutes) or quick (seconds); default: %(default)s")
     p_report.add_argument("--out", default="docs/reports", help="output folder; default: %(default)s")
@@ -246,6 +254,30 @@ def _certify(args) -> int:
               f"{'yes' if r.certified else 'no'}")
     certified = sum(r.certified for r in result.results)
     print(f"certified accuracy: {result.certified_accuracy:.4f} ({certified}/{len(result.results)})")
+    return EXIT_OK
+
+
+def _check(args) -> int:
+    from .check import check_lipschitz
+
+    norm = parse_norm(args.norm)
+    if not (np.isfinite(args.claim) and args.claim >= 0):
+        raise BadInput(f"--claim {args.claim}: expected a finite number >= 0")
+    net = load(args.model, input_shape=_input_shape(args.input_shape), strip_output_softmax=args.logits)
+    verdict = check_lipschitz(net, args.claim, norm)
+    if args.json:
+        print(json.dumps(verdict.to_dict(args.model), indent=2))
+        return EXIT_OK
+    print(f"== {args.model}  claim: Lip_l{norm} <= {args.claim:g}")
+    if verdict.verdict == "holds":
+        print(f"holds: certified upper bound {verdict.upper:.17g} ({verdict.upper_method}) <= {args.claim:g}")
+    elif verdict.verdict == "refuted":
+        print(f"refuted: certified lower bound {verdict.lower:.17g} > {args.claim:g}: ||J(x)||_{norm} at the witness "
+              f"input x (--json prints it) is certified above the claim")
+    else:
+        up = "none" if verdict.upper is None else f"{verdict.upper:.17g} ({verdict.upper_method})"
+        low = "none" if verdict.lower is None else f"{verdict.lower:.17g}"
+        print(f"undecided: certified upper {up}, certified lower {low}")
     return EXIT_OK
 
 
@@ -619,6 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _exact(args)
             if args.command == "certify":
                 return _certify(args)
+            if args.command == "check":
+                return _check(args)
             return _bounds(args, run)
     except KeyboardInterrupt:
         if run:

@@ -321,12 +321,12 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
     def certify(point):
         return certified_jacobian_norm(net, point, p, graph)
 
-    best, where, tried, certified = 0.0, "", 0, 0
+    best, where, tried, certified, witness = 0.0, "", 0, 0, None
     for point, label in structured:
         v = certify(point.reshape(shape))
         certified += v is not None
         if v is not None and v > best:
-            best, where = v, label
+            best, where, witness = v, label, point
     tick()
     for idx in order:
         if values[idx] <= best or tried >= CANDIDATES:
@@ -335,14 +335,15 @@ def lower_bound(net: Network, norm: NormLike = 2, *, samples: int = 256, steps: 
         v = certify(points[idx])
         certified += v is not None
         if v is not None and v > best:
-            best, where = v, "a sampled point"
+            best, where, witness = v, "a sampled point", points[idx]
         tick()
     tick(total)  # the candidates left cannot beat the best: the search is complete
     seconds = time.perf_counter() - started
     extra = f", {len(structured)} activation-pattern LP points" if structured else ""
     if best > 0:
         note = f"certified at {where}; searched {search}{extra}"
-        return Bound.lower_bound(best, p, "lower_bound", rounding=OUTWARD, seconds=seconds, assumptions=(note,))
+        return Bound.lower_bound(best, p, "lower_bound", rounding=OUTWARD, seconds=seconds, assumptions=(note,),
+                                 details={"witness": np.asarray(witness, dtype=np.float64).reshape(shape).tolist()})
     if float_best == 0.0:
         note = (f"every Jacobian seen is 0 ({search}{extra}): 0, the trivial lower bound, is the best found "
                 "(the network may be constant on the searched box)")
