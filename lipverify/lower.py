@@ -584,12 +584,6 @@ def _backward(tape: list, g: np.ndarray, b: int, m: int) -> np.ndarray:
     return g
 
 
-def _widths(graph) -> list[int]:
-    """Sizes of every intermediate vector of the graph (branches of residual blocks included)."""
-    return [graph.n_in] + [int(s.op.shape[0]) for s in graph.walk() if s.kind == "linear"] + \
-        [int(s.op.n_out) for s in graph.walk() if s.kind == "maxpool"]
-
-
 def _shape_widths(net: Network) -> list[int]:
     """Sizes of the network's intermediate tensors, residual branches included (no lowering: any layer with a
     Jacobian rule counts)."""
@@ -619,7 +613,7 @@ def _reverse_jacobians(net: Network, chunk_bytes: int | None = None):
     construction when a layer has no reverse rule (the graph's lowering names it)."""
     graph = lower(net, "implicit", "lower_bound")
     m = net.n_out
-    widths = _widths(graph)
+    widths = _shape_widths(net)
     # per point: the backward rows (m x widest, a few live copies) and the tape (one vector per layer)
     chunk = _chunk_size(8 * (4 * m * max(widths) + 2 * sum(widths)), chunk_bytes)
 

@@ -8,8 +8,9 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..ir.chain import fraction_identity
 from ..ir.graph import exact_matrices, graph_widths, lower
-from ..ir.passes import enclosure_rows, exact_enclosure, graph_identity, k3_rows
+from ..ir.passes import enclosure_rows, exact_enclosure, k3_rows
 from ..network import Network
 from ..norms import NormLike
 from ..result import Bound
@@ -43,7 +44,7 @@ def k4(net: Network, norm: NormLike = "inf", *, conv: str | None = None, arithme
     graph = lower(net, conv, "k4")
     exact = exact_matrices(graph)
     if choose_graph_arithmetic("k4", arithmetic, exact, graph_widths(graph), p):
-        eye = graph_identity(graph.n_in if p == "1" else graph.n_out)
+        eye = fraction_identity(graph.n_in if p == "1" else graph.n_out)
         lo, hi = exact_enclosure(graph.steps, eye, eye, exact, forward=p == "1")
         mag = np.maximum(np.abs(lo), np.abs(hi))  # columns: of the product (l1) or of its transpose (l∞)
         return exact_upper_bound("k4", p, max((sum(v, Fraction(0)) for v in mag.T), default=Fraction(0)), started)

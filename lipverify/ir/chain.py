@@ -134,6 +134,11 @@ class LinearChain:
         return all(s.lo == s.hi == 1 for s in self.slopes)
 
 
+def fraction_identity(n: int) -> np.ndarray:
+    """The ``n x n`` identity as a ``Fraction`` object matrix."""
+    return np.array([[Fraction(int(i == j)) for j in range(n)] for i in range(n)], dtype=object)
+
+
 def to_fraction(x: Fraction | int | sympy.Rational) -> Fraction:
     if isinstance(x, (Fraction, int)):
         return Fraction(x)

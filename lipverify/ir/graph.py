@@ -31,7 +31,6 @@ import numpy as np
 from ..conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
 from ..errors import LipVerifyError, NotApplicableError, UnsupportedLayerError
 from ..layers import Activation, Dense, Flatten, slope_pair
-from ..rigorous import up
 from .chain import Slopes
 
 if TYPE_CHECKING:
@@ -265,10 +264,3 @@ def graph_widths(graph: Graph) -> list[int]:
         if s.kind == "linear":
             widths.append(s.op.shape[0])
     return widths
-
-
-def product_up(values) -> float:
-    value = 1.0
-    for v in values:
-        value = float(up(value * v))
-    return value

@@ -21,10 +21,9 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import NotApplicableError, NumericalError
-from ..result import float_up
 from ..rigorous import Interval, add_up, bound_nonneg, check_finite, down, gamma_up, up
 from .chain import exact_norm, to_fraction
-from .graph import Graph, Step, slope_magnitude
+from .graph import Step, slope_magnitude
 
 # --------------------------------------------------------------------------- K*
 
@@ -236,19 +235,3 @@ def exact_enclosure(steps, lo: np.ndarray, hi: np.ndarray, exact: dict, forward:
             parts = [exact_enclosure(b.steps, lo, hi, exact, forward) for b in s.op]
             lo, hi = sum(q[0] for q in parts), sum(q[1] for q in parts)
     return lo, hi
-
-
-def graph_identity(n: int) -> np.ndarray:
-    return np.array([[Fraction(int(i == j)) for j in range(n)] for i in range(n)], dtype=object)
-
-
-def uses_scalar_slopes(graph: Graph) -> bool:
-    return all(s.op.neuron_lo is None for s in graph.walk() if s.kind == "act")
-
-
-def slope_scale(graph: Graph) -> float:
-    value = 1.0
-    for s in graph.walk():
-        if s.kind == "act":
-            value = float(up(value * float_up(s.op.magnitude)))
-    return value

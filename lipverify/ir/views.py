@@ -9,14 +9,13 @@ enclose products with per-neuron slopes that way).
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..errors import NotApplicableError, UnsupportedLayerError
-from .chain import IDENTITY_SLOPES, LinearChain, Slopes
+from .chain import IDENTITY_SLOPES, LinearChain, Slopes, fraction_identity
 from .graph import Graph, Step, exact_matrices, lower
 
 if TYPE_CHECKING:
@@ -134,7 +133,7 @@ def _append_identity(weights: list, radii: list, exact: list | None, n: int) -> 
     weights.append(sp.identity(n, format="csr", dtype=np.float64) if n > 64 else np.eye(n))
     radii.append(None)
     if exact is not None:
-        exact.append(np.array([[Fraction(int(i == j)) for j in range(n)] for i in range(n)], dtype=object))
+        exact.append(fraction_identity(n))
 
 
 def matrix_of(op):
