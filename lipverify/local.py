@@ -21,6 +21,7 @@ from .errors import ShapeError
 from .ir.graph import lower
 from .layers import Activation, Dense
 from .network import Network
+from .relax import Backward, check_relaxation, piece_slopes
 from .rigorous import Interval, down, up
 
 if TYPE_CHECKING:
@@ -97,44 +98,83 @@ def _parse_box(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def localize(net: Network, domain: Any) -> Network:
+def localize(net: Network, domain: Any, relaxation: str = "crown") -> Network:
     """The network with every activation narrowed to its slopes on the box ``domain = (lower, upper)`` (dense,
-    convolutional and residual networks; ``proofs/local.md``)."""
+    convolutional and residual networks; ``proofs/local.md``).  The activation inputs are bounded by interval
+    propagation intersected, with ``relaxation="crown"`` (the default), with a backward linear relaxation
+    (:mod:`lipverify.relax`); ``relaxation="interval"``: interval propagation only."""
+    check_relaxation(relaxation)
     lo, hi = _parse_box(net, domain)
     narrowed: list = []
-    _propagate(lower(net, "implicit", "local bounds").steps, lo, hi, narrowed)
+    _propagate(lower(net, "implicit", "local bounds").steps, lo, hi, narrowed, relaxation)
     return Network(_rebuild(net.layers, iter(narrowed)), input_shape=net.input_shape)
 
 
-def output_enclosure(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Rigorous bounds ``(lower, upper)`` of the outputs of the network on the box."""
+def activation_bounds(net: Network, domain: Any, relaxation: str = "crown") -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rigorous bounds ``(lower, upper)`` (flat) of the input of every activation layer on the box, in the order of
+    the layers (residual blocks: the body's, then the shortcut's); ``relaxation`` as in :func:`localize`."""
+    check_relaxation(relaxation)
     lo, hi = _parse_box(net, domain)
-    return _propagate(lower(net, "implicit", "output enclosure").steps, lo, hi, None)
+    inputs: list = []
+    _propagate(lower(net, "implicit", "activation bounds").steps, lo, hi, None, relaxation, inputs=inputs)
+    return inputs
 
 
-def _propagate(steps, lo: np.ndarray, hi: np.ndarray, narrowed: list | None) -> tuple[np.ndarray, np.ndarray]:
+def output_enclosure(net: Network, domain: Any, relaxation: str = "crown") -> tuple[np.ndarray, np.ndarray]:
+    """Rigorous bounds ``(lower, upper)`` of the outputs of the network on the box (``relaxation`` as in
+    :func:`localize`; with ``"crown"`` the outputs are tightened too)."""
+    check_relaxation(relaxation)
+    lo, hi = _parse_box(net, domain)
+    return _propagate(lower(net, "implicit", "output enclosure").steps, lo, hi, None, relaxation, tighten_output=True)
+
+
+def _propagate(steps, lo: np.ndarray, hi: np.ndarray, narrowed: list | None, relaxation: str = "interval",
+               tighten_output: bool = False, inputs: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Interval bound propagation of ``[lo, hi]`` (flat, outward rounded) through the graph ``steps``; appends the
-    narrowed slopes ``(alpha, beta)`` of every activation layer, in the order of the layers, to ``narrowed``."""
+    narrowed slopes ``(alpha, beta)`` of every activation layer, in the order of the layers, to ``narrowed``.
+    ``relaxation="crown"`` intersects every activation input's interval with the bounds of the backward linear
+    relaxation (:mod:`lipverify.relax`; restarted from the current box after any step it does not relax), and, with
+    ``tighten_output``, the outputs' too (``proofs/local.md`` §3).  ``inputs`` receives every activation layer's input
+    bounds ``(lo, hi)``, in the same order."""
     from .ir.passes import linear_enclosure
 
+    crown = Backward(lo, hi) if relaxation == "crown" else None
     for s in steps:
         if s.kind == "linear":
             iv = Interval.from_bounds(lo, hi)
             mid, rad = linear_enclosure(s.op, iv.mid[None], iv.rad[None], True)
             bias, bias_radius = s.source[0].affine_shift(s.shape)
             rb = 0.0 if bias_radius is None else bias_radius
+            if crown is not None:
+                crown.linear(s.op, bias, bias_radius, lo, hi)
             lo = down(down(down(mid[0] - rad[0]) + bias) - rb)  # one rounding each
             hi = up(up(up(mid[0] + rad[0]) + bias) + rb)
         elif s.kind == "act":
             for layer in s.source:  # composed activations, in order
-                if narrowed is not None:
-                    narrowed.append(layer.narrow_slopes(lo, hi))
+                if crown is not None:  # a two-piece linear activation gains only where it straddles its kink
+                    lo, hi = crown.tighten(lo, hi, (lo < 0) & (hi > 0) if piece_slopes(layer) is not None else hi > lo)
+                if inputs is not None:
+                    inputs.append((lo, hi))
+                if narrowed is not None or crown is not None:
+                    slopes = layer.narrow_slopes(lo, hi)
+                    if narrowed is not None:
+                        narrowed.append(slopes)
+                pre_lo, pre_hi = lo, hi
                 lo, hi = (np.asarray(v, dtype=np.float64) for v in layer.range_on(lo, hi))
+                if crown is not None:
+                    crown.activation(layer, pre_lo, pre_hi, *slopes)
         elif s.kind == "maxpool":  # the window max of the lower and of the upper ends (exact in float)
+            if crown is not None:
+                crown.maxpool(s.op, lo, hi)
             lo, hi = s.op.window_max(lo[None])[0], s.op.window_max(hi[None])[0]
         else:  # a residual block: the sum of the branches' enclosures (proofs/residual.md)
-            (b_lo, b_hi), (s_lo, s_hi) = (_propagate(b.steps, lo, hi, narrowed) for b in s.op)
+            (b_lo, b_hi), (s_lo, s_hi) = (_propagate(b.steps, lo, hi, narrowed, relaxation, inputs=inputs)
+                                            for b in s.op)
             lo, hi = down(b_lo + s_lo), up(b_hi + s_hi)
+        if crown is not None and s.kind not in ("linear", "act", "maxpool"):  # not relaxed: restart from its box
+            crown.restart(lo, hi)
+    if crown is not None and tighten_output:
+        lo, hi = crown.tighten(lo, hi, hi > lo)
     return lo, hi
 
 
@@ -144,7 +184,7 @@ def _rebuild(layers, narrowed) -> list:
 
 
 def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | None = None, method: str | None = None,
-                     radius: float | None = None, **options) -> Any:
+                     radius: float | None = None, relaxation: str = "crown", **options) -> Any:
     """A radius ``r`` such that every input within ``||x' - x||_p <= r`` keeps the predicted class (a **lower**
     bound of the robustness radius).
 
@@ -152,7 +192,8 @@ def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | No
     scalar network ``f_y - f_j`` gets a certified Lipschitz bound ``L_j`` (``method``, in the p-norm of the
     input; default ``k4`` for l1/l∞ and ``k1`` for l2); ``r = min_j m_j / L_j``.  With ``radius=r0`` the
     Lipschitz bounds are local, on the box ``x ± r0`` (which contains the p-ball of radius ``r0``), and
-    ``r <= r0``.  Proof: ``proofs/local.md``.
+    ``r <= r0``; ``relaxation`` chooses the activation-input bounds there (:func:`localize`).  Proof:
+    ``proofs/local.md``.
     """
     import time
 
@@ -168,10 +209,13 @@ def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | No
         raise ShapeError(f"certified_radius: x has shape {x.shape}, the network expects {net.input_shape}")
     if net.n_out < 2:
         raise ValueError("certified_radius needs a classifier with at least two outputs")
-    out_lo, out_hi = output_enclosure(net, (x, x))
+    check_relaxation(relaxation)
+    out_lo, out_hi = output_enclosure(net, (x, x), "interval")  # a point: the relaxation cannot tighten it
     y = int(np.argmax(net(x))) if label is None else int(label)
     # the float box contains the real box x ± radius (each end rounded outward), which contains the l_p ball
     domain = None if radius is None else (down(x - radius), up(x + radius))
+    if domain is not None:
+        options = {**options, "domain": domain, "relaxation": relaxation}
     best = np.inf
     for j in range(net.n_out):
         if j == y:
@@ -183,7 +227,7 @@ def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | No
         row = np.zeros((1, net.n_out))
         row[0, y], row[0, j] = 1.0, -1.0
         diff = Network([*net.layers, Dense(row)], input_shape=net.input_shape)
-        b = bound(diff, method, norm=p, domain=domain, **options)
+        b = bound(diff, method, norm=p, **options)
         if b.kind not in ("upper", "exact"):
             raise ValueError(f"certified_radius: method {method} gave a {b.kind} value, not an upper bound")
         lip = b.float_value()  # rounded up when the value is exact
@@ -195,4 +239,5 @@ def certified_radius(net: Network, x: Any, norm: Any = "inf", *, label: int | No
     # kind "lower" of the robustness radius (not of the Lipschitz constant): details["quantity"] says so
     return Bound.lower_bound(best, p, f"certified_radius:{method}", rounding=OUTWARD, seconds=time.perf_counter() - started,
                              assumptions=(f"class {y}", "local" if radius is not None else "global"),
-                             details={"label": y, "radius": radius, "quantity": "robustness radius"})
+                             details={"label": y, "radius": radius, "quantity": "robustness radius",
+                                      "relaxation": relaxation if radius is not None else None})

@@ -124,8 +124,10 @@ def bound(net: Network, method: str, norm: NormLike = 2, *, input_shape: tuple[i
     ``net`` is a :class:`~lipverify.Network` or a live ``torch.nn.Module`` (converted by
     :func:`lipverify.io.as_network`; give ``input_shape=`` unless it starts with ``Linear``).
 
-    ``domain=(lower, upper)`` bounds the Lipschitz constant on that input box: interval propagation narrows every
-    activation's slopes there (``lipverify.local``), and the method runs on the narrowed network.
+    ``domain=(lower, upper)`` bounds the Lipschitz constant on that input box: bounds of every activation's input
+    there narrow its slopes (``lipverify.local``), and the method runs on the narrowed network; ``relaxation="crown"``
+    (default: interval propagation intersected with a backward linear relaxation) or ``"interval"`` chooses those
+    bounds, recorded in ``details["relaxation"]``.
 
     For a CNN, ``conv="implicit"`` (the default for kstar, k3, k4) or ``conv="explicit"`` (the default and
     only variant of k1, k2) selects the representation of the convolutions (``lipverify.conv``);
@@ -153,9 +155,10 @@ def bound(net: Network, method: str, norm: NormLike = 2, *, input_shape: tuple[i
     if conv is not None:
         options["conv"] = conv
     domain = options.pop("domain", None)
+    relaxation = options.pop("relaxation", "crown")
     if domain is None:
         return logits_note(fn(net, p, **options), net)
-    return logits_note(_on_box(fn(localize(net, domain), p, **options)), net)
+    return logits_note(_on_box(fn(localize(net, domain, relaxation), p, **options), relaxation), net)
 
 
 #: the assumption every bound of a network whose final softmax was removed carries (``Network.stripped_output``)
@@ -175,9 +178,10 @@ def logits_note(result, net: Network):
     return replace(result, assumptions=result.assumptions + (note,))
 
 
-def _on_box(result: Bound) -> Bound:
-    return replace(result, assumptions=result.assumptions + ("on the input box (slopes narrowed by interval propagation)",),
-                   details={**result.details, "domain": True})
+def _on_box(result: Bound, relaxation: str) -> Bound:
+    how = {"crown": "interval propagation and a backward linear relaxation (CROWN)", "interval": "interval propagation"}
+    return replace(result, assumptions=result.assumptions + (f"on the input box (slopes narrowed by {how[relaxation]})",),
+                   details={**result.details, "domain": True, "relaxation": relaxation})
 
 
 class Comparison(tuple):
@@ -259,7 +263,7 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
             *, progress: Callable[[str, str], None] | None = None, conv: str | None = None, domain=None,
             time_limit: float | None = None, deadline: float | None = None, on_row: Callable[[Any], None] | None = None,
             work_progress: Callable[[str, str, int, int], None] | None = None,
-            input_shape: tuple[int, ...] | None = None, **options) -> Comparison:
+            input_shape: tuple[int, ...] | None = None, relaxation: str = "crown", **options) -> Comparison:
     """Every registered (or every listed) method in every listed norm.
 
     ``net`` is a :class:`~lipverify.Network` or a live ``torch.nn.Module`` (with ``input_shape=``, see
@@ -268,7 +272,8 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
     fails (e.g. ``NumericalError`` on overflow, a size budget) gives a Skipped row with the reason; nothing is
     dropped.  An upper bound below a certified lower bound of the same norm raises
     :class:`~lipverify.errors.InternalConsistencyError` (both cannot be true; neither is reported); rows are
-    checked as they complete.  ``domain=(lower, upper)`` gives local bounds on that box (see :func:`bound`).
+    checked as they complete.  ``domain=(lower, upper)`` gives local bounds on that box, with ``relaxation`` (see
+    :func:`bound`).
     ``options`` maps a method id to its keyword arguments, e.g. ``k2={"max_nodes": 500}``.
 
     Budget: ``time_limit`` seconds for the whole run; a row not started in time is a Skipped row "time budget
@@ -298,7 +303,7 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
     given = net
     names = list(METHODS) if methods is None else [m for m in methods]
     if domain is not None:
-        net = localize(net, domain)
+        net = localize(net, domain, relaxation)
     for m in names:
         _method(m)
     is_cnn = cnn(net, conv)
@@ -316,7 +321,7 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
                     progress(m, n)
                 row = _row(record, m, net, n, v, dict(options.get(m, {})), deadline, time_limit, steps, work_progress)
                 if domain is not None and isinstance(row, Bound):
-                    row = _on_box(row)
+                    row = _on_box(row, relaxation)
                 row = logits_note(row, given)
                 rows.append(row)
                 check_consistency(rows)
