@@ -43,7 +43,8 @@ def main() -> None:
         for relaxation in ("interval", "crown"):
             values, secs = [], []
             for x in xs:
-                b, s = timed(lambda x=x: lv.bound(net, "k4", norm="inf", domain=(x - eps, x + eps), relaxation=relaxation))
+                box = (x - eps, x + eps)
+                b, s = timed(lambda box=box, rel=relaxation: lv.bound(net, "k4", norm="inf", domain=box, relaxation=rel))
                 values.append(float(b.value))
                 secs.append(s)
             print(f"{eps:>6} {relaxation:>10} {np.mean(values):>9.2f} {np.mean(secs):>8.4f}  "

@@ -129,16 +129,18 @@ def output_enclosure(net: Network, domain: Any, relaxation: str = "crown") -> tu
 
 
 def _propagate(steps, lo: np.ndarray, hi: np.ndarray, narrowed: list | None, relaxation: str = "interval",
-               tighten_output: bool = False, inputs: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+               tighten_output: bool = False, inputs: list | None = None,
+               backward: Backward | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Interval bound propagation of ``[lo, hi]`` (flat, outward rounded) through the graph ``steps``; appends the
     narrowed slopes ``(alpha, beta)`` of every activation layer, in the order of the layers, to ``narrowed``.
     ``relaxation="crown"`` intersects every activation input's interval with the bounds of the backward linear
     relaxation (:mod:`lipverify.relax`; restarted from the current box after any step it does not relax), and, with
     ``tighten_output``, the outputs' too (``proofs/local.md`` §3).  ``inputs`` receives every activation layer's input
-    bounds ``(lo, hi)``, in the same order."""
+    bounds ``(lo, hi)``, in the same order; ``backward`` continues the relaxation of an enclosing graph (a residual
+    branch)."""
     from .ir.passes import linear_enclosure
 
-    crown = Backward(lo, hi) if relaxation == "crown" else None
+    crown = (backward or Backward(lo, hi)) if relaxation == "crown" else None
     for s in steps:
         if s.kind == "linear":
             iv = Interval.from_bounds(lo, hi)
@@ -167,11 +169,20 @@ def _propagate(steps, lo: np.ndarray, hi: np.ndarray, narrowed: list | None, rel
             if crown is not None:
                 crown.maxpool(s.op, lo, hi)
             lo, hi = s.op.window_max(lo[None])[0], s.op.window_max(hi[None])[0]
+        elif crown is not None and s.kind == "sum":  # the branches relaxed on forks, then combined (proofs/local.md §3.4)
+            forks = [crown.fork() for _ in s.op]
+            (b_lo, b_hi), (s_lo, s_hi) = (_propagate(b.steps, lo, hi, narrowed, relaxation, inputs=inputs, backward=f)
+                                            for b, f in zip(s.op, forks))
+            if any(f.restarts for f in forks):  # a branch restarted: no relaxation across the block
+                crown.restart(down(b_lo + s_lo), up(b_hi + s_hi))
+            else:
+                crown.residual([f.entries[len(crown.entries):] for f in forks], lo, hi)
+            lo, hi = down(b_lo + s_lo), up(b_hi + s_hi)
         else:  # a residual block: the sum of the branches' enclosures (proofs/residual.md)
             (b_lo, b_hi), (s_lo, s_hi) = (_propagate(b.steps, lo, hi, narrowed, relaxation, inputs=inputs)
                                             for b in s.op)
             lo, hi = down(b_lo + s_lo), up(b_hi + s_hi)
-        if crown is not None and s.kind not in ("linear", "act", "maxpool"):  # not relaxed: restart from its box
+        if crown is not None and s.kind not in ("linear", "act", "maxpool", "sum"):  # not relaxed: restart from its box
             crown.restart(lo, hi)
     if crown is not None and tighten_output:
         lo, hi = crown.tighten(lo, hi, hi > lo)

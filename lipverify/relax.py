@@ -135,6 +135,19 @@ class Backward:
         """Start again from the box ``[lo, hi]``, which contains every reachable value of the current tensor."""
         self.lo0, self.hi0 = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
         self.entries: list[tuple] = []
+        self.restarts = getattr(self, "restarts", 0) + 1
+
+    def fork(self) -> Backward:
+        """A copy for one branch of a residual block: the same restart box and steps so far (the branch's steps are
+        appended to the copy only)."""
+        other = Backward.__new__(Backward)
+        other.lo0, other.hi0, other.entries, other.restarts = self.lo0, self.hi0, list(self.entries), 0
+        return other
+
+    def residual(self, branches: list[list[tuple]], in_lo, in_hi) -> None:
+        """A residual block ``v_out = sum_b branch_b(v_in)``, each branch given by the steps it recorded on a
+        :meth:`fork` (an identity branch has none), ``v_in`` in ``[in_lo, in_hi]``."""
+        self.entries.append(("sum", branches, _vmax(in_lo, in_hi)))
 
     def linear(self, op, bias, bias_radius, in_lo, in_hi) -> None:
         """``v_out = W v_in + b`` with ``|W - W_float| <= R`` (``op``), ``|b - bias| <= bias_radius``, ``v_in`` in
@@ -179,7 +192,7 @@ class Backward:
         if self.trivial or idx.size == 0:
             return lo, hi
         lo, hi = lo.copy(), hi.copy()
-        width = max([lo.size, self.lo0.size] + [e[-1].size for e in self.entries])
+        width = max(lo.size, self.lo0.size, _width(self.entries))
         chunk = max(1, CHUNK_ENTRIES // (2 * width))
         for start in range(0, idx.size, chunk):
             part = idx[start:start + chunk]
@@ -198,42 +211,68 @@ class Backward:
 
     def _upper(self, lam: np.ndarray) -> np.ndarray:
         """Upper bounds of ``lam @ v`` (exact) over the reachable values ``v`` of the current tensor: the invariant
-        ``lam_0 v <= lam v' + beta`` is carried backwards step by step (``proofs/local.md`` §3.2)."""
-        beta = np.zeros(lam.shape[0])
+        ``lam_0 v <= lam v' + beta`` is carried backwards step by step (``proofs/local.md`` §3.3)."""
         with np.errstate(all="ignore"):
-            for entry in reversed(self.entries):
-                kind = entry[0]
-                if kind == "linear":
-                    _, op, b, rb, vmax = entry
-                    k = op.k_backward
-                    new = op.backward(lam)
-                    absl = np.abs(lam)
-                    const = dot_up(lam, b)
-                    if rb is not None:
-                        const = up(const + _nonneg_up(absl, rb))
-                    # rounding of fl(lam W): gamma_k |lam| |W| vmax + k eta sum(vmax) (R3); the weight radius: |lam| R vmax
-                    err = scale_up(_nonneg_up(absl, op.abs_forward_up(vmax[None])[0]), gamma_up(k))
-                    err = add_up(err, scale_up(sum_up(vmax), k * ETA))
-                    if op.has_radius:
-                        err = add_up(err, _nonneg_up(absl, op.radius_forward_up(vmax[None])[0]))
-                elif kind == "act":
-                    _, a_lo, b_lo, a_hi, b_hi, vmax = entry
-                    pos = lam >= 0
-                    new = np.where(pos, lam * a_hi, lam * a_lo)
-                    const = dot_up(lam, np.where(pos, b_hi, b_lo))
-                    # one rounded product per entry: |fl(p) - p| <= 2u |fl(p)| + eta (R3)
-                    err = add_up(scale_up(_nonneg_up(np.abs(new), vmax), 2 * UNIT_ROUNDOFF), scale_up(sum_up(vmax), ETA))
-                else:
-                    _, pick, jstar, dominated, top, overlap, vmax = entry
-                    use = (lam < 0) | dominated  # these outputs are bounded by the line v_in[j*]
-                    coef = np.where(use, lam, 0.0)
-                    const = dot_up(lam, np.where(use, 0.0, top))
-                    new = np.asarray((pick.T @ coef.T).T)  # sums of <= overlap terms, additions only
-                    err = scale_up(_nonneg_up(np.abs(coef), vmax[jstar]), gamma_up(overlap))
-                beta = up(up(beta + const) + err)
-                if not np.all(np.isfinite(beta)):
-                    raise NumericalError("backward relaxation: the constant left the float range")
-                lam = new
+            lam, beta = _back(self.entries, lam)
             corner = np.where(lam >= 0, self.hi0, self.lo0)  # the maximiser of lam x over the box, per entry
             out = up(dot_up(lam, corner) + beta)
         return out
+
+
+def _width(entries) -> int:
+    """The widest tensor the backward pass through ``entries`` meets."""
+    w = 1
+    for e in entries:
+        w = max(w, e[-1].size, *(_width(b) for b in e[1])) if e[0] == "sum" else max(w, e[-1].size)
+    return w
+
+
+def _back(entries, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(lam', beta)`` with ``lam v_out <= lam' v_in + beta`` (exact, every reachable value) across the steps ``entries``
+    (``proofs/local.md`` §3.3); raises :class:`NumericalError` when the constant leaves the float range."""
+    beta = np.zeros(lam.shape[0])
+    for entry in reversed(entries):
+        kind = entry[0]
+        if kind == "linear":
+            _, op, b, rb, vmax = entry
+            k = op.k_backward
+            new = op.backward(lam)
+            absl = np.abs(lam)
+            const = dot_up(lam, b)
+            if rb is not None:
+                const = up(const + _nonneg_up(absl, rb))
+            # rounding of fl(lam W): gamma_k |lam| |W| vmax + k eta sum(vmax) (R3); the weight radius: |lam| R vmax
+            err = scale_up(_nonneg_up(absl, op.abs_forward_up(vmax[None])[0]), gamma_up(k))
+            err = add_up(err, scale_up(sum_up(vmax), k * ETA))
+            if op.has_radius:
+                err = add_up(err, _nonneg_up(absl, op.radius_forward_up(vmax[None])[0]))
+        elif kind == "act":
+            _, a_lo, b_lo, a_hi, b_hi, vmax = entry
+            pos = lam >= 0
+            new = np.where(pos, lam * a_hi, lam * a_lo)
+            const = dot_up(lam, np.where(pos, b_hi, b_lo))
+            # one rounded product per entry: |fl(p) - p| <= 2u |fl(p)| + eta (R3)
+            err = add_up(scale_up(_nonneg_up(np.abs(new), vmax), 2 * UNIT_ROUNDOFF), scale_up(sum_up(vmax), ETA))
+        elif kind == "maxpool":
+            _, pick, jstar, dominated, top, overlap, vmax = entry
+            use = (lam < 0) | dominated  # these outputs are bounded by the line v_in[j*]
+            coef = np.where(use, lam, 0.0)
+            const = dot_up(lam, np.where(use, 0.0, top))
+            new = np.asarray((pick.T @ coef.T).T)  # sums of <= overlap terms, additions only
+            err = scale_up(_nonneg_up(np.abs(coef), vmax[jstar]), gamma_up(overlap))
+        else:  # a residual block: every branch from the same lam, the coefficients added (float sums of n_b terms)
+            _, branches, vmax = entry
+            parts = [_back(b, lam) for b in branches]
+            new = parts[0][0]
+            const = parts[0][1]
+            mags = _nonneg_up(np.abs(parts[0][0]), vmax)
+            for part_lam, part_beta in parts[1:]:
+                new = new + part_lam
+                const = up(const + part_beta)
+                mags = add_up(mags, _nonneg_up(np.abs(part_lam), vmax))
+            err = scale_up(mags, gamma_up(len(parts)))
+        beta = up(up(beta + const) + err)
+        if not np.all(np.isfinite(beta)):
+            raise NumericalError("backward relaxation: the constant left the float range")
+        lam = new
+    return lam, beta

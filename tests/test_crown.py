@@ -186,20 +186,31 @@ def test_certified_radii_with_crown_survive_the_attack_and_are_at_least_the_inte
     from test_certify import _attack, _inputs, _pair
 
     torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster on a busy machine
+    try:
+        _attack_crown_radii(torch, residual, _attack, _inputs, _pair)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _attack_crown_radii(torch, residual, _attack, _inputs, _pair):
     model, net = _pair(residual, seed=3)
-    positive = 0
+    positive = improved = 0
     for x in _inputs(net, 2, seed=5):
         for p in ("1", "2", "inf"):
             r0 = {"1": 1.0, "2": 0.4, "inf": 0.08}[p]
             r = lv.certified_radius(net, x, p, radius=r0)
             ri = lv.certified_radius(net, x, p, radius=r0, relaxation="interval")
             assert r.details["relaxation"] == "crown" and r.value >= ri.value
+            improved += r.value > 1.5 * ri.value
             if r.value > 0:
                 positive += 1
                 points = _attack(model, x, r.details["label"], r.value, p, steps=20)
                 with torch.no_grad():
                     assert torch.all(model(points).argmax(dim=1) == r.details["label"])
     assert positive >= 3  # not vacuous
+    assert improved >= 2 or not residual  # the residual net: l∞ radii 2.7x and 2.1x the interval ones
 
 
 def test_unknown_relaxation_is_refused():
