@@ -2,12 +2,12 @@
 (proof: ``proofs/local.md`` §3).
 
 :class:`Backward` records the steps of the network since the last *restart* (the input box, or a box enclosing the
-output of a step it does not relax: a residual block): linear steps with their input enclosures, activations with two
-lines ``a_lo z + b_lo <= σ(z) <= a_hi z + b_hi`` valid on their input interval, max pools with one lower and one upper
-line per output.  :meth:`Backward.tighten` bounds selected neurons ``z_i`` of the current tensor by carrying the
-inequality ``±z_i <= Λ v + β`` backwards through the recorded steps (``Λ`` float, every rounding moved into the
-constant ``β``) and maximising ``Λ x`` over the restart box.  Everything is rounded outward; a row whose computation
-leaves the float range keeps its interval bounds.
+output of a step it does not relax): linear steps with their input enclosures, activations with two lines
+``a_lo z + b_lo <= σ(z) <= a_hi z + b_hi`` valid on their input interval, max pools with one lower and one upper line
+per output, residual blocks with the steps of each branch (recorded on forks).  :meth:`Backward.tighten` bounds
+selected neurons ``z_i`` of the current tensor by carrying the inequality ``±z_i <= Λ v + β`` backwards through the
+recorded steps (``Λ`` float, every rounding moved into the constant ``β``) and maximising ``Λ x`` over the restart box.
+Everything is rounded outward; a row whose computation leaves the float range keeps its interval bounds.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ CHUNK_ENTRIES = 1 << 22
 
 def check_relaxation(relaxation: str) -> str:
     if relaxation not in RELAXATIONS:
-        raise ValueError(f"relaxation must be one of {RELAXATIONS}, got {relaxation!r}")
+        raise ValueError(f"relaxation must be one of {RELAXATIONS} (how the activation inputs on a domain= box are "
+                         f"bounded), got {relaxation!r}")
     return relaxation
 
 

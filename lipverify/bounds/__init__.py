@@ -17,6 +17,7 @@ from ..errors import InternalConsistencyError, LipVerifyError, NotApplicableErro
 from ..local import localize
 from ..network import Network
 from ..norms import NORMS, NormLike, parse_norm
+from ..relax import check_relaxation
 from ..result import Bound, Skipped, check_consistency
 from .k1 import k1
 from .k2 import k2
@@ -155,7 +156,7 @@ def bound(net: Network, method: str, norm: NormLike = 2, *, input_shape: tuple[i
     if conv is not None:
         options["conv"] = conv
     domain = options.pop("domain", None)
-    relaxation = options.pop("relaxation", "crown")
+    relaxation = check_relaxation(options.pop("relaxation", "crown"))
     if domain is None:
         return logits_note(fn(net, p, **options), net)
     return logits_note(_on_box(fn(localize(net, domain, relaxation), p, **options), relaxation), net)
@@ -300,6 +301,7 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
     elif deadline is not None and time_limit is None:
         time_limit = max(deadline - started, 0.0)
     net = as_network(net, input_shape)
+    check_relaxation(relaxation)
     given = net
     names = list(METHODS) if methods is None else [m for m in methods]
     if domain is not None:
