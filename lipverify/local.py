@@ -140,7 +140,7 @@ def _propagate(steps, lo: np.ndarray, hi: np.ndarray, narrowed: list | None, rel
     branch)."""
     from .ir.passes import linear_enclosure
 
-    crown = (backward or Backward(lo, hi)) if relaxation == "crown" else None
+    crown = (backward if backward is not None else Backward(lo, hi)) if relaxation == "crown" else None
     for s in steps:
         if s.kind == "linear":
             iv = Interval.from_bounds(lo, hi)
@@ -166,9 +166,10 @@ def _propagate(steps, lo: np.ndarray, hi: np.ndarray, narrowed: list | None, rel
                 if crown is not None:
                     crown.activation(layer, pre_lo, pre_hi, *slopes)
         elif s.kind == "maxpool":  # the window max of the lower and of the upper ends (exact in float)
-            if crown is not None:
-                crown.maxpool(s.op, lo, hi)
+            relaxed = crown is not None and crown.maxpool(s.op, lo, hi)
             lo, hi = s.op.window_max(lo[None])[0], s.op.window_max(hi[None])[0]
+            if crown is not None and not relaxed:
+                crown.restart(lo, hi)
         elif crown is not None and s.kind == "sum":  # the branches relaxed on forks, then combined (proofs/local.md §3.4)
             forks = [crown.fork() for _ in s.op]
             (b_lo, b_hi), (s_lo, s_hi) = (_propagate(b.steps, lo, hi, narrowed, relaxation, inputs=inputs, backward=f)

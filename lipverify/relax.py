@@ -162,11 +162,15 @@ class Backward:
         """``v_out = σ(v_in)`` elementwise with ``v_in`` in ``[l, u]`` and ``σ'`` in ``[alpha, beta]`` there."""
         self.entries.append(("act", *activation_lines(layer, l, u, alpha, beta), _vmax(l, u)))
 
-    def maxpool(self, pool, in_lo, in_hi) -> None:
+    def maxpool(self, pool, in_lo, in_hi) -> bool:
         """``v_out[o] = max_{j in window(o)} v_in[j]`` with ``v_in`` in ``[in_lo, in_hi]``: below, the cell ``j*`` of
         largest lower end (``v_out >= v_in[j*]``); above, ``v_in[j*]`` when its lower end is at least every other
-        cell's upper end (then ``v_out = v_in[j*]``), else the constant ``max_j in_hi[j]``."""
-        idx = pool.layer.window_index(pool.in_shape)  # (n_out, k), -1 for padding cells
+        cell's upper end (then ``v_out = v_in[j*]``), else the constant ``max_j in_hi[j]``.  False (nothing recorded)
+        for a pool without a window index (then the caller restarts)."""
+        window_index = getattr(getattr(pool, "layer", None), "window_index", None)
+        if window_index is None:
+            return False
+        idx = window_index(pool.in_shape)  # (n_out, k), -1 for padding cells
         rows = np.arange(idx.shape[0])
         real = idx >= 0
         lo_w = np.where(real, in_lo[np.maximum(idx, 0)], -np.inf)
@@ -179,6 +183,7 @@ class Backward:
         pick = sp.csr_matrix((np.ones(len(rows)), (rows, jstar)), shape=(idx.shape[0], in_lo.size))
         overlap = int(np.max(np.bincount(jstar, minlength=1)))
         self.entries.append(("maxpool", pick, jstar, dominated, top, overlap, _vmax(in_lo, in_hi)))
+        return True
 
     @property
     def trivial(self) -> bool:
