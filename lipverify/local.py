@@ -98,15 +98,20 @@ def _parse_box(net: Network, domain: Any) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def localize(net: Network, domain: Any, relaxation: str = "crown") -> Network:
+def localize(net: Network, domain: Any, relaxation: str = "crown", *, report: dict | None = None) -> Network:
     """The network with every activation narrowed to its slopes on the box ``domain = (lower, upper)`` (dense,
     convolutional and residual networks; ``proofs/local.md``).  The activation inputs are bounded by interval
     propagation intersected, with ``relaxation="crown"`` (the default), with a backward linear relaxation
-    (:mod:`lipverify.relax`); ``relaxation="interval"``: interval propagation only."""
+    (:mod:`lipverify.relax`, within its work limit ``relax.CROWN_WORK``); ``relaxation="interval"``: interval
+    propagation only.  ``report`` (a dict) receives ``"cut"``: True when the work limit left some neurons with their
+    interval bounds."""
     check_relaxation(relaxation)
     lo, hi = _parse_box(net, domain)
     narrowed: list = []
-    _propagate(lower(net, "implicit", "local bounds").steps, lo, hi, narrowed, relaxation)
+    crown = Backward(lo, hi) if relaxation == "crown" else None
+    _propagate(lower(net, "implicit", "local bounds").steps, lo, hi, narrowed, relaxation, backward=crown)
+    if report is not None:
+        report["cut"] = crown is not None and crown.cut
     return Network(_rebuild(net.layers, iter(narrowed)), input_shape=net.input_shape)
 
 

@@ -271,3 +271,21 @@ def test_property_crown_bounds_are_sound_and_inside_the_interval_ones(net, cente
 def test_property_crown_bounds_of_residual_and_conv_networks_are_sound(net, radius, seed):
     x0 = np.random.default_rng(seed).uniform(-1, 1, net.input_shape)
     _assert_sound_and_inside_interval(net, (x0 - radius, x0 + radius), n=60, seed=seed)
+
+
+def test_work_limit_keeps_interval_bounds_and_says_so(monkeypatch):
+    """With a tiny work limit the relaxation stops: the bound lies between the full relaxation's and the interval one,
+    and the result says the limit was reached."""
+    import lipverify.relax as relax
+
+    net = _mlp(1)
+    x0 = np.random.default_rng(2).uniform(-1, 1, 3)
+    box = (x0 - 0.4, x0 + 0.4)
+    full = lv.bound(net, "k4", norm="inf", domain=box)
+    interval = lv.bound(net, "k4", norm="inf", domain=box, relaxation="interval").value
+    assert "relaxation_cut" not in full.details and full.value < interval
+    monkeypatch.setattr(relax, "CROWN_WORK", 300)
+    cut = lv.bound(net, "k4", norm="inf", domain=box)
+    assert cut.details["relaxation_cut"] is True and "work limit" in cut.assumptions[-1]
+    assert full.value <= cut.value <= interval
+    _assert_sound_and_inside_interval(net, box, n=200)

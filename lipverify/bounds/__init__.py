@@ -159,7 +159,9 @@ def bound(net: Network, method: str, norm: NormLike = 2, *, input_shape: tuple[i
     relaxation = check_relaxation(options.pop("relaxation", "crown"))
     if domain is None:
         return logits_note(fn(net, p, **options), net)
-    return logits_note(_on_box(fn(localize(net, domain, relaxation), p, **options), relaxation), net)
+    report: dict = {}
+    local = localize(net, domain, relaxation, report=report)
+    return logits_note(_on_box(fn(local, p, **options), relaxation, report["cut"]), net)
 
 
 #: the assumption every bound of a network whose final softmax was removed carries (``Network.stripped_output``)
@@ -179,10 +181,14 @@ def logits_note(result, net: Network):
     return replace(result, assumptions=result.assumptions + (note,))
 
 
-def _on_box(result: Bound, relaxation: str) -> Bound:
+def _on_box(result: Bound, relaxation: str, cut: bool = False) -> Bound:
     how = {"crown": "interval propagation and a backward linear relaxation (CROWN)", "interval": "interval propagation"}
-    return replace(result, assumptions=result.assumptions + (f"on the input box (slopes narrowed by {how[relaxation]})",),
-                   details={**result.details, "domain": True, "relaxation": relaxation})
+    note = f"on the input box (slopes narrowed by {how[relaxation]}"
+    note += "; its work limit left some neurons with interval bounds)" if cut else ")"
+    details = {**result.details, "domain": True, "relaxation": relaxation}
+    if cut:
+        details["relaxation_cut"] = True
+    return replace(result, assumptions=result.assumptions + (note,), details=details)
 
 
 class Comparison(tuple):
@@ -305,7 +311,8 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
     given = net
     names = list(METHODS) if methods is None else [m for m in methods]
     if domain is not None:
-        net = localize(net, domain, relaxation)
+        report: dict = {}
+        net = localize(net, domain, relaxation, report=report)
     for m in names:
         _method(m)
     is_cnn = cnn(net, conv)
@@ -323,7 +330,7 @@ def compare(net: Network, norms: Iterable[NormLike] = NORMS, methods: Iterable[s
                     progress(m, n)
                 row = _row(record, m, net, n, v, dict(options.get(m, {})), deadline, time_limit, steps, work_progress)
                 if domain is not None and isinstance(row, Bound):
-                    row = _on_box(row, relaxation)
+                    row = _on_box(row, relaxation, report["cut"])
                 row = logits_note(row, given)
                 rows.append(row)
                 check_consistency(rows)
