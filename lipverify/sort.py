@@ -229,3 +229,60 @@ class SortOp:
     def norm_up(self, p: str) -> float:
         """``sup ||M||_p = 1`` in every norm (a convex combination of permutation matrices)."""
         return 1.0
+
+
+#: PyTorch module class names read as sorting layers (deel-torchlip, orthogonium and look-alikes; matched by name, the
+#: converted network is then checked against the module's forward by ``from_torch``)
+TORCH_KINDS = ("GroupSort", "GroupSort2", "FullSort", "MaxMin")
+
+
+def from_torch_module(m, path: str, kind: str) -> list:
+    """The lipverify layers of a PyTorch sorting module ``m`` of class name ``kind`` (:data:`TORCH_KINDS`), read by
+    its attributes:
+
+    * ``GroupSort`` with ``group_size`` (or ``n``; ``None``: the whole vector) — deel-torchlip's ``GroupSort``:
+      contiguous groups, ascending;
+    * ``GroupSort2`` — ``GroupSort(2)``; ``FullSort`` — ``GroupSort(None)``;
+    * ``MaxMin`` with ``axis`` (orthogonium): the halves ``a``, ``b`` become ``[max(a, b), min(a, b)]``, :class:`MaxMin`.
+      deel-torchlip's ``MaxMin`` (attribute ``_dim``) computes ``[relu(x), relu(-x)]``, doubling the width: refused,
+      saying so.
+
+    A Lipschitz coefficient ``k_coef_lip != 1`` (deel-torchlip's ``_coefficient_lip``) is refused.  The caller checks
+    the forward pass against the module's (``from_torch``), which catches a look-alike with other semantics.
+    """
+    from .errors import ModelFormatError
+
+    where = f"module {path!r} ({kind})"
+    coef = getattr(m, "_coefficient_lip", 1.0)
+    if float(coef) != 1.0:
+        raise ModelFormatError(f"{where}: k_coef_lip={float(coef):g} scales the output; only k_coef_lip=1 is supported "
+                               "(put the factor into the next Linear layer)")
+    if kind == "MaxMin":
+        if hasattr(m, "_dim") and not hasattr(m, "axis"):
+            raise ModelFormatError(f"{where}: deel-torchlip's MaxMin computes [relu(x), relu(-x)] (it doubles the width), "
+                                   "which is not a sorting layer and is not supported; replace it by nn.Linear with the "
+                                   "weight [I; -I] (no bias) followed by nn.ReLU, which computes the same")
+        axis = getattr(m, "axis", 1)
+        if axis not in (1, -1):
+            raise ModelFormatError(f"{where}: axis={axis} is not supported; lipverify sorts flat vectors (axis 1 of a "
+                                   "(batch, n) input)")
+        return [MaxMin()]
+    if kind == "GroupSort2":
+        return [GroupSort(2)]
+    if kind == "FullSort":
+        return [FullSort()]
+    for name in ("group_size", "n"):
+        if hasattr(m, name):
+            g = getattr(m, name)
+            break
+    else:
+        raise ModelFormatError(f"{where}: no attribute group_size (or n) giving the group size")
+    for name in ("axis", "dim", "_dim"):
+        axis = getattr(m, name, None)
+        if axis not in (None, 1, -1):
+            raise ModelFormatError(f"{where}: {name}={axis} is not supported; lipverify sorts flat vectors (axis 1 of a "
+                                   "(batch, n) input)")
+    try:
+        return [FullSort() if g is None else GroupSort(int(g))]
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{where}: {exc}") from None
