@@ -111,14 +111,18 @@ class GroupSort(Layer):
         return np.take_along_axis(jac, sel[..., None], axis=1)
 
     def sympy_apply_vector(self, hvec, shape_in, shape_out):
-        """Each group through the compare-exchanges of odd–even transposition sort (``Min``/``Max``)."""
+        """Each group through the compare-exchanges of odd–even transposition sort, written with ``Abs``:
+        ``min(a, b) = (a + b - |a - b|) / 2``, ``max(a, b) = (a + b + |a - b|) / 2``.  Not with ``Min``/``Max``: sympy
+        1.14 evaluates some nested ``Min``/``Max`` trees of a sorting network to a wrong value (e.g. the third smallest
+        of six rationals), which ``tests/test_groupsort.py`` checks against ``sorted``."""
         n = int(shape_in[0])
         out = list(hvec)
         for positions in self.groups(n):
             pos = [int(k) for k in (positions[::-1] if self.descending else positions)]
             vals = [out[k] for k in pos]
             for a, b in compare_exchanges(len(pos)):
-                vals[a], vals[b] = sympy.Min(vals[a], vals[b]), sympy.Max(vals[a], vals[b])
+                total, gap = vals[a] + vals[b], sympy.Abs(vals[a] - vals[b])
+                vals[a], vals[b] = (total - gap) / 2, (total + gap) / 2
             for k, v in zip(pos, vals):
                 out[k] = v
         return sympy.Matrix(out)
@@ -206,20 +210,20 @@ class SortOp:
         self.shape = (self.n_out, self.n_in)
         self.groups = layer.groups(self.n_in)
 
-    def _reduce(self, v: np.ndarray, fn, axis: int) -> np.ndarray:
-        v = np.moveaxis(np.asarray(v), axis, -1)
+    def _reduce(self, v: np.ndarray, fn) -> np.ndarray:
+        v = np.asarray(v)
         red = fn(v[..., self.groups], axis=-1)  # (..., n_groups)
         out = np.empty_like(v)
         out[..., self.groups] = red[..., None]
-        return np.moveaxis(out, -1, axis)
+        return out
 
-    def group_max(self, v: np.ndarray, axis: int = -1) -> np.ndarray:
-        """Every entry replaced by the max over its group (exact, floats or Fractions): bounds ``(M v)_i`` and
-        ``(M^T v)_i`` for ``v >= 0``, and the upper end of ``M [lo, hi]``."""
-        return self._reduce(v, np.max, axis)
+    def group_max(self, v: np.ndarray) -> np.ndarray:
+        """Every entry (last axis) replaced by the max over its group (exact, floats or Fractions): bounds ``(M v)_i``
+        and ``(M^T v)_i`` for ``v >= 0``, and the upper end of ``M [lo, hi]``."""
+        return self._reduce(v, np.max)
 
-    def group_min(self, v: np.ndarray, axis: int = -1) -> np.ndarray:
-        return self._reduce(v, np.min, axis)
+    def group_min(self, v: np.ndarray) -> np.ndarray:
+        return self._reduce(v, np.min)
 
     def apply(self, v: np.ndarray) -> np.ndarray:
         """The layer on rows ``v`` (batch, n): monotone in each coordinate, so it maps the ends of a box to the ends

@@ -117,7 +117,8 @@ def _k1_graph(steps, width: int, p: str, chains: list) -> float:
         if s is None:
             break
         if s.kind in ("maxpool", "sort"):  # a sorting layer: norm 1 (proofs/groupsort.md)
-            value, width = float(up(value * s.op.norm_up(p))), s.op.n_out
+            norm = s.op.norm_up(p)
+            value, width = (value if norm == 1.0 else float(up(value * norm))), s.op.n_out  # a product by 1 is exact
         else:
             total = 0.0
             for branch in s.op:

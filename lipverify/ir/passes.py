@@ -241,8 +241,6 @@ def exact_enclosure(steps, lo: np.ndarray, hi: np.ndarray, exact: dict, forward:
             wp = np.maximum(w, Fraction(0))
             wm = np.maximum(-w, Fraction(0))
             lo, hi = wp @ lo - wm @ hi, wp @ hi - wm @ lo
-        elif s.kind == "sort":  # neurons along the rows of the column matrices
-            lo, hi = s.op.group_min(lo, axis=0), s.op.group_max(hi, axis=0)
         else:
             parts = [exact_enclosure(b.steps, lo, hi, exact, forward) for b in s.op]
             lo, hi = sum(q[0] for q in parts), sum(q[1] for q in parts)
