@@ -15,41 +15,13 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from _oracle import pwl1d_sort_constant as _pwl1d_constant
+from _oracle import sort_permutation as _perm
+from _oracle import sort_vector as _sort
 
 import lipverify as lv
 from lipverify.cli import main
 from lipverify.errors import ModelFormatError, NotApplicableError, ShapeError
-
-# --------------------------------------------------------------------------- the oracle's own sorting
-
-
-def _groups(n: int, g: int | None, layout: str) -> list[list[int]]:
-    g = n if g is None else g
-    if layout == "contiguous":
-        return [list(range(j * g, (j + 1) * g)) for j in range(n // g)]
-    return [list(range(j, n, n // g)) for j in range(n // g)]
-
-
-def _sort(v, g=2, layout="contiguous", descending=False):
-    """The layer on one vector (floats or Fractions), by ``sorted``."""
-    out = list(v)
-    for grp in _groups(len(v), g, layout):
-        vals = sorted((v[k] for k in grp), reverse=descending)
-        for k, val in zip(grp, vals):
-            out[k] = val
-    return out
-
-
-def _perm(v, g=2, layout="contiguous", descending=False) -> np.ndarray:
-    """The permutation matrix that sorts ``v`` (distinct entries within groups)."""
-    n = len(v)
-    p = np.zeros((n, n))
-    for grp in _groups(n, g, layout):
-        order = sorted(grp, key=lambda k: v[k], reverse=descending)
-        for k, src in zip(grp, order):
-            p[k, src] = 1.0
-    return p
-
 
 LAYERS = [(lv.GroupSort(2), (2, "contiguous", False)), (lv.GroupSort(3), (3, "contiguous", False)),
           (lv.MaxMin(), (2, "strided", True)), (lv.FullSort(), (None, "contiguous", False)),
@@ -172,81 +144,6 @@ def test_exact_constant_of_a_closed_form():
     assert _pwl1d_constant(net, "inf") == 9
     for p in ("1", "2", "inf"):
         assert lv.exact(net, p).value == 9
-
-
-# --------------------------------------------------------------------------- the exact one-input oracle
-
-
-def _pwl1d_constant(net: lv.Network, p: str) -> Fraction:
-    """The Lipschitz constant (squared for l2) of a one-input network of Dense and sorting layers, exactly: every
-    coordinate is a piecewise-linear function of x, kept as its values at sorted knots and its slopes on the two rays;
-    a sorting layer adds the crossing points of every pair of a group as knots (between knots the order is fixed)."""
-    knots: list[Fraction] = [Fraction(0)]
-    vals = [[Fraction(0)]]  # vals[k][i]: coordinate i at knot k (one coordinate: x itself)
-    left, right = [Fraction(1)], [Fraction(1)]
-    for layer in net.layers:
-        if isinstance(layer, lv.Dense):
-            w = [[Fraction(str(v)) if not isinstance(v, Fraction) else v for v in row] for row in _rows(layer.weight_exact)]
-            b = [Fraction(int(v.p), int(v.q)) for v in layer.bias_exact] if layer.has_bias else [Fraction(0)] * len(w)
-            vals = [[sum(wi[j] * v[j] for j in range(len(v))) + bi for wi, bi in zip(w, b)] for v in vals]
-            left = [sum(wi[j] * left[j] for j in range(len(left))) for wi in w]
-            right = [sum(wi[j] * right[j] for j in range(len(right))) for wi in w]
-            continue
-        spec = (layer.group_size, layer.layout, layer.descending)
-        n = len(left)
-        new = set(knots)
-        for grp in _groups(n, layer.group_size, layer.layout):
-            for a in grp:
-                for c in grp:
-                    if a < c:
-                        new |= _crossings(knots, vals, left, right, a, c)
-        new_knots = sorted(new)
-        vals = [_at(knots, vals, left, right, t) for t in new_knots]
-        knots = new_knots
-        # rays: the order beyond the end knots, ties broken by the slopes
-        first, last = vals[0], vals[-1]
-        lo_order = {k: v for k, v in zip(range(n), _sort(list(zip(first, [-s for s in left], range(n))), *spec))}
-        hi_order = {k: v for k, v in zip(range(n), _sort(list(zip(last, right, range(n))), *spec))}
-        left = [left[lo_order[k][2]] for k in range(n)]
-        right = [right[hi_order[k][2]] for k in range(n)]
-        vals = [_sort(v, *spec) for v in vals]
-    slopes = [left, right] + [[(b - a) / (t1 - t0) for a, b in zip(v0, v1)]
-                              for t0, t1, v0, v1 in zip(knots, knots[1:], vals, vals[1:])]
-    if p == "2":
-        return max(sum(s * s for s in col) for col in slopes)
-    if p == "1":
-        return max(sum(abs(s) for s in col) for col in slopes)
-    return max(max(abs(s) for s in col) for col in slopes)
-
-
-def _rows(m):
-    return [[m[i, j] for j in range(m.cols)] for i in range(m.rows)]
-
-
-def _at(knots, vals, left, right, t):
-    if t <= knots[0]:
-        return [v + s * (t - knots[0]) for v, s in zip(vals[0], left)]
-    if t >= knots[-1]:
-        return [v + s * (t - knots[-1]) for v, s in zip(vals[-1], right)]
-    k = max(i for i, u in enumerate(knots) if u <= t)
-    if knots[k] == t:
-        return list(vals[k])
-    lam = (t - knots[k]) / (knots[k + 1] - knots[k])
-    return [a + lam * (b - a) for a, b in zip(vals[k], vals[k + 1])]
-
-
-def _crossings(knots, vals, left, right, a, c) -> set:
-    out = set()
-    d = [v[a] - v[c] for v in vals]
-    for k in range(len(knots) - 1):
-        if d[k] * d[k + 1] < 0:
-            out.add(knots[k] + (knots[k + 1] - knots[k]) * d[k] / (d[k] - d[k + 1]))
-    for end, slope, sign in ((0, left[a] - left[c], -1), (-1, right[a] - right[c], 1)):
-        if slope != 0:
-            t = knots[end] - d[end] / slope
-            if (t - knots[end]) * sign > 0:
-                out.add(t)
-    return out
 
 
 # --------------------------------------------------------------------------- PyTorch and ONNX
