@@ -59,7 +59,7 @@ def k4(net: Network, norm: NormLike = "inf", *, conv: str | None = None, arithme
         rows = k3_rows(steps[:last], graph.n_in)[None, :]
         weights = (steps[last].op.window_max(rows) if steps[last].kind == "maxpool" else steps[last].op.group_max(rows))[0]
         steps = steps[last + 1:]
-    elif forward and graph.has_sort:  # l1 with sorting layers: columns enclosed up to the first one (proofs/groupsort.md)
+    elif forward and any(s.kind == "sort" for s in steps):  # l1: columns enclosed up to the first sorting layer
         first = min(i for i, s in enumerate(steps) if s.kind == "sort")
         weights = steps[first].op.group_max(abs_pass(steps[first + 1:], np.ones((1, graph.n_out)), False))[0]
         steps = steps[:first]
