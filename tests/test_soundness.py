@@ -290,6 +290,18 @@ def _check_sort(net, counts: Counter) -> None:
             counts[("exact", p)] += 1
 
 
+def _sort_property(strategy, examples: int) -> Counter:
+    counts: Counter = Counter()
+
+    @settings(max_examples=examples)
+    @given(strategy)
+    def prop(net):
+        _check_sort(net, counts)
+
+    prop()
+    return counts
+
+
 @pytest.mark.parametrize("run", RUNS)
 def test_every_method_is_sound_on_groupsort_networks(run):
     """Dense (GroupSort|MaxMin|FullSort Dense)* from ``groupsort_networks``: float nets of up to 3 inputs, and one-input
@@ -297,14 +309,7 @@ def test_every_method_is_sound_on_groupsort_networks(run):
     for strategy, examples in ((groupsort_networks(max_depth=3, max_groups=3), SORT_EXAMPLES[run][0]),
                                (groupsort_networks(max_depth=3, max_groups=2, max_inputs=1, exact=True),
                                 SORT_EXAMPLES[run][1])):
-        counts: Counter = Counter()
-
-        @settings(max_examples=examples)
-        @given(strategy)
-        def prop(net, counts=counts):
-            _check_sort(net, counts)
-
-        prop()
+        counts = _sort_property(strategy, examples)
         n = counts["examples"]
         assert n >= min(examples, 8), counts
         for method, norms in SORT_METHODS.items():
