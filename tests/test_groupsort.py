@@ -362,3 +362,12 @@ def test_orthogonal_groupsort_mlp_holds_and_scaled_copy_is_refuted(tmp_path, cap
         assert main(["check", str(path), "--claim", "1.000001", "--norm", "2", "--json"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["verdict"] == verdict and out["norm"] == "2"
+
+
+def test_the_strategy_rejects_bad_arguments():
+    from lipverify.strategies import groupsort_networks
+
+    with pytest.raises(ValueError, match="min_depth"):
+        groupsort_networks(min_depth=1)
+    with pytest.raises(ValueError, match="unknown kinds"):
+        groupsort_networks(kinds=("bubble",))

@@ -243,7 +243,7 @@ def test_every_method_is_sound_on_residual_networks(run):
 #: methods that represent sorting layers (proofs/groupsort.md); the others must refuse them naming the layer
 SORT_METHODS = {"kstar": ("1", "2", "inf"), "k1": ("1", "2", "inf"), "k3": ("1", "inf"), "k4": ("1", "inf")}
 #: examples of the GroupSort property: float networks (sampled oracle), one-input rational networks (exact oracle)
-SORT_EXAMPLES = {"default": (12, 8), "long": (80, 40)}
+SORT_EXAMPLES = {"default": (10, 6), "long": (80, 40)}
 
 
 def _check_sort(net, counts: Counter) -> None:
