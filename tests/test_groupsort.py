@@ -181,7 +181,8 @@ nn = torch.nn
 
 
 class GroupSort(nn.Module):
-    """deel-torchlip's GroupSort (contiguous groups along dim 1, ascending; None: the whole vector)."""
+    """deel-torchlip's GroupSort (contiguous groups along dim 1, ascending; None: the whole vector), times its Lipschitz
+    coefficient (exported to ONNX as a Mul by 1.0, read as the identity)."""
 
     def __init__(self, group_size=None):
         super().__init__()
@@ -192,8 +193,9 @@ class GroupSort(nn.Module):
         g = x.shape[1] if self.group_size is None else self.group_size
         if g == 2:  # deel's g = 2 branch: ReduceMin/ReduceMax and a concatenation
             r = x.view(x.shape[0], x.shape[1] // 2, 2)
-            return torch.cat([torch.min(r, 2, keepdim=True)[0], torch.max(r, 2, keepdim=True)[0]], dim=2).view(x.shape)
-        return torch.sort(x.reshape(x.shape[0], x.shape[1] // g, g), dim=2)[0].reshape(x.shape)
+            pairs = torch.cat([torch.min(r, 2, keepdim=True)[0], torch.max(r, 2, keepdim=True)[0]], dim=2)
+            return pairs.view(x.shape) * self._coefficient_lip
+        return torch.sort(x.reshape(x.shape[0], x.shape[1] // g, g), dim=2)[0].reshape(x.shape) * self._coefficient_lip
 
 
 class GroupSort2(GroupSort):
