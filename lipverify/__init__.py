@@ -56,6 +56,7 @@ from .network import Network
 from .norms import NORMS, parse_norm
 from .residual import Residual
 from .result import Bound, Skipped
+from .sort import FullSort, GroupSort, MaxMin
 
 __version__ = "0.1.0"
 
@@ -66,5 +67,5 @@ __all__ = [
     "InternalConsistencyError", "NumericalError", "ReLU", "Residual", "SiLU", "ShapeError", "Sigmoid", "Skipped",
     "SolverError", "Tanh", "UnsupportedLayerError", "ELU", "Softplus", "Hardtanh", "ReLU6", "Hardswish", "Mish",
     "LogSigmoid", "Hardsigmoid", "bound", "certified_radius", "check_lipschitz", "certify", "compare", "exact",
-    "from_torch", "load", "localize", "lower_bound", "parse_norm", "save",
+    "from_torch", "load", "localize", "lower_bound", "parse_norm", "save", "GroupSort", "MaxMin", "FullSort",
 ]

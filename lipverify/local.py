@@ -132,6 +132,8 @@ def _propagate(steps, lo: np.ndarray, hi: np.ndarray, narrowed: list | None) -> 
                 lo, hi = (np.asarray(v, dtype=np.float64) for v in layer.range_on(lo, hi))
         elif s.kind == "maxpool":  # the window max of the lower and of the upper ends (exact in float)
             lo, hi = s.op.window_max(lo[None])[0], s.op.window_max(hi[None])[0]
+        elif s.kind == "sort":  # monotone in every coordinate: [sort(lo), sort(hi)] (proofs/groupsort.md)
+            lo, hi = s.op.apply(lo[None])[0], s.op.apply(hi[None])[0]
         else:  # a residual block: the sum of the branches' enclosures (proofs/residual.md)
             (b_lo, b_hi), (s_lo, s_hi) = (_propagate(b.steps, lo, hi, narrowed) for b in s.op)
             lo, hi = down(b_lo + s_lo), up(b_hi + s_hi)

@@ -276,3 +276,58 @@ def _conv_networks(draw, min_channels, max_channels, min_size, max_size, min_blo
     n_out = draw(st.integers(min_outputs, max_outputs))
     layers += [Flatten(), Dense(_weights(draw, (n_out, c * h * w), bound), _weights(draw, (n_out,), bound))]
     return Network(layers, input_shape=input_shape)
+
+
+# --------------------------------------------------------------------------- sorting activations (issue 13)
+
+#: the sorting layers :func:`groupsort_networks` draws from, simplest first
+SORT_KINDS = ("groupsort2", "maxmin", "fullsort", "groupsort")
+
+
+def groupsort_networks(*, min_depth: int = 2, max_depth: int = 3, max_groups: int = 3, min_inputs: int = 1,
+                       max_inputs: int = 3, max_outputs: int = 2, exact: bool = False,
+                       kinds: tuple[str, ...] = SORT_KINDS) -> st.SearchStrategy[Network]:
+    """Networks ``Dense (Sort Dense)*`` with between ``min_depth`` and ``max_depth`` Dense layers, each sorting layer
+    drawn from ``kinds``: ``GroupSort(2)``, ``MaxMin()``, ``FullSort()``, ``GroupSort(g)`` (g in 2..3); hidden widths
+    are multiples of the group size (at most ``max_groups`` groups).  ``exact=True`` gives Fraction weights.
+
+    >>> from hypothesis import given
+    >>> @given(groupsort_networks(max_depth=2))
+    ... def check(net):
+    ...     assert net(np.zeros(net.input_shape)).shape == net.output_shape
+    >>> check()
+    """
+    _check_range("depth", min_depth, max_depth, 2)
+    _check_range("groups", 1, max_groups, 1)
+    _check_range("inputs", min_inputs, max_inputs, 1)
+    _check_range("outputs", 1, max_outputs, 1)
+    unknown = [k for k in kinds if k not in SORT_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"groupsort_networks(): unknown kinds {unknown}; choose from {list(SORT_KINDS)}")
+    return _groupsort_networks(min_depth, max_depth, max_groups, min_inputs, max_inputs, max_outputs, exact, tuple(kinds))
+
+
+@st.composite
+def _groupsort_networks(draw, min_depth, max_depth, max_groups, min_inputs, max_inputs, max_outputs, exact,
+                        kinds) -> Network:
+    from .sort import FullSort, GroupSort, MaxMin
+
+    depth = draw(st.integers(min_depth, max_depth))
+    width = draw(st.integers(min_inputs, max_inputs))
+    layers: list = []
+    for l in range(depth):
+        if l == depth - 1:
+            out = draw(st.integers(1, max_outputs))
+            sort = None
+        else:
+            kind = draw(st.sampled_from(kinds))
+            g = {"groupsort2": 2, "maxmin": 2, "fullsort": None, "groupsort": draw(st.integers(2, 3))}[kind]
+            out = (g or 1) * draw(st.integers(1, max_groups)) if g else draw(st.integers(2, 2 * max_groups))
+            sort = MaxMin() if kind == "maxmin" else FullSort() if kind == "fullsort" else GroupSort(g)
+        w = draw(weight_matrices(out, width, exact=exact))
+        b = draw(weight_matrices(1, out, exact=exact))[0]
+        layers.append(Dense(w, b))
+        if sort is not None:
+            layers.append(sort)
+        width = out
+    return Network(layers)

@@ -83,7 +83,8 @@ SUPPORTED = (
     "Gemm, MatMul (+ Add of a constant bias), Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Relu, "
     "LeakyRelu, Tanh, Sigmoid, Gelu, the patterns x*0.5*(1+Erf(x/sqrt(2))) (GELU), x*Sigmoid(x) (SiLU), Max(x, a*x) "
     "(LeakyReLU), Elu, Softplus, Clip (constant bounds), HardSwish, Mish, HardSigmoid, LogSigmoid (Neg-Softplus-Neg "
-    "or Sigmoid-Log), Flatten, Reshape to (batch, -1), Identity, Dropout, and constant subgraphs; a final "
+    "or Sigmoid-Log), Flatten, Reshape to (batch, -1), Identity, Dropout, sorting layers (Reshape-TopK-Reshape, "
+    "Reshape-ReduceMin/ReduceMax-Concat-Reshape, Split-Max/Min-Concat, TopK), and constant subgraphs; a final "
     "Softmax/LogSoftmax with strip_output_softmax=True; the graph must be a chain of these and of residual blocks "
     "(a tensor branches, the branches rejoin at an Add)"
 )
@@ -374,14 +375,14 @@ class _Importer:
         if len(data) != 1:
             raise self.err(f"takes the chain tensor {x!r} {len(data)} times; only a single chain is supported", i)
         graph_outputs = {o.name for o in self.graph.output}
-        for t in list(node.output)[1:]:
+        for t in ([] if extra_outputs_ok else list(node.output)[1:]):
             if t and (self.consumers.get(t) or t in graph_outputs):
                 raise self.err(f"its extra output {t!r} is used; only the first output of {node.op_type} is supported", i)
 
     def convert(self, i: int, x: str, shape: tuple[int, ...]) -> tuple[list[Layer], str]:
         node = self.nodes[i]
         op = node.op_type
-        self._check_io(i, x)
+        self._check_io(i, x, extra_outputs_ok=op == "Split")  # Split's halves: checked by _sort_node
         out = node.output[0]
         a = self.attrs(i)
         try:
@@ -479,7 +480,12 @@ class _Importer:
                                    "only axis=1 is supported", i)
                 return ([] if len(shape) == 1 else [Flatten()]), out
             if op == "Reshape":
+                sort = self._match_sort(i, x, shape)  # Reshape-TopK-Reshape, Reshape-ReduceMin/Max-Concat-Reshape
+                if sort is not None:
+                    return sort
                 return self._reshape(i, shape, a), out
+            if op in ("Split", "TopK"):  # Split-Max/Min-Concat (orthogonium MaxMin), TopK of the whole vector
+                return self._sort_node(i, x, shape)
             if op == "Conv":
                 return [self._conv(i, a, shape)], out
             if op in ("MaxPool", "AveragePool"):
@@ -491,6 +497,8 @@ class _Importer:
                 return [self._build(i, conv.AvgPool2d, _compact(shape[1:]), stride=_compact(shape[1:]))], out
             if op == "BatchNormalization":
                 return [self._batchnorm(i, a, shape)], out
+            if op == "Mul" and self._binary(i, "Mul", x) == 1.0:  # x * 1 (deel-torchlip's k_coef_lip = 1 after GroupSort)
+                return [], out
         except ModelFormatError:
             raise
         except (ValueError, TypeError, ArithmeticError, LipVerifyError) as exc:
@@ -984,6 +992,8 @@ class _Exporter:
             if kind == "AvgPool2d":
                 attrs["count_include_pad"] = 1
             return self.node("MaxPool" if kind == "MaxPool2d" else "AveragePool", [x], f"{p}.pool", **attrs)
+        if getattr(layer, "step_kind", None) == "sort":  # Reshape-TopK-Reshape (lipverify/sort.py)
+            return _export_sort(self, p, layer, x, shape)
         if kind == "BatchNorm2d":
             names = [self.init(f"{p}.{n}", _attr(layer, n, alt)) for n, alt in
                      (("gamma", "weight"), ("beta", "bias"), ("mean", "running_mean"), ("var", "running_var"))]
@@ -1075,3 +1085,190 @@ def _pair(v: Any) -> tuple[int, int]:
     if len(t) != 2:
         raise ValueError(f"expected an int or a pair, got {v!r}")
     return t
+
+
+# --------------------------------------------------------------------------- sorting layers (lipverify/sort.py)
+
+
+def _export_sort(self: _Exporter, p: str, layer: Layer, x: str, shape: tuple[int, ...]) -> str:
+    """GroupSort/MaxMin/FullSort as ``Reshape (batch, a, b)`` → ``TopK`` (k = group size, along the group axis;
+    ``largest`` = descending) → ``Reshape (batch, n)``: contiguous groups ``(n/g, g)`` sorted along axis 2, strided
+    groups ``(g, n/g)`` along axis 1."""
+    from onnx import numpy_helper
+
+    n = int(shape[0])
+    g = layer.size(n)
+    dims, axis = ([-1, n // g, g], 2) if layer.layout == "contiguous" else ([-1, g, n // g], 1)
+    for name, value in ((f"{p}.grouped_shape", dims), (f"{p}.k", [g]), (f"{p}.flat_shape", [-1, n])):
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
+    t = self.node("Reshape", [x, f"{p}.grouped_shape"], f"{p}.grouped")
+    from onnx import helper
+
+    self.nodes.append(helper.make_node("TopK", [t, f"{p}.k"], [f"{p}.sorted", f"{p}.indices"], name=f"{p}.topk",
+                                       axis=axis, largest=int(bool(layer.descending)), sorted=1))
+    return self.node("Reshape", [f"{p}.sorted", f"{p}.flat_shape"], f"{p}.sort")
+
+
+_Exporter._export_sort = _export_sort  # type: ignore[attr-defined]
+
+
+def _sort_layer(self: _Importer, i: int, n: int, size: int, axis: int, descending: bool) -> Layer:
+    """The sorting layer of ``n`` inputs grouped as ``(n / size, size)`` (axis 2: contiguous groups of ``size``) or
+    ``(size, n / size)`` (axis 1: strided groups of ``size``)."""
+    from ..sort import FullSort, GroupSort, MaxMin
+
+    if axis == 2 and size == n and not descending:
+        return FullSort()
+    if axis == 1 and size == 2 and descending:
+        return MaxMin()
+    if axis == 2:
+        return self._build(i, GroupSort, size, descending=descending)
+    return self._build(i, GroupSort, size, layout="strided", descending=descending)
+
+
+def _batch_ok(self: _Importer, lead: int, x: str) -> bool:
+    """A reshape's leading target ``lead`` keeps the batch: -1, 0 (copy) or the static batch size of ``x``."""
+    if lead in (-1, 0):
+        return True
+    static = self._static_shapes().get(x)
+    return static is not None and static[0] == lead
+
+
+def _flat_reshape(self: _Importer, j: int | None, t: str, n: int, x: str) -> bool:
+    """Whether node ``j`` reshapes ``t`` back to ``(batch, n)`` (the batch of the pattern's input ``x``)."""
+    if j is None or self._op(j) != "Reshape" or self.nodes[j].input[0] != t or self.nodes[j].input[1] not in self.consts:
+        return False
+    target = [int(v) for v in self.consts[self.nodes[j].input[1]].reshape(-1)]
+    return len(target) == 2 and target[1] in (n, -1) and target != [-1, -1] and _batch_ok(self, target[0], x)
+
+
+def _axis(a: dict, key: str, rank: int, default: int) -> int:
+    v = int(a.get(key, default))
+    return v + rank if v < 0 else v
+
+
+def _reduce_axes(self: _Importer, k: int) -> list[int] | None:
+    node, a = self.nodes[k], self.attrs(k)
+    if "axes" in a:
+        return [int(v) for v in a["axes"]]
+    if len(node.input) > 1 and node.input[1]:
+        if node.input[1] not in self.consts:
+            return None
+        return [int(v) for v in self.consts[node.input[1]].reshape(-1)]
+    return None
+
+
+def _match_sort(self: _Importer, i: int, x: str, shape: tuple[int, ...]):
+    """``(layers, output tensor)`` when the Reshape node ``i`` starts a sorting pattern, else ``None``:
+
+    * ``Reshape (batch, a, b)`` → ``TopK`` (k = the size of its axis, sorted, only the values used) → ``Reshape
+      (batch, n)`` (``torch.sort`` exports this way, and :func:`save_onnx` writes it);
+    * ``Reshape (batch, a, b)`` → ``ReduceMin`` and ``ReduceMax`` (keepdims, one axis of size 2) → ``Concat`` on that
+      axis → ``Reshape (batch, n)`` (deel-torchlip's ``GroupSort2``)."""
+    node = self.nodes[i]
+    if len(shape) != 1 or len(node.input) < 2 or node.input[1] not in self.consts:
+        return None
+    n = int(shape[0])
+    target = [int(v) for v in self.consts[node.input[1]].reshape(-1)]
+    if len(target) != 3 or not _batch_ok(self, target[0], x):
+        return None
+    dims = list(target[1:])
+    if dims.count(-1) == 1:
+        other = dims[1 - dims.index(-1)]
+        if other <= 0 or n % other:
+            return None
+        dims[dims.index(-1)] = n // other
+    if min(dims) <= 0 or dims[0] * dims[1] != n:
+        return None
+    t = node.output[0]
+    cons = [c for c in self.consumers.get(t, []) if c not in self.used]
+    if len(cons) == 1 and self._op(cons[0]) == "TopK":
+        j = cons[0]
+        a = self.attrs(j)
+        axis = _axis(a, "axis", 3, -1)
+        k_in = self.nodes[j].input[1] if len(self.nodes[j].input) > 1 else ""
+        if axis not in (1, 2) or k_in not in self.consts or int(self.consts[k_in].reshape(-1)[0]) != dims[axis - 1]:
+            return None
+        if not int(a.get("sorted", 1)):
+            return None
+        self._check_io(j, t)
+        values = self.nodes[j].output[0]
+        last = self._only_consumer(values)
+        if not _flat_reshape(self, last, values, n, x):
+            return None
+        self._check_io(last, values)
+        self.used.update((j, last))
+        return [_sort_layer(self, j, n, dims[axis - 1], axis, bool(int(a.get("largest", 1))))], self.nodes[last].output[0]
+    if len(cons) == 2 and {self._op(c) for c in cons} == {"ReduceMin", "ReduceMax"}:
+        axes = [_reduce_axes(self, c) for c in cons]
+        if any(ax is None or len(ax) != 1 for ax in axes) or any(int(self.attrs(c).get("keepdims", 1)) != 1 for c in cons):
+            return None
+        ax = [v + 3 if v < 0 else v for v in (axes[0][0], axes[1][0])]
+        if ax[0] != ax[1] or ax[0] not in (1, 2) or dims[ax[0] - 1] != 2:
+            return None
+        outs = [self.nodes[c].output[0] for c in cons]
+        cat = self._only_consumer(outs[0])
+        if cat is None or self._only_consumer(outs[1]) != cat or self._op(cat) != "Concat":
+            return None
+        if _axis(self.attrs(cat), "axis", 3, 0) != ax[0] or sorted(self.nodes[cat].input) != sorted(outs):
+            return None
+        first = self.nodes[cat].input[0]
+        descending = self._op(cons[outs.index(first)]) == "ReduceMax"
+        flat = self.nodes[cat].output[0]
+        last = self._only_consumer(flat)
+        if not _flat_reshape(self, last, flat, n, x):
+            return None
+        self._check_io(last, flat)
+        self.used.update((*cons, cat, last))
+        return [_sort_layer(self, cat, n, 2, ax[0], descending)], self.nodes[last].output[0]
+    return None
+
+
+def _sort_node(self: _Importer, i: int, x: str, shape: tuple[int, ...]):
+    """A ``TopK`` of the whole flat vector (k = n, sorted: :class:`~lipverify.FullSort` or its descending form) or
+    ``Split`` into two halves → ``Max`` and ``Min`` of the halves → ``Concat`` (orthogonium's ``MaxMin`` for
+    ``[Max, Min]``); anything else raises naming the node."""
+    from ..sort import FullSort, GroupSort
+
+    node, a = self.nodes[i], self.attrs(i)
+    op = self._op(i)
+    if len(shape) != 1:
+        raise self.err(f"{op} on the per-sample shape {shape}: lipverify reads {op} only as a sorting layer of a flat "
+                       "vector (Reshape-TopK-Reshape, TopK of the whole vector, Split-Max/Min-Concat)", i)
+    n = int(shape[0])
+    if op == "TopK":
+        self._check_io(i, x)
+        k_in = node.input[1] if len(node.input) > 1 else ""
+        if _axis(a, "axis", 2, -1) != 1 or k_in not in self.consts or int(self.consts[k_in].reshape(-1)[0]) != n or \
+                not int(a.get("sorted", 1)):
+            raise self.err(f"TopK is read only as a sort of the whole vector (axis 1, k = {n}, sorted=1)", i)
+        largest = bool(int(a.get("largest", 1)))
+        return [GroupSort(None, descending=True) if largest else FullSort()], node.output[0]
+    why = ("Split is read only as the first node of Split (two equal halves, axis 1) → Max and Min of the halves → "
+           "Concat on axis 1 (orthogonium's MaxMin)")
+    outs = [t for t in node.output if t]
+    halves = [n // 2, n // 2]
+    split = [int(v) for v in self.consts[node.input[1]].reshape(-1)] if len(node.input) > 1 and node.input[1] in \
+        self.consts else [int(v) for v in a.get("split", halves)]
+    if len(outs) != 2 or n % 2 or split != halves or _axis(a, "axis", 2, 0) != 1:
+        raise self.err(why, i)
+    cons = [set(self.consumers.get(t, [])) for t in outs]
+    if cons[0] != cons[1] or len(cons[0]) != 2 or {self._op(c) for c in cons[0]} != {"Max", "Min"}:
+        raise self.err(why, i)
+    pair = sorted(cons[0])
+    if any(sorted(self.nodes[c].input) != sorted(outs) or len(self.nodes[c].output) != 1 for c in pair):
+        raise self.err(why, i)
+    results = [self.nodes[c].output[0] for c in pair]
+    cat = self._only_consumer(results[0])
+    if cat is None or self._only_consumer(results[1]) != cat or self._op(cat) != "Concat" or \
+            _axis(self.attrs(cat), "axis", 2, 0) != 1 or sorted(self.nodes[cat].input) != sorted(results):
+        raise self.err(why, i)
+    if any(t in {o.name for o in self.graph.output} for t in (*outs, *results)):
+        raise self.err(why, i)
+    descending = self._op(pair[results.index(self.nodes[cat].input[0])]) == "Max"
+    self.used.update((*pair, cat))
+    return [_sort_layer(self, cat, n, 2, 1, descending)], self.nodes[cat].output[0]
+
+
+_Importer._match_sort = _match_sort  # type: ignore[attr-defined]
+_Importer._sort_node = _sort_node  # type: ignore[attr-defined]

@@ -6,7 +6,9 @@ Needs the optional extra ``torch`` (``pip install torch==2.13.0``, the CPU wheel
 ``Tanh``, ``Sigmoid``, ``GELU`` (``approximate='none'``), ``SiLU``, ``ELU``, ``Softplus`` (``threshold >= 15``, see
 :class:`~lipverify.Softplus`), ``Hardtanh``, ``ReLU6``, ``Hardswish``, ``Mish``, ``LogSigmoid``, ``Hardsigmoid``,
 ``MaxPool2d``, ``AvgPool2d``,
-``BatchNorm2d``, ``Flatten`` (``start_dim=1, end_dim=-1``), ``Identity``, ``Dropout``.  The module is read
+``BatchNorm2d``, ``Flatten`` (``start_dim=1, end_dim=-1``), ``Identity``, ``Dropout``; sorting modules matched by
+class name (``GroupSort``, ``GroupSort2``, ``FullSort``, ``MaxMin`` of deel-torchlip / orthogonium,
+:func:`lipverify.sort.from_torch_module`).  The module is read
 in inference mode (running statistics of batch norm; dropout is the identity), whatever its
 ``training`` flag.  Parameters are copied as float64, exactly (float16/bfloat16/float32 embed in
 float64).  A final ``Softmax``/``LogSoftmax`` is refused unless ``strip_output_softmax=True``
@@ -75,7 +77,8 @@ from ._graph import Block, SeriesParallel
 
 SUPPORTED = ("Sequential, Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, GELU(approximate='none'), SiLU, ELU, "
              "Softplus(threshold >= 15), Hardtanh, ReLU6, Hardswish, Mish, LogSigmoid, Hardsigmoid, MaxPool2d, "
-             "AvgPool2d, BatchNorm2d, Flatten, Identity, Dropout; a final Softmax/LogSoftmax with "
+             "AvgPool2d, BatchNorm2d, Flatten, Identity, Dropout, GroupSort/GroupSort2/FullSort/MaxMin (by class name); "
+             "a final Softmax/LogSoftmax with "
              "strip_output_softmax=True")
 _DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
 _SIMPLE = {"ReLU": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "SiLU": SiLU, "ReLU6": ReLU6, "Hardswish": Hardswish,
@@ -86,6 +89,7 @@ _SOFTMAX = ("Softmax", "LogSoftmax")
 _SOFTPLUS_MIN_THRESHOLD = 15.0
 _KNOWN = {*_SIMPLE, *_DROPOUTS, *_SOFTMAX, "Sequential", "Identity", "LeakyReLU", "GELU", "ELU", "Softplus", "Hardtanh",
           "Flatten", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d"}
+_KNOWN |= {"GroupSort", "GroupSort2", "FullSort", "MaxMin"}  # lipverify.sort.TORCH_KINDS, matched by class name
 
 
 def _torch():
@@ -259,6 +263,10 @@ def _convert(torch: Any, m: Any, path: str, kind: str) -> list[Layer]:
 
     if kind in _SIMPLE:
         return [_SIMPLE[kind]()]
+    if kind in ("GroupSort", "GroupSort2", "FullSort", "MaxMin"):  # deel-torchlip / orthogonium (lipverify/sort.py)
+        from ..sort import from_torch_module
+
+        return from_torch_module(m, path, kind)
     if kind == "Identity" or kind in _DROPOUTS:
         return []
     if kind == "LeakyReLU":
@@ -389,7 +397,12 @@ class _FxImporter:
                 raise ModelFormatError(f"module {name or '(root)'!r} ({type(sub).__name__}) has forward hooks, which "
                                        "lipverify cannot read")
         try:
-            gm = torch.fx.symbolic_trace(module)
+            class Tracer(torch.fx.Tracer):  # sorting modules (lipverify.sort.TORCH_KINDS) stay whole, read by class name
+                def is_leaf_module(self, m, qualname):
+                    return type(m).__name__ in ("GroupSort", "GroupSort2", "FullSort", "MaxMin") or \
+                        super().is_leaf_module(m, qualname)
+
+            gm = torch.fx.GraphModule(module, Tracer().trace(module))
         except Exception as exc:  # torch.fx.proxy.TraceError, data-dependent control flow, unsupported Python
             raise ModelFormatError(
                 f"from_torch: {type(module).__name__} is not a chain of supported modules (nn.Sequential), and "

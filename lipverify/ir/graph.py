@@ -8,6 +8,8 @@
   per neuron after narrowing on an input box); consecutive activations compose;
 * ``"maxpool"`` — a max-pooling matrix ``M >= 0`` whose rows lie in the simplex of their windows
   (:mod:`lipverify.ir.pooling`, ``proofs/maxpool.md``);
+* ``"sort"`` — a sorting layer (GroupSort/MaxMin/FullSort): ``M`` in the convex hull of the in-group permutations
+  (:class:`lipverify.sort.SortOp`, ``proofs/groupsort.md``);
 * ``"sum"`` — a residual block: the sum of its branch graphs (the identity branch has no steps;
   ``proofs/residual.md``).
 
@@ -73,6 +75,10 @@ class Graph:
     @property
     def has_maxpool(self) -> bool:
         return any(s.kind == "maxpool" or (s.kind == "sum" and any(b.has_maxpool for b in s.op)) for s in self.steps)
+
+    @property
+    def has_sort(self) -> bool:
+        return any(s.kind == "sort" for s in self.walk())
 
     @property
     def has_sum(self) -> bool:
@@ -181,6 +187,10 @@ def _lower(net: Network, variant: str, method: str, outer: tuple[int, str] | Non
         elif isinstance(layer, (Conv2d, AvgPool2d, Dense, BatchNorm2d)):
             op = None if variant == "exact" else linear_op(layer, shape, variant)  # the exact view reads the layer
             steps.append(Step("linear", op, index, name, source=(layer,), shape=shape))
+        elif getattr(layer, "step_kind", None) == "sort":  # GroupSort / MaxMin / FullSort (proofs/groupsort.md)
+            from ..sort import SortOp
+
+            steps.append(Step("sort", SortOp(layer, shape), index, name, source=(layer,), shape=shape))
         elif hasattr(layer, "branches"):  # a residual block: y = shortcut(x) + body(x)
             body, short = layer.branches(shape)
             where = (index, name if outer is None else name)
@@ -193,7 +203,7 @@ def _lower(net: Network, variant: str, method: str, outer: tuple[int, str] | Non
             where = f"layer {i} ({layer.describe()})" if outer is None else f"layer {outer[0]} ({name})"
             raise UnsupportedLayerError(
                 f"{method}: {where} is not supported (the bounds represent Dense, Conv2d, AvgPool2d, MaxPool2d, "
-                "BatchNorm2d, Flatten, elementwise activations and Residual blocks)")
+                "BatchNorm2d, Flatten, elementwise activations, GroupSort/MaxMin/FullSort and Residual blocks)")
     return tuple(steps)
 
 
