@@ -99,9 +99,9 @@ _ACTIVATION_OPS = {"Relu": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "HardSwish": 
 _SQRT2 = math.sqrt(2.0)
 #: ``(coordinate_transformation_mode, nearest_mode)`` pairs for which ``Resize`` by an integer factor ``k`` reads input
 #: ``floor(x / k)`` at output ``x`` (PyTorch's nearest): asymmetric ``x/k`` floored; half-pixel ``(x + 1/2)/k - 1/2``
-#: has fractional offset in ``(-1/2, 1/2)`` from ``floor(x/k)``, so rounding either way gives it; ``(x + 1/2)/k`` floored
+#: is ``floor(x/k)`` plus an offset in ``(-1/2, 1/2)``, so rounding either way gives it (``proofs/cnn_explicit.md``)
 _RESIZE_NEAREST = frozenset({
-    ("asymmetric", "floor"), ("tf_half_pixel_for_nn", "floor"),
+    ("asymmetric", "floor"),
     *((c, r) for c in ("half_pixel", "pytorch_half_pixel", "half_pixel_symmetric")
       for r in ("round_prefer_floor", "round_prefer_ceil")),
 })

@@ -207,6 +207,8 @@ def linear_op(layer, shape, variant: str) -> BatchedOp:
     # here, not at the top: the operators subclass scipy.sparse.linalg.LinearOperator (slow to import)
     from .operators import ChannelScaleOp, ConvOp, DenseOp, SparseOp, UpsampleOp
 
+    if isinstance(layer, LAYERS_1D):
+        layer, shape = layer.as_2d, layer.shape_2d(shape)
     if isinstance(layer, Dense):
         return DenseOp(layer.weight, layer.weight_radius, layer)
     if isinstance(layer, (_BatchNorm, Upsample)):
