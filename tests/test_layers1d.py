@@ -373,10 +373,11 @@ def test_every_applicable_method_is_above_sampled_jacobian_norms(case):
     module, shape = _soundness_modules()[case]
     net = lv.from_torch(module, input_shape=shape)
     points = np.random.default_rng(case).standard_normal((40, *shape)) * 2
-    rows = lv.compare(net, norms=("1", "2", "inf"), options={"k2": {"max_nodes": 200}, "lipsdp": {"max_neurons": 40}})
+    methods = [m for m in lv.METHODS if not (case == 1 and m == "k2")]  # K2's vertex search: seconds, even capped
+    rows = lv.compare(net, norms=("1", "2", "inf"), methods=methods, options={"lipsdp": {"max_neurons": 40}})
     bounds = [r for r in rows if isinstance(r, lv.Bound)]
     seen = {r.method for r in bounds}
-    assert {"kstar", "k1", "k3", "k4"} <= seen
+    assert {"kstar", "k1", "k3", "k4", "lipsdp_fast"} <= seen and (case != 0 or "k2" not in seen)
     if case == 2:  # BatchNorm1d on vectors: the fully connected-only methods refuse it and say why
         why = [r.error for r in rows if not isinstance(r, lv.Bound) and r.method == "kcp"]
         assert why and "BatchNorm1d" in why[0]
