@@ -99,6 +99,34 @@ def test_torch_fx_path_reads_the_1d_layers():
     _rel_close(net(x), _torch_out(module, x), 1e-12)
 
 
+def test_torch_fx_path_reads_the_functional_forms():
+    F = torch.nn.functional
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(2, 3, 3, padding=1)
+
+        def forward(self, x):
+            x = F.max_pool1d(torch.relu(self.conv(x)), 3, 2, 1)
+            x = F.interpolate(x, scale_factor=3, mode="nearest")
+            return F.avg_pool1d(x, 3, stride=1, padding=1)
+
+    torch.manual_seed(6)
+    module = Functional().double().eval()
+    net = lv.from_torch(module, input_shape=(2, 8))
+    assert [type(layer) for layer in net.layers] == [lv.Conv1d, lv.ReLU, lv.MaxPool1d, lv.Upsample, lv.AvgPool1d]
+    x = np.random.default_rng(2).standard_normal((3, 2, 8))
+    _rel_close(net(x), _torch_out(module, x), 1e-12)
+
+    class Bilinear1d(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, scale_factor=2, mode="linear")
+
+    with pytest.raises(lv.ModelFormatError, match=r"node 1 'interpolate'.*mode='linear' is not supported"):
+        lv.from_torch(Bilinear1d(), input_shape=(2, 8))
+
+
 def test_export_runs_in_the_onnx_reference_evaluator_and_round_trips():
     module = _module_1d()
     net = lv.from_torch(module, input_shape=(2, 13))
@@ -230,6 +258,14 @@ def test_resize_with_sizes_and_refusals_name_the_attribute():
     linear.graph.node[0].attribute[0].s = b"linear"  # mode
     with pytest.raises(lv.ModelFormatError, match="mode='linear'"):
         from_onnx_model(linear)
+
+
+def test_resize_of_opset_10_is_refused_with_the_reason():
+    t = onnx.numpy_helper.from_array
+    node = helper.make_node("Resize", ["x", "s"], ["y"], mode="nearest")
+    model = _onnx_model([node], [t(np.array([1, 1, 2], dtype=np.float32), "s")], [1, 2, 4], None, opset=10)
+    with pytest.raises(lv.ModelFormatError, match="opset 10.*opset >= 11"):
+        from_onnx_model(model)
 
 
 def test_torch_refusals_name_the_module_and_the_attribute():

@@ -692,6 +692,9 @@ class _Importer:
             v = a.get(name, default)
             return v.decode() if isinstance(v, bytes) else str(v)
 
+        if self.opset < 11:
+            raise self.err(f"Resize of opset {self.opset} (inputs X, scales; no coordinate mode) is not supported; "
+                           "export with opset >= 11", i)
         mode = text("mode", "nearest")
         if mode != "nearest":
             raise self.err(f"Resize mode={mode!r} is not supported; only mode='nearest' with integer factors", i)

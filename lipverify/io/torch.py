@@ -453,8 +453,8 @@ def _convert_1d(m: Any, path: str, kind: str, get: Any, shape: tuple[int, ...] |
 
 _FX_SUPPORTED = (f"the modules {SUPPORTED}, AdaptiveAvgPool2d; x + y of two branches (residual blocks); the functions "
                  "torch.relu/tanh/sigmoid/flatten/reshape, F.relu/gelu/silu/leaky_relu/dropout/avg_pool2d/max_pool2d/"
-                 "adaptive_avg_pool2d; the methods .relu() .sigmoid() .tanh() .flatten(1) .view(x.size(0), -1) "
-                 ".reshape(...) .contiguous()")
+                 "adaptive_avg_pool2d/avg_pool1d/max_pool1d/interpolate(mode='nearest'); the methods .relu() .sigmoid() "
+                 ".tanh() .flatten(1) .view(x.size(0), -1) .reshape(...) .contiguous()")
 
 
 def _needs_tracing(torch: Any, module: Any) -> bool:
@@ -501,6 +501,7 @@ class _FxImporter:
             ("sigmoid", (torch.sigmoid, F.sigmoid)), ("gelu", (F.gelu,)), ("silu", (F.silu,)),
             ("leaky_relu", (F.leaky_relu,)), ("flatten", (torch.flatten,)), ("reshape", (torch.reshape,)),
             ("dropout", (F.dropout,)), ("avg_pool2d", (F.avg_pool2d,)), ("max_pool2d", (F.max_pool2d,)),
+            ("avg_pool1d", (F.avg_pool1d,)), ("max_pool1d", (F.max_pool1d,)), ("interpolate", (F.interpolate,)),
             ("adaptive_avg_pool2d", (F.adaptive_avg_pool2d,))) for f in fs}
         self.aux: set[str] = set()  # x.size(0), x.shape[0]: shape values, not data
         for n in self.nodes:
@@ -697,7 +698,35 @@ class _FxImporter:
                            padding=_compact(_pair(padding)))]
         if target == "adaptive_avg_pool2d":
             return [self._adaptive(i, arg(1, "output_size"), shape)]
+        if target in ("avg_pool1d", "max_pool1d", "interpolate"):
+            return [self._functional_1d(i, target, arg, shape)]
         raise self.err(f"is not supported in a traced forward; supported: {_FX_SUPPORTED}", i)
+
+    def _functional_1d(self, i: int, target: str, arg: Any, shape: tuple[int, ...]) -> Layer:
+        """``F.max_pool1d``, ``F.avg_pool1d`` and ``F.interpolate`` (nearest, integer factors) as the module forms."""
+        from types import SimpleNamespace
+
+        name = self.nodes[i].name
+        if target == "interpolate":
+            if arg(4, "align_corners", None) or arg(6, "antialias", False):
+                raise self.err("interpolate with align_corners or antialias is not supported (only mode='nearest')", i)
+            ns = SimpleNamespace(mode=arg(3, "mode", "nearest"), size=arg(1, "size", None),
+                                 scale_factor=arg(2, "scale_factor", None))
+            kind = "Upsample"
+        else:
+            ns = SimpleNamespace(kernel_size=arg(1, "kernel_size"), stride=arg(2, "stride", None),
+                                 padding=arg(3, "padding", 0))
+            if target == "max_pool1d":
+                ns.dilation, ns.ceil_mode, ns.return_indices = (arg(4, "dilation", 1), arg(5, "ceil_mode", False),
+                                                                arg(6, "return_indices", False))
+                kind = "MaxPool1d"
+            else:
+                ns.ceil_mode, ns.count_include_pad = arg(4, "ceil_mode", False), arg(5, "count_include_pad", True)
+                kind = "AvgPool1d"
+        try:
+            return _convert_1d(ns, name, kind, lambda attr: getattr(ns, attr), shape)
+        except ModelFormatError as exc:
+            raise self.err(str(exc), i) from None
 
     def _adaptive(self, i: int, output_size: Any, shape: tuple[int, ...]) -> Layer:
         """Adaptive average pooling to ``output_size`` on a (C, H, W) input: ``AvgPool2d`` when the size divides."""
