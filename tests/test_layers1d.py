@@ -436,3 +436,24 @@ def test_local_bounds_and_refusals_of_exact_methods():
     assert _jacobian_norm_max(module, shape, "inf", [x]) <= float(local.value)
     with pytest.raises(lv.UnsupportedLayerError, match=r"layer 0 \(Conv1d"):
         lv.exact(net, "inf")
+
+
+def test_exact_and_symbolic_conv1d_kernels():
+    """An exact rational kernel keeps a radius and the bounds cover the exact norm (13/21 for l1 and l∞: every
+    output reads both taps of the interior); a symbolic kernel substitutes like Conv2d."""
+    from fractions import Fraction
+
+    import sympy
+
+    net = lv.Network([lv.Conv1d([[[Fraction(1, 3), Fraction(-2, 7)]]], [Fraction(1, 5)], padding=1), lv.Flatten()],
+                     input_shape=(1, 4))
+    assert net.layers[0].is_exact and net.layers[0].weight_radius is not None
+    for p in ("1", "inf"):
+        for conv in ("implicit", "explicit"):
+            assert Fraction(lv.bound(net, "kstar", p, conv=conv).value) >= Fraction(13, 21)
+    a = sympy.Symbol("a")
+    sym = lv.Network([lv.Conv1d(np.array([[[a, 1]]], dtype=object)), lv.Flatten()], input_shape=(1, 3))
+    assert sym.free_symbols == {a}
+    np.testing.assert_array_equal(sym.subs({a: 2}).layers[0].weight, [[[2.0, 1.0]]])
+    with pytest.raises(lv.ShapeError, match=r"cannot infer the input shape.*\(C, L\)"):
+        lv.Network([lv.Conv1d(np.ones((1, 1, 2)))])

@@ -150,7 +150,7 @@ def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *,
     if input_shape is None:
         first = next((layer for _, layer in layers if not isinstance(layer, Activation)), None)
         if not isinstance(first, Dense):
-            raise ModelFormatError("from_torch: pass input_shape=(C, H, W) or (n,): it cannot be inferred because the "
+            raise ModelFormatError("from_torch: pass input_shape=(C, L), (C, H, W) or (n,): it cannot be inferred because the "
                                    "first weighted layer is not Linear")
         input_shape = (first.n_in,)
     elif isinstance(input_shape, (int, np.integer)):
@@ -559,7 +559,7 @@ class _FxImporter:
                           for sub in [self.module.get_submodule(n.target)]
                           if not isinstance(sub, (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU))), None)
             if not isinstance(first, nn.Linear):
-                raise ModelFormatError("from_torch: pass input_shape=(C, H, W) or (n,): it cannot be inferred because "
+                raise ModelFormatError("from_torch: pass input_shape=(C, L), (C, H, W) or (n,): it cannot be inferred because "
                                        "the first weighted layer of the traced forward is not Linear")
             input_shape = (int(first.in_features),)
         elif isinstance(input_shape, (int, np.integer)):
