@@ -99,6 +99,23 @@ def test_torch_fx_path_reads_the_1d_layers():
     _rel_close(net(x), _torch_out(module, x), 1e-12)
 
 
+def test_global_and_adaptive_average_pooling_on_1d_inputs():
+    torch.manual_seed(8)
+    module = nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(2), nn.Flatten(), nn.Linear(6, 2))
+    module = module.double().eval()
+    net = lv.from_torch(module, input_shape=(2, 10))
+    assert isinstance(net.layers[2], lv.AvgPool1d) and net.layers[2].kernel_size == 4
+    x = np.random.default_rng(3).standard_normal((3, 2, 10))
+    _rel_close(net(x), _torch_out(module, x), 1e-12)
+    with pytest.raises(lv.ModelFormatError, match="AdaptiveAvgPool1d.*divides"):
+        lv.from_torch(nn.Sequential(nn.AdaptiveAvgPool1d(3)), input_shape=(2, 10))
+    model = _onnx_model([helper.make_node("GlobalAveragePool", ["x"], ["y"])], [], [2, 3, 5], None)
+    y = np.random.default_rng(4).standard_normal((2, 3, 5))
+    got = from_onnx_model(model)
+    assert isinstance(got.layers[0], lv.AvgPool1d)
+    _rel_close(got(y), _ref(model, y))
+
+
 def test_torch_fx_path_reads_the_functional_forms():
     F = torch.nn.functional
 

@@ -496,9 +496,12 @@ class _Importer:
             if op in ("MaxPool", "AveragePool"):
                 return [self._pool(i, op, a, shape)], out
             if op == "GlobalAveragePool":
-                if len(shape) != 3:
-                    raise self.err(f"GlobalAveragePool is supported on (C, H, W) inputs only, not on shape {shape}", i)
+                if len(shape) not in (2, 3):
+                    raise self.err(f"GlobalAveragePool is supported on (C, L) and (C, H, W) inputs only, not on shape "
+                                   f"{shape}", i)
                 conv = _conv_module(self.err("GlobalAveragePool needs lipverify.conv, which is not available", i))
+                if len(shape) == 2:
+                    return [self._build(i, conv.AvgPool1d, shape[1])], out
                 return [self._build(i, conv.AvgPool2d, _compact(shape[1:]), stride=_compact(shape[1:]))], out
             if op == "BatchNormalization":
                 return [self._batchnorm(i, a, shape)], out

@@ -78,7 +78,8 @@ from ._graph import Block, SeriesParallel
 SUPPORTED = ("Sequential, Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, GELU(approximate='none'), SiLU, ELU, "
              "Softplus(threshold >= 15), Hardtanh, ReLU6, Hardswish, Mish, LogSigmoid, Hardsigmoid, MaxPool2d, "
              "AvgPool2d, BatchNorm2d, Conv1d, MaxPool1d, AvgPool1d, BatchNorm1d, Upsample(mode='nearest', integer "
-             "factors), Flatten, Identity, Dropout; a final Softmax/LogSoftmax with strip_output_softmax=True")
+             "factors), AdaptiveAvgPool1d (the length divisible by the output size), Flatten, Identity, Dropout; a final "
+             "Softmax/LogSoftmax with strip_output_softmax=True")
 _DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
 _SIMPLE = {"ReLU": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "SiLU": SiLU, "ReLU6": ReLU6, "Hardswish": Hardswish,
            "Mish": Mish, "LogSigmoid": LogSigmoid, "Hardsigmoid": Hardsigmoid}
@@ -88,7 +89,7 @@ _SOFTMAX = ("Softmax", "LogSoftmax")
 _SOFTPLUS_MIN_THRESHOLD = 15.0
 _KNOWN = {*_SIMPLE, *_DROPOUTS, *_SOFTMAX, "Sequential", "Identity", "LeakyReLU", "GELU", "ELU", "Softplus", "Hardtanh",
           "Flatten", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "Conv1d", "MaxPool1d", "AvgPool1d",
-          "BatchNorm1d", "Upsample"}
+          "BatchNorm1d", "Upsample", "AdaptiveAvgPool1d"}
 
 
 def _torch():
@@ -198,7 +199,7 @@ def _kind(torch: Any, m: Any) -> str:
         return str(getattr(m, "original_name", type(m).__name__))
     nn = torch.nn
     bases = [nn.Sequential, nn.Linear, nn.Conv2d, nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d, nn.BatchNorm1d, nn.Upsample,
-             nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU,
+             nn.AdaptiveAvgPool1d, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU,
              nn.ELU, nn.Softplus, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Mish, nn.LogSigmoid, nn.Hardsigmoid,
              nn.Softmax, nn.LogSoftmax, nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d, nn.Flatten, nn.Identity, nn.Dropout,
              nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout]
@@ -270,7 +271,7 @@ def _convert(torch: Any, m: Any, path: str, kind: str, shape: tuple[int, ...] | 
     def get(name: str) -> Any:
         return _get(m, name, path, kind)
 
-    if kind in ("Conv1d", "MaxPool1d", "AvgPool1d", "BatchNorm1d", "Upsample"):
+    if kind in ("Conv1d", "MaxPool1d", "AvgPool1d", "BatchNorm1d", "Upsample", "AdaptiveAvgPool1d"):
         return [_convert_1d(m, path, kind, get, shape)]
 
     if kind in _SIMPLE:
@@ -375,7 +376,8 @@ def _single(v: Any) -> int:
 
 
 def _convert_1d(m: Any, path: str, kind: str, get: Any, shape: tuple[int, ...] | None) -> Layer:
-    """``Conv1d``, ``MaxPool1d``, ``AvgPool1d``, ``BatchNorm1d`` and ``Upsample`` (nearest, integer factors)."""
+    """``Conv1d``, ``MaxPool1d``, ``AvgPool1d``, ``BatchNorm1d``, ``Upsample`` (nearest, integer factors) and
+    ``AdaptiveAvgPool1d`` (equal windows)."""
     conv = _conv_module(path, kind)
     if kind == "Conv1d":
         if get("padding_mode") != "zeros":
@@ -425,6 +427,14 @@ def _convert_1d(m: Any, path: str, kind: str, get: Any, shape: tuple[int, ...] |
         return _build(conv.BatchNorm1d, path, kind, np.ones(c) if gamma is None else gamma,
                       np.zeros(c) if beta is None else beta, _array(mean, path, "running_mean"),
                       _array(var, path, "running_var"), float(get("eps")))
+    if kind == "AdaptiveAvgPool1d":
+        out = _single(get("output_size"))
+        if shape is None or len(shape) != 2 or shape[1] % out:
+            raise ModelFormatError(f"module {path!r} (AdaptiveAvgPool1d): output_size={out} on the input shape {shape} "
+                                   "is not supported; only a (C, L) input whose length the output size divides (equal "
+                                   "windows; pass input_shape=... when it is not known)")
+        k = shape[1] // out
+        return _build(conv.AvgPool1d, path, kind, k, stride=k)
     # Upsample
     mode = get("mode")
     if mode not in ("nearest", "nearest-exact"):
