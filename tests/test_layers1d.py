@@ -277,6 +277,21 @@ def test_resize_with_sizes_and_refusals_name_the_attribute():
         from_onnx_model(linear)
 
 
+def test_resize_with_axes_and_float32_export():
+    t = onnx.numpy_helper.from_array
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest", axes=[3],
+                            coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    model = _onnx_model([node], [t(np.array([3], dtype=np.float32), "s")], [2, 2, 3, 2], None, opset=19)
+    x = np.random.default_rng(9).standard_normal((2, 2, 3, 2))
+    net = from_onnx_model(model)
+    assert net.layers[0].scale_factor == (1, 3)
+    np.testing.assert_array_equal(net(x), _ref(model, x))
+    m32 = to_onnx_model(net, dtype="float32")
+    onnx.checker.check_model(m32, full_check=True)
+    x32 = x.astype(np.float32)
+    np.testing.assert_array_equal(ReferenceEvaluator(m32).run(None, {"input": x32})[0], net(x32))
+
+
 def test_resize_of_opset_10_is_refused_with_the_reason():
     t = onnx.numpy_helper.from_array
     node = helper.make_node("Resize", ["x", "s"], ["y"], mode="nearest")
