@@ -709,6 +709,8 @@ class AvgPool1d(_Pool1d):
 
 #: the 1-D layers, lowered to their 2-D layer on (C, 1, L)
 LAYERS_1D = (Conv1d, MaxPool1d, AvgPool1d)
+#: the batch normalisations (one channel scale operator)
+BATCHNORM_LAYERS = (BatchNorm1d, BatchNorm2d)
 
 
 # --------------------------------------------------------------------------- nearest-neighbour upsampling

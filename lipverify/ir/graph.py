@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..conv.layers import LAYERS_1D, AvgPool2d, Conv2d, MaxPool2d, Upsample, _BatchNorm
+from ..conv.layers import BATCHNORM_LAYERS, LAYERS_1D, AvgPool2d, Conv2d, MaxPool2d, Upsample
 from ..errors import LipVerifyError, NotApplicableError, UnsupportedLayerError
 from ..layers import Activation, Dense, Flatten, slope_pair
 from .chain import Slopes
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 VARIANTS = ("implicit", "explicit")
 #: the explicit representation is refused when the layer matrices would have more nonzeros than this in total
 EXPLICIT_NNZ_LIMIT = 40_000_000
-CONV_LAYERS = (Conv2d, MaxPool2d, AvgPool2d, _BatchNorm, Upsample, *LAYERS_1D)
+CONV_LAYERS = (Conv2d, MaxPool2d, AvgPool2d, *BATCHNORM_LAYERS, Upsample, *LAYERS_1D)
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def explicit_nnz(net: Network) -> int:
             total += int(np.prod(out)) * layer.kernel_size[0] * layer.kernel_size[1]
         elif isinstance(layer, Dense):
             total += layer.n_in * layer.n_out
-        elif isinstance(layer, (_BatchNorm, Upsample)):
+        elif isinstance(layer, (*BATCHNORM_LAYERS, Upsample)):
             total += int(np.prod(out))
         elif hasattr(layer, "branches"):
             total += sum(explicit_nnz(b) for b in layer.branches(net.shapes[i]) if b is not None)
@@ -183,7 +183,7 @@ def _lower(net: Network, variant: str, method: str, outer: tuple[int, str] | Non
 
             pool = SparsePool(layer, shape) if variant == "explicit" else TensorPool(layer, shape)
             steps.append(Step("maxpool", pool, index, name, source=(layer,), shape=shape))
-        elif isinstance(layer, (Conv2d, AvgPool2d, Dense, _BatchNorm, Upsample)):
+        elif isinstance(layer, (Conv2d, AvgPool2d, Dense, *BATCHNORM_LAYERS, Upsample)):
             op = None if variant == "exact" else linear_op(layer, shape, variant)  # the exact view reads the layer
             steps.append(Step("linear", op, index, name, source=(layer,), shape=shape))
         elif hasattr(layer, "branches"):  # a residual block: y = shortcut(x) + body(x)
@@ -211,8 +211,8 @@ def linear_op(layer, shape, variant: str) -> BatchedOp:
         layer, shape = layer.as_2d, layer.shape_2d(shape)
     if isinstance(layer, Dense):
         return DenseOp(layer.weight, layer.weight_radius, layer)
-    if isinstance(layer, (_BatchNorm, Upsample)):
-        op = ChannelScaleOp(layer.scale, layer.scale_radius, shape) if isinstance(layer, _BatchNorm) else \
+    if isinstance(layer, (*BATCHNORM_LAYERS, Upsample)):
+        op = ChannelScaleOp(layer.scale, layer.scale_radius, shape) if isinstance(layer, BATCHNORM_LAYERS) else \
             UpsampleOp(shape, layer.scales(shape))
         return op.sparse() if variant == "explicit" else op
     if isinstance(layer, AvgPool2d):
