@@ -15,7 +15,7 @@ import scipy.sparse  # noqa: F401
 from .bounds import METHODS, Comparison, bound, compare
 from .certify import certify
 from .check import check_lipschitz
-from .conv import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
+from .conv import AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, MaxPool1d, MaxPool2d, Upsample
 from .errors import (
     CertificationError,
     InternalConsistencyError,
@@ -68,4 +68,5 @@ __all__ = [
     "SolverError", "Tanh", "UnsupportedLayerError", "ELU", "Softplus", "Hardtanh", "ReLU6", "Hardswish", "Mish",
     "LogSigmoid", "Hardsigmoid", "bound", "certified_radius", "check_lipschitz", "certify", "compare", "exact",
     "from_torch", "load", "localize", "lower_bound", "parse_norm", "save", "GroupSort", "MaxMin", "FullSort",
+    "AvgPool1d", "BatchNorm1d", "Conv1d", "MaxPool1d", "Upsample",
 ]

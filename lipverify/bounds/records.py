@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: the step kinds a network is made of (see :func:`step_kind`)
-STEP_KINDS = ("dense", "activation", "flatten", "conv", "avgpool", "batchnorm", "maxpool", "residual", "sort")
+STEP_KINDS = ("dense", "activation", "flatten", "conv", "avgpool", "batchnorm", "upsample", "maxpool", "residual", "sort")
 FC_STEPS = frozenset({"dense", "activation", "flatten"})
-CNN_STEPS = FC_STEPS | {"conv", "avgpool", "batchnorm", "maxpool"}
+CNN_STEPS = FC_STEPS | {"conv", "avgpool", "batchnorm", "upsample", "maxpool"}
 #: the methods written over the graph's sums (``proofs/residual.md``)
 GRAPH_STEPS = CNN_STEPS | {"residual", "sort"}
 #: cost classes, cheapest first

@@ -13,8 +13,10 @@ folded first.  Supported nodes:
 
 * ``Gemm`` (``transA = 0``, any ``transB``, ``alpha``, ``beta``), ``MatMul`` followed by an optional
   ``Add`` of a constant (the bias) -> :class:`~lipverify.Dense`;
-* ``Conv`` (2-D), ``MaxPool``, ``AveragePool``, ``GlobalAveragePool``, ``BatchNormalization`` (inference)
-  -> the layers of :mod:`lipverify.conv`;
+* ``Conv``, ``MaxPool``, ``AveragePool`` (1-D on ``(N, C, L)`` and 2-D), ``GlobalAveragePool``,
+  ``BatchNormalization`` (inference; on ``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)``), ``Resize`` (``mode="nearest"``,
+  integer factors, coordinate transformation and rounding giving PyTorch's nearest) -> the layers of
+  :mod:`lipverify.conv`;
 * ``Relu``, ``LeakyRelu``, ``Tanh``, ``Sigmoid``, ``Gelu`` (``approximate="none"``), and the patterns
   ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` (GELU), ``x * Sigmoid(x)`` (SiLU), ``Max(x, a x)`` / ``Min(x, a x)``
   (LeakyReLU with slope ``a``);
@@ -80,7 +82,8 @@ from ._graph import Block, SeriesParallel
 
 OPSET = 17
 SUPPORTED = (
-    "Gemm, MatMul (+ Add of a constant bias), Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Relu, "
+    "Gemm, MatMul (+ Add of a constant bias), Conv, MaxPool, AveragePool (1-D and 2-D), GlobalAveragePool, "
+    "BatchNormalization, Resize (nearest, integer factors), Relu, "
     "LeakyRelu, Tanh, Sigmoid, Gelu, the patterns x*0.5*(1+Erf(x/sqrt(2))) (GELU), x*Sigmoid(x) (SiLU), Max(x, a*x) "
     "(LeakyReLU), Elu, Softplus, Clip (constant bounds), HardSwish, Mish, HardSigmoid, LogSigmoid (Neg-Softplus-Neg "
     "or Sigmoid-Log), Flatten, Reshape to (batch, -1), Identity, Dropout, sorting layers (Reshape-TopK-Reshape, "
@@ -95,6 +98,14 @@ _FOLDABLE = {
 }
 _ACTIVATION_OPS = {"Relu": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "HardSwish": Hardswish, "Mish": Mish}
 _SQRT2 = math.sqrt(2.0)
+#: ``(coordinate_transformation_mode, nearest_mode)`` pairs for which ``Resize`` by an integer factor ``k`` reads input
+#: ``floor(x / k)`` at output ``x`` (PyTorch's nearest): asymmetric ``x/k`` floored; half-pixel ``(x + 1/2)/k - 1/2``
+#: is ``floor(x/k)`` plus an offset in ``(-1/2, 1/2)``, so rounding either way gives it (``proofs/cnn_explicit.md``)
+_RESIZE_NEAREST = frozenset({
+    ("asymmetric", "floor"),
+    *((c, r) for c in ("half_pixel", "pytorch_half_pixel", "half_pixel_symmetric")
+      for r in ("round_prefer_floor", "round_prefer_ceil")),
+})
 
 
 # =========================================================================== import
@@ -491,14 +502,19 @@ class _Importer:
             if op in ("MaxPool", "AveragePool"):
                 return [self._pool(i, op, a, shape)], out
             if op == "GlobalAveragePool":
-                if len(shape) != 3:
-                    raise self.err(f"GlobalAveragePool is supported on (C, H, W) inputs only, not on shape {shape}", i)
+                if len(shape) not in (2, 3):
+                    raise self.err(f"GlobalAveragePool is supported on (C, L) and (C, H, W) inputs only, not on shape "
+                                   f"{shape}", i)
                 conv = _conv_module(self.err("GlobalAveragePool needs lipverify.conv, which is not available", i))
+                if len(shape) == 2:
+                    return [self._build(i, conv.AvgPool1d, shape[1])], out
                 return [self._build(i, conv.AvgPool2d, _compact(shape[1:]), stride=_compact(shape[1:]))], out
             if op == "BatchNormalization":
                 return [self._batchnorm(i, a, shape)], out
             if op == "Mul" and self._binary(i, "Mul", x) == 1.0:  # x * 1 (deel-torchlip's k_coef_lip = 1 after GroupSort)
                 return [], out
+            if op == "Resize":
+                return [self._resize(i, a, shape)], out
         except ModelFormatError:
             raise
         except (ValueError, TypeError, ArithmeticError, LipVerifyError) as exc:
@@ -598,18 +614,21 @@ class _Importer:
         # target[0] == 1: a static batch dimension of 1 (common in exported models); the network works per sample
         return [] if len(shape) == 1 else [Flatten()]
 
-    def _spatial(self, i: int, a: dict, shape: tuple[int, ...], kernel: tuple[int, int],
-                 dilation: tuple[int, int] = (1, 1)) -> tuple[tuple[int, int], tuple[int, int]]:
-        """``(stride, padding)`` pairs; asymmetric pads raise."""
-        if len(shape) != 3:
-            raise self.err(f"expects a per-sample input (C, H, W) but receives shape {shape}", i)
-        stride = tuple(int(s) for s in a.get("strides", (1, 1)))
+    def _spatial(self, i: int, a: dict, shape: tuple[int, ...], kernel: tuple[int, ...],
+                 dilation: tuple[int, ...] | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(stride, padding)`` with one entry per spatial axis (1-D on ``(C, L)``, 2-D on ``(C, H, W)``); asymmetric
+        pads raise."""
+        if len(shape) not in (2, 3):
+            raise self.err(f"expects a per-sample input (C, L) or (C, H, W) but receives shape {shape}", i)
+        d = len(shape) - 1
+        dilation = (1,) * d if dilation is None else dilation
+        stride = tuple(int(s) for s in a.get("strides", (1,) * d))
         auto = a.get("auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else str(auto)
         if auto in ("NOTSET", ""):
-            pads = tuple(int(p) for p in a.get("pads", (0, 0, 0, 0)))
+            pads = tuple(int(p) for p in a.get("pads", (0,) * (2 * d)))
         elif auto == "VALID":
-            pads = (0, 0, 0, 0)
+            pads = (0,) * (2 * d)
         elif auto in ("SAME_UPPER", "SAME_LOWER"):
             begin, end = [], []
             for size, s, k, d in zip(shape[1:], stride, kernel, dilation):
@@ -620,38 +639,45 @@ class _Importer:
             pads = (*begin, *end)
         else:
             raise self.err(f"auto_pad={auto!r} is not supported", i)
-        if len(stride) != 2 or len(pads) != 4:
-            raise self.err(f"only 2-D operators are supported (strides {stride}, pads {pads})", i)
-        if pads[0] != pads[2] or pads[1] != pads[3]:
-            raise self.err(f"asymmetric padding {pads} (top, left, bottom, right) is not supported; "
+        if len(stride) != d or len(pads) != 2 * d or len(kernel) != d:
+            raise self.err(f"strides {stride}, pads {pads} and kernel {tuple(kernel)} do not fit the {d}-D input of "
+                           f"shape {shape}", i)
+        if pads[:d] != pads[d:]:
+            raise self.err(f"asymmetric padding {pads} (begins, then ends) is not supported; "
                            "lipverify pads both sides of each axis equally", i)
-        return stride, (pads[0], pads[1])
+        return stride, pads[:d]
 
     def _conv(self, i: int, a: dict, shape: tuple[int, ...]) -> Layer:
         conv = _conv_module(self.err("Conv needs lipverify.conv, which is not available", i))
         node = self.nodes[i]
         k = _as_f64(self.const(node.input[1], i))
-        if k.ndim != 4:
-            raise self.err(f"only 2-D convolutions are supported; the kernel has shape {k.shape}", i)
+        if k.ndim not in (3, 4):
+            raise self.err(f"only 1-D and 2-D convolutions are supported; the kernel has shape {k.shape}", i)
         bias = _as_f64(self.const(node.input[2], i)) if len(node.input) > 2 and node.input[2] else None
-        dilation = tuple(int(d) for d in a.get("dilations", (1, 1)))
+        dilation = tuple(int(d) for d in a.get("dilations", (1,) * (k.ndim - 2)))
         stride, padding = self._spatial(i, a, shape, k.shape[2:], dilation)
+        if k.ndim == 3:
+            return self._build(i, conv.Conv1d, k, bias, stride=stride[0], padding=padding[0], dilation=dilation[0],
+                               groups=int(a.get("group", 1)))
         return self._build(i, conv.Conv2d, k, bias, stride=_compact(stride), padding=_compact(padding),
                            dilation=_compact(dilation), groups=int(a.get("group", 1)))
 
     def _pool(self, i: int, op: str, a: dict, shape: tuple[int, ...]) -> Layer:
         conv = _conv_module(self.err(f"{op} needs lipverify.conv, which is not available", i))
         kernel = tuple(int(k) for k in a.get("kernel_shape", ()))
-        if len(kernel) != 2:
-            raise self.err(f"only 2-D pooling is supported (kernel_shape {kernel})", i)
+        if len(kernel) not in (1, 2):
+            raise self.err(f"only 1-D and 2-D pooling are supported (kernel_shape {kernel})", i)
         if int(a.get("ceil_mode", 0)):
             raise self.err("ceil_mode = 1 is not supported", i)
-        if any(int(d) != 1 for d in a.get("dilations", (1, 1))):
+        if any(int(d) != 1 for d in a.get("dilations", ())):
             raise self.err(f"dilations {tuple(a['dilations'])} are not supported for pooling", i)
         stride, padding = self._spatial(i, a, shape, kernel)
         if op == "AveragePool" and any(padding) and not int(a.get("count_include_pad", 0)):
             raise self.err("AveragePool with padding and count_include_pad = 0 is not supported (lipverify's "
                            "AvgPool2d divides by the full window, like PyTorch's default)", i)
+        if len(kernel) == 1:
+            cls = conv.MaxPool1d if op == "MaxPool" else conv.AvgPool1d
+            return self._build(i, cls, kernel[0], stride=stride[0], padding=padding[0])
         cls = conv.MaxPool2d if op == "MaxPool" else conv.AvgPool2d
         return self._build(i, cls, _compact(kernel), stride=_compact(stride), padding=_compact(padding))
 
@@ -659,11 +685,70 @@ class _Importer:
         conv = _conv_module(self.err("BatchNormalization needs lipverify.conv, which is not available", i))
         if int(a.get("training_mode", 0)):
             raise self.err("training_mode = 1 is not supported (inference only)", i)
-        if len(shape) != 3:
-            raise self.err(f"BatchNormalization is supported on (C, H, W) inputs only, not on shape {shape}", i)
+        if len(shape) not in (1, 2, 3):
+            raise self.err(f"BatchNormalization is supported on (C,), (C, L) and (C, H, W) inputs only, not on shape "
+                           f"{shape}", i)
         node = self.nodes[i]
         gamma, beta, mean, var = (_as_f64(self.const(t, i)) for t in node.input[1:5])
-        return self._build(i, conv.BatchNorm2d, gamma, beta, mean, var, float(a.get("epsilon", 1e-5)))
+        cls = conv.BatchNorm2d if len(shape) == 3 else conv.BatchNorm1d
+        return self._build(i, cls, gamma, beta, mean, var, float(a.get("epsilon", 1e-5)))
+
+    def _resize(self, i: int, a: dict, shape: tuple[int, ...]) -> Layer:
+        """``Resize`` with ``mode="nearest"`` by integer factors on the spatial axes, with a coordinate transformation
+        and rounding that make it PyTorch's nearest upsampling (a repeat; :data:`_RESIZE_NEAREST`)."""
+        conv = _conv_module(self.err("Resize needs lipverify.conv, which is not available", i))
+        node = self.nodes[i]
+
+        def text(name: str, default: str) -> str:
+            v = a.get(name, default)
+            return v.decode() if isinstance(v, bytes) else str(v)
+
+        if self.opset < 11:
+            raise self.err(f"Resize of opset {self.opset} (inputs X, scales; no coordinate mode) is not supported; "
+                           "export with opset >= 11", i)
+        mode = text("mode", "nearest")
+        if mode != "nearest":
+            raise self.err(f"Resize mode={mode!r} is not supported; only mode='nearest' with integer factors", i)
+        if len(shape) < 2:
+            raise self.err(f"Resize needs a (C, L) or (C, H, W) input, not shape {shape}", i)
+        rank = len(shape) + 1
+        axes = tuple(int(v) % rank for v in a["axes"]) if "axes" in a else tuple(range(rank))
+        full = (1, *shape)
+        scales = self.const(node.input[2], i).reshape(-1) if len(node.input) > 2 and node.input[2] else np.zeros(0)
+        sizes = self.const(node.input[3], i).reshape(-1) if len(node.input) > 3 and node.input[3] else np.zeros(0)
+        factors = [1] * rank
+        if scales.size:
+            if scales.size != len(axes):
+                raise self.err(f"Resize scales {scales.tolist()} do not match the axes {axes}", i)
+            for ax, v in zip(axes, scales.tolist()):
+                if not (float(v) == int(v) and v >= 1):
+                    raise self.err(f"Resize scale {v} on axis {ax} is not a positive integer; only integer factors "
+                                   "are supported", i)
+                factors[ax] = int(v)
+        elif sizes.size:
+            if sizes.size != len(axes):
+                raise self.err(f"Resize sizes {sizes.tolist()} do not match the axes {axes}", i)
+            if text("keep_aspect_ratio_policy", "stretch") != "stretch":
+                raise self.err("Resize keep_aspect_ratio_policy other than 'stretch' is not supported", i)
+            for ax, v in zip(axes, sizes.tolist()):
+                if ax >= len(full) or int(v) % full[ax]:
+                    raise self.err(f"Resize size {v} on axis {ax} is not an integer multiple of the input size", i)
+                factors[ax] = int(v) // full[ax]
+        else:
+            raise self.err("Resize needs constant scales or sizes", i)
+        if factors[0] != 1 or factors[1] != 1:
+            raise self.err(f"Resize scales the batch or channel axis (factors {factors}); only spatial axes can be "
+                           "upsampled", i)
+        spatial = tuple(factors[2:])
+        if any(k != 1 for k in spatial):
+            ctm = text("coordinate_transformation_mode", "half_pixel")
+            nearest = text("nearest_mode", "round_prefer_floor")
+            if (ctm, nearest) not in _RESIZE_NEAREST:
+                raise self.err(
+                    f"Resize with coordinate_transformation_mode={ctm!r} and nearest_mode={nearest!r} is not "
+                    "PyTorch's nearest upsampling for integer factors; supported: "
+                    + ", ".join(f"({c!r}, {n!r})" for c, n in sorted(_RESIZE_NEAREST)), i)
+        return self._build(i, conv.Upsample, spatial[0] if len(set(spatial)) == 1 else spatial)
 
     def _build(self, i: int, cls: type, *args: Any, **kwargs: Any) -> Layer:
         try:
@@ -972,6 +1057,8 @@ class _Exporter:
         if more is not None:
             return more
         kind = type(layer).__name__
+        if kind in ("Conv1d", "MaxPool1d", "AvgPool1d", "Upsample"):
+            return self._layer_1d(p, kind, layer, x, shape)
         if kind == "Conv2d":
             kernel = np.asarray(_attr(layer, "kernel", "weight"))
             inputs = [x, self.init(f"{p}.weight", kernel)]
@@ -994,11 +1081,42 @@ class _Exporter:
             return self.node("MaxPool" if kind == "MaxPool2d" else "AveragePool", [x], f"{p}.pool", **attrs)
         if getattr(layer, "step_kind", None) == "sort":  # Reshape-TopK-Reshape (lipverify/sort.py)
             return _export_sort(self, p, layer, x, shape)
-        if kind == "BatchNorm2d":
+        if kind in ("BatchNorm2d", "BatchNorm1d"):
             names = [self.init(f"{p}.{n}", _attr(layer, n, alt)) for n, alt in
                      (("gamma", "weight"), ("beta", "bias"), ("mean", "running_mean"), ("var", "running_var"))]
             return self.node("BatchNormalization", [x, *names], f"{p}.bn", epsilon=float(_attr(layer, "eps")))
         raise ValueError(f"no ONNX form for layer type {kind}")
+
+
+def _layer_1d(self: _Exporter, p: str, kind: str, layer: Any, x: str, shape: tuple[int, ...]) -> str:
+    """ONNX forms of Conv1d, MaxPool1d, AvgPool1d (the 1-D ops on ``(N, C, L)``) and Upsample (``Resize``, nearest,
+    asymmetric coordinates, floor: PyTorch's export of ``nn.Upsample(mode="nearest")``)."""
+    if kind == "Conv1d":
+        inputs = [x, self.init(f"{p}.weight", layer.weight)]
+        if layer.as_2d._bias is not None:
+            inputs.append(self.init(f"{p}.bias", layer.bias))
+        return self.node("Conv", inputs, f"{p}.conv", kernel_shape=[layer.kernel_shape[2]], strides=[layer.stride],
+                         pads=[layer.padding, layer.padding], dilations=[layer.dilation], group=layer.groups)
+    if kind in ("MaxPool1d", "AvgPool1d"):
+        attrs: dict[str, Any] = {"kernel_shape": [layer.kernel_size], "strides": [layer.stride],
+                                 "pads": [layer.padding, layer.padding]}
+        if kind == "AvgPool1d":
+            attrs["count_include_pad"] = 1
+        return self.node("MaxPool" if kind == "MaxPool1d" else "AveragePool", [x], f"{p}.pool", **attrs)
+    scales = self.init(f"{p}.scales", np.array([1.0, 1.0, *layer.scales(shape)]))
+    if self.dtype is not np.float32:  # Resize's scales are float32 (small integers: exact)
+        self.inits[-1] = _float32_tensor(f"{p}.scales", [1.0, 1.0, *layer.scales(shape)])
+    return self.node("Resize", [x, "", scales], f"{p}.resize", mode="nearest",
+                     coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+
+def _float32_tensor(name: str, values: list) -> Any:
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.asarray(values, dtype=np.float32), name)
+
+
+_Exporter._layer_1d = _layer_1d  # type: ignore[attr-defined]
 
 
 def _export_value(v: Fraction, what: str, dtype: type) -> float:
