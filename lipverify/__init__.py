@@ -15,7 +15,7 @@ import scipy.sparse  # noqa: F401
 from .bounds import METHODS, Comparison, bound, compare
 from .certify import certify
 from .check import check_lipschitz
-from .conv import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
+from .conv import AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, MaxPool1d, MaxPool2d, Upsample
 from .errors import (
     CertificationError,
     InternalConsistencyError,
@@ -56,6 +56,7 @@ from .network import Network
 from .norms import NORMS, parse_norm
 from .residual import Residual
 from .result import Bound, Skipped
+from .sort import FullSort, GroupSort, MaxMin
 
 __version__ = "0.1.0"
 
@@ -66,5 +67,6 @@ __all__ = [
     "InternalConsistencyError", "NumericalError", "ReLU", "Residual", "SiLU", "ShapeError", "Sigmoid", "Skipped",
     "SolverError", "Tanh", "UnsupportedLayerError", "ELU", "Softplus", "Hardtanh", "ReLU6", "Hardswish", "Mish",
     "LogSigmoid", "Hardsigmoid", "bound", "certified_radius", "check_lipschitz", "certify", "compare", "exact",
-    "from_torch", "load", "localize", "lower_bound", "parse_norm", "save",
+    "from_torch", "load", "localize", "lower_bound", "parse_norm", "save", "GroupSort", "MaxMin", "FullSort",
+    "AvgPool1d", "BatchNorm1d", "Conv1d", "MaxPool1d", "Upsample",
 ]

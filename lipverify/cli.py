@@ -268,11 +268,11 @@ def _check(args) -> int:
     if args.json:
         print(json.dumps(verdict.to_dict(args.model), indent=2))
         return EXIT_OK
-    print(f"== {args.model}  claim: Lip_l{norm} <= {args.claim:g}")
+    print(f"== {args.model}  claim: Lip_l{norm} <= {args.claim!r}")
     if verdict.verdict == "holds":
-        print(f"holds: certified upper bound {verdict.upper:.17g} ({verdict.upper_method}) <= {args.claim:g}")
+        print(f"holds: certified upper bound {verdict.upper:.17g} ({verdict.upper_method}) <= {args.claim!r}")
     elif verdict.verdict == "refuted":
-        print(f"refuted: certified lower bound {verdict.lower:.17g} > {args.claim:g}: ||J(x)||_{norm} at the witness "
+        print(f"refuted: certified lower bound {verdict.lower:.17g} > {args.claim!r}: ||J(x)||_{norm} at the witness "
               f"input x (--json prints it) is certified above the claim")
     else:
         up = "none" if verdict.upper is None else f"{verdict.upper:.17g} ({verdict.upper_method})"

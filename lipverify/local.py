@@ -175,6 +175,8 @@ def _propagate(steps, lo: np.ndarray, hi: np.ndarray, narrowed: list | None, rel
             lo, hi = s.op.window_max(lo[None])[0], s.op.window_max(hi[None])[0]
             if crown is not None and not relaxed:
                 crown.restart(lo, hi)
+        elif s.kind == "sort":  # monotone in every coordinate: [sort(lo), sort(hi)] (proofs/groupsort.md)
+            lo, hi = s.op.apply(lo[None])[0], s.op.apply(hi[None])[0]
         elif crown is not None and s.kind == "sum":  # the branches relaxed on forks, then combined (proofs/local.md §3.4)
             forks = [crown.fork() for _ in s.op]
             (b_lo, b_hi), (s_lo, s_hi) = (_propagate(b.steps, lo, hi, narrowed, relaxation, inputs=inputs, backward=f)

@@ -162,6 +162,15 @@ def certified_walk(steps, h: np.ndarray, err: np.ndarray, flat: np.ndarray, reco
             h, err, flat, sel = res
             select = SparseOp(sp.csr_matrix((np.ones(sel.size), (np.arange(sel.size), sel)), shape=(sel.size, n_in)))
             out.append(Step("linear", select, s.index, s.layer))
+        elif s.kind == "sort":
+            res = _sort_with_error(s.op, h, err, flat)
+            if res is None:
+                return None
+            from .ir.operators import SparseOp
+
+            h, err, flat, sel = res
+            select = SparseOp(sp.csr_matrix((np.ones(sel.size), (np.arange(sel.size), sel)), shape=(sel.size, sel.size)))
+            out.append(Step("linear", select, s.index, s.layer))
         else:
             parts = [certified_walk(b.steps, h, err, flat) for b in s.op]
             if any(part is None for part in parts):
@@ -554,6 +563,10 @@ def _tape(steps, h: np.ndarray) -> tuple[np.ndarray, list]:
             arg = np.take_along_axis(idx[None], vals.argmax(axis=2)[..., None], axis=2)[..., 0]
             tape.append(("pool", arg, h.shape[1], layer.max_overlap(s.shape) > 1))
             h = np.take_along_axis(h, arg, axis=1)
+        elif s.kind == "sort":  # a permutation at the point (stable order at ties, as GroupSort.jvp)
+            arg = s.source[0].selection(h)
+            tape.append(("pool", arg, h.shape[1], False))
+            h = np.take_along_axis(h, arg, axis=1)
         else:
             (hb, tb), (hs, ts) = (_tape(branch.steps, h) for branch in s.op)
             tape.append(("res", tb, ts))
@@ -694,3 +707,30 @@ def _maxpool_with_error(win: np.ndarray, h: np.ndarray, err: np.ndarray, flat: n
     sel = safe[np.arange(win.shape[0]), hv.argmax(axis=1)]
     out_err = np.where(valid, err[safe], 0.0).max(axis=1)
     return h[sel], out_err, np.where(multi, True, flat[sel]), sel
+
+
+def _sort_with_error(op, h: np.ndarray, err: np.ndarray, flat: np.ndarray):
+    """Certified sorting layer at a point: ``(out, out_err, out_flat, selected)``, or ``None`` when the order inside
+    some group is not provably fixed near the exact point.  Along the float ranks of a group, a cut between ranks
+    ``k - 1`` and ``k`` is proven when every upper end ``h + err`` below it is smaller than every lower end ``h - err``
+    above it (then every exact value below is smaller than every exact value above); the segments between proven
+    cuts keep their ranks.  A segment of one entry has a fixed rank; a longer one is allowed only when all its entries
+    are locally constant (then so are the outputs at its ranks).  Every output is within its segment's largest ``err``
+    of its exact value (sorting is 1-Lipschitz in l∞).  ``proofs/groupsort.md`` (certification)."""
+    sel = op.layer.selection(h[None])[0]
+    hs, es, fs = h[sel], err[sel], flat[sel]
+    low, high = down(hs - es), up(hs + es)
+    out_err, out_flat = es.copy(), fs.copy()
+    for positions in op.groups:
+        pos = positions[::-1] if op.layer.descending else positions  # ascending float values along pos
+        below = np.maximum.accumulate(high[pos])  # below[k]: max upper end of ranks <= k
+        above = np.minimum.accumulate(low[pos][::-1])[::-1]  # above[k]: min lower end of ranks >= k
+        cuts = [0] + [k for k in range(1, len(pos)) if below[k - 1] < above[k]] + [len(pos)]
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            if b - a > 1:
+                segment = pos[a:b]
+                if not np.all(fs[segment]):
+                    return None
+                out_err[segment] = np.max(es[segment])
+                out_flat[segment] = True
+    return hs, out_err, out_flat, sel

@@ -213,5 +213,5 @@ def _infer_input_shape(layers: Sequence[Layer]) -> Shape:
             break
     raise ShapeError(
         "Network: cannot infer the input shape (the first weighted layer is not Dense); "
-        "pass input_shape=(C, H, W) or (n,)"
+        "pass input_shape=(C, L), (C, H, W) or (n,)"
     )

@@ -18,7 +18,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from .conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
+from .conv.layers import AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, MaxPool1d, MaxPool2d, Upsample
 from .layers import (
     ELU,
     GELU,
@@ -275,4 +275,131 @@ def _conv_networks(draw, min_channels, max_channels, min_size, max_size, min_blo
             c, h, w = pool.output_shape((c, h, w))
     n_out = draw(st.integers(min_outputs, max_outputs))
     layers += [Flatten(), Dense(_weights(draw, (n_out, c * h * w), bound), _weights(draw, (n_out,), bound))]
+    return Network(layers, input_shape=input_shape)
+
+
+# --------------------------------------------------------------------------- sorting activations (issue 13)
+
+#: the sorting layers :func:`groupsort_networks` draws from, simplest first
+SORT_KINDS = ("groupsort2", "maxmin", "fullsort", "groupsort")
+
+
+def groupsort_networks(*, min_depth: int = 2, max_depth: int = 3, max_groups: int = 3, min_inputs: int = 1,
+                       max_inputs: int = 3, max_outputs: int = 2, exact: bool = False,
+                       kinds: tuple[str, ...] = SORT_KINDS) -> st.SearchStrategy[Network]:
+    """Networks ``Dense (Sort Dense)*`` with between ``min_depth`` and ``max_depth`` Dense layers, each sorting layer
+    drawn from ``kinds``: ``GroupSort(2)``, ``MaxMin()``, ``FullSort()``, ``GroupSort(g)`` (g in 2..3); hidden widths
+    are multiples of the group size (at most ``max_groups`` groups).  ``exact=True`` gives Fraction weights.
+
+    >>> from hypothesis import given
+    >>> @given(groupsort_networks(max_depth=2))
+    ... def check(net):
+    ...     assert net(np.zeros(net.input_shape)).shape == net.output_shape
+    >>> check()
+    """
+    _check_range("depth", min_depth, max_depth, 2)
+    _check_range("groups", 1, max_groups, 1)
+    _check_range("inputs", min_inputs, max_inputs, 1)
+    _check_range("outputs", 1, max_outputs, 1)
+    unknown = [k for k in kinds if k not in SORT_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"groupsort_networks(): unknown kinds {unknown}; choose from {list(SORT_KINDS)}")
+    return _groupsort_networks(min_depth, max_depth, max_groups, min_inputs, max_inputs, max_outputs, exact, tuple(kinds))
+
+
+@st.composite
+def _groupsort_networks(draw, min_depth, max_depth, max_groups, min_inputs, max_inputs, max_outputs, exact,
+                        kinds) -> Network:
+    from .sort import FullSort, GroupSort, MaxMin
+
+    depth = draw(st.integers(min_depth, max_depth))
+    width = draw(st.integers(min_inputs, max_inputs))
+    layers: list = []
+    for l in range(depth):
+        if l == depth - 1:
+            out = draw(st.integers(1, max_outputs))
+            sort = None
+        else:
+            kind = draw(st.sampled_from(kinds))
+            g = {"groupsort2": 2, "maxmin": 2, "fullsort": None, "groupsort": draw(st.integers(2, 3))}[kind]
+            out = (g or 1) * draw(st.integers(1, max_groups)) if g else draw(st.integers(2, 2 * max_groups))
+            sort = MaxMin() if kind == "maxmin" else FullSort() if kind == "fullsort" else GroupSort(g)
+        w = draw(weight_matrices(out, width, exact=exact))
+        b = draw(weight_matrices(1, out, exact=exact))[0]
+        layers.append(Dense(w, b))
+        if sort is not None:
+            layers.append(sort)
+        width = out
+    return Network(layers)
+
+
+def conv1d_networks(*, min_channels: int = 1, max_channels: int = 3, min_length: int = 2, max_length: int = 12,
+                    min_blocks: int = 1, max_blocks: int = 2, min_outputs: int = 1, max_outputs: int = 3,
+                    max_kernel: int = 4, max_stride: int = 2, max_upsample: int = 3,
+                    weight_bound: float = 2.0) -> st.SearchStrategy[Network]:
+    """Small 1-D CNNs on ``(C, L)``: ``min_blocks..max_blocks`` blocks of ``Conv1d`` (kernel up to ``max_kernel``,
+    stride up to ``max_stride``, padding, dilation 1-2, groups) -> optional ``BatchNorm1d`` -> activation -> optional
+    ``MaxPool1d``/``AvgPool1d`` (overlapping windows, padding) or ``Upsample`` (factor up to ``max_upsample``), then
+    ``Flatten``, a ``Dense`` layer with ``min_outputs..max_outputs`` outputs and optionally a ``BatchNorm1d`` on it.
+
+    >>> from hypothesis import given
+    >>> @given(conv1d_networks(max_blocks=1))
+    ... def check(net):
+    ...     assert net(np.zeros(net.input_shape)).shape == net.output_shape
+    >>> check()
+    """
+    _check_range("channels", min_channels, max_channels, 1)
+    _check_range("length", min_length, max_length, 1)
+    _check_range("blocks", min_blocks, max_blocks, 0)
+    _check_range("outputs", min_outputs, max_outputs, 1)
+    _check_range("kernel", 1, max_kernel, 1)
+    _check_range("stride", 1, max_stride, 1)
+    _check_range("upsample", 1, max_upsample, 1)
+    if not (isinstance(weight_bound, (int, float)) and 0 < weight_bound < 1e6):
+        raise ValueError(f"weight_bound must be a positive number below 1e6, got {weight_bound!r}")
+    return _conv1d_networks(min_channels, max_channels, min_length, max_length, min_blocks, max_blocks, min_outputs,
+                            max_outputs, max_kernel, max_stride, max_upsample, float(weight_bound))
+
+
+def _batchnorm1d(draw, c, bound):
+    var = draw(arrays(np.float64, (c,), elements=st.floats(0.25, 4.0)))
+    return BatchNorm1d(_weights(draw, (c,), bound), _weights(draw, (c,), bound), _weights(draw, (c,), bound), var)
+
+
+@st.composite
+def _conv1d_networks(draw, min_channels, max_channels, min_length, max_length, min_blocks, max_blocks, min_outputs,
+                     max_outputs, max_kernel, max_stride, max_upsample, bound):
+    c = draw(st.integers(min_channels, max_channels))
+    n = draw(st.integers(min_length, max_length))
+    input_shape = (c, n)
+    layers: list = []
+    for _ in range(draw(st.integers(min_blocks, max_blocks))):
+        c_out = draw(st.integers(min_channels, max_channels))
+        k = draw(st.integers(1, min(max_kernel, n)))
+        dilation = draw(st.integers(1, 2)) if 2 * (k - 1) + 1 <= n else 1
+        padding = draw(st.integers(0, k // 2))
+        stride = draw(st.integers(1, max_stride))
+        groups = draw(st.sampled_from([g for g in range(1, min(c, c_out) + 1) if c % g == 0 and c_out % g == 0]))
+        bias = _weights(draw, (c_out,), bound) if draw(st.booleans()) else None
+        conv = Conv1d(_weights(draw, (c_out, c // groups, k), bound), bias, stride=stride, padding=padding,
+                      dilation=dilation, groups=groups)
+        layers.append(conv)
+        c, n = conv.output_shape((c, n))
+        if draw(st.booleans()):
+            layers.append(_batchnorm1d(draw, c, bound))
+        layers.append(draw(st.sampled_from(_CONV_ACTIVATIONS))())
+        kind = draw(st.sampled_from(["none", "max", "avg", "up"]))
+        if kind == "up":
+            layer = Upsample(draw(st.integers(1, max_upsample)))
+        elif kind != "none":
+            w = draw(st.integers(1, min(3, n)))
+            layer = (MaxPool1d if kind == "max" else AvgPool1d)(w, stride=draw(st.integers(1, w)),
+                                                               padding=draw(st.integers(0, w // 2)))
+        if kind != "none":
+            layers.append(layer)
+            c, n = layer.output_shape((c, n))
+    n_out = draw(st.integers(min_outputs, max_outputs))
+    layers += [Flatten(), Dense(_weights(draw, (n_out, c * n), bound), _weights(draw, (n_out,), bound))]
+    if draw(st.booleans()):
+        layers.append(_batchnorm1d(draw, n_out, bound))
     return Network(layers, input_shape=input_shape)

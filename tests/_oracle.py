@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import scipy.optimize
@@ -404,3 +405,136 @@ def _dense_layers(layers):
         if isinstance(layer, lv.Dense):
             yield layer
         yield from _dense_layers(getattr(layer, "layers", ()))
+
+
+# --------------------------------------------------------------------------------------------- sorting layers
+
+
+def sort_groups(n: int, g: int | None, layout: str) -> list[list[int]]:
+    g = n if g is None else g
+    if layout == "contiguous":
+        return [list(range(j * g, (j + 1) * g)) for j in range(n // g)]
+    return [list(range(j, n, n // g)) for j in range(n // g)]
+
+
+def sort_vector(v, g=2, layout="contiguous", descending=False):
+    """The layer on one vector (floats or Fractions), by ``sorted``."""
+    out = list(v)
+    for grp in sort_groups(len(v), g, layout):
+        vals = sorted((v[k] for k in grp), reverse=descending)
+        for k, val in zip(grp, vals):
+            out[k] = val
+    return out
+
+
+def sort_permutation(v, g=2, layout="contiguous", descending=False) -> np.ndarray:
+    """The permutation matrix that sorts ``v`` (distinct entries within groups)."""
+    n = len(v)
+    p = np.zeros((n, n))
+    for grp in sort_groups(n, g, layout):
+        order = sorted(grp, key=lambda k: v[k], reverse=descending)
+        for k, src in zip(grp, order):
+            p[k, src] = 1.0
+    return p
+
+
+def pwl1d_sort_constant(net: lv.Network, p: str) -> Fraction:
+    """The Lipschitz constant (squared for l2) of a one-input network of Dense and sorting layers, exactly: every
+    coordinate is a piecewise-linear function of x, kept as its values at sorted knots and its slopes on the two rays;
+    a sorting layer adds the crossing points of every pair of a group as knots (between knots the order is fixed)."""
+    knots: list[Fraction] = [Fraction(0)]
+    vals = [[Fraction(0)]]  # vals[k][i]: coordinate i at knot k (one coordinate: x itself)
+    left, right = [Fraction(1)], [Fraction(1)]
+    for layer in net.layers:
+        if isinstance(layer, lv.Dense):
+            w = [[Fraction(int(v.p), int(v.q)) for v in row] for row in _matrix_rows(layer.weight_exact)]
+            b = [Fraction(int(v.p), int(v.q)) for v in layer.bias_exact] if layer.has_bias else [Fraction(0)] * len(w)
+            vals = [[sum(wi[j] * v[j] for j in range(len(v))) + bi for wi, bi in zip(w, b)] for v in vals]
+            left = [sum(wi[j] * left[j] for j in range(len(left))) for wi in w]
+            right = [sum(wi[j] * right[j] for j in range(len(right))) for wi in w]
+            continue
+        spec = (layer.group_size, layer.layout, layer.descending)
+        n = len(left)
+        new = set(knots)
+        for grp in sort_groups(n, layer.group_size, layer.layout):
+            for a in grp:
+                for c in grp:
+                    if a < c:
+                        new |= _crossings(knots, vals, left, right, a, c)
+        new_knots = sorted(new)
+        vals = [_at(knots, vals, left, right, t) for t in new_knots]
+        knots = new_knots
+        # rays: the order beyond the end knots, ties broken by the slopes
+        first, last = vals[0], vals[-1]
+        lo_order = {k: v for k, v in zip(range(n), sort_vector(list(zip(first, [-s for s in left], range(n))), *spec))}
+        hi_order = {k: v for k, v in zip(range(n), sort_vector(list(zip(last, right, range(n))), *spec))}
+        left = [left[lo_order[k][2]] for k in range(n)]
+        right = [right[hi_order[k][2]] for k in range(n)]
+        vals = [sort_vector(v, *spec) for v in vals]
+    slopes = [left, right] + [[(b - a) / (t1 - t0) for a, b in zip(v0, v1)]
+                              for t0, t1, v0, v1 in zip(knots, knots[1:], vals, vals[1:])]
+    if p == "2":
+        return max(sum(s * s for s in col) for col in slopes)
+    if p == "1":
+        return max(sum(abs(s) for s in col) for col in slopes)
+    return max(max(abs(s) for s in col) for col in slopes)
+
+
+def _matrix_rows(m):
+    return [[m[i, j] for j in range(m.cols)] for i in range(m.rows)]
+
+
+def _at(knots, vals, left, right, t):
+    if t <= knots[0]:
+        return [v + s * (t - knots[0]) for v, s in zip(vals[0], left)]
+    if t >= knots[-1]:
+        return [v + s * (t - knots[-1]) for v, s in zip(vals[-1], right)]
+    k = max(i for i, u in enumerate(knots) if u <= t)
+    if knots[k] == t:
+        return list(vals[k])
+    lam = (t - knots[k]) / (knots[k + 1] - knots[k])
+    return [a + lam * (b - a) for a, b in zip(vals[k], vals[k + 1])]
+
+
+def _crossings(knots, vals, left, right, a, c) -> set:
+    out = set()
+    d = [v[a] - v[c] for v in vals]
+    for k in range(len(knots) - 1):
+        if d[k] * d[k + 1] < 0:
+            out.add(knots[k] + (knots[k + 1] - knots[k]) * d[k] / (d[k] - d[k + 1]))
+    for end, slope, sign in ((0, left[a] - left[c], -1), (-1, right[a] - right[c], 1)):
+        if slope != 0:
+            t = knots[end] - d[end] / slope
+            if (t - knots[end]) * sign > 0:
+                out.add(t)
+    return out
+
+
+def sampled_sort(net: lv.Network, p: str, points: int = 128, seed: int = 0) -> OracleValue:
+    """:func:`sampled` for networks of Dense and sorting layers (GroupSort/MaxMin/FullSort): the Jacobian at a point is
+    the product of the weights and of the permutations that sort each group (:func:`sort_permutation`, by ``sorted``),
+    kept only where every group's sorted values are apart by more than ``1e-9`` relative (differentiable there)."""
+    rng = np.random.default_rng(seed)
+    scales = np.repeat([0.1, 1.0, 10.0, 100.0], points // 4 + 1)[:points]
+    xs = np.vstack([np.zeros((1, net.n_in)), rng.standard_normal((points, net.n_in)) * scales[:, None]])
+    width = max([net.n_in] + [layer.n_out for layer in net.layers if isinstance(layer, lv.Dense)])
+    out = OracleValue(lower=0.0, upper=None, err=0.0)
+    for x in xs:
+        h, jac, absprod, ok = x.copy(), np.eye(net.n_in), np.eye(net.n_in), True
+        for layer in net.layers:
+            if isinstance(layer, lv.Dense):
+                h = layer.weight @ h + (layer.bias if layer.has_bias else 0.0)
+                jac, absprod = layer.weight @ jac, np.abs(layer.weight) @ absprod
+                continue
+            spec = (layer.group_size, layer.layout, layer.descending)
+            for grp in sort_groups(len(h), layer.group_size, layer.layout):
+                vals = np.sort(h[grp])
+                if np.any(np.diff(vals) <= 1e-9 * (1.0 + np.abs(vals[1:]))):
+                    ok = False
+            perm = sort_permutation(list(h), *spec)
+            h, jac, absprod = perm @ h, perm @ jac, perm @ absprod
+        if ok and np.all(np.isfinite(jac)):
+            out.regions += 1
+            out.lower = max(out.lower, induced_norm(jac, p))
+            out.err = max(out.err, 4 * _err(absprod, p, width))
+    return out

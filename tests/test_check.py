@@ -63,3 +63,8 @@ def test_cli_check_json_and_exit_codes(tmp_path, capsys):
     assert main(["check", str(path), "--claim", "2", "--norm", "2"]) == 0
     assert "holds" in capsys.readouterr().out
     assert main(["check", str(path), "--claim", "-1"]) == 2
+    capsys.readouterr()
+    lv.save(_orthogonal_net(), str(path))  # the text names the claim in full, not rounded to 1
+    assert main(["check", str(path), "--claim", "1.000001", "--norm", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "<= 1.000001" in text and "<= 1\n" not in text

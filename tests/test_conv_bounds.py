@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lipverify as lv
 from lipverify.ir import graph as ir_graph
 from lipverify.ir.views import conv_matrix
-from lipverify.strategies import conv_networks
+from lipverify.strategies import conv1d_networks, conv_networks
 
 REL = 1e-9  # the two variants round differently; both are rigorous
 
@@ -263,3 +263,30 @@ def test_exact_kernel_bounds_cover_the_exact_rational_values():
                 value = float(lv.bound(net, method, p, conv=v).value)
                 assert Fraction(value) >= Fraction(int(exact.exact_value.p), int(exact.exact_value.q))
                 assert value == pytest.approx(float(exact.exact_value), rel=1e-12)
+
+
+@settings(max_examples=25)
+@given(conv1d_networks(max_blocks=2, max_length=10, max_channels=3), st.sampled_from(["1", "2", "inf"]))
+def test_soundness_on_1d_networks_sampled_jacobians_below_every_bound(net, p):
+    """1-D CNNs (Conv1d, BatchNorm1d, MaxPool1d, AvgPool1d, Upsample, lowered to the 2-D operators on (C, 1, L)):
+    the certified lower bound (norms of sampled Jacobians) <= every bound in both variants; K4 <= K3 <= K* (l1, l∞);
+    the two variants agree."""
+    lo = float(lv.lower_bound(net, p, samples=16, steps=3).value)
+    values = {}
+    for method, norms in METHODS:
+        if p not in norms:
+            continue
+        for v in ("implicit", "explicit"):
+            if method == "k1" and v == "implicit":
+                continue
+            b = lv.bound(net, method, p, conv=v)
+            assert b.kind == "upper" and np.isfinite(float(b.value))
+            assert lo <= float(b.value) * (1 + 1e-12), (method, v, lo, b.value)
+            values[method, v] = float(b.value)
+    if p != "2":
+        for v in ("implicit", "explicit"):
+            assert values["k4", v] <= values["k3", v] * (1 + 1e-9) + 1e-300
+            assert values["k3", v] <= values["kstar", v] * (1 + 1e-9) + 1e-300
+        for m in ("kstar", "k3", "k4"):
+            imp, exp = values[m, "implicit"], values[m, "explicit"]
+            assert _close(imp, exp, 1e-8) or max(imp, exp) < 1e-100

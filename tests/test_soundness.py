@@ -32,7 +32,7 @@ from hypothesis import given, settings
 
 import lipverify as lv
 from lipverify.ir.views import linear_chain
-from lipverify.strategies import MORE_ACTIVATIONS, networks, residual_networks
+from lipverify.strategies import MORE_ACTIVATIONS, groupsort_networks, networks, residual_networks
 
 CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 #: examples of the three properties (float, rational, piecewise linear): the default suite (250 in all under ``ci``)
@@ -238,6 +238,86 @@ def test_every_method_is_sound_on_residual_networks(run):
         for p in norms:
             assert counts[(method, p)] >= MIN_SHARE * n, (method, p, counts)
     assert sum(counts[("lower_bound", p)] for p in lv.NORMS) >= n, counts
+
+
+#: methods that represent sorting layers (proofs/groupsort.md); the others must refuse them naming the layer
+SORT_METHODS = {"kstar": ("1", "2", "inf"), "k1": ("1", "2", "inf"), "k3": ("1", "inf"), "k4": ("1", "inf")}
+#: examples of the GroupSort property: float networks (sampled oracle), one-input rational networks (exact oracle)
+SORT_EXAMPLES = {"default": (10, 6), "long": (80, 40)}
+
+
+def _check_sort(net, counts: Counter) -> None:
+    """GroupSort/MaxMin/FullSort MLPs: every row with a value is above the oracle (sampled permutation Jacobians, and
+    for one-input rational nets the exact breakpoint enumeration of ``_oracle.pwl1d_sort_constant``, which ``lv.exact``
+    must equal); the other methods are Skipped naming the layer; lower_bound below every upper row and the exact
+    constant; K4 <= K3 <= K*, K1 <= K*."""
+    exact = net.n_in == 1 and net.is_exact
+    orc = {p: _oracle.sampled_sort(net, p) for p in lv.NORMS}
+    const = {p: _oracle.pwl1d_sort_constant(net, p) for p in lv.NORMS} if exact else {}
+    counts["examples"] += 1
+    values = {}
+    for row in lv.compare(net, **OPTIONS):
+        if row.value is None:
+            if row.norm not in SUPPORTED.get(row.method, ()):
+                continue
+            if row.method in SORT_METHODS:
+                assert "overflow" in row.error or "float range" in row.error, row
+            else:
+                assert any(k in row.error for k in ("GroupSort", "MaxMin", "FullSort")), row
+            continue
+        assert row.method in SORT_METHODS and row.kind == "upper", row
+        counts[(row.method, row.norm)] += 1
+        v = float(row.value)
+        assert np.isfinite(v) and orc[row.norm].below(v), (row, orc[row.norm])
+        if exact:
+            c = const[row.norm]
+            assert (v * v if row.norm == "2" else v) >= float(c) * (1 - TOL), (row, c)
+        values[(row.method, row.norm)] = v
+    for p in lv.NORMS:
+        lb = lv.lower_bound(net, p, samples=32, steps=4)
+        if lb.kind == "lower":
+            counts[("lower_bound", p)] += 1
+            assert all(_leq(lb.value, v) for (m, q), v in values.items() if q == p), (lb, values)
+            if exact:
+                assert _leq(lb.value ** 2 if p == "2" else lb.value, float(const[p])), (lb, const[p])
+        get = {m: values.get((m, p)) for m in SORT_METHODS}
+        assert _leq(get["k1"], get["kstar"]), (p, get)
+        if p != "2":
+            assert _leq(get["k4"], get["k3"]) and _leq(get["k3"], get["kstar"]), (p, get)
+        if exact:
+            e = lv.exact(net, p)
+            assert e.kind == "exact" and (e.value ** 2 if p == "2" else e.value) == const[p], (e, const[p])
+            counts[("exact", p)] += 1
+
+
+def _sort_property(strategy, examples: int) -> Counter:
+    counts: Counter = Counter()
+
+    @settings(max_examples=examples)
+    @given(strategy)
+    def prop(net):
+        _check_sort(net, counts)
+
+    prop()
+    return counts
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_every_method_is_sound_on_groupsort_networks(run):
+    """Dense (GroupSort|MaxMin|FullSort Dense)* from ``groupsort_networks``: float nets of up to 3 inputs, and one-input
+    rational nets where the exact constant is known (``lv.exact`` must equal it)."""
+    for strategy, examples in ((groupsort_networks(max_depth=3, max_groups=3), SORT_EXAMPLES[run][0]),
+                               (groupsort_networks(max_depth=3, max_groups=2, max_inputs=1, exact=True),
+                                SORT_EXAMPLES[run][1])):
+        counts = _sort_property(strategy, examples)
+        n = counts["examples"]
+        assert n >= min(examples, 8), counts
+        for method, norms in SORT_METHODS.items():
+            for p in norms:
+                assert counts[(method, p)] >= MIN_SHARE * n, (method, p, counts)
+        assert sum(counts[("lower_bound", p)] for p in lv.NORMS) >= n, counts
+        if counts[("exact", "2")]:
+            assert all(counts[("exact", p)] == n for p in lv.NORMS), counts
 
 
 def test_the_oracle_on_closed_forms():

@@ -26,7 +26,8 @@ def k1(net: Network, norm: NormLike = 2, *, conv: str | None = None, arithmetic:
     and ``K1 = T_L``.  For slopes in ``[0, 1]`` this is Combettes–Pesquet's ``θ_L / 2^{L-1}``.  Valid in
     every p-norm (1, 2, ∞); ``K2 <= K1 <= K*``.  Cost: ``O(L^2)`` partial products.  Proof: ``proofs/k1.md``.
 
-    Networks with max pooling or residual blocks: K1 of each chain of linear and activation steps between
+    Networks with max pooling, sorting layers (GroupSort/MaxMin/FullSort, norm 1: ``proofs/groupsort.md``) or
+    residual blocks: K1 of each chain of linear and activation steps between
     them, multiplied by the max-pool norms (``||A_2 M A_1|| <= ||A_2|| ||M|| ||A_1||``, ``proofs/maxpool.md``)
     and, at a residual block, by the sum of its branches' values (``proofs/residual.md``).  Convolutions need
     their matrices (``conv='explicit'``, the default).
@@ -37,7 +38,7 @@ def k1(net: Network, norm: NormLike = 2, *, conv: str | None = None, arithmetic:
     if graph.is_cnn and conv == "implicit":
         raise NotApplicableError("k1 with conv='implicit': K1 needs norms of partial products W_k ⋯ W_j of the "
                                  "layers, which are not computable from the kernels alone; use conv='explicit'")
-    if graph.is_cnn or graph.has_maxpool or graph.has_sum:
+    if graph.is_cnn or graph.has_maxpool or graph.has_sum or graph.has_sort:
         chains: list = []
         value = _k1_graph(graph.steps, graph.n_in, p, chains)
         return graph_upper_bound("k1", p, value, started, graph, {"segments": len(chains)})
@@ -115,8 +116,9 @@ def _k1_graph(steps, width: int, p: str, chains: list) -> float:
             width, segment = chain.n_out, []
         if s is None:
             break
-        if s.kind == "maxpool":
-            value, width = float(up(value * s.op.norm_up(p))), s.op.n_out
+        if s.kind in ("maxpool", "sort"):  # a sorting layer: norm 1 (proofs/groupsort.md)
+            norm = s.op.norm_up(p)
+            value, width = (value if norm == 1.0 else float(up(value * norm))), s.op.n_out  # a product by 1 is exact
         else:
             total = 0.0
             for branch in s.op:

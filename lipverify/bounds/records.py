@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: the step kinds a network is made of (see :func:`step_kind`)
-STEP_KINDS = ("dense", "activation", "flatten", "conv", "avgpool", "batchnorm", "maxpool", "residual")
+STEP_KINDS = ("dense", "activation", "flatten", "conv", "avgpool", "batchnorm", "upsample", "maxpool", "residual", "sort")
 FC_STEPS = frozenset({"dense", "activation", "flatten"})
-CNN_STEPS = FC_STEPS | {"conv", "avgpool", "batchnorm", "maxpool"}
+CNN_STEPS = FC_STEPS | {"conv", "avgpool", "batchnorm", "upsample", "maxpool"}
 #: the methods written over the graph's sums (``proofs/residual.md``)
-GRAPH_STEPS = CNN_STEPS | {"residual"}
+GRAPH_STEPS = CNN_STEPS | {"residual", "sort"}
 #: cost classes, cheapest first
 COSTS = ("linear", "quadratic", "sdp", "exponential")
 
@@ -137,6 +137,8 @@ class Method:
                     "; use k4 or k3 (or kstar)"
                 if kind == "residual":
                     hint = "; for residual networks use kstar, k1, k3 or k4"
+                if kind == "sort":
+                    hint = "; for GroupSort/MaxMin/FullSort layers use kstar, k1, k3 or k4"
                 return f"{self.id}: layer {i} ({described}) is not supported: {self.id} handles {handled} layers{hint}"
         return None
 

@@ -4,6 +4,6 @@ method, matrix-free convolutions for the implicit one).  Proofs: ``proofs/cnn_ex
 ``proofs/cnn_implicit.md``, ``proofs/maxpool.md``.
 """
 
-from .layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
+from .layers import AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, MaxPool1d, MaxPool2d, Upsample
 
-__all__ = ["AvgPool2d", "BatchNorm2d", "Conv2d", "MaxPool2d"]
+__all__ = ["AvgPool1d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "Upsample"]

@@ -350,15 +350,13 @@ class AvgPool2d(_Pool):
 
 
 @dataclass(frozen=True, eq=False)
-class BatchNorm2d(Layer):
-    """Eval-mode batch normalisation ``y = gamma (x - mean) / sqrt(var + eps) + beta`` per channel: the affine
-    map ``x -> s x + t`` with ``s = gamma / sqrt(var + eps)`` (foldable into a preceding convolution).
+class _BatchNorm(Layer):
+    """Eval-mode batch normalisation ``y = gamma (x - mean) / sqrt(var + eps) + beta`` per channel (axis 0 of the
+    per-sample shape): the affine map ``x -> s x + t`` with ``s = gamma / sqrt(var + eps)``.
 
     The parameters are floats; ``s`` is computed in float with a bound :attr:`scale_radius` of its
-    rounding error (three correctly rounded operations: ``|fl(s) - s| <= 4 u |fl(s)|``).
-
-    >>> BatchNorm2d([1.0, 2.0], [0.0, 0.0], [0.0, 0.0], [1.0, 1.0], eps=0.0).scale.tolist()
-    [1.0, 2.0]
+    rounding error (three correctly rounded operations: ``|fl(s) - s| <= 4 u |fl(s)|``).  The subclasses
+    :class:`BatchNorm2d` and :class:`BatchNorm1d` only fix the input shapes.
     """
 
     gamma: Any
@@ -366,7 +364,6 @@ class BatchNorm2d(Layer):
     mean: Any
     var: Any
     eps: float = 1e-5
-    kind: ClassVar[str] = "BatchNorm2d"
     step_kind: ClassVar[str] = "batchnorm"
 
     def __post_init__(self) -> None:
@@ -374,19 +371,19 @@ class BatchNorm2d(Layer):
         for name in ("gamma", "beta", "mean", "var"):
             a = np.array(getattr(self, name), dtype=np.float64)
             if a.ndim != 1 or a.size == 0:
-                raise ShapeError(f"BatchNorm2d {name} must be a non-empty vector, got shape {a.shape}")
+                raise ShapeError(f"{self.kind} {name} must be a non-empty vector, got shape {a.shape}")
             if not np.all(np.isfinite(a)):
-                raise ValueError(f"BatchNorm2d {name} has a NaN or infinite entry; refused")
+                raise ValueError(f"{self.kind} {name} has a NaN or infinite entry; refused")
             a.setflags(write=False)
             vals[name] = a
         sizes = {k: v.size for k, v in vals.items()}
         if len(set(sizes.values())) != 1:
-            raise ShapeError(f"BatchNorm2d parameters must have one length (channels), got {sizes}")
+            raise ShapeError(f"{self.kind} parameters must have one length (channels), got {sizes}")
         eps = float(self.eps)
         if not (np.isfinite(eps) and eps >= 0):
-            raise ValueError(f"BatchNorm2d eps must be a finite number >= 0, got {self.eps!r}")
+            raise ValueError(f"{self.kind} eps must be a finite number >= 0, got {self.eps!r}")
         if np.any(vals["var"] + eps <= 0):
-            raise ValueError("BatchNorm2d: var + eps must be positive in every channel")
+            raise ValueError(f"{self.kind}: var + eps must be positive in every channel")
         for k, v in vals.items():
             object.__setattr__(self, k, v)
         object.__setattr__(self, "eps", eps)
@@ -422,25 +419,372 @@ class BatchNorm2d(Layer):
         return self.beta - self.mean * self.scale
 
     def describe(self) -> str:
-        return f"BatchNorm2d({self.channels})"
+        return f"{self.kind}({self.channels})"
 
-    def output_shape(self, input_shape: Shape) -> Shape:
-        c, _, _ = _chw(input_shape, "BatchNorm2d")
-        if c != self.channels:
-            raise ValueError(f"BatchNorm2d has {self.channels} channels but receives shape {input_shape}")
+    def _check_channels(self, input_shape: Shape) -> Shape:
+        if input_shape[0] != self.channels:
+            raise ValueError(f"{self.kind} has {self.channels} channels but receives shape {input_shape}")
         return input_shape
 
+    @staticmethod
+    def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+        """``v`` along axis 1 of an array with ``ndim`` axes (batch first)."""
+        return v.reshape(1, -1, *([1] * (ndim - 2)))
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return x * self.scale[None, :, None, None] + self.shift[None, :, None, None]
+        return x * self._per_channel(self.scale, x.ndim) + self._per_channel(self.shift, x.ndim)
 
     def jvp(self, h, jac, shape_in, shape_out):
-        return jac * self.scale.reshape(1, -1, 1, 1, 1)
+        return jac * self._per_channel(self.scale, jac.ndim)
 
     def sympy_apply_vector(self, hvec, shape_in, shape_out):
-        c, h, w = shape_in
+        c = shape_in[0]
+        hw = int(np.prod(shape_in[1:]))
         out = []
         for ch in range(c):
             g, b, m, v = (sympy.Rational(float(a[ch])) for a in (self.gamma, self.beta, self.mean, self.var))
             s = g / sympy.sqrt(v + sympy.Rational(self.eps))
-            out.extend(s * (hvec[ch * h * w + k] - m) + b for k in range(h * w))
+            out.extend(s * (hvec[ch * hw + k] - m) + b for k in range(hw))
         return sympy.Matrix(out)
+
+
+@dataclass(frozen=True, eq=False)
+class BatchNorm2d(_BatchNorm):
+    """Eval-mode batch normalisation on ``(C, H, W)`` (PyTorch ``BatchNorm2d``): ``x -> s x + t`` per channel with
+    ``s = gamma / sqrt(var + eps)`` (foldable into a preceding convolution); see :class:`_BatchNorm`.
+
+    >>> BatchNorm2d([1.0, 2.0], [0.0, 0.0], [0.0, 0.0], [1.0, 1.0], eps=0.0).scale.tolist()
+    [1.0, 2.0]
+    """
+
+    kind: ClassVar[str] = "BatchNorm2d"
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        _chw(input_shape, "BatchNorm2d")
+        return self._check_channels(input_shape)
+
+
+@dataclass(frozen=True, eq=False)
+class BatchNorm1d(_BatchNorm):
+    """Eval-mode batch normalisation on ``(C,)`` (a diagonal linear map plus a shift) or ``(C, L)`` (a channel
+    scale plus a shift), as PyTorch ``BatchNorm1d``; the same facts as :class:`BatchNorm2d` (proofs in
+    ``proofs/cnn_explicit.md``, "1-D layers").
+
+    >>> BatchNorm1d([1.0, 2.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0], eps=0.0).output_shape((2, 7))
+    (2, 7)
+    """
+
+    kind: ClassVar[str] = "BatchNorm1d"
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) not in (1, 2):
+            raise ValueError(f"BatchNorm1d expects a (C,) or (C, L) input but receives shape {input_shape}; "
+                             "use BatchNorm2d on (C, H, W)")
+        return self._check_channels(input_shape)
+
+
+# --------------------------------------------------------------------------- 1-D layers: the 2-D layer on (C, 1, L)
+
+
+def _cl(input_shape: Shape, kind: str) -> tuple[int, int]:
+    if len(input_shape) != 2:
+        raise ValueError(f"{kind} expects a (C, L) input but receives shape {input_shape}; give input_shape=(C, L) "
+                         "to the Network (and no Flatten before it)")
+    return input_shape  # type: ignore[return-value]
+
+
+def _single(v: Any, name: str, *, minimum: int) -> int:
+    """``v`` (an int or a 1-tuple, as PyTorch's 1-D modules store it) as an int ``>= minimum``."""
+    if isinstance(v, (tuple, list)) and len(v) == 1:
+        v = v[0]
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"{name} must be an int (or a 1-tuple of one), got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
+    return int(v)
+
+
+class _Lifted(Layer):
+    """A 1-D layer on ``(C, L)``: the 2-D layer :attr:`as_2d` (kernel ``(1, k)``, stride ``(1, s)``, padding
+    ``(0, p)``, dilation ``(1, d)``) on ``(C, 1, L)``.  The reshape ``(C, L) <-> (C, 1, L)`` keeps the C-order
+    flat vector unchanged, so it is an isometry in every l_p and the 2-D layer's operator, Jacobian and sympy form
+    are this layer's (``proofs/cnn_explicit.md``, "1-D layers").  The graph lowers the layer to :attr:`as_2d`."""
+
+    as_2d: Any
+
+    @staticmethod
+    def shape_2d(shape: Shape) -> Shape:
+        """``(C, L) -> (C, 1, L)``."""
+        return (shape[0], 1, shape[1])
+
+    def _out_1d(self, input_shape: Shape) -> Shape:
+        c, n = _cl(input_shape, self.kind)
+        co, _, no = self.as_2d.output_shape((c, 1, n))
+        return (co, no)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.as_2d.forward(x[:, :, None, :])[:, :, 0, :]
+
+    def jvp(self, h, jac, shape_in, shape_out):
+        out = self.as_2d.jvp(h[:, :, None, :], jac[:, :, None], self.shape_2d(shape_in), self.shape_2d(shape_out))
+        return out[:, :, 0]
+
+    def sympy_apply_vector(self, hvec, shape_in, shape_out):
+        return self.as_2d.sympy_apply_vector(hvec, self.shape_2d(shape_in), self.shape_2d(shape_out))
+
+    def window_index(self, input_shape: Shape) -> np.ndarray:
+        """Flat input indices of every window (pools), as the 2-D layer on ``(C, 1, L)``."""
+        return self.as_2d.window_index(self.shape_2d(input_shape))
+
+
+@dataclass(frozen=True, eq=False)
+class Conv1d(_Lifted):
+    """1-D convolution ``y = kernel ⋆ x + bias`` on ``(C, L)`` (PyTorch ``Conv1d``, zero padding); kernel
+    ``(C_out, C_in/groups, k)``; ``stride``, ``padding``, ``dilation`` are ints (or 1-tuples).  It is the
+    :class:`Conv2d` with kernel ``(C_out, C_in/groups, 1, k)`` on ``(C, 1, L)`` (:attr:`as_2d`).
+
+    >>> import numpy as np
+    >>> Conv1d(np.ones((4, 3, 3)), padding=1, stride=2).output_shape((3, 8))
+    (4, 4)
+    """
+
+    kernel_data: Any
+    bias_data: Any = None
+    stride: Any = 1
+    padding: Any = 0
+    dilation: Any = 1
+    groups: int = 1
+    kind: ClassVar[str] = "Conv1d"
+    step_kind: ClassVar[str] = "conv"
+    as_2d: Conv2d = field(init=False, repr=False)
+    kernel_shape: tuple[int, int, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        data = self.kernel_data
+        if not (isinstance(data, np.ndarray) and data.dtype != object):
+            try:
+                data = np.array(data, dtype=object)
+            except ValueError as exc:
+                raise ShapeError(f"Conv1d kernel: not a rectangular array ({exc})") from None
+        if data.ndim != 3 or 0 in data.shape:
+            raise ShapeError(f"Conv1d kernel must have shape (C_out, C_in/groups, k), got shape {data.shape}")
+        co, cg, k = (int(d) for d in data.shape)
+        for name, minimum in (("stride", 1), ("padding", 0), ("dilation", 1)):
+            object.__setattr__(self, name, _single(getattr(self, name), f"Conv1d {name}", minimum=minimum))
+        try:
+            conv = Conv2d(data.reshape(co, cg, 1, k), self.bias_data, (1, self.stride), (0, self.padding),
+                          (1, self.dilation), self.groups)
+        except (ValueError, ShapeError) as exc:
+            raise type(exc)(str(exc).replace("Conv2d", "Conv1d")) from None
+        object.__setattr__(self, "groups", conv.groups)
+        object.__setattr__(self, "as_2d", conv)
+        object.__setattr__(self, "kernel_shape", (co, cg, k))
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The float kernel ``(C_out, C_in/groups, k)``."""
+        return self.as_2d.weight.reshape(self.kernel_shape)
+
+    @property
+    def weight_radius(self) -> np.ndarray | None:
+        r = self.as_2d.weight_radius
+        return None if r is None else r.reshape(self.kernel_shape)
+
+    @property
+    def weight_exact(self) -> sympy.ImmutableMatrix | None:
+        """The exact kernel as a sympy matrix ``(C_out, C_in/groups * k)`` or ``None``."""
+        return self.as_2d.weight_exact
+
+    @property
+    def bias(self) -> np.ndarray:
+        return self.as_2d.bias
+
+    @property
+    def is_exact(self) -> bool:
+        return self.as_2d.is_exact
+
+    @property
+    def free_symbols(self) -> set[sympy.Symbol]:
+        return self.as_2d.free_symbols
+
+    def affine_shift(self, input_shape: Shape) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.as_2d.affine_shift(self.shape_2d(input_shape))
+
+    def describe(self) -> str:
+        co, cg, k = self.kernel_shape
+        return f"Conv1d({cg * self.groups}->{co}, {k}, stride={self.stride}, padding={self.padding})"
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        c, n = _cl(input_shape, "Conv1d")
+        co, cg, k = self.kernel_shape
+        if c != cg * self.groups:
+            raise ValueError(f"Conv1d kernel of shape {self.kernel_shape} with groups={self.groups} needs "
+                             f"{cg * self.groups} input channels, but receives {c} (shape {input_shape})")
+        if ops.out_size(n, k, self.stride, self.padding, self.dilation) < 1:
+            raise ValueError(f"Conv1d kernel {k} (dilation {self.dilation}, padding {self.padding}) does not fit the "
+                             f"length-{n} input")
+        return self._out_1d(input_shape)
+
+    def subs(self, mapping: dict) -> Conv1d:
+        if not self.free_symbols:
+            return self
+        new = self.as_2d.subs(mapping)
+        kernel = np.asarray(new.kernel_data, dtype=object).reshape(self.kernel_shape)
+        return Conv1d(kernel, new.bias_data, self.stride, self.padding, self.dilation, self.groups)
+
+
+class _Pool1d(_Lifted):
+    kernel_size: Any
+    stride: Any
+    padding: Any
+
+    def _init_1d(self, cls: type) -> None:
+        k = _single(self.kernel_size, f"{self.kind} kernel", minimum=1)
+        s = k if self.stride is None or self.stride == () else _single(self.stride, f"{self.kind} stride", minimum=1)
+        p = _single(self.padding, f"{self.kind} padding", minimum=0)
+        if p > k // 2:
+            raise ValueError(f"{self.kind}: padding {p} must be at most half the kernel {k} (as in PyTorch), so that "
+                             "every window holds an input cell")
+        object.__setattr__(self, "kernel_size", k)
+        object.__setattr__(self, "stride", s)
+        object.__setattr__(self, "padding", p)
+        object.__setattr__(self, "as_2d", cls((1, k), stride=(1, s), padding=(0, p)))
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        _, n = _cl(input_shape, self.kind)
+        if ops.out_size(n, self.kernel_size, self.stride, self.padding, 1) < 1:
+            raise ValueError(f"{self.kind} window {self.kernel_size} (padding {self.padding}) does not fit the "
+                             f"length-{n} input")
+        return self._out_1d(input_shape)
+
+    def describe(self) -> str:
+        return f"{self.kind}({self.kernel_size}, stride={self.stride}, padding={self.padding})"
+
+    def max_overlap(self, input_shape: Shape) -> int:
+        return self.as_2d.max_overlap(self.shape_2d(input_shape))
+
+
+@dataclass(frozen=True, eq=False)
+class MaxPool1d(_Pool1d):
+    """Max pooling on ``(C, L)`` (PyTorch ``MaxPool1d``, floor mode, padding with ``-inf``): the
+    :class:`MaxPool2d` with window ``(1, k)`` on ``(C, 1, L)``.
+
+    >>> MaxPool1d(2).output_shape((3, 5))
+    (3, 2)
+    """
+
+    kernel_size: Any
+    stride: Any = None
+    padding: Any = 0
+    kind: ClassVar[str] = "MaxPool1d"
+    step_kind: ClassVar[str] = "maxpool"
+    as_2d: MaxPool2d = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._init_1d(MaxPool2d)
+
+
+@dataclass(frozen=True, eq=False)
+class AvgPool1d(_Pool1d):
+    """Average pooling on ``(C, L)`` (PyTorch ``AvgPool1d`` with ``count_include_pad=True``): the
+    :class:`AvgPool2d` with window ``(1, k)`` on ``(C, 1, L)``.
+
+    >>> AvgPool1d(3, stride=1, padding=1).output_shape((2, 5))
+    (2, 5)
+    """
+
+    kernel_size: Any
+    stride: Any = None
+    padding: Any = 0
+    kind: ClassVar[str] = "AvgPool1d"
+    step_kind: ClassVar[str] = "avgpool"
+    as_2d: AvgPool2d = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._init_1d(AvgPool2d)
+
+    def affine_shift(self, input_shape: Shape) -> tuple[np.ndarray, None]:
+        return np.zeros(int(np.prod(self.output_shape(input_shape)))), None
+
+
+#: the 1-D layers, lowered to their 2-D layer on (C, 1, L)
+LAYERS_1D = (Conv1d, MaxPool1d, AvgPool1d)
+#: the batch normalisations (one channel scale operator)
+BATCHNORM_LAYERS = (BatchNorm1d, BatchNorm2d)
+
+
+# --------------------------------------------------------------------------- nearest-neighbour upsampling
+
+
+@dataclass(frozen=True, eq=False)
+class Upsample(Layer):
+    """Nearest-neighbour upsampling by integer factors (PyTorch ``Upsample(scale_factor=k, mode="nearest")``, ONNX
+    ``Resize`` with ``mode="nearest"``) on ``(C, L)``, ``(C, H, W)`` or more spatial axes: every input cell is
+    repeated ``k_i`` times along spatial axis ``i``.  ``scale_factor`` is an int (every spatial axis) or a tuple
+    with one int per spatial axis.
+
+    Linear, no bias: a 0/1 matrix with one 1 per row and ``k_1 ⋯ k_d`` ones per column, so
+    ``||U||_∞ = 1``, ``||U||_1 = k_1 ⋯ k_d`` and ``||U||_2 = sqrt(k_1 ⋯ k_d)`` (``proofs/cnn_explicit.md``, "Nearest
+    upsampling").
+
+    >>> Upsample(2).output_shape((3, 4, 5))
+    (3, 8, 10)
+    >>> Upsample((3,)).forward(np.array([[[1.0, 2.0]]])).tolist()
+    [[[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]]]
+    """
+
+    scale_factor: Any
+    kind: ClassVar[str] = "Upsample"
+    step_kind: ClassVar[str] = "upsample"
+
+    def __post_init__(self) -> None:
+        v = self.scale_factor
+        items = tuple(v) if isinstance(v, (tuple, list)) else (v,)
+        if not items or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in items):
+            raise ValueError(f"Upsample: scale_factor must be a positive int or a tuple of positive ints (nearest "
+                             f"upsampling by integer factors), got {v!r}")
+        object.__setattr__(self, "scale_factor", int(items[0]) if not isinstance(v, (tuple, list)) else
+                           tuple(int(k) for k in items))
+
+    def scales(self, input_shape: Shape) -> tuple[int, ...]:
+        """The factor of every spatial axis of ``input_shape`` (``(C, *spatial)``)."""
+        d = len(input_shape) - 1
+        if d < 1:
+            raise ValueError(f"Upsample expects a (C, L) or (C, H, W) input but receives shape {input_shape}")
+        if isinstance(self.scale_factor, int):
+            return (self.scale_factor,) * d
+        if len(self.scale_factor) != d:
+            raise ValueError(f"Upsample scale_factor {self.scale_factor} has {len(self.scale_factor)} entries but the "
+                             f"input {input_shape} has {d} spatial axes")
+        return self.scale_factor
+
+    def describe(self) -> str:
+        return f"Upsample(scale_factor={self.scale_factor}, nearest)"
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        k = self.scales(input_shape)
+        return (input_shape[0], *(n * s for n, s in zip(input_shape[1:], k)))
+
+    def affine_shift(self, input_shape: Shape) -> tuple[np.ndarray, None]:
+        return np.zeros(int(np.prod(self.output_shape(input_shape)))), None
+
+    def _repeat(self, x: np.ndarray, scales: tuple[int, ...]) -> np.ndarray:
+        for axis, k in enumerate(scales, start=2):
+            if k != 1:
+                x = np.repeat(x, k, axis=axis)
+        return x
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._repeat(x, self.scales(x.shape[1:]))
+
+    def jvp(self, h, jac, shape_in, shape_out):
+        return self._repeat(jac, self.scales(shape_in))
+
+    def source_index(self, input_shape: Shape) -> np.ndarray:
+        """The flat input index copied by every flat output entry (C order)."""
+        n = int(np.prod(input_shape))
+        idx = np.arange(n, dtype=np.int64).reshape(1, *input_shape)
+        return self._repeat(idx, self.scales(input_shape)).ravel()
+
+    def sympy_apply_vector(self, hvec, shape_in, shape_out):
+        return sympy.Matrix([hvec[int(j)] for j in self.source_index(shape_in)])

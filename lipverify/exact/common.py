@@ -72,8 +72,10 @@ def sequential_equivalent(net: Network, method: str = "exact") -> Network:
     ``relu(x)``, ``relu(-x)`` are nonnegative, so every later ReLU leaves them unchanged, and ``x = relu(x) - relu(-x)``.
     The rewrite adds the hyperplanes ``x_i = 0`` as kinks, which refine the activation regions but do not change the
     function, so every exact method gives the same constant.  Other blocks raise :class:`NotApplicableError`.
+    A sorting layer (GroupSort/MaxMin/FullSort) becomes its sorting network of compare-exchanges, each round
+    ``[D; I; -I]`` → ReLU → ``[B, I, -I]`` (:meth:`lipverify.sort.GroupSort.relu_chain`, ``proofs/groupsort.md``).
     """
-    if not net.has_residual:
+    if not net.has_residual and not any(getattr(layer, "step_kind", None) == "sort" for layer in net.layers):
         return net
     from ..ir.graph import lower
 
@@ -89,6 +91,8 @@ def _chain_layers(steps, n: int, method: str) -> list:
             n = s.source[0].n_out
         elif s.kind == "act":
             out += list(s.source)
+        elif s.kind == "sort":  # compare-exchanges as Dense and ReLU layers (proofs/groupsort.md, exact rewrite)
+            out += s.source[0].relu_chain(n)
         else:
             out += _unroll(s, n, f"{method}: layer {s.index} (Residual)", method)
     return out

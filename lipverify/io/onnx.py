@@ -13,8 +13,10 @@ folded first.  Supported nodes:
 
 * ``Gemm`` (``transA = 0``, any ``transB``, ``alpha``, ``beta``), ``MatMul`` followed by an optional
   ``Add`` of a constant (the bias) -> :class:`~lipverify.Dense`;
-* ``Conv`` (2-D), ``MaxPool``, ``AveragePool``, ``GlobalAveragePool``, ``BatchNormalization`` (inference)
-  -> the layers of :mod:`lipverify.conv`;
+* ``Conv``, ``MaxPool``, ``AveragePool`` (1-D on ``(N, C, L)`` and 2-D), ``GlobalAveragePool``,
+  ``BatchNormalization`` (inference; on ``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)``), ``Resize`` (``mode="nearest"``,
+  integer factors, coordinate transformation and rounding giving PyTorch's nearest) -> the layers of
+  :mod:`lipverify.conv`;
 * ``Relu``, ``LeakyRelu``, ``Tanh``, ``Sigmoid``, ``Gelu`` (``approximate="none"``), and the patterns
   ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` (GELU), ``x * Sigmoid(x)`` (SiLU), ``Max(x, a x)`` / ``Min(x, a x)``
   (LeakyReLU with slope ``a``);
@@ -80,10 +82,12 @@ from ._graph import Block, SeriesParallel
 
 OPSET = 17
 SUPPORTED = (
-    "Gemm, MatMul (+ Add of a constant bias), Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Relu, "
+    "Gemm, MatMul (+ Add of a constant bias), Conv, MaxPool, AveragePool (1-D and 2-D), GlobalAveragePool, "
+    "BatchNormalization, Resize (nearest, integer factors), Relu, "
     "LeakyRelu, Tanh, Sigmoid, Gelu, the patterns x*0.5*(1+Erf(x/sqrt(2))) (GELU), x*Sigmoid(x) (SiLU), Max(x, a*x) "
     "(LeakyReLU), Elu, Softplus, Clip (constant bounds), HardSwish, Mish, HardSigmoid, LogSigmoid (Neg-Softplus-Neg "
-    "or Sigmoid-Log), Flatten, Reshape to (batch, -1), Identity, Dropout, and constant subgraphs; a final "
+    "or Sigmoid-Log), Flatten, Reshape to (batch, -1), Identity, Dropout, sorting layers (Reshape-TopK-Reshape, "
+    "Reshape-ReduceMin/ReduceMax-Concat-Reshape, Split-Max/Min-Concat, TopK), and constant subgraphs; a final "
     "Softmax/LogSoftmax with strip_output_softmax=True; the graph must be a chain of these and of residual blocks "
     "(a tensor branches, the branches rejoin at an Add)"
 )
@@ -94,6 +98,14 @@ _FOLDABLE = {
 }
 _ACTIVATION_OPS = {"Relu": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "HardSwish": Hardswish, "Mish": Mish}
 _SQRT2 = math.sqrt(2.0)
+#: ``(coordinate_transformation_mode, nearest_mode)`` pairs for which ``Resize`` by an integer factor ``k`` reads input
+#: ``floor(x / k)`` at output ``x`` (PyTorch's nearest): asymmetric ``x/k`` floored; half-pixel ``(x + 1/2)/k - 1/2``
+#: is ``floor(x/k)`` plus an offset in ``(-1/2, 1/2)``, so rounding either way gives it (``proofs/cnn_explicit.md``)
+_RESIZE_NEAREST = frozenset({
+    ("asymmetric", "floor"),
+    *((c, r) for c in ("half_pixel", "pytorch_half_pixel", "half_pixel_symmetric")
+      for r in ("round_prefer_floor", "round_prefer_ceil")),
+})
 
 
 # =========================================================================== import
@@ -374,14 +386,14 @@ class _Importer:
         if len(data) != 1:
             raise self.err(f"takes the chain tensor {x!r} {len(data)} times; only a single chain is supported", i)
         graph_outputs = {o.name for o in self.graph.output}
-        for t in list(node.output)[1:]:
+        for t in ([] if extra_outputs_ok else list(node.output)[1:]):
             if t and (self.consumers.get(t) or t in graph_outputs):
                 raise self.err(f"its extra output {t!r} is used; only the first output of {node.op_type} is supported", i)
 
     def convert(self, i: int, x: str, shape: tuple[int, ...]) -> tuple[list[Layer], str]:
         node = self.nodes[i]
         op = node.op_type
-        self._check_io(i, x)
+        self._check_io(i, x, extra_outputs_ok=op == "Split")  # Split's halves: checked by _sort_node
         out = node.output[0]
         a = self.attrs(i)
         try:
@@ -479,18 +491,30 @@ class _Importer:
                                    "only axis=1 is supported", i)
                 return ([] if len(shape) == 1 else [Flatten()]), out
             if op == "Reshape":
+                sort = self._match_sort(i, x, shape)  # Reshape-TopK-Reshape, Reshape-ReduceMin/Max-Concat-Reshape
+                if sort is not None:
+                    return sort
                 return self._reshape(i, shape, a), out
+            if op in ("Split", "TopK"):  # Split-Max/Min-Concat (orthogonium MaxMin), TopK of the whole vector
+                return self._sort_node(i, x, shape)
             if op == "Conv":
                 return [self._conv(i, a, shape)], out
             if op in ("MaxPool", "AveragePool"):
                 return [self._pool(i, op, a, shape)], out
             if op == "GlobalAveragePool":
-                if len(shape) != 3:
-                    raise self.err(f"GlobalAveragePool is supported on (C, H, W) inputs only, not on shape {shape}", i)
+                if len(shape) not in (2, 3):
+                    raise self.err(f"GlobalAveragePool is supported on (C, L) and (C, H, W) inputs only, not on shape "
+                                   f"{shape}", i)
                 conv = _conv_module(self.err("GlobalAveragePool needs lipverify.conv, which is not available", i))
+                if len(shape) == 2:
+                    return [self._build(i, conv.AvgPool1d, shape[1])], out
                 return [self._build(i, conv.AvgPool2d, _compact(shape[1:]), stride=_compact(shape[1:]))], out
             if op == "BatchNormalization":
                 return [self._batchnorm(i, a, shape)], out
+            if op == "Mul" and self._binary(i, "Mul", x) == 1.0:  # x * 1 (deel-torchlip's k_coef_lip = 1 after GroupSort)
+                return [], out
+            if op == "Resize":
+                return [self._resize(i, a, shape)], out
         except ModelFormatError:
             raise
         except (ValueError, TypeError, ArithmeticError, LipVerifyError) as exc:
@@ -590,18 +614,21 @@ class _Importer:
         # target[0] == 1: a static batch dimension of 1 (common in exported models); the network works per sample
         return [] if len(shape) == 1 else [Flatten()]
 
-    def _spatial(self, i: int, a: dict, shape: tuple[int, ...], kernel: tuple[int, int],
-                 dilation: tuple[int, int] = (1, 1)) -> tuple[tuple[int, int], tuple[int, int]]:
-        """``(stride, padding)`` pairs; asymmetric pads raise."""
-        if len(shape) != 3:
-            raise self.err(f"expects a per-sample input (C, H, W) but receives shape {shape}", i)
-        stride = tuple(int(s) for s in a.get("strides", (1, 1)))
+    def _spatial(self, i: int, a: dict, shape: tuple[int, ...], kernel: tuple[int, ...],
+                 dilation: tuple[int, ...] | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(stride, padding)`` with one entry per spatial axis (1-D on ``(C, L)``, 2-D on ``(C, H, W)``); asymmetric
+        pads raise."""
+        if len(shape) not in (2, 3):
+            raise self.err(f"expects a per-sample input (C, L) or (C, H, W) but receives shape {shape}", i)
+        d = len(shape) - 1
+        dilation = (1,) * d if dilation is None else dilation
+        stride = tuple(int(s) for s in a.get("strides", (1,) * d))
         auto = a.get("auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else str(auto)
         if auto in ("NOTSET", ""):
-            pads = tuple(int(p) for p in a.get("pads", (0, 0, 0, 0)))
+            pads = tuple(int(p) for p in a.get("pads", (0,) * (2 * d)))
         elif auto == "VALID":
-            pads = (0, 0, 0, 0)
+            pads = (0,) * (2 * d)
         elif auto in ("SAME_UPPER", "SAME_LOWER"):
             begin, end = [], []
             for size, s, k, d in zip(shape[1:], stride, kernel, dilation):
@@ -612,38 +639,45 @@ class _Importer:
             pads = (*begin, *end)
         else:
             raise self.err(f"auto_pad={auto!r} is not supported", i)
-        if len(stride) != 2 or len(pads) != 4:
-            raise self.err(f"only 2-D operators are supported (strides {stride}, pads {pads})", i)
-        if pads[0] != pads[2] or pads[1] != pads[3]:
-            raise self.err(f"asymmetric padding {pads} (top, left, bottom, right) is not supported; "
+        if len(stride) != d or len(pads) != 2 * d or len(kernel) != d:
+            raise self.err(f"strides {stride}, pads {pads} and kernel {tuple(kernel)} do not fit the {d}-D input of "
+                           f"shape {shape}", i)
+        if pads[:d] != pads[d:]:
+            raise self.err(f"asymmetric padding {pads} (begins, then ends) is not supported; "
                            "lipverify pads both sides of each axis equally", i)
-        return stride, (pads[0], pads[1])
+        return stride, pads[:d]
 
     def _conv(self, i: int, a: dict, shape: tuple[int, ...]) -> Layer:
         conv = _conv_module(self.err("Conv needs lipverify.conv, which is not available", i))
         node = self.nodes[i]
         k = _as_f64(self.const(node.input[1], i))
-        if k.ndim != 4:
-            raise self.err(f"only 2-D convolutions are supported; the kernel has shape {k.shape}", i)
+        if k.ndim not in (3, 4):
+            raise self.err(f"only 1-D and 2-D convolutions are supported; the kernel has shape {k.shape}", i)
         bias = _as_f64(self.const(node.input[2], i)) if len(node.input) > 2 and node.input[2] else None
-        dilation = tuple(int(d) for d in a.get("dilations", (1, 1)))
+        dilation = tuple(int(d) for d in a.get("dilations", (1,) * (k.ndim - 2)))
         stride, padding = self._spatial(i, a, shape, k.shape[2:], dilation)
+        if k.ndim == 3:
+            return self._build(i, conv.Conv1d, k, bias, stride=stride[0], padding=padding[0], dilation=dilation[0],
+                               groups=int(a.get("group", 1)))
         return self._build(i, conv.Conv2d, k, bias, stride=_compact(stride), padding=_compact(padding),
                            dilation=_compact(dilation), groups=int(a.get("group", 1)))
 
     def _pool(self, i: int, op: str, a: dict, shape: tuple[int, ...]) -> Layer:
         conv = _conv_module(self.err(f"{op} needs lipverify.conv, which is not available", i))
         kernel = tuple(int(k) for k in a.get("kernel_shape", ()))
-        if len(kernel) != 2:
-            raise self.err(f"only 2-D pooling is supported (kernel_shape {kernel})", i)
+        if len(kernel) not in (1, 2):
+            raise self.err(f"only 1-D and 2-D pooling are supported (kernel_shape {kernel})", i)
         if int(a.get("ceil_mode", 0)):
             raise self.err("ceil_mode = 1 is not supported", i)
-        if any(int(d) != 1 for d in a.get("dilations", (1, 1))):
+        if any(int(d) != 1 for d in a.get("dilations", ())):
             raise self.err(f"dilations {tuple(a['dilations'])} are not supported for pooling", i)
         stride, padding = self._spatial(i, a, shape, kernel)
         if op == "AveragePool" and any(padding) and not int(a.get("count_include_pad", 0)):
             raise self.err("AveragePool with padding and count_include_pad = 0 is not supported (lipverify's "
                            "AvgPool2d divides by the full window, like PyTorch's default)", i)
+        if len(kernel) == 1:
+            cls = conv.MaxPool1d if op == "MaxPool" else conv.AvgPool1d
+            return self._build(i, cls, kernel[0], stride=stride[0], padding=padding[0])
         cls = conv.MaxPool2d if op == "MaxPool" else conv.AvgPool2d
         return self._build(i, cls, _compact(kernel), stride=_compact(stride), padding=_compact(padding))
 
@@ -651,11 +685,70 @@ class _Importer:
         conv = _conv_module(self.err("BatchNormalization needs lipverify.conv, which is not available", i))
         if int(a.get("training_mode", 0)):
             raise self.err("training_mode = 1 is not supported (inference only)", i)
-        if len(shape) != 3:
-            raise self.err(f"BatchNormalization is supported on (C, H, W) inputs only, not on shape {shape}", i)
+        if len(shape) not in (1, 2, 3):
+            raise self.err(f"BatchNormalization is supported on (C,), (C, L) and (C, H, W) inputs only, not on shape "
+                           f"{shape}", i)
         node = self.nodes[i]
         gamma, beta, mean, var = (_as_f64(self.const(t, i)) for t in node.input[1:5])
-        return self._build(i, conv.BatchNorm2d, gamma, beta, mean, var, float(a.get("epsilon", 1e-5)))
+        cls = conv.BatchNorm2d if len(shape) == 3 else conv.BatchNorm1d
+        return self._build(i, cls, gamma, beta, mean, var, float(a.get("epsilon", 1e-5)))
+
+    def _resize(self, i: int, a: dict, shape: tuple[int, ...]) -> Layer:
+        """``Resize`` with ``mode="nearest"`` by integer factors on the spatial axes, with a coordinate transformation
+        and rounding that make it PyTorch's nearest upsampling (a repeat; :data:`_RESIZE_NEAREST`)."""
+        conv = _conv_module(self.err("Resize needs lipverify.conv, which is not available", i))
+        node = self.nodes[i]
+
+        def text(name: str, default: str) -> str:
+            v = a.get(name, default)
+            return v.decode() if isinstance(v, bytes) else str(v)
+
+        if self.opset < 11:
+            raise self.err(f"Resize of opset {self.opset} (inputs X, scales; no coordinate mode) is not supported; "
+                           "export with opset >= 11", i)
+        mode = text("mode", "nearest")
+        if mode != "nearest":
+            raise self.err(f"Resize mode={mode!r} is not supported; only mode='nearest' with integer factors", i)
+        if len(shape) < 2:
+            raise self.err(f"Resize needs a (C, L) or (C, H, W) input, not shape {shape}", i)
+        rank = len(shape) + 1
+        axes = tuple(int(v) % rank for v in a["axes"]) if "axes" in a else tuple(range(rank))
+        full = (1, *shape)
+        scales = self.const(node.input[2], i).reshape(-1) if len(node.input) > 2 and node.input[2] else np.zeros(0)
+        sizes = self.const(node.input[3], i).reshape(-1) if len(node.input) > 3 and node.input[3] else np.zeros(0)
+        factors = [1] * rank
+        if scales.size:
+            if scales.size != len(axes):
+                raise self.err(f"Resize scales {scales.tolist()} do not match the axes {axes}", i)
+            for ax, v in zip(axes, scales.tolist()):
+                if not (float(v) == int(v) and v >= 1):
+                    raise self.err(f"Resize scale {v} on axis {ax} is not a positive integer; only integer factors "
+                                   "are supported", i)
+                factors[ax] = int(v)
+        elif sizes.size:
+            if sizes.size != len(axes):
+                raise self.err(f"Resize sizes {sizes.tolist()} do not match the axes {axes}", i)
+            if text("keep_aspect_ratio_policy", "stretch") != "stretch":
+                raise self.err("Resize keep_aspect_ratio_policy other than 'stretch' is not supported", i)
+            for ax, v in zip(axes, sizes.tolist()):
+                if ax >= len(full) or int(v) % full[ax]:
+                    raise self.err(f"Resize size {v} on axis {ax} is not an integer multiple of the input size", i)
+                factors[ax] = int(v) // full[ax]
+        else:
+            raise self.err("Resize needs constant scales or sizes", i)
+        if factors[0] != 1 or factors[1] != 1:
+            raise self.err(f"Resize scales the batch or channel axis (factors {factors}); only spatial axes can be "
+                           "upsampled", i)
+        spatial = tuple(factors[2:])
+        if any(k != 1 for k in spatial):
+            ctm = text("coordinate_transformation_mode", "half_pixel")
+            nearest = text("nearest_mode", "round_prefer_floor")
+            if (ctm, nearest) not in _RESIZE_NEAREST:
+                raise self.err(
+                    f"Resize with coordinate_transformation_mode={ctm!r} and nearest_mode={nearest!r} is not "
+                    "PyTorch's nearest upsampling for integer factors; supported: "
+                    + ", ".join(f"({c!r}, {n!r})" for c, n in sorted(_RESIZE_NEAREST)), i)
+        return self._build(i, conv.Upsample, spatial[0] if len(set(spatial)) == 1 else spatial)
 
     def _build(self, i: int, cls: type, *args: Any, **kwargs: Any) -> Layer:
         try:
@@ -964,6 +1057,8 @@ class _Exporter:
         if more is not None:
             return more
         kind = type(layer).__name__
+        if kind in ("Conv1d", "MaxPool1d", "AvgPool1d", "Upsample"):
+            return self._layer_1d(p, kind, layer, x, shape)
         if kind == "Conv2d":
             kernel = np.asarray(_attr(layer, "kernel", "weight"))
             inputs = [x, self.init(f"{p}.weight", kernel)]
@@ -984,11 +1079,44 @@ class _Exporter:
             if kind == "AvgPool2d":
                 attrs["count_include_pad"] = 1
             return self.node("MaxPool" if kind == "MaxPool2d" else "AveragePool", [x], f"{p}.pool", **attrs)
-        if kind == "BatchNorm2d":
+        if getattr(layer, "step_kind", None) == "sort":  # Reshape-TopK-Reshape (lipverify/sort.py)
+            return _export_sort(self, p, layer, x, shape)
+        if kind in ("BatchNorm2d", "BatchNorm1d"):
             names = [self.init(f"{p}.{n}", _attr(layer, n, alt)) for n, alt in
                      (("gamma", "weight"), ("beta", "bias"), ("mean", "running_mean"), ("var", "running_var"))]
             return self.node("BatchNormalization", [x, *names], f"{p}.bn", epsilon=float(_attr(layer, "eps")))
         raise ValueError(f"no ONNX form for layer type {kind}")
+
+
+def _layer_1d(self: _Exporter, p: str, kind: str, layer: Any, x: str, shape: tuple[int, ...]) -> str:
+    """ONNX forms of Conv1d, MaxPool1d, AvgPool1d (the 1-D ops on ``(N, C, L)``) and Upsample (``Resize``, nearest,
+    asymmetric coordinates, floor: PyTorch's export of ``nn.Upsample(mode="nearest")``)."""
+    if kind == "Conv1d":
+        inputs = [x, self.init(f"{p}.weight", layer.weight)]
+        if layer.as_2d._bias is not None:
+            inputs.append(self.init(f"{p}.bias", layer.bias))
+        return self.node("Conv", inputs, f"{p}.conv", kernel_shape=[layer.kernel_shape[2]], strides=[layer.stride],
+                         pads=[layer.padding, layer.padding], dilations=[layer.dilation], group=layer.groups)
+    if kind in ("MaxPool1d", "AvgPool1d"):
+        attrs: dict[str, Any] = {"kernel_shape": [layer.kernel_size], "strides": [layer.stride],
+                                 "pads": [layer.padding, layer.padding]}
+        if kind == "AvgPool1d":
+            attrs["count_include_pad"] = 1
+        return self.node("MaxPool" if kind == "MaxPool1d" else "AveragePool", [x], f"{p}.pool", **attrs)
+    scales = self.init(f"{p}.scales", np.array([1.0, 1.0, *layer.scales(shape)]))
+    if self.dtype is not np.float32:  # Resize's scales are float32 (small integers: exact)
+        self.inits[-1] = _float32_tensor(f"{p}.scales", [1.0, 1.0, *layer.scales(shape)])
+    return self.node("Resize", [x, "", scales], f"{p}.resize", mode="nearest",
+                     coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+
+def _float32_tensor(name: str, values: list) -> Any:
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.asarray(values, dtype=np.float32), name)
+
+
+_Exporter._layer_1d = _layer_1d  # type: ignore[attr-defined]
 
 
 def _export_value(v: Fraction, what: str, dtype: type) -> float:
@@ -1075,3 +1203,190 @@ def _pair(v: Any) -> tuple[int, int]:
     if len(t) != 2:
         raise ValueError(f"expected an int or a pair, got {v!r}")
     return t
+
+
+# --------------------------------------------------------------------------- sorting layers (lipverify/sort.py)
+
+
+def _export_sort(self: _Exporter, p: str, layer: Layer, x: str, shape: tuple[int, ...]) -> str:
+    """GroupSort/MaxMin/FullSort as ``Reshape (batch, a, b)`` → ``TopK`` (k = group size, along the group axis;
+    ``largest`` = descending) → ``Reshape (batch, n)``: contiguous groups ``(n/g, g)`` sorted along axis 2, strided
+    groups ``(g, n/g)`` along axis 1."""
+    from onnx import numpy_helper
+
+    n = int(shape[0])
+    g = layer.size(n)
+    dims, axis = ([-1, n // g, g], 2) if layer.layout == "contiguous" else ([-1, g, n // g], 1)
+    for name, value in ((f"{p}.grouped_shape", dims), (f"{p}.k", [g]), (f"{p}.flat_shape", [-1, n])):
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
+    t = self.node("Reshape", [x, f"{p}.grouped_shape"], f"{p}.grouped")
+    from onnx import helper
+
+    self.nodes.append(helper.make_node("TopK", [t, f"{p}.k"], [f"{p}.sorted", f"{p}.indices"], name=f"{p}.topk",
+                                       axis=axis, largest=int(bool(layer.descending)), sorted=1))
+    return self.node("Reshape", [f"{p}.sorted", f"{p}.flat_shape"], f"{p}.sort")
+
+
+_Exporter._export_sort = _export_sort  # type: ignore[attr-defined]
+
+
+def _sort_layer(self: _Importer, i: int, n: int, size: int, axis: int, descending: bool) -> Layer:
+    """The sorting layer of ``n`` inputs grouped as ``(n / size, size)`` (axis 2: contiguous groups of ``size``) or
+    ``(size, n / size)`` (axis 1: strided groups of ``size``)."""
+    from ..sort import FullSort, GroupSort, MaxMin
+
+    if axis == 2 and size == n and not descending:
+        return FullSort()
+    if axis == 1 and size == 2 and descending:
+        return MaxMin()
+    if axis == 2:
+        return self._build(i, GroupSort, size, descending=descending)
+    return self._build(i, GroupSort, size, layout="strided", descending=descending)
+
+
+def _batch_ok(self: _Importer, lead: int, x: str) -> bool:
+    """A reshape's leading target ``lead`` keeps the batch: -1, 0 (copy) or the static batch size of ``x``."""
+    if lead in (-1, 0):
+        return True
+    static = self._static_shapes().get(x)
+    return static is not None and static[0] == lead
+
+
+def _flat_reshape(self: _Importer, j: int | None, t: str, n: int, x: str) -> bool:
+    """Whether node ``j`` reshapes ``t`` back to ``(batch, n)`` (the batch of the pattern's input ``x``)."""
+    if j is None or self._op(j) != "Reshape" or self.nodes[j].input[0] != t or self.nodes[j].input[1] not in self.consts:
+        return False
+    target = [int(v) for v in self.consts[self.nodes[j].input[1]].reshape(-1)]
+    return len(target) == 2 and target[1] in (n, -1) and target != [-1, -1] and _batch_ok(self, target[0], x)
+
+
+def _axis(a: dict, key: str, rank: int, default: int) -> int:
+    v = int(a.get(key, default))
+    return v + rank if v < 0 else v
+
+
+def _reduce_axes(self: _Importer, k: int) -> list[int] | None:
+    node, a = self.nodes[k], self.attrs(k)
+    if "axes" in a:
+        return [int(v) for v in a["axes"]]
+    if len(node.input) > 1 and node.input[1]:
+        if node.input[1] not in self.consts:
+            return None
+        return [int(v) for v in self.consts[node.input[1]].reshape(-1)]
+    return None
+
+
+def _match_sort(self: _Importer, i: int, x: str, shape: tuple[int, ...]):
+    """``(layers, output tensor)`` when the Reshape node ``i`` starts a sorting pattern, else ``None``:
+
+    * ``Reshape (batch, a, b)`` → ``TopK`` (k = the size of its axis, sorted, only the values used) → ``Reshape
+      (batch, n)`` (``torch.sort`` exports this way, and :func:`save_onnx` writes it);
+    * ``Reshape (batch, a, b)`` → ``ReduceMin`` and ``ReduceMax`` (keepdims, one axis of size 2) → ``Concat`` on that
+      axis → ``Reshape (batch, n)`` (deel-torchlip's ``GroupSort2``)."""
+    node = self.nodes[i]
+    if len(shape) != 1 or len(node.input) < 2 or node.input[1] not in self.consts:
+        return None
+    n = int(shape[0])
+    target = [int(v) for v in self.consts[node.input[1]].reshape(-1)]
+    if len(target) != 3 or not _batch_ok(self, target[0], x):
+        return None
+    dims = list(target[1:])
+    if dims.count(-1) == 1:
+        other = dims[1 - dims.index(-1)]
+        if other <= 0 or n % other:
+            return None
+        dims[dims.index(-1)] = n // other
+    if min(dims) <= 0 or dims[0] * dims[1] != n:
+        return None
+    t = node.output[0]
+    cons = [c for c in self.consumers.get(t, []) if c not in self.used]
+    if len(cons) == 1 and self._op(cons[0]) == "TopK":
+        j = cons[0]
+        a = self.attrs(j)
+        axis = _axis(a, "axis", 3, -1)
+        k_in = self.nodes[j].input[1] if len(self.nodes[j].input) > 1 else ""
+        if axis not in (1, 2) or k_in not in self.consts or int(self.consts[k_in].reshape(-1)[0]) != dims[axis - 1]:
+            return None
+        if not int(a.get("sorted", 1)):
+            return None
+        self._check_io(j, t)
+        values = self.nodes[j].output[0]
+        last = self._only_consumer(values)
+        if not _flat_reshape(self, last, values, n, x):
+            return None
+        self._check_io(last, values)
+        self.used.update((j, last))
+        return [_sort_layer(self, j, n, dims[axis - 1], axis, bool(int(a.get("largest", 1))))], self.nodes[last].output[0]
+    if len(cons) == 2 and {self._op(c) for c in cons} == {"ReduceMin", "ReduceMax"}:
+        axes = [_reduce_axes(self, c) for c in cons]
+        if any(ax is None or len(ax) != 1 for ax in axes) or any(int(self.attrs(c).get("keepdims", 1)) != 1 for c in cons):
+            return None
+        ax = [v + 3 if v < 0 else v for v in (axes[0][0], axes[1][0])]
+        if ax[0] != ax[1] or ax[0] not in (1, 2) or dims[ax[0] - 1] != 2:
+            return None
+        outs = [self.nodes[c].output[0] for c in cons]
+        cat = self._only_consumer(outs[0])
+        if cat is None or self._only_consumer(outs[1]) != cat or self._op(cat) != "Concat":
+            return None
+        if _axis(self.attrs(cat), "axis", 3, 0) != ax[0] or sorted(self.nodes[cat].input) != sorted(outs):
+            return None
+        first = self.nodes[cat].input[0]
+        descending = self._op(cons[outs.index(first)]) == "ReduceMax"
+        flat = self.nodes[cat].output[0]
+        last = self._only_consumer(flat)
+        if not _flat_reshape(self, last, flat, n, x):
+            return None
+        self._check_io(last, flat)
+        self.used.update((*cons, cat, last))
+        return [_sort_layer(self, cat, n, 2, ax[0], descending)], self.nodes[last].output[0]
+    return None
+
+
+def _sort_node(self: _Importer, i: int, x: str, shape: tuple[int, ...]):
+    """A ``TopK`` of the whole flat vector (k = n, sorted: :class:`~lipverify.FullSort` or its descending form) or
+    ``Split`` into two halves → ``Max`` and ``Min`` of the halves → ``Concat`` (orthogonium's ``MaxMin`` for
+    ``[Max, Min]``); anything else raises naming the node."""
+    from ..sort import FullSort, GroupSort
+
+    node, a = self.nodes[i], self.attrs(i)
+    op = self._op(i)
+    if len(shape) != 1:
+        raise self.err(f"{op} on the per-sample shape {shape}: lipverify reads {op} only as a sorting layer of a flat "
+                       "vector (Reshape-TopK-Reshape, TopK of the whole vector, Split-Max/Min-Concat)", i)
+    n = int(shape[0])
+    if op == "TopK":
+        self._check_io(i, x)
+        k_in = node.input[1] if len(node.input) > 1 else ""
+        if _axis(a, "axis", 2, -1) != 1 or k_in not in self.consts or int(self.consts[k_in].reshape(-1)[0]) != n or \
+                not int(a.get("sorted", 1)):
+            raise self.err(f"TopK is read only as a sort of the whole vector (axis 1, k = {n}, sorted=1)", i)
+        largest = bool(int(a.get("largest", 1)))
+        return [GroupSort(None, descending=True) if largest else FullSort()], node.output[0]
+    why = ("Split is read only as the first node of Split (two equal halves, axis 1) → Max and Min of the halves → "
+           "Concat on axis 1 (orthogonium's MaxMin)")
+    outs = [t for t in node.output if t]
+    halves = [n // 2, n // 2]
+    split = [int(v) for v in self.consts[node.input[1]].reshape(-1)] if len(node.input) > 1 and node.input[1] in \
+        self.consts else [int(v) for v in a.get("split", halves)]
+    if len(outs) != 2 or n % 2 or split != halves or _axis(a, "axis", 2, 0) != 1:
+        raise self.err(why, i)
+    cons = [set(self.consumers.get(t, [])) for t in outs]
+    if cons[0] != cons[1] or len(cons[0]) != 2 or {self._op(c) for c in cons[0]} != {"Max", "Min"}:
+        raise self.err(why, i)
+    pair = sorted(cons[0])
+    if any(sorted(self.nodes[c].input) != sorted(outs) or len(self.nodes[c].output) != 1 for c in pair):
+        raise self.err(why, i)
+    results = [self.nodes[c].output[0] for c in pair]
+    cat = self._only_consumer(results[0])
+    if cat is None or self._only_consumer(results[1]) != cat or self._op(cat) != "Concat" or \
+            _axis(self.attrs(cat), "axis", 2, 0) != 1 or sorted(self.nodes[cat].input) != sorted(results):
+        raise self.err(why, i)
+    if any(t in {o.name for o in self.graph.output} for t in (*outs, *results)):
+        raise self.err(why, i)
+    descending = self._op(pair[results.index(self.nodes[cat].input[0])]) == "Max"
+    self.used.update((*pair, cat))
+    return [_sort_layer(self, cat, n, 2, 1, descending)], self.nodes[cat].output[0]
+
+
+_Importer._match_sort = _match_sort  # type: ignore[attr-defined]
+_Importer._sort_node = _sort_node  # type: ignore[attr-defined]

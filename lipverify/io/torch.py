@@ -6,7 +6,11 @@ Needs the optional extra ``torch`` (``pip install torch==2.13.0``, the CPU wheel
 ``Tanh``, ``Sigmoid``, ``GELU`` (``approximate='none'``), ``SiLU``, ``ELU``, ``Softplus`` (``threshold >= 15``, see
 :class:`~lipverify.Softplus`), ``Hardtanh``, ``ReLU6``, ``Hardswish``, ``Mish``, ``LogSigmoid``, ``Hardsigmoid``,
 ``MaxPool2d``, ``AvgPool2d``,
-``BatchNorm2d``, ``Flatten`` (``start_dim=1, end_dim=-1``), ``Identity``, ``Dropout``.  The module is read
+``BatchNorm2d``, ``Conv1d`` (zero padding), ``MaxPool1d``, ``AvgPool1d``, ``BatchNorm1d``, ``Upsample``
+(``mode='nearest'``, integer ``scale_factor`` or a ``size`` that is an integer multiple), ``Flatten``
+(``start_dim=1, end_dim=-1``), ``Identity``, ``Dropout``; sorting modules matched by
+class name (``GroupSort``, ``GroupSort2``, ``FullSort``, ``MaxMin`` of deel-torchlip / orthogonium,
+:func:`lipverify.sort.from_torch_module`).  The module is read
 in inference mode (running statistics of batch norm; dropout is the identity), whatever its
 ``training`` flag.  Parameters are copied as float64, exactly (float16/bfloat16/float32 embed in
 float64).  A final ``Softmax``/``LogSoftmax`` is refused unless ``strip_output_softmax=True``
@@ -75,7 +79,9 @@ from ._graph import Block, SeriesParallel
 
 SUPPORTED = ("Sequential, Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, GELU(approximate='none'), SiLU, ELU, "
              "Softplus(threshold >= 15), Hardtanh, ReLU6, Hardswish, Mish, LogSigmoid, Hardsigmoid, MaxPool2d, "
-             "AvgPool2d, BatchNorm2d, Flatten, Identity, Dropout; a final Softmax/LogSoftmax with "
+             "AvgPool2d, BatchNorm2d, Conv1d, MaxPool1d, AvgPool1d, BatchNorm1d, Upsample(mode='nearest', integer "
+             "factors), AdaptiveAvgPool1d (the length divisible by the output size), Flatten, Identity, Dropout, "
+             "GroupSort/GroupSort2/FullSort/MaxMin (by class name); a final Softmax/LogSoftmax with "
              "strip_output_softmax=True")
 _DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
 _SIMPLE = {"ReLU": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "SiLU": SiLU, "ReLU6": ReLU6, "Hardswish": Hardswish,
@@ -85,7 +91,9 @@ _SOFTMAX = ("Softmax", "LogSoftmax")
 #: float32 resolution of the output there (``2^-24 threshold / beta``) from this threshold on
 _SOFTPLUS_MIN_THRESHOLD = 15.0
 _KNOWN = {*_SIMPLE, *_DROPOUTS, *_SOFTMAX, "Sequential", "Identity", "LeakyReLU", "GELU", "ELU", "Softplus", "Hardtanh",
-          "Flatten", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d"}
+          "Flatten", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "Conv1d", "MaxPool1d", "AvgPool1d",
+          "BatchNorm1d", "Upsample", "AdaptiveAvgPool1d"}
+_KNOWN |= {"GroupSort", "GroupSort2", "FullSort", "MaxMin"}  # lipverify.sort.TORCH_KINDS, matched by class name
 
 
 def _torch():
@@ -134,13 +142,20 @@ def from_torch(module: Any, input_shape: tuple[int, ...] | int | None = None, *,
             raise ModelFormatError(f"module {path!r} ({kind}) is not the last module; a {kind} inside the network is "
                                    "not supported (only a final one can be removed, with strip_output_softmax=True)")
     layers: list[tuple[str, Layer]] = []
+    known: tuple[int, ...] | None = None  # the shape reaching the module, when input_shape is given (Upsample(size=))
+    if input_shape is not None:
+        known = (int(input_shape),) if isinstance(input_shape, (int, np.integer)) else tuple(int(d) for d in input_shape)
     for path, m, kind in leaves:
-        for layer in _convert(torch, m, path, kind):
+        for layer in _convert(torch, m, path, kind, known):
             layers.append((path, layer))
+            try:
+                known = None if known is None else tuple(layer.output_shape(known))
+            except (ValueError, LipVerifyError):
+                known = None  # reported with the module's path below
     if input_shape is None:
         first = next((layer for _, layer in layers if not isinstance(layer, Activation)), None)
         if not isinstance(first, Dense):
-            raise ModelFormatError("from_torch: pass input_shape=(C, H, W) or (n,): it cannot be inferred because the "
+            raise ModelFormatError("from_torch: pass input_shape=(C, L), (C, H, W) or (n,): it cannot be inferred because the "
                                    "first weighted layer is not Linear")
         input_shape = (first.n_in,)
     elif isinstance(input_shape, (int, np.integer)):
@@ -187,7 +202,8 @@ def _kind(torch: Any, m: Any) -> str:
     if isinstance(m, torch.jit.ScriptModule):
         return str(getattr(m, "original_name", type(m).__name__))
     nn = torch.nn
-    bases = [nn.Sequential, nn.Linear, nn.Conv2d, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU,
+    bases = [nn.Sequential, nn.Linear, nn.Conv2d, nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d, nn.BatchNorm1d, nn.Upsample,
+             nn.AdaptiveAvgPool1d, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU,
              nn.ELU, nn.Softplus, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Mish, nn.LogSigmoid, nn.Hardsigmoid,
              nn.Softmax, nn.LogSoftmax, nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d, nn.Flatten, nn.Identity, nn.Dropout,
              nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout]
@@ -253,12 +269,21 @@ def _build(cls: type, path: str, kind: str, *args: Any, **kwargs: Any) -> Layer:
                                f"{exc}") from None
 
 
-def _convert(torch: Any, m: Any, path: str, kind: str) -> list[Layer]:
+def _convert(torch: Any, m: Any, path: str, kind: str, shape: tuple[int, ...] | None = None) -> list[Layer]:
+    """The layers of the leaf module ``m``; ``shape`` is the per-sample shape reaching it when known (``None``
+    otherwise; only ``Upsample(size=...)`` needs it)."""
     def get(name: str) -> Any:
         return _get(m, name, path, kind)
 
+    if kind in ("Conv1d", "MaxPool1d", "AvgPool1d", "BatchNorm1d", "Upsample", "AdaptiveAvgPool1d"):
+        return [_convert_1d(m, path, kind, get, shape)]
+
     if kind in _SIMPLE:
         return [_SIMPLE[kind]()]
+    if kind in ("GroupSort", "GroupSort2", "FullSort", "MaxMin"):  # deel-torchlip / orthogonium (lipverify/sort.py)
+        from ..sort import from_torch_module
+
+        return from_torch_module(m, path, kind)
     if kind == "Identity" or kind in _DROPOUTS:
         return []
     if kind == "LeakyReLU":
@@ -353,12 +378,101 @@ def _convert(torch: Any, m: Any, path: str, kind: str) -> list[Layer]:
     raise ModelFormatError(f"module {path!r} ({kind}) is not supported; supported modules: {SUPPORTED}{hint}")
 
 
+def _single(v: Any) -> int:
+    """PyTorch's 1-D hyper-parameters are ints or 1-tuples."""
+    return int(v[0]) if isinstance(v, (tuple, list)) and len(v) == 1 else int(v)
+
+
+def _convert_1d(m: Any, path: str, kind: str, get: Any, shape: tuple[int, ...] | None) -> Layer:
+    """``Conv1d``, ``MaxPool1d``, ``AvgPool1d``, ``BatchNorm1d``, ``Upsample`` (nearest, integer factors) and
+    ``AdaptiveAvgPool1d`` (equal windows)."""
+    conv = _conv_module(path, kind)
+    if kind == "Conv1d":
+        if get("padding_mode") != "zeros":
+            raise ModelFormatError(f"module {path!r} (Conv1d): padding_mode={m.padding_mode!r} is not supported; "
+                                   "only 'zeros'")
+        w = _array(get("weight"), path, "weight")
+        dilation = _single(get("dilation"))
+        padding = get("padding")
+        if padding == "valid":
+            padding = 0
+        elif padding == "same":
+            total = dilation * (w.shape[2] - 1)
+            if total % 2:
+                raise ModelFormatError(f"module {path!r} (Conv1d): padding='same' with an even kernel pads "
+                                       "asymmetrically, which is not supported")
+            padding = total // 2
+        return _build(conv.Conv1d, path, kind, w, _array(getattr(m, "bias", None), path, "bias"),
+                      stride=_single(get("stride")), padding=_single(padding), dilation=dilation,
+                      groups=int(get("groups")))
+    if kind in ("MaxPool1d", "AvgPool1d"):
+        if get("ceil_mode"):
+            raise ModelFormatError(f"module {path!r} ({kind}): ceil_mode=True is not supported")
+        kernel = _single(get("kernel_size"))
+        stride = get("stride")
+        stride = kernel if stride is None or stride == () or stride == [] else _single(stride)
+        padding = _single(get("padding"))
+        if kind == "MaxPool1d":
+            if _single(get("dilation")) != 1:
+                raise ModelFormatError(f"module {path!r} (MaxPool1d): dilation={m.dilation} is not supported")
+            if get("return_indices"):
+                raise ModelFormatError(f"module {path!r} (MaxPool1d): return_indices=True is not supported")
+            cls = conv.MaxPool1d
+        else:
+            if padding and not get("count_include_pad"):
+                raise ModelFormatError(f"module {path!r} (AvgPool1d): count_include_pad=False with padding is not "
+                                       "supported (lipverify divides by the full window)")
+            cls = conv.AvgPool1d
+        return _build(cls, path, kind, kernel, stride=stride, padding=padding)
+    if kind == "BatchNorm1d":
+        mean, var = getattr(m, "running_mean", None), getattr(m, "running_var", None)
+        if mean is None or var is None:
+            raise ModelFormatError(f"module {path!r} (BatchNorm1d): track_running_stats=False (no running statistics) "
+                                   "is not supported")
+        c = mean.shape[0]
+        gamma = _array(getattr(m, "weight", None), path, "weight")
+        beta = _array(getattr(m, "bias", None), path, "bias")
+        return _build(conv.BatchNorm1d, path, kind, np.ones(c) if gamma is None else gamma,
+                      np.zeros(c) if beta is None else beta, _array(mean, path, "running_mean"),
+                      _array(var, path, "running_var"), float(get("eps")))
+    if kind == "AdaptiveAvgPool1d":
+        out = _single(get("output_size"))
+        if shape is None or len(shape) != 2 or shape[1] % out:
+            raise ModelFormatError(f"module {path!r} (AdaptiveAvgPool1d): output_size={out} on the input shape {shape} "
+                                   "is not supported; only a (C, L) input whose length the output size divides (equal "
+                                   "windows; pass input_shape=... when it is not known)")
+        k = shape[1] // out
+        return _build(conv.AvgPool1d, path, kind, k, stride=k)
+    # Upsample
+    mode = get("mode")
+    if mode not in ("nearest", "nearest-exact"):
+        raise ModelFormatError(f"module {path!r} (Upsample): mode={mode!r} is not supported; only 'nearest' (and "
+                               "'nearest-exact', the same map for integer factors) with integer factors")
+    size, factor = get("size"), get("scale_factor")
+    if size is not None:
+        if shape is None or len(shape) < 2:
+            raise ModelFormatError(f"module {path!r} (Upsample): size={size} needs the input shape (C, L) or (C, H, W) "
+                                   f"(got {shape}); pass input_shape=... or use scale_factor=")
+        sizes = (int(size),) * (len(shape) - 1) if isinstance(size, (int, np.integer)) else tuple(int(v) for v in size)
+        if len(sizes) != len(shape) - 1 or any(o % n for o, n in zip(sizes, shape[1:])):
+            raise ModelFormatError(f"module {path!r} (Upsample): size={size} is not an integer multiple of the input "
+                                   f"size {shape[1:]}; only integer factors are supported")
+        factors = tuple(o // n for o, n in zip(sizes, shape[1:]))
+    else:
+        items = tuple(factor) if isinstance(factor, (tuple, list)) else (factor,)
+        if any(float(f) != int(f) or f < 1 for f in items):
+            raise ModelFormatError(f"module {path!r} (Upsample): scale_factor={factor} is not supported; only positive "
+                                   "integer factors")
+        factors = tuple(int(f) for f in items)
+    return _build(conv.Upsample, path, kind, factors[0] if len(set(factors)) == 1 else factors)
+
+
 # --------------------------------------------------------------------------- modules with skip connections (torch.fx)
 
 _FX_SUPPORTED = (f"the modules {SUPPORTED}, AdaptiveAvgPool2d; x + y of two branches (residual blocks); the functions "
                  "torch.relu/tanh/sigmoid/flatten/reshape, F.relu/gelu/silu/leaky_relu/dropout/avg_pool2d/max_pool2d/"
-                 "adaptive_avg_pool2d; the methods .relu() .sigmoid() .tanh() .flatten(1) .view(x.size(0), -1) "
-                 ".reshape(...) .contiguous()")
+                 "adaptive_avg_pool2d/avg_pool1d/max_pool1d/interpolate(mode='nearest'); the methods .relu() .sigmoid() "
+                 ".tanh() .flatten(1) .view(x.size(0), -1) .reshape(...) .contiguous()")
 
 
 def _needs_tracing(torch: Any, module: Any) -> bool:
@@ -389,7 +503,12 @@ class _FxImporter:
                 raise ModelFormatError(f"module {name or '(root)'!r} ({type(sub).__name__}) has forward hooks, which "
                                        "lipverify cannot read")
         try:
-            gm = torch.fx.symbolic_trace(module)
+            class Tracer(torch.fx.Tracer):  # sorting modules (lipverify.sort.TORCH_KINDS) stay whole, read by class name
+                def is_leaf_module(self, m, qualname):
+                    return type(m).__name__ in ("GroupSort", "GroupSort2", "FullSort", "MaxMin") or \
+                        super().is_leaf_module(m, qualname)
+
+            gm = torch.fx.GraphModule(module, Tracer().trace(module))
         except Exception as exc:  # torch.fx.proxy.TraceError, data-dependent control flow, unsupported Python
             raise ModelFormatError(
                 f"from_torch: {type(module).__name__} is not a chain of supported modules (nn.Sequential), and "
@@ -405,6 +524,7 @@ class _FxImporter:
             ("sigmoid", (torch.sigmoid, F.sigmoid)), ("gelu", (F.gelu,)), ("silu", (F.silu,)),
             ("leaky_relu", (F.leaky_relu,)), ("flatten", (torch.flatten,)), ("reshape", (torch.reshape,)),
             ("dropout", (F.dropout,)), ("avg_pool2d", (F.avg_pool2d,)), ("max_pool2d", (F.max_pool2d,)),
+            ("avg_pool1d", (F.avg_pool1d,)), ("max_pool1d", (F.max_pool1d,)), ("interpolate", (F.interpolate,)),
             ("adaptive_avg_pool2d", (F.adaptive_avg_pool2d,))) for f in fs}
         self.aux: set[str] = set()  # x.size(0), x.shape[0]: shape values, not data
         for n in self.nodes:
@@ -462,7 +582,7 @@ class _FxImporter:
                           for sub in [self.module.get_submodule(n.target)]
                           if not isinstance(sub, (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU))), None)
             if not isinstance(first, nn.Linear):
-                raise ModelFormatError("from_torch: pass input_shape=(C, H, W) or (n,): it cannot be inferred because "
+                raise ModelFormatError("from_torch: pass input_shape=(C, L), (C, H, W) or (n,): it cannot be inferred because "
                                        "the first weighted layer of the traced forward is not Linear")
             input_shape = (int(first.in_features),)
         elif isinstance(input_shape, (int, np.integer)):
@@ -550,7 +670,7 @@ class _FxImporter:
             if kind == "AdaptiveAvgPool2d":
                 return [self._adaptive(i, m.output_size, shape)]
             try:
-                return _convert(torch, m, n.target, kind)
+                return _convert(torch, m, n.target, kind, shape)
             except ModelFormatError as exc:
                 raise self.err(str(exc), i) from None
         target = n.target if n.op == "call_method" else self.functions.get(n.target) if n.op == "call_function" else None
@@ -601,7 +721,35 @@ class _FxImporter:
                            padding=_compact(_pair(padding)))]
         if target == "adaptive_avg_pool2d":
             return [self._adaptive(i, arg(1, "output_size"), shape)]
+        if target in ("avg_pool1d", "max_pool1d", "interpolate"):
+            return [self._functional_1d(i, target, arg, shape)]
         raise self.err(f"is not supported in a traced forward; supported: {_FX_SUPPORTED}", i)
+
+    def _functional_1d(self, i: int, target: str, arg: Any, shape: tuple[int, ...]) -> Layer:
+        """``F.max_pool1d``, ``F.avg_pool1d`` and ``F.interpolate`` (nearest, integer factors) as the module forms."""
+        from types import SimpleNamespace
+
+        name = self.nodes[i].name
+        if target == "interpolate":
+            if arg(4, "align_corners", None) or arg(6, "antialias", False):
+                raise self.err("interpolate with align_corners or antialias is not supported (only mode='nearest')", i)
+            ns = SimpleNamespace(mode=arg(3, "mode", "nearest"), size=arg(1, "size", None),
+                                 scale_factor=arg(2, "scale_factor", None))
+            kind = "Upsample"
+        else:
+            ns = SimpleNamespace(kernel_size=arg(1, "kernel_size"), stride=arg(2, "stride", None),
+                                 padding=arg(3, "padding", 0))
+            if target == "max_pool1d":
+                ns.dilation, ns.ceil_mode, ns.return_indices = (arg(4, "dilation", 1), arg(5, "ceil_mode", False),
+                                                                arg(6, "return_indices", False))
+                kind = "MaxPool1d"
+            else:
+                ns.ceil_mode, ns.count_include_pad = arg(4, "ceil_mode", False), arg(5, "count_include_pad", True)
+                kind = "AvgPool1d"
+        try:
+            return _convert_1d(ns, name, kind, lambda attr: getattr(ns, attr), shape)
+        except ModelFormatError as exc:
+            raise self.err(str(exc), i) from None
 
     def _adaptive(self, i: int, output_size: Any, shape: tuple[int, ...]) -> Layer:
         """Adaptive average pooling to ``output_size`` on a (C, H, W) input: ``AvgPool2d`` when the size divides."""

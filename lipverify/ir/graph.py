@@ -3,11 +3,14 @@
 ``f(x) - f(y) = S_L ⋯ S_1 (x - y)`` where each step ``S`` is
 
 * ``"linear"`` — a linear layer's operator (:mod:`lipverify.ir.operators`: a dense matrix, a sparse matrix,
-  a convolution, an average pooling, a batch-norm scale; biases cancel);
+  a convolution, an average pooling, a batch-norm scale, a nearest upsampling; biases cancel; a 1-D layer is its
+  2-D layer on ``(C, 1, L)``);
 * ``"act"`` — a diagonal with entries in an activation's slope interval (:class:`Slopes`: per layer, or
   per neuron after narrowing on an input box); consecutive activations compose;
 * ``"maxpool"`` — a max-pooling matrix ``M >= 0`` whose rows lie in the simplex of their windows
   (:mod:`lipverify.ir.pooling`, ``proofs/maxpool.md``);
+* ``"sort"`` — a sorting layer (GroupSort/MaxMin/FullSort): ``M`` in the convex hull of the in-group permutations
+  (:class:`lipverify.sort.SortOp`, ``proofs/groupsort.md``);
 * ``"sum"`` — a residual block: the sum of its branch graphs (the identity branch has no steps;
   ``proofs/residual.md``).
 
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..conv.layers import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
+from ..conv.layers import BATCHNORM_LAYERS, LAYERS_1D, AvgPool2d, Conv2d, MaxPool2d, Upsample
 from ..errors import LipVerifyError, NotApplicableError, UnsupportedLayerError
 from ..layers import Activation, Dense, Flatten, slope_pair
 from .chain import Slopes
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 VARIANTS = ("implicit", "explicit")
 #: the explicit representation is refused when the layer matrices would have more nonzeros than this in total
 EXPLICIT_NNZ_LIMIT = 40_000_000
-CONV_LAYERS = (Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d)
+CONV_LAYERS = (Conv2d, MaxPool2d, AvgPool2d, *BATCHNORM_LAYERS, Upsample, *LAYERS_1D)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,10 @@ class Graph:
     @property
     def has_maxpool(self) -> bool:
         return any(s.kind == "maxpool" or (s.kind == "sum" and any(b.has_maxpool for b in s.op)) for s in self.steps)
+
+    @property
+    def has_sort(self) -> bool:
+        return any(s.kind == "sort" for s in self.walk())
 
     @property
     def has_sum(self) -> bool:
@@ -118,6 +125,8 @@ def explicit_nnz(net: Network) -> int:
     total = 0
     for i, layer in enumerate(net.layers):
         out = net.shapes[i + 1]
+        if isinstance(layer, LAYERS_1D):
+            layer = layer.as_2d
         if isinstance(layer, Conv2d):
             _, cg, kh, kw = layer.kernel_shape
             total += int(np.prod(out)) * cg * kh * kw
@@ -125,7 +134,7 @@ def explicit_nnz(net: Network) -> int:
             total += int(np.prod(out)) * layer.kernel_size[0] * layer.kernel_size[1]
         elif isinstance(layer, Dense):
             total += layer.n_in * layer.n_out
-        elif isinstance(layer, BatchNorm2d):
+        elif isinstance(layer, (*BATCHNORM_LAYERS, Upsample)):
             total += int(np.prod(out))
         elif hasattr(layer, "branches"):
             total += sum(explicit_nnz(b) for b in layer.branches(net.shapes[i]) if b is not None)
@@ -159,6 +168,8 @@ def _lower(net: Network, variant: str, method: str, outer: tuple[int, str] | Non
         shape = net.shapes[i]
         name = layer.describe() if outer is None else f"{outer[1]}, its layer {i} ({layer.describe()})"
         index = i if outer is None else outer[0]
+        if isinstance(layer, LAYERS_1D):  # the 2-D layer on (C, 1, L): the same flat vectors (proofs/cnn_explicit.md)
+            layer, shape = layer.as_2d, layer.shape_2d(shape)
         if isinstance(layer, Activation):
             s = Slopes(*slope_pair(layer), *getattr(layer, "neuron_slopes", (None, None)))
             composed: tuple[int, ...] = (index,)
@@ -178,9 +189,13 @@ def _lower(net: Network, variant: str, method: str, outer: tuple[int, str] | Non
 
             pool = SparsePool(layer, shape) if variant == "explicit" else TensorPool(layer, shape)
             steps.append(Step("maxpool", pool, index, name, source=(layer,), shape=shape))
-        elif isinstance(layer, (Conv2d, AvgPool2d, Dense, BatchNorm2d)):
+        elif isinstance(layer, (Conv2d, AvgPool2d, Dense, *BATCHNORM_LAYERS, Upsample)):
             op = None if variant == "exact" else linear_op(layer, shape, variant)  # the exact view reads the layer
             steps.append(Step("linear", op, index, name, source=(layer,), shape=shape))
+        elif getattr(layer, "step_kind", None) == "sort":  # GroupSort / MaxMin / FullSort (proofs/groupsort.md)
+            from ..sort import SortOp
+
+            steps.append(Step("sort", SortOp(layer, shape), index, name, source=(layer,), shape=shape))
         elif hasattr(layer, "branches"):  # a residual block: y = shortcut(x) + body(x)
             body, short = layer.branches(shape)
             where = (index, name if outer is None else name)
@@ -192,20 +207,24 @@ def _lower(net: Network, variant: str, method: str, outer: tuple[int, str] | Non
         else:
             where = f"layer {i} ({layer.describe()})" if outer is None else f"layer {outer[0]} ({name})"
             raise UnsupportedLayerError(
-                f"{method}: {where} is not supported (the bounds represent Dense, Conv2d, AvgPool2d, MaxPool2d, "
-                "BatchNorm2d, Flatten, elementwise activations and Residual blocks)")
+                f"{method}: {where} is not supported (the bounds represent Dense, Conv1d/2d, AvgPool1d/2d, "
+                "MaxPool1d/2d, BatchNorm1d/2d, Upsample, Flatten, elementwise activations, GroupSort/MaxMin/FullSort "
+                "and Residual blocks)")
     return tuple(steps)
 
 
 def linear_op(layer, shape, variant: str) -> BatchedOp:
     """The operator of a linear layer on input ``shape``: sparse matrix (explicit) or matrix-free (implicit)."""
     # here, not at the top: the operators subclass scipy.sparse.linalg.LinearOperator (slow to import)
-    from .operators import ChannelScaleOp, ConvOp, DenseOp, SparseOp
+    from .operators import ChannelScaleOp, ConvOp, DenseOp, SparseOp, UpsampleOp
 
+    if isinstance(layer, LAYERS_1D):
+        layer, shape = layer.as_2d, layer.shape_2d(shape)
     if isinstance(layer, Dense):
         return DenseOp(layer.weight, layer.weight_radius, layer)
-    if isinstance(layer, BatchNorm2d):
-        op = ChannelScaleOp(layer.scale, layer.scale_radius, shape)
+    if isinstance(layer, (*BATCHNORM_LAYERS, Upsample)):
+        op = ChannelScaleOp(layer.scale, layer.scale_radius, shape) if isinstance(layer, BATCHNORM_LAYERS) else \
+            UpsampleOp(shape, layer.scales(shape))
         return op.sparse() if variant == "explicit" else op
     if isinstance(layer, AvgPool2d):
         conv = layer.as_conv(shape[0])

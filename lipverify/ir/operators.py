@@ -1,7 +1,8 @@
 """Linear layers as operators, in two representations (``proofs/cnn_explicit.md``, ``proofs/cnn_implicit.md``).
 
 * :class:`SparseOp` — the layer's matrix as a ``scipy.sparse`` CSR matrix (explicit method);
-* :class:`ConvOp`, :class:`DenseOp`, :class:`ChannelScaleOp` — matrix-free operators (implicit method).
+* :class:`ConvOp`, :class:`DenseOp`, :class:`ChannelScaleOp`, :class:`UpsampleOp` — matrix-free operators (implicit
+  method).
 
 All are :class:`scipy.sparse.linalg.LinearOperator` subclasses (``matvec``/``rmatvec``/``matmat``, dtype
 float64 given, never guessed) with the same batched interface on rows ``X`` of shape ``(B, n)``:
@@ -431,3 +432,67 @@ class ChannelScaleOp(BatchedOp):
 
     def sparse(self) -> SparseOp:
         return SparseOp(sp.diags(self.scale, format="csr"), sp.diags(self.radius, format="csr"))
+
+
+class UpsampleOp(BatchedOp):
+    """Nearest upsampling by integer factors ``scales`` (one per spatial axis) on ``in_shape = (C, *spatial)``,
+    matrix-free: forward repeats every cell ``k_i`` times along axis ``i``, backward (the adjoint) sums each block of
+    ``k_1 ⋯ k_d`` copies.  The matrix ``U`` is 0/1 with one 1 per row and ``K = k_1 ⋯ k_d`` per column, exact in
+    float (no radius), so ``|U| = U``; ``||U||_∞ = 1``, ``||U||_1 = K``, ``||U||_2 = sqrt(K)``
+    (``proofs/cnn_explicit.md``, "Nearest upsampling").  Inner dimensions: 1 forward (copies), ``K`` backward."""
+
+    def __init__(self, in_shape, scales):
+        self.in_shape = tuple(int(d) for d in in_shape)
+        self.scales = tuple(int(k) for k in scales)
+        if len(self.scales) != len(self.in_shape) - 1 or min(self.scales, default=0) < 1:
+            raise ValueError(f"UpsampleOp: scales {self.scales} do not fit the input shape {self.in_shape}")
+        self.out_shape = (self.in_shape[0], *(n * k for n, k in zip(self.in_shape[1:], self.scales)))
+        self.block = math.prod(self.scales)
+        self.k_forward = 1
+        self.k_backward = self.block
+        super().__init__(int(np.prod(self.out_shape)), int(np.prod(self.in_shape)))
+
+    def forward(self, x):
+        b = x.shape[0]
+        v = x.reshape(b, *self.in_shape)
+        for axis, k in enumerate(self.scales, start=2):
+            if k != 1:
+                v = np.repeat(v, k, axis=axis)
+        return v.reshape(b, -1)
+
+    def backward(self, y):
+        b = y.shape[0]
+        split = [b, self.in_shape[0]]
+        for n, k in zip(self.in_shape[1:], self.scales):
+            split += [n, k]
+        axes = tuple(range(3, len(split), 2))
+        return y.reshape(split).sum(axis=axes).reshape(b, -1)
+
+    abs_forward = forward
+    abs_backward = backward
+
+    def radius_forward_up(self, x):
+        return np.zeros((x.shape[0], self.shape[0]))
+
+    def radius_backward_up(self, y):
+        return np.zeros((y.shape[0], self.shape[1]))
+
+    def norm_up(self, p: str) -> float:
+        """The exact norms: 1 (l∞), ``K`` (l1), ``sqrt(K)`` rounded up (l2)."""
+        if p == "inf":
+            return 1.0
+        if p == "1":
+            return float(self.block)  # an integer far below 2^53
+        return self.l2_up()
+
+    def l2_up(self, iterations: int = 30) -> float:
+        return float(up(math.sqrt(self.block)))
+
+    def matrix(self) -> sp.csr_matrix:
+        """The 0/1 matrix ``U`` (one 1 per row, at the copied input cell)."""
+        n_out, n_in = self.shape
+        cols = self.forward(np.arange(n_in, dtype=np.float64)[None])[0].astype(np.int64)
+        return sp.csr_matrix((np.ones(n_out), (np.arange(n_out), cols)), shape=(n_out, n_in))
+
+    def sparse(self) -> SparseOp:
+        return SparseOp(self.matrix())

@@ -3,7 +3,8 @@
 * :func:`kstar_up` — ``prod ||S||_p`` over the steps, a sum of branch values at a residual block
   (``proofs/kstar.md``, ``proofs/residual.md``);
 * :func:`abs_pass` — the K3 pass of a nonnegative row through ``|S|`` (window max / window sum at max
-  pooling, slope magnitudes, branch sums; ``proofs/k3.md``, ``proofs/maxpool.md``);
+  pooling, the group max at a sorting layer, slope magnitudes, branch sums; ``proofs/k3.md``, ``proofs/maxpool.md``,
+  ``proofs/groupsort.md``);
 * :func:`enclosure_rows` — rigorous interval enclosures of the products ``S_L ⋯ S_1`` applied to point rows,
   forward (columns of the product) or backward (its rows), with per-layer or per-neuron slopes (K4 and its
   enclosure, ``proofs/k4.md``, ``proofs/cnn_explicit.md``);
@@ -33,7 +34,7 @@ def kstar_up(steps: tuple[Step, ...], p: str, method: str = "kstar") -> float:
     branch values (the identity branch has value 1)."""
     value = 1.0
     for s in steps:
-        if s.kind in ("linear", "maxpool"):
+        if s.kind in ("linear", "maxpool", "sort"):
             norm = s.op.norm_up(p)
         elif s.kind == "act":
             norm = float(np.max(slope_magnitude(s.op), initial=0.0))
@@ -57,6 +58,8 @@ def exact_kstar(steps: tuple[Step, ...], p: str, exact: dict) -> Fraction:
             value *= exact_norm(exact[id(s)], p)
         elif s.kind == "act":
             value *= to_fraction(s.op.magnitude)
+        elif s.kind == "sort":
+            continue  # ||M||_p <= 1 (proofs/groupsort.md)
         else:
             value *= sum((exact_kstar(b.steps, p, exact) for b in s.op), Fraction(0))
     return value
@@ -74,6 +77,8 @@ def abs_pass(steps: tuple[Step, ...], v: np.ndarray, forward: bool) -> np.ndarra
             v = s.op.abs_forward_up(v) if forward else s.op.abs_backward_up(v)
         elif s.kind == "maxpool":
             v = s.op.window_max(v) if forward else s.op.window_sum_t_up(v)
+        elif s.kind == "sort":  # M and M^T are doubly stochastic per group: the group max (proofs/groupsort.md)
+            v = s.op.group_max(v)
         elif s.kind == "act":
             mag = slope_magnitude(s.op)
             if not (np.isscalar(mag) and mag == 1.0):
@@ -94,6 +99,8 @@ def exact_abs_pass(steps: tuple[Step, ...], v: np.ndarray, forward: bool, exact:
             v = a @ v if forward else a.T @ v
         elif s.kind == "act":
             v = v * to_fraction(s.op.magnitude)
+        elif s.kind == "sort":
+            v = s.op.group_max(v)
         else:
             v = sum(exact_abs_pass(b.steps, v, forward, exact) for b in s.op)
     return v
@@ -188,6 +195,9 @@ def _enclose(steps, mid, rad, forward: bool):
             mid, rad = _scale(mid, rad, s.op)
         elif s.kind == "maxpool":
             mid, rad = _pool(s.op, mid, rad, forward)
+        elif s.kind == "sort":  # rows of M and of M^T are convex weights on the group: [group min lo, group max hi]
+            iv = Interval.from_bounds(s.op.group_min(down(mid - rad)), s.op.group_max(up(mid + rad)))
+            mid, rad = iv.mid, iv.rad
         else:
             lo = hi = None
             for branch in s.op:

@@ -29,6 +29,7 @@ DENSE_PRODUCT_LIMIT = 20_000_000
 def linear_chain(net: Network, method: str = "this method") -> LinearChain:
     """The :class:`LinearChain` of a fully connected network (Dense, Flatten and activation layers)."""
     graph = lower(net, "explicit", method)
+    refuse_sort(graph, method)
     for s in graph.steps:
         if graph.is_cnn or s.kind == "sum":
             kind = "a residual block" if s.kind == "sum" else "a convolutional network"
@@ -47,9 +48,21 @@ def segment_chains(net: Network, method: str) -> tuple[list[LinearChain], list, 
     graph = lower(net, "explicit", method)
     if graph.has_sum:
         raise NotApplicableError(f"{method}: a residual block is a sum of two chains, not one chain of layer matrices")
+    refuse_sort(graph, method)
     chains, pools = cut_at_pools(graph.steps, graph.n_in)
     check_dense_products(chains, method)
     return chains, pools, graph
+
+
+def refuse_sort(graph: Graph, method: str) -> None:
+    """Refuse a graph with a sorting layer for the methods that need one chain of layer matrices and elementwise
+    slopes (``proofs/groupsort.md``)."""
+    for s in graph.walk():
+        if s.kind == "sort":
+            raise NotApplicableError(
+                f"{method}: layer {s.index} ({s.layer}) is a sorting layer, which is not elementwise: {method} needs "
+                "one chain of layer matrices with elementwise activations; for GroupSort/MaxMin/FullSort networks use "
+                "kstar, k1, k3 or k4")
 
 
 def cut_at_pools(steps, width: int) -> tuple[list[LinearChain], list]:
