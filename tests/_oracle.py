@@ -36,6 +36,8 @@ import lipverify as lv
 EPS = np.finfo(np.float64).eps
 #: an LP optimum above -LP_TOL counts as feasible (the upper value is over-inclusive on purpose)
 LP_TOL = 1e-9
+#: hyperplanes farther than this from the origin are beyond what the LP solver represents (HiGHS: 1e20 is infinity)
+HIGHS_RANGE = 1e12
 #: an LP optimum (inscribed radius, rows normalised) above this gives a point taken as interior, then re-checked
 VERIFY_T = 1e-7
 #: a sign is trusted only when |z| exceeds this multiple of the magnitude sum |w|·|h| + |b|
@@ -150,6 +152,8 @@ def _margin_lp(rows: list[tuple[np.ndarray, float]], n: int) -> tuple[float, np.
     if np.any(c == -np.inf):
         return -np.inf, None  # a hyperplane beyond the float range on the wrong side
     keep = np.isfinite(c)     # c = +inf: the row holds everywhere within the float range
+    if np.any(np.abs(c[keep]) > HIGHS_RANGE):  # HiGHS reads |b| >= 1e20 as infinite: the LP would be a different one
+        raise Budget(f"a region boundary at distance {np.max(np.abs(c[keep])):.3g} from the origin")
     if not np.any(keep):
         return 1.0, np.zeros(n)
     a_ub = np.hstack([-a[keep], np.ones((int(keep.sum()), 1))])

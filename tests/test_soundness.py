@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from fractions import Fraction
 
 import _oracle
 import numpy as np
@@ -340,3 +341,16 @@ def test_the_oracle_on_closed_forms():
     assert _oracle.pwl_regions(ident)["1"].upper == 2.0
     # tanh(2x): constant 2, attained at 0 (a sampled point)
     assert _oracle.sampled(lv.Network([lv.Dense([[2.0]]), lv.Tanh(), lv.Dense([[1.0]])]), "2").lower == 2.0
+
+
+def test_a_region_far_from_the_origin_is_left_to_exact_and_not_to_the_lp_oracle():
+    """The region ``4.5e-112 x > 1`` starts at x = 2.2e111: HiGHS reads such a bound as infinite and called it empty.
+    The oracle now declines (Budget), and ``lv.exact`` finds the region's slope exactly."""
+    w = 4.542947865986342e-112
+    net = lv.Network([lv.Dense(np.array([[0.0], [w]]), np.array([0.0, -1.0])), lv.ReLU(),
+                      lv.Dense(np.array([[0.0, 0.0], [0.0, 1.0]]))])
+    with pytest.raises(_oracle.Budget):
+        _oracle.pwl_regions(net)
+    for p in lv.NORMS:
+        b = lv.exact(net, p)
+        assert b.kind == "exact" and Fraction(str(b.value)) == Fraction(w)
