@@ -30,9 +30,11 @@ from ..rigorous import (
     UNIT_ROUNDOFF,
     Interval,
     add_up,
+    down,
     float_down,
     float_up,
     fro_sq_upper,
+    interval_product,
     sum_up,
     up,
     verify_positive_definite,
@@ -64,7 +66,9 @@ class LipSDPProblem:
     ``exact[l]`` is the scaled weight as a ``Fraction`` object array when the exact weights are known
     (float weights without radius are exact dyadic rationals), else ``None``; ``radii[l]`` bounds
     ``|exact - weights|`` entrywise (or is ``None``).  ``slopes[l] = (alpha, beta)`` (Fractions) sits between
-    ``weights[l]`` and ``weights[l+1]``.
+    ``weights[l]`` and ``weights[l+1]``.  ``neuron_slopes[l]``, when not ``None``, narrows it per neuron: float
+    arrays ``(alpha_i, beta_i)`` (exact dyadic rationals, inside ``slopes[l]``) used by every block of the LMI instead
+    of the layer's interval (``proofs/lipsdp.md`` §2: the quadratic constraint of neuron ``i`` with its own constants).
     """
 
     weights: tuple[np.ndarray, ...]
@@ -73,6 +77,22 @@ class LipSDPProblem:
     slopes: tuple[tuple[Fraction, Fraction], ...]
     shifts: tuple[int, ...]
     neuron_exps: tuple[np.ndarray, ...] | None = None
+    neuron_slopes: tuple[tuple[np.ndarray, np.ndarray] | None, ...] | None = None
+
+    def neuron_pair(self, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The per-neuron slopes ``(alpha, beta)`` (float arrays) of hidden layer ``k`` (0-based), or ``None``
+        when the layer's interval ``slopes[k]`` holds for every neuron."""
+        return None if self.neuron_slopes is None else self.neuron_slopes[k]
+
+    def slope_terms(self, k: int):
+        """Float ``(c, p)`` of hidden layer ``k`` (0-based): ``c = (alpha + beta) / 2``, ``p = alpha beta``, scalars
+        for a layer interval, arrays for per-neuron slopes (rounded to nearest: for solvers and estimates only)."""
+        pair = self.neuron_pair(k)
+        if pair is None:
+            a, b = self.slopes[k]
+            return float((a + b) / 2), float(a * b)
+        lo, hi = pair
+        return (lo + hi) / 2, lo * hi
 
     def original_certificate(self, cert: Certificate) -> Certificate:
         """A certificate of this (scaled) problem as a certificate of the original chain (§3)."""
@@ -139,19 +159,19 @@ def lmi_blocks(problem: LipSDPProblem, lambdas, rho):
     Returns ``(diag, lower)``: ``diag[k]`` is the k-th diagonal block, ``lower[k]`` the block below it
     (rows of block ``k + 1``, columns of block ``k``).
     """
-    ws, sl = problem.weights, problem.slopes
+    ws = problem.weights
     lam = [np.asarray(x, dtype=np.float64) for x in lambdas]
     n = problem.depth
     diag = [np.zeros((s, s)) for s in problem.sizes]
     lower = []
     diag[0] += float(rho) * np.eye(problem.sizes[0])
     for k in range(1, n):
-        a, b = sl[k - 1]
+        c, p = problem.slope_terms(k - 1)
         w = ws[k - 1]
         diag[k] += np.diag(lam[k - 1])
-        if a * b != 0:
-            diag[k - 1] += float(a * b) * (w.T @ (lam[k - 1][:, None] * w))
-        lower.append(-float((a + b) / 2) * (lam[k - 1][:, None] * w))
+        if np.any(p != 0):
+            diag[k - 1] += w.T @ ((p * lam[k - 1])[:, None] * w)
+        lower.append(-((c * lam[k - 1])[:, None] * w))
     diag[n - 1] -= ws[-1].T @ ws[-1]
     return diag, lower
 
@@ -226,9 +246,20 @@ def _check_exact(problem: LipSDPProblem, cert: Certificate) -> bool:
         lam = diagm(cert.lambdas[k - 1])
         lw = lam * ws[k - 1]
         diag[k] += lam
-        if a * b != 0:
-            diag[k - 1] += ws[k - 1].transpose() * lw * _fq(a * b)
-        lower.append(lw * _fq(-(a + b) / 2))
+        pair = problem.neuron_pair(k - 1)
+        if pair is None:
+            if a * b != 0:
+                diag[k - 1] += ws[k - 1].transpose() * lw * _fq(a * b)
+            lower.append(lw * _fq(-(a + b) / 2))
+            continue
+        # per-neuron slopes: the floats are exact dyadic rationals, used exactly
+        al = [Fraction(float(v)) for v in pair[0]]
+        be = [Fraction(float(v)) for v in pair[1]]
+        lam_q = cert.lambdas[k - 1]
+        prod = [x * y * t for x, y, t in zip(al, be, lam_q)]
+        if any(prod):
+            diag[k - 1] += ws[k - 1].transpose() * diagm(prod) * ws[k - 1]
+        lower.append(diagm([-(x + y) / 2 * t for x, y, t in zip(al, be, lam_q)]) * ws[k - 1])
     diag[n - 1] -= ws[-1].transpose() * ws[-1]
     size = sum(sizes)
     offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
@@ -255,6 +286,13 @@ def _check_exact(problem: LipSDPProblem, cert: Certificate) -> bool:
             if perm[i, j] != (1 if i == j else 0):
                 return False  # a row exchange: some leading minor vanishes, so H is not positive definite
     return all(u[i, i] > 0 for i in range(size))
+
+
+def _half_sum(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float bounds of ``(lo + hi) / 2`` entrywise (the sum rounded outward; halving is exact or rounded outward)."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    s_lo, s_hi = down(lo + hi), up(lo + hi)
+    return down(s_lo / 2), up(s_hi / 2)
 
 
 def _iadd(x: Interval, y: Interval) -> Interval:
@@ -301,10 +339,21 @@ def _check_float(problem: LipSDPProblem, cert: Certificate) -> bool:
         a, b = problem.slopes[k - 1]
         lw = ws[k - 1].scale_rows(lam_lo[k - 1], lam_hi[k - 1])
         diag[k] = _idiag(diag[k], lam_lo[k - 1], lam_hi[k - 1])
-        if a * b != 0:
-            wtlw = lw.left_matmul(problem.weights[k - 1].T, None if problem.radii[k - 1] is None else problem.radii[k - 1].T)
-            diag[k - 1] = _iadd(diag[k - 1], _iscale(wtlw, a * b))
-        lower.append(_iscale(lw, -(a + b) / 2))
+        wt_rad = None if problem.radii[k - 1] is None else problem.radii[k - 1].T
+        pair = problem.neuron_pair(k - 1)
+        if pair is None:
+            if a * b != 0:
+                wtlw = lw.left_matmul(problem.weights[k - 1].T, wt_rad)
+                diag[k - 1] = _iadd(diag[k - 1], _iscale(wtlw, a * b))
+            lower.append(_iscale(lw, -(a + b) / 2))
+            continue
+        # per-neuron slopes (floats): enclose alpha_i beta_i and -(alpha_i + beta_i) / 2 per neuron, scale the rows
+        p_lo, p_hi = interval_product((pair[0], pair[0]), (pair[1], pair[1]))
+        if np.any(p_lo != 0) or np.any(p_hi != 0):
+            wtlw = lw.scale_rows(p_lo, p_hi).left_matmul(problem.weights[k - 1].T, wt_rad)
+            diag[k - 1] = _iadd(diag[k - 1], wtlw)
+        c_lo, c_hi = _half_sum(pair[0], pair[1])
+        lower.append(lw.scale_rows(-c_hi, -c_lo))
     wl = problem.weights[-1]
     gram = ws[-1].left_matmul(wl.T, None if problem.radii[-1] is None else problem.radii[-1].T)
     diag[n - 1] = _iadd(diag[n - 1], Interval(-gram.mid, gram.rad))

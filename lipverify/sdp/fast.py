@@ -34,7 +34,7 @@ import scipy.sparse.linalg
 from ..bounds.common import require_norm
 from ..bounds.records import LIPSDP_FAST_SIZE, limit_hint
 from ..errors import CertificationError, NotApplicableError, NumericalError
-from ..ir.chain import LinearChain, to_fraction
+from ..ir.chain import LinearChain
 from ..ir.views import linear_chain
 from ..network import Network
 from ..norms import NormLike
@@ -71,13 +71,21 @@ def fast_problem(chain: LinearChain) -> LipSDPProblem:
     linear steps (``α = β = a``) merged into ``a W_{l+1} W_l`` as a rigorous enclosure, every weight scaled by a
     power of two to a spectral norm near ``[1/2, 1)`` (estimated by power
     iteration) (exact; ``proofs/lipsdp.md`` §1, §3)."""
+    from .lipsdp import narrow_layer
+
     items = [(_dense(w), None if r is None or not np.any(_dense(r)) else _dense(r)) for w, r in zip(chain.weights, chain.radii)]
     merged = [items[0]]
     slopes: list[tuple[Fraction, Fraction]] = []
     for s, nxt in zip(chain.slopes, items[1:]):
-        a, b = to_fraction(s.lo), to_fraction(s.hi)
-        if a == b:
-            w1, r1 = merged[-1]
+        # per-neuron slopes (local bounds): dead neurons dropped, the envelope of the others (proof §1)
+        (w1, r1, _), (w2, r2, _), a, b, pair = narrow_layer(s, merged[-1] + (None,), nxt + (None,))
+        merged[-1], nxt = (w1, r1), (w2, r2)
+        if pair is not None and np.array_equal(pair[0], pair[1]):  # every neuron linear: diag(a_i), exact floats
+            enc = Interval.point(w1, r1).scale_rows(pair[0], pair[0]).left_matmul(nxt[0], nxt[1])
+            if not (np.all(np.isfinite(enc.mid)) and np.all(np.isfinite(enc.rad))):
+                raise NumericalError("lipsdp_fast: merging two linear layers overflowed the float range")
+            merged[-1] = (enc.mid, enc.rad if np.any(enc.rad) else None)
+        elif a == b:
             enc = _iscale(Interval.point(w1, r1).left_matmul(nxt[0], nxt[1]), a)
             if not (np.all(np.isfinite(enc.mid)) and np.all(np.isfinite(enc.rad))):
                 raise NumericalError("lipsdp_fast: merging two linear layers overflowed the float range")
