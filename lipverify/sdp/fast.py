@@ -66,16 +66,19 @@ def _dense(w) -> np.ndarray:
 # --------------------------------------------------------------------------- the problem
 
 
-def fast_problem(chain: LinearChain) -> LipSDPProblem:
+def fast_problem(chain: LinearChain, *, per_neuron: bool = False) -> LipSDPProblem:
     """The chain as a :class:`~lipverify.sdp.certificate.LipSDPProblem` in floats with radii (no exact weights):
     linear steps (``α = β = a``) merged into ``a W_{l+1} W_l`` as a rigorous enclosure, every weight scaled by a
     power of two to a spectral norm near ``[1/2, 1)`` (estimated by power
-    iteration) (exact; ``proofs/lipsdp.md`` §1, §3)."""
+    iteration) (exact; ``proofs/lipsdp.md`` §1, §3).  ``per_neuron=True`` keeps per-neuron slopes in the problem
+    (``LipSDPProblem.neuron_slopes``, for :mod:`lipverify.sdp.first_order`); the closed forms read only the layer
+    envelopes ``slopes``."""
     from .lipsdp import narrow_layer
 
     items = [(_dense(w), None if r is None or not np.any(_dense(r)) else _dense(r)) for w, r in zip(chain.weights, chain.radii)]
     merged = [items[0]]
     slopes: list[tuple[Fraction, Fraction]] = []
+    pairs: list = []
     for s, nxt in zip(chain.slopes, items[1:]):
         # per-neuron slopes (local bounds): dead neurons dropped, the envelope of the others (proof §1)
         (w1, r1, _), (w2, r2, _), a, b, pair = narrow_layer(s, merged[-1] + (None,), nxt + (None,))
@@ -92,6 +95,7 @@ def fast_problem(chain: LinearChain) -> LipSDPProblem:
             merged[-1] = (enc.mid, enc.rad if np.any(enc.rad) else None)
         else:
             slopes.append((a, b))
+            pairs.append(pair)
             merged.append(nxt)
     weights, radii, shifts = [], [], []
     for w, r in merged:
@@ -101,7 +105,9 @@ def fast_problem(chain: LinearChain) -> LipSDPProblem:
         weights.append(ws)
         radii.append(rs)
         shifts.append(e)
-    return LipSDPProblem(tuple(weights), tuple(radii), None, tuple(slopes), tuple(shifts))
+    keep = per_neuron and any(x is not None for x in pairs)
+    return LipSDPProblem(tuple(weights), tuple(radii), None, tuple(slopes), tuple(shifts), None,
+                         tuple(pairs) if keep else None)
 
 
 def _norm_estimate(w: np.ndarray, iterations: int = 12) -> float:
