@@ -85,7 +85,7 @@ LIPSDP_FO_SIZE = Budget("max_size", 3000, "--fast-size", "work",
 LIPSDP_FO_STEPS = Budget("steps", 300, "--fo-steps", "work",
                          "first-order steps of lipsdp_fo (Adam on the multipliers; deterministic)")
 #: the default of ``steps`` of lipsdp_fo inside ``compare`` (lipsdp itself is in the same table)
-COMPARE_FO_STEPS = 60
+COMPARE_FO_STEPS = 30
 COMPARE_TIME = Budget("time_limit", None, "--time-limit", "wallclock",
                       "seconds for a whole compare run; rows not started in time are skipped")
 

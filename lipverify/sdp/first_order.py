@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import scipy.linalg
@@ -37,7 +38,18 @@ from ..network import Network
 from ..norms import NormLike
 from ..result import OUTWARD, Bound
 from ..rigorous import up
-from .certificate import LipSDPProblem, assemble, certify, lmi_blocks
+from .certificate import (
+    Certificate,
+    LipSDPProblem,
+    assemble,
+    certify,
+    check_certificate,
+    check_diagonal_schur,
+    diagonal_tail,
+    inflated,
+    lmi_blocks,
+    round_multipliers,
+)
 from .solvers import reduce_input, single_threaded_blas
 
 #: default number of first-order steps
@@ -184,6 +196,272 @@ def warm_start(problem: LipSDPProblem):
     return rho, [rho * np.asarray(x, dtype=np.float64) for x in lams], name
 
 
+# --------------------------------------------------------------------------- CNNs: segments between max-pool layers
+
+
+class SegmentOracle:
+    """``t(lambda, d_in, d_out)``: the least ``t`` with ``t diag(d_in) E_0 + K(lambda) - W_L^T diag(d_out) W_L ⪰ 0`` for one
+    segment (``proofs/lipsdp_first_order.md`` §6), with subgradients in ``lambda``, ``d_in`` and ``d_out``; untrusted.
+    A :func:`~lipverify.sdp.certificate.diagonal_tail` segment (``I D W`` before a max-pool layer) has a diagonal
+    hidden block: everything is matrix-free there (the conv matrix times vectors only)."""
+
+    def __init__(self, problem: LipSDPProblem):
+        self.problem = problem
+        self.diag = diagonal_tail(problem)
+        self.v0 = None
+
+    def __call__(self, lams, d_in, d_out):
+        p = self.problem
+        ws = p.weights
+        w1 = ws[0]
+        n0 = w1.shape[1]
+        sq = 1.0 / np.sqrt(d_in)
+        if p.depth == 1:
+            def op(z):
+                return sq * (w1.T @ (d_out * (w1 @ (sq * z))))
+            solve = kr0 = k00 = None
+        else:
+            c, pp = p.slope_terms(0)
+            lam1 = np.asarray(lams[0], dtype=np.float64)
+            if self.diag:
+                kd = lam1 - (ws[-1] * ws[-1]).T @ d_out
+                if not np.all(kd > 0):
+                    return None
+                nh = kd.size
+
+                def solve(y):
+                    return y / kd
+            else:
+                diag, lower = lmi_blocks(replace(p, output_weight=d_out), lams, 0.0)
+                krr = assemble(diag[1:], lower[1:])
+                try:
+                    chol = scipy.linalg.cho_factor(krr, lower=True, check_finite=False)
+                except np.linalg.LinAlgError:
+                    return None
+                nh = krr.shape[0]
+
+                def solve(y):
+                    return scipy.linalg.cho_solve(chol, y, check_finite=False)
+            n1 = w1.shape[0]
+            cl = c * lam1
+            pl = pp * lam1
+
+            def kr0(v):
+                out = np.zeros(nh)
+                out[:n1] = -(cl * (w1 @ v))
+                return out
+
+            def k00(v):
+                return w1.T @ (pl * (w1 @ v)) if np.any(pl != 0) else np.zeros_like(v)
+
+            def op(z):
+                v = sq * z
+                y = solve(kr0(v))
+                return sq * (-(w1.T @ (cl * y[:n1])) - k00(v))
+        lin = scipy.sparse.linalg.LinearOperator((n0, n0), matvec=op, dtype=np.float64)
+        start = self.v0 if self.v0 is not None else np.ones(n0)
+        try:
+            if n0 <= 64:
+                m = np.column_stack([op(e) for e in np.eye(n0)])
+                vals, vecs = np.linalg.eigh((m + m.T) / 2)
+                t, z = float(vals[-1]), vecs[:, -1]
+            else:
+                vals, vecs = scipy.sparse.linalg.eigsh(lin, k=1, which="LA", v0=start, tol=1e-9, maxiter=5000)
+                t, z = float(vals[0]), vecs[:, 0]
+        except scipy.sparse.linalg.ArpackNoConvergence:
+            return None
+        if not (math.isfinite(t) and t > 0):
+            return None
+        self.v0 = z
+        x0 = sq * z  # x0^T diag(d_in) x0 = 1
+        blocks = [x0]
+        if p.depth > 1:
+            xr = -solve(kr0(x0))
+            pos = 0
+            for size in p.hidden:
+                blocks.append(xr[pos:pos + size])
+                pos += size
+        grads = []
+        for k in range(1, p.depth):
+            c, pp = p.slope_terms(k - 1)
+            u = ws[k - 1] @ blocks[k - 1]
+            xk = blocks[k]
+            grads.append(-(xk * xk - 2 * c * u * xk + pp * u * u))
+        g_in = -t * x0 * x0
+        g_out = (ws[-1] @ blocks[-1]) ** 2
+        return t, grads, g_in, g_out
+
+
+def _segment_start(problem: LipSDPProblem, d_out: np.ndarray):
+    """Warm-start multipliers of one segment for unit weights: ``lambda = 2 sum_k d_k W_ki^2`` on a diagonal tail (the
+    minimiser of ``c^2 lambda^2 / (lambda - s)``), else lipsdp_fast's best member."""
+    if problem.depth == 1:
+        return []
+    if diagonal_tail(problem):
+        return [2.0 * ((problem.weights[-1] ** 2).T @ d_out)]
+    return warm_start(problem)[1]
+
+
+def optimise_segments(problems, pools, steps: int, lr: float = LEARNING_RATE):
+    """Adam on the logs of every segment's multipliers and every pool's window multipliers ``mu`` (objective
+    ``sum_j log t_j``); returns ``(start_log, best_log, lambdas, mus, history)``.  Untrusted (§6)."""
+    oracles = [SegmentOracle(p) for p in problems]
+    mus = [np.ones(pool.n_out) for pool in pools]
+    outs = [pool.matrix.T @ m for pool, m in zip(pools, mus)] + [np.ones(problems[-1].weights[-1].shape[0])]
+    lams = [_segment_start(p, d) for p, d in zip(problems, outs)]
+
+    def total(lams, mus):
+        outs = [pool.matrix.T @ m for pool, m in zip(pools, mus)] + [np.ones(problems[-1].weights[-1].shape[0])]
+        ins = [np.ones(problems[0].weights[0].shape[1])] + list(mus)
+        log_t, g_lam, g_mu = 0.0, [], [np.zeros_like(m) for m in mus]
+        for j, (oracle, d_in, d_out) in enumerate(zip(oracles, ins, outs)):
+            got = oracle(lams[j], d_in, d_out)
+            if got is None:
+                return None
+            t, gl, gi, go = got
+            log_t += math.log(t)
+            g_lam.append([g / t for g in gl])
+            if j > 0:
+                g_mu[j - 1] += gi / t
+            if j < len(pools):
+                g_mu[j] += pools[j].matrix @ (go / t)
+        return log_t, g_lam, g_mu
+
+    cur = total(lams, mus)
+    if cur is None:
+        raise CertificationError("lipsdp_fo: the warm start of a segment has a hidden block that is not positive definite")
+    sizes = [len(x) for x in lams]
+    theta = [np.log(np.asarray(x, dtype=np.float64)) for lam in lams for x in lam] + [np.log(m) for m in mus]
+
+    def unpack(th):
+        out, k = [], 0
+        for n in sizes:
+            out.append([np.exp(x) for x in th[k:k + n]])
+            k += n
+        return out, [np.exp(x) for x in th[k:]]
+
+    def grads(cur, th):
+        flat = [g for gl in cur[1] for g in gl] + cur[2]
+        return [g * np.exp(x) for g, x in zip(flat, th)]
+
+    start = cur[0]
+    best = (cur[0], theta)
+    history = [cur[0]]
+    m1 = [np.zeros_like(x) for x in theta]
+    m2 = [np.zeros_like(x) for x in theta]
+    b1, b2 = BETAS
+    step, t, halvings, mark = lr, 0, 0, (cur[0], 0)
+    for it in range(steps):
+        if it - mark[1] > PATIENCE:
+            halvings += 1
+            if halvings > MAX_HALVINGS:
+                break
+            theta = best[1]
+            cur = total(*unpack(theta))
+            m1 = [np.zeros_like(x) for x in theta]
+            m2 = [np.zeros_like(x) for x in theta]
+            t, step, mark = 0, lr / 2**halvings, (best[0], it)
+        t += 1
+        g = grads(cur, theta)
+        m1 = [b1 * a + (1 - b1) * gi for a, gi in zip(m1, g)]
+        m2 = [b2 * a + (1 - b2) * gi * gi for a, gi in zip(m2, g)]
+        trial = [x - step * (a / (1 - b1**t)) / (np.sqrt(b / (1 - b2**t)) + 1e-12) for x, a, b in zip(theta, m1, m2)]
+        got = total(*unpack(trial))
+        if got is None:
+            step /= 2
+            continue
+        theta, cur = trial, got
+        history.append(got[0])
+        if got[0] < best[0]:
+            best = (got[0], theta)
+        if best[0] < mark[0] - STALL:  # log scale: an absolute change is a relative one of rho
+            mark = (best[0], it)
+        step *= DECAY
+    lams, mus = unpack(best[1])
+    return start, best[0], lams, mus, history
+
+
+def certify_segments(problems, pools, lams, mus, max_size: int):
+    """Prove every segment's LMI with its weights (``proofs/lipsdp_first_order.md`` §6): the pool multipliers rounded to
+    dyadic floats ``mu`` (the next segment's input weights), the previous segment's output weights the upward-rounded
+    window sums ``S^T mu`` (:meth:`~lipverify.ir.pooling.TensorPool.window_sum_t_up`), the least ``t_j`` re-estimated,
+    inflated and proven (verified Cholesky; through the Schur complement on a diagonal tail).  Returns the proven
+    ``(rho_j, margin_j, check_j)``; raises :class:`CertificationError`."""
+    top = max((float(np.max(m)) for m in mus), default=1.0)
+    mus_q = [round_multipliers([np.maximum(m, top * 2.0**-60)], 0.0)[1][0] for m in mus]
+    if any(np.any(m <= 0) for m in mus_q):
+        raise CertificationError("lipsdp_fo: a max-pool multiplier rounded to 0")
+    outs = [pool.window_sum_t_up(m[None])[0] for pool, m in zip(pools, mus_q)] + [None]
+    ins = [None] + mus_q
+    proven = []
+    for j, problem in enumerate(problems):
+        seg = replace(problem, input_weight=ins[j], output_weight=outs[j])
+        d_in = np.ones(problem.weights[0].shape[1]) if ins[j] is None else ins[j]
+        d_out = np.ones(problem.weights[-1].shape[0]) if outs[j] is None else outs[j]
+        lam_q, lam_f = round_multipliers(lams[j], 0.0) if problem.depth > 1 else ([], [])
+        got = SegmentOracle(seg)(lam_f, d_in, d_out)
+        if got is None:
+            raise CertificationError(f"lipsdp_fo: segment {j + 1}: the rounded multipliers leave the hidden block "
+                                     "not positive definite")
+        use_schur = diagonal_tail(seg)
+        if not use_schur and seg.size > max_size:
+            raise NotApplicableError(
+                f"lipsdp_fo: segment {j + 1} has an LMI of side {seg.size} > "
+                f"{limit_hint(LIPSDP_FO_SIZE, max_size)} (checked densely); raise it or use lipsdp_fast")
+        done = None
+        for margin in (1e-9, 1e-7, 1e-5, 1e-3):
+            cert = Certificate(inflated(got[0], margin), tuple(lam_q))
+            ok = check_diagonal_schur(seg, cert) if use_schur else check_certificate(seg, cert, method="float")
+            if ok:
+                done = (cert.rho, margin, "schur" if use_schur else "float")
+                break
+        if done is None:
+            raise CertificationError(f"lipsdp_fo: could not prove the LMI of segment {j + 1} even with t inflated by "
+                                     "1e-3 relative")
+        proven.append(done)
+    return proven
+
+
+def _cnn(net: Network, steps: int, max_size: int) -> tuple[float, dict]:
+    """The CNN with max pooling: segments between the pools, one joint first-order optimisation with the pools'
+    quadratic constraints, every segment proven, ``L <= prod_j 2^{E_j} sqrt(t_j)`` (§6)."""
+    from ..ir.views import segment_chains
+    from .fast import fast_problem
+
+    chains, pools, _ = segment_chains(net, "lipsdp_fo")
+    problems = [fast_problem(c, per_neuron=True) for c in chains]
+    t0 = time.perf_counter()
+    start, best, lams, mus, history = optimise_segments(problems, pools, steps)
+    t1 = time.perf_counter()
+    proven = certify_segments(problems, pools, lams, mus, max_size)
+    t2 = time.perf_counter()
+    value = 1.0
+    for rho, _, _ in proven:
+        value = float(up(value * float(up(math.sqrt(float(rho))))))
+    total = sum(sum(p.shifts) for p in problems)
+    try:
+        scaled = math.ldexp(value, total)
+    except OverflowError:
+        raise NumericalError("lipsdp_fo: the certified bound overflows the float range; rescale the weights") from None
+    if math.ldexp(scaled, -total) != value:
+        scaled = float(up(scaled))
+    details = {
+        "segments": len(problems),
+        "warm_start_value": math.ldexp(math.exp(start / 2), total),
+        "optimised_value": math.ldexp(math.exp(best / 2), total),
+        "steps": len(history) - 1,
+        "segment_rho": [float(r) for r, _, _ in proven],
+        "margins": [m for _, m, _ in proven],
+        "checks": [c for _, _, c in proven],
+        "scale_exponents": [p.shifts for p in problems],
+        "pool_multipliers": [np.asarray(m) for m in mus],
+        "optimise_seconds": t1 - t0,
+        "certify_seconds": t2 - t1,
+        "conv": "explicit",
+    }
+    return scaled, details
+
+
 # --------------------------------------------------------------------------- the method
 
 
@@ -225,15 +503,19 @@ def certify_chain(problem: LipSDPProblem, steps: int) -> dict:
     }
 
 
-def lipsdp_fo(net: Network, norm: NormLike = 2, *, steps: int = DEFAULT_STEPS, max_size: int = DEFAULT_MAX_SIZE) -> Bound:
+def lipsdp_fo(net: Network, norm: NormLike = 2, *, steps: int = DEFAULT_STEPS, max_size: int = DEFAULT_MAX_SIZE,
+              conv: str | None = None) -> Bound:
     """First-order LipSDP-Neuron: multipliers optimised by Adam on the eigenvalue form ``rho(lambda)`` from
     lipsdp_fast's closed-form warm start, then proven: a certified upper bound of the l2 Lipschitz constant.
 
     Claim: ``L_2 <= sqrt(rho)`` for the proven certificate ``(rho, lambda)`` (``H(rho, lambda) ≻ 0`` by a verified
     Cholesky factorisation of the full LMI), for every activation whose difference quotients lie in its declared slope
     interval (per-neuron slopes of local bounds included).  Never below LipSDP-Neuron's optimum (a feasible point of
-    the same LMI).  Proof: ``proofs/lipsdp_first_order.md``.  Fully connected networks; an LMI side (inputs + hidden
-    neurons) above ``max_size`` raises :class:`NotApplicableError`; an unprovable point raises
+    the same LMI).  Proof: ``proofs/lipsdp_first_order.md``.  Fully connected networks and CNNs (explicit matrices);
+    with max pooling the network is split at the pools, which enter through the quadratic constraint
+    ``Δy_r² <= Σ_{k in window(r)} Δx_k²`` with one multiplier per window, and the value is the product of the
+    segments' proven weighted LipSDP values (§6).  An LMI side (inputs + hidden neurons; per segment, unless its
+    hidden block is diagonal) above ``max_size`` raises :class:`NotApplicableError`; an unprovable point raises
     :class:`CertificationError`.
 
     >>> import lipverify as lv
@@ -248,7 +530,29 @@ def lipsdp_fo(net: Network, norm: NormLike = 2, *, steps: int = DEFAULT_STEPS, m
         raise ValueError(f"lipsdp_fo: steps must be a nonnegative integer, got {steps!r}")
     from .fast import _lmi_side, fast_problem
 
-    chain = linear_chain(net, "lipsdp_fo")
+    if conv == "implicit":
+        raise NotApplicableError("lipsdp_fo with conv='implicit': the certificate is checked on the layer matrices; "
+                                 "use conv='explicit'")
+    from ..ir.graph import conv_variants
+
+    if conv_variants(net, conv):
+        from ..ir.views import segment_chains
+
+        _, pools, _ = segment_chains(net, "lipsdp_fo")
+        if pools:
+            with single_threaded_blas(), np.errstate(over="ignore", under="ignore"):
+                value, details = _cnn(net, steps, max_size)
+            details["certified_value"] = value
+            assumptions = ("segments between max-pool layers: LipSDP-Neuron LMIs with weighted norms at first-order "
+                           "optimised multipliers, each proven positive definite (verified Cholesky, Schur complement "
+                           "on a diagonal hidden block); max-pool quadratic constraints (proofs/lipsdp_first_order.md §6)",)
+            return Bound.upper_bound(value, p, "lipsdp_fo", rounding=OUTWARD, seconds=time.perf_counter() - started,
+                                     assumptions=assumptions, details=details)
+        from ..ir.views import cnn_chain
+
+        chain = cnn_chain(net, "lipsdp_fo", conv)
+    else:
+        chain = linear_chain(net, "lipsdp_fo")
     size = _lmi_side(chain)
     if size > max_size:
         raise NotApplicableError(
