@@ -28,6 +28,7 @@ from dataclasses import replace
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse
 import scipy.sparse.linalg
 
 from ..bounds.common import require_norm
@@ -209,11 +210,16 @@ class SegmentOracle:
         self.problem = problem
         self.diag = diagonal_tail(problem)
         self.v0 = None
+        w1 = problem.weights[0]
+        # a convolution matrix is sparse: its products are the bulk of the work (the proof uses the dense weights)
+        self.w1 = _maybe_sparse(w1)
+        self.wl = _maybe_sparse(problem.weights[-1])
+        self.wl_sq_t = (self.wl.multiply(self.wl) if scipy.sparse.issparse(self.wl) else self.wl ** 2).T
 
     def __call__(self, lams, d_in, d_out):
         p = self.problem
         ws = p.weights
-        w1 = ws[0]
+        w1 = self.w1
         n0 = w1.shape[1]
         sq = 1.0 / np.sqrt(d_in)
         if p.depth == 1:
@@ -224,7 +230,7 @@ class SegmentOracle:
             c, pp = p.slope_terms(0)
             lam1 = np.asarray(lams[0], dtype=np.float64)
             if self.diag:
-                kd = lam1 - (ws[-1] * ws[-1]).T @ d_out
+                kd = lam1 - self.wl_sq_t @ d_out
                 if not np.all(kd > 0):
                     return None
                 nh = kd.size
@@ -284,12 +290,17 @@ class SegmentOracle:
         grads = []
         for k in range(1, p.depth):
             c, pp = p.slope_terms(k - 1)
-            u = ws[k - 1] @ blocks[k - 1]
+            u = (w1 if k == 1 else ws[k - 1]) @ blocks[k - 1]
             xk = blocks[k]
             grads.append(-(xk * xk - 2 * c * u * xk + pp * u * u))
         g_in = -t * x0 * x0
-        g_out = (ws[-1] @ blocks[-1]) ** 2
+        g_out = (self.wl @ blocks[-1]) ** 2
         return t, grads, g_in, g_out
+
+
+def _maybe_sparse(w: np.ndarray):
+    """CSR for a large matrix with under 10% nonzeros (a convolution, an identity), else ``w`` itself."""
+    return scipy.sparse.csr_matrix(w) if w.size > 4096 and np.count_nonzero(w) < 0.1 * w.size else w
 
 
 def _segment_start(problem: LipSDPProblem, d_out: np.ndarray):
