@@ -462,6 +462,8 @@ def lipsdp_fast(net: Network, norm: NormLike = 2, *, conv: str | None = None, ma
     Cholesky factorisation), for every activation whose difference quotients lie in its declared slope interval
     ``[α, β]`` (any signs: the ``αβ`` term is kept); the value is ``min(sqrt(rho), K1)`` (``details["capped_by"]``).
     Never below LipSDP-Neuron's optimum (a feasible point of the same LMI).  Proof: ``proofs/lipsdp_fast.md``.
+    Per-neuron slopes (local bounds, ``domain=``): dead neurons dropped, linear layers merged, the layer envelope of
+    the other neurons used (the closed forms need one interval per layer; proof §1).
     Fully connected nets, and CNNs through the explicit (sparse) chain; with max pooling, the product of the
     segments' values (each ``min(sqrt(rho), K1)``, or K1 alone when its LMI is larger than ``max_size``) and the
     max-pool norms (proof §5).  The certificate is checked on the dense LMI, so a net without max pooling whose

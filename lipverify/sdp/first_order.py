@@ -546,7 +546,8 @@ def lipsdp_fo(net: Network, norm: NormLike = 2, *, steps: int = DEFAULT_STEPS, m
                                  "use conv='explicit'")
     from ..ir.graph import conv_variants
 
-    if conv_variants(net, conv):
+    is_cnn = bool(conv_variants(net, conv))
+    if is_cnn:
         from ..ir.views import segment_chains
 
         _, pools, _ = segment_chains(net, "lipsdp_fo")
@@ -575,6 +576,8 @@ def lipsdp_fo(net: Network, norm: NormLike = 2, *, steps: int = DEFAULT_STEPS, m
         details = certify_chain(problem, steps)
     value = details.pop("value")
     details["certified_value"] = value
+    if is_cnn:
+        details["conv"] = "explicit"
     assumptions = ("LipSDP-Neuron LMI at first-order optimised multipliers proven positive definite by a verified "
                    "floating-point Cholesky factorisation",)
     return Bound.upper_bound(value, p, "lipsdp_fo", rounding=OUTWARD, seconds=time.perf_counter() - started,
