@@ -60,6 +60,11 @@ DEFAULT_MAX_SIZE = LIPSDP_FO_SIZE.default
 #: Adam's step on log(lambda), and its decay per step
 LEARNING_RATE = 0.05
 DECAY = 0.995
+#: factors tried on the warm start's multipliers until the hidden block is positive definite
+START_FACTORS = (1.0, 1 + 2.0**-30, 1 + 2.0**-20, 1 + 2.0**-10, 1 + 2.0**-4, 2.0, 4.0)
+#: the anchor of the certification: the warm start times this factor (its hidden block safely positive definite even
+#: when the closed-form member sits on the boundary, e.g. the zoo's hat)
+ANCHOR_FACTOR = 1 + 2.0**-4
 #: Adam's moment constants
 BETAS = (0.9, 0.999)
 #: when the best rho has not improved by STALL (relative) within PATIENCE steps, restart from the best point with half
@@ -139,10 +144,17 @@ def optimise(problem: LipSDPProblem, start, steps: int, lr: float = LEARNING_RAT
     Steps that leave the region where ``K_rr ≻ 0`` are rejected (the step size is halved).  Untrusted: only the
     multipliers are used, and the kernel proves or refuses them."""
     oracle = Oracle(problem)
-    theta = [np.log(np.maximum(np.asarray(x, dtype=np.float64), 1e-300)) for x in start]
-    got = oracle([np.exp(t) for t in theta])
+    got = None
+    top = max((float(np.max(x)) for x in start if np.size(x)), default=1.0)
+    for factor in START_FACTORS:  # a closed-form member may sit on the boundary (singular hidden block): inflate it
+        theta = [np.log(np.maximum(np.asarray(x, dtype=np.float64) * factor, top * 2.0**-40)) for x in start]
+        got = oracle([np.exp(t) for t in theta])
+        if got is not None:
+            first = theta
+            break
     if got is None:
-        raise CertificationError("lipsdp_fo: the warm start's hidden block is not positive definite")
+        raise CertificationError("lipsdp_fo: the warm start's hidden block is not positive definite (even inflated by "
+                                 f"{START_FACTORS[-1]:g}); use lipsdp_fast or lipsdp")
     best = (got[0], [np.exp(t) for t in theta])
     history = [got[0]]
     m1 = [np.zeros_like(t) for t in theta]
@@ -183,7 +195,7 @@ def optimise(problem: LipSDPProblem, start, steps: int, lr: float = LEARNING_RAT
         if best[0] < mark[0] * (1 - STALL):
             mark = (best[0], it)
         step *= DECAY
-    return best[0], best[1], history
+    return best[0], best[1], history, [np.exp(x) * ANCHOR_FACTOR for x in first]
 
 
 def warm_start(problem: LipSDPProblem):
@@ -309,7 +321,8 @@ def _segment_start(problem: LipSDPProblem, d_out: np.ndarray):
     if problem.depth == 1:
         return []
     if diagonal_tail(problem):
-        return [2.0 * ((problem.weights[-1] ** 2).T @ d_out)]
+        lam = 2.0 * ((problem.weights[-1] ** 2).T @ d_out)
+        return [np.maximum(lam, max(float(np.max(lam, initial=0.0)), 1.0) * 2.0**-30)]
     return warm_start(problem)[1]
 
 
@@ -338,7 +351,12 @@ def optimise_segments(problems, pools, steps: int, lr: float = LEARNING_RATE):
                 g_mu[j] += pools[j].matrix @ (go / t)
         return log_t, g_lam, g_mu
 
-    cur = total(lams, mus)
+    cur = None
+    for factor in START_FACTORS:
+        cur = total([[x * factor for x in lam] for lam in lams], mus)
+        if cur is not None:
+            lams = [[x * factor for x in lam] for lam in lams]
+            break
     if cur is None:
         raise CertificationError("lipsdp_fo: the warm start of a segment has a hidden block that is not positive definite")
     sizes = [len(x) for x in lams]
@@ -481,14 +499,15 @@ def certify_chain(problem: LipSDPProblem, steps: int) -> dict:
     t0 = time.perf_counter()
     if problem.depth == 1:
         rho_start, start, name = float(np.linalg.norm(problem.weights[0], 2)) ** 2, [], "no hidden layer"
-        rho_best, lam_best, history = rho_start, [], [rho_start]
+        rho_best, lam_best, history, anchor = rho_start, [], [rho_start], None
     else:
         rho_start, start, name = warm_start(problem)
         reduced = reduce_input(problem)
-        rho_best, lam_best, history = optimise(reduced, start, steps)
-        # the start itself is a candidate too (the optimisation never returns a worse point, but rho is re-estimated)
+        rho_best, lam_best, history, anchor = optimise(reduced, start, steps)
     t1 = time.perf_counter()
-    cert = certify(problem, lam_best, check="float")
+    # the mixtures toward the inflated warm start are candidates too (proofs/lipsdp.md §5; rho is convex in lambda, and
+    # the anchor's hidden block is safely positive definite): a best point near the boundary stays provable
+    cert = certify(problem, lam_best, check="float", anchor=anchor)
     t2 = time.perf_counter()
     total = sum(problem.shifts)
     root = float(up(math.sqrt(float(cert.certificate.rho))))
