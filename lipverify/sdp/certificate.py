@@ -10,6 +10,8 @@ only *suggests* multipliers, and this module turns a suggestion into a proof or 
   criterion) or by a verified floating-point Cholesky factorisation of an interval enclosure
   (:func:`lipverify.rigorous.verify_positive_definite`); :func:`float_enclosure` and :func:`prove_shifted`
   do the same for a matrix known in exact rationals (KSDP);
+* :func:`check_diagonal_schur` proves a segment ``W_2 D W_1`` with a diagonal hidden block through its Schur
+  complement, a matrix of the input side only (``lipsdp_fo`` on CNNs, ``proofs/lipsdp_first_order.md`` §6);
 * :func:`first_proven` is the candidate loop shared by both methods, :func:`certify` the LipSDP one.
 
 No cvxpy, no CVXOPT: this module is imported without either (``tests/test_sdp.py``).

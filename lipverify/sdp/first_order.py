@@ -145,7 +145,8 @@ def optimise(problem: LipSDPProblem, start, steps: int, lr: float = LEARNING_RAT
     multipliers are used, and the kernel proves or refuses them."""
     oracle = Oracle(problem)
     got = None
-    top = max((float(np.max(x)) for x in start if np.size(x)), default=1.0)
+    top = max((float(np.max(x)) for x in start if np.size(x)), default=0.0)
+    top = top if math.isfinite(top) and top > 0 else 1.0  # all-zero multipliers (e.g. W_L = 0): any floor works
     for factor in START_FACTORS:  # a closed-form member may sit on the boundary (singular hidden block): inflate it
         theta = [np.log(np.maximum(np.asarray(x, dtype=np.float64) * factor, top * 2.0**-40)) for x in start]
         got = oracle([np.exp(t) for t in theta])
