@@ -21,6 +21,10 @@ same power-of-two scaled weights; its value is ``2^E sqrt(rho)`` (not certified)
     PYTHONPATH=. python benchmarks/bench_lipsdp.py --sizes 10-50-50-10 --baseline   # any net, with the baseline
     PYTHONPATH=. python benchmarks/bench_lipsdp.py --variant layer # LipSDP-Layer
     PYTHONPATH=. python benchmarks/bench_lipsdp.py --table         # issue 17: deep ill-conditioned zoo nets
+    PYTHONPATH=. python benchmarks/bench_lipsdp.py --big --methods lipsdp_fast,lipsdp_fo --cnn   # issue 15 item 3
+
+Every net also gets a row for ``lipsdp_fast`` (closed form) and ``lipsdp_fo`` (first-order LipSDP from lipsdp_fast's
+warm start, certified), each in its own process (``--methods`` picks them); ``--cnn`` adds the Fashion CNN.
 
 ``--table`` prints, for the zoo's sawtooth(3..8, 10, 12) and yarotsky_square(3), (5), the certified value, the solver's
 value, their relative gap, the known LipSDP optimum (4^k and 2^(m+1) - 1, confirmed by an independent dense
@@ -100,6 +104,27 @@ def case_lipverify(sizes, variant: str) -> dict:
             "rebalanced": d["rebalanced"], "rss_gb": peak_rss_gb()}
 
 
+def case_method(sizes, method: str) -> dict:
+    """``lipsdp_fast`` or ``lipsdp_fo`` (issue 15 item 3) on the same net, in its own process; ``sizes == ("cnn",)``
+    is the shipped Fashion-MNIST CNN."""
+    if tuple(sizes) == ("cnn",):
+        from pathlib import Path
+
+        net = lv.load(Path(lv.__file__).parent / "data" / "fashion_cnn.onnx")
+        options = {}
+    else:
+        net = random_relu_net(sizes)
+        options = {"max_size": 10**9}
+    t0, c0 = time.perf_counter(), time.process_time()
+    b = lv.bound(net, method, norm=2, **options)
+    d = b.details
+    out = {"value": b.value, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "rss_gb": peak_rss_gb()}
+    if method == "lipsdp_fo":
+        out.update({"warm_start": d.get("warm_start_value"), "steps": d.get("steps"),
+                    "optimise_s": d.get("optimise_seconds"), "certify_s": d.get("certify_seconds")})
+    return out
+
+
 def case_dense(sizes) -> dict:
     from lipverify import sdp
     from lipverify.ir.views import linear_chain
@@ -118,7 +143,7 @@ def in_subprocess(kind: str, sizes, variant: str) -> dict:
     env = dict(os.environ, **THREADS)
     code = (f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
             f"import bench_lipsdp as b; print('RESULT' + json.dumps(b.case_{kind}({tuple(sizes)!r}"
-            + (f", {variant!r}" if kind == "lipverify" else "") + ")))")
+            + (f", {variant!r}" if kind in ("lipverify", "method") else "") + ")))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
     if out.returncode or not lines:
@@ -126,8 +151,28 @@ def in_subprocess(kind: str, sizes, variant: str) -> dict:
     return json.loads(lines[-1][6:])
 
 
-def run(sizes, variant: str, baseline: bool) -> None:
+def run_methods(sizes, methods) -> None:
+    """One line per method of ``methods`` (``lipsdp_fast``, ``lipsdp_fo``), each in a fresh process."""
     name = "-".join(map(str, sizes))
+    for method in methods:
+        load0 = os.getloadavg()[0]
+        got = in_subprocess("method", sizes, method)
+        if "error" in got:
+            print(f"{method:12s} {name}: {got['error']}", flush=True)
+            continue
+        extra = ""
+        if method == "lipsdp_fo":
+            extra = (f" (warm start {got['warm_start']:.9g}, {got['steps']} steps, optimise {got['optimise_s']:.2f} s, "
+                     f"certificate {got['certify_s']:.2f} s)")
+        print(f"{method:12s} {name}: certified {got['value']:.9g} in {got['wall_s']:.2f} s wall, {got['cpu_s']:.2f} s CPU, "
+              f"peak RSS {got['rss_gb']:.2f} GB{extra} (load average {load0:.2f} before)", flush=True)
+
+
+def run(sizes, variant: str, baseline: bool, lipsdp: bool = True) -> None:
+    name = "-".join(map(str, sizes))
+    if not lipsdp:
+        print(f"\n== {name}", flush=True)
+        return
     load0 = os.getloadavg()[0]
     ours = in_subprocess("lipverify", sizes, variant)
     load1 = os.getloadavg()[0]
@@ -184,6 +229,9 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true", help="run the dense port on every --sizes net")
     parser.add_argument("--variant", default="neuron", choices=["neuron", "layer"])
     parser.add_argument("--table", action="store_true", help="only the issue-17 table of deep zoo networks")
+    parser.add_argument("--methods", default="lipsdp,lipsdp_fast,lipsdp_fo",
+                        help="comma list among lipsdp, lipsdp_fast, lipsdp_fo (default: all three)")
+    parser.add_argument("--cnn", action="store_true", help="also the Fashion-MNIST CNN (lipsdp_fast, lipsdp_fo, k1)")
     args = parser.parse_args()
     if args.table:
         table()
@@ -195,8 +243,13 @@ def main() -> None:
         cases = [((10, 100, 100, 100, 10), True), ((784, 100, 100, 10), False)]
     if args.big:
         cases.append(((784, 500, 200, 50, 10), False))
+    methods = [m for m in args.methods.split(",") if m]
     for sizes, baseline in cases:
-        run(sizes, args.variant, baseline)
+        run(sizes, args.variant, baseline, "lipsdp" in methods)
+        run_methods(sizes, [m for m in methods if m != "lipsdp"])
+    if args.cnn:
+        print("\n== Fashion-MNIST CNN (lipverify/data/fashion_cnn.onnx)", flush=True)
+        run_methods(("cnn",), [m for m in methods if m != "lipsdp"] + ["k1"])
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def _cnn(maxpool=False):
 
 
 def test_every_record_is_complete_and_its_proof_exists():
-    assert list(lv.METHODS) == ["kstar", "k1", "k2", "k3", "k4", "kcp", "ksdp", "lipsdp", "lipsdp_fast"]
+    assert list(lv.METHODS) == ["kstar", "k1", "k2", "k3", "k4", "kcp", "ksdp", "lipsdp", "lipsdp_fast", "lipsdp_fo"]
     for mid, record in lv.METHODS.items():
         assert isinstance(record, Method) and record.id == mid
         assert (ROOT / record.proof).is_file(), record.proof
@@ -45,7 +45,7 @@ def test_every_record_is_complete_and_its_proof_exists():
             assert b.flag.startswith("--") and b.kind in ("work", "wallclock", "seed")
 
 
-@pytest.mark.parametrize("mid", ["kstar", "k1", "k2", "k3", "k4", "kcp", "ksdp", "lipsdp", "lipsdp_fast"])
+@pytest.mark.parametrize("mid", ["kstar", "k1", "k2", "k3", "k4", "kcp", "ksdp", "lipsdp", "lipsdp_fast", "lipsdp_fo"])
 def test_declared_norms_are_the_norms_that_work(mid):
     """Call the method's function (not the record) in every norm: it answers exactly in the declared ones."""
     record = lv.METHODS[mid]
@@ -60,7 +60,7 @@ def test_declared_norms_are_the_norms_that_work(mid):
             assert str(info.value) == record.norm_refusal(p)  # the record words the refusal as the method does
 
 
-@pytest.mark.parametrize("mid", ["kstar", "k1", "k2", "k3", "k4", "kcp", "ksdp", "lipsdp", "lipsdp_fast"])
+@pytest.mark.parametrize("mid", ["kstar", "k1", "k2", "k3", "k4", "kcp", "ksdp", "lipsdp", "lipsdp_fast", "lipsdp_fo"])
 def test_declared_conv_representations_and_layer_kinds_are_the_ones_that_work(mid):
     record = lv.METHODS[mid]
     p = record.norms[-1]

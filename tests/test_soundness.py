@@ -50,7 +50,7 @@ OPTIONS = {"k2": {"time_limit": 2.0, "max_nodes": 5000}}
 #: the norms each method is defined for (a row without a value for one of these counts as missing)
 SUPPORTED = {"kstar": ("1", "2", "inf"), "k1": ("1", "2", "inf"), "k2": ("1", "2", "inf"), "k3": ("1", "inf"),
              "k4": ("1", "inf"), "kcp": ("1", "inf"), "ksdp": ("1", "inf"), "lipsdp": ("2",),
-             "lipsdp_fast": ("2",)}
+             "lipsdp_fast": ("2",), "lipsdp_fo": ("2",)}
 #: every supported (method, norm) must carry a value on at least this share of the generated networks
 MIN_SHARE = 0.5
 #: region enumeration for the oracle on nets up to this many LPs (sampled Jacobians beyond)

@@ -27,6 +27,7 @@ from .kcp import kcp
 from .kstar import kstar
 from .records import (
     CNN_STEPS,
+    COMPARE_FO_STEPS,
     COMPARE_KSDP_WORK,
     COMPARE_TIME,
     FC_STEPS,
@@ -39,6 +40,8 @@ from .records import (
     KSDP_TIME,
     KSDP_WORK,
     LIPSDP_FAST_SIZE,
+    LIPSDP_FO_SIZE,
+    LIPSDP_FO_STEPS,
     LIPSDP_NEURONS,
     Budget,
     Method,
@@ -61,6 +64,13 @@ def lipsdp(net: Network, norm: NormLike = 2, **options) -> Bound:
 def lipsdp_fast(net: Network, norm: NormLike = 2, **options) -> Bound:
     """:func:`lipverify.sdp.fast.lipsdp_fast` (closed-form LipSDP certificate, l2), imported on the first call."""
     from ..sdp.fast import lipsdp_fast as method
+
+    return method(net, norm, **options)
+
+
+def lipsdp_fo(net: Network, norm: NormLike = 2, **options) -> Bound:
+    """:func:`lipverify.sdp.first_order.lipsdp_fo` (first-order LipSDP, certified, l2), imported on the first call."""
+    from ..sdp.first_order import lipsdp_fo as method
 
     return method(net, norm, **options)
 
@@ -106,6 +116,12 @@ METHODS: dict[str, Method] = {m.id: m for m in (
            "verified, min with K1",
            norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_FAST_SIZE,),
            extra={"conv_reason": "the certificate is checked on the LipSDP matrix built from the layer matrices"}),
+    Method("lipsdp_fo", lipsdp_fo, ("2",), CNN_STEPS, ("explicit",), "upper", "sdp", "proofs/lipsdp_first_order.md",
+           "first-order LipSDP-Neuron (eigenvalue form, Adam on the multipliers from lipsdp_fast's start; CNNs with "
+           "max-pool quadratic constraints), verified",
+           norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_FO_SIZE, LIPSDP_FO_STEPS),
+           extra={"compare": {"steps": COMPARE_FO_STEPS},
+                  "conv_reason": "the certificate is checked on the LipSDP matrices built from the layer matrices"}),
 )}
 
 #: the budgets of ``compare`` itself

@@ -80,6 +80,12 @@ COMPARE_KSDP_WORK = 32_000_000
 LIPSDP_NEURONS = Budget("max_neurons", 200, "--max-neurons", "work", "largest LipSDP LMI side (inputs + hidden neurons)")
 LIPSDP_FAST_SIZE = Budget("max_size", 3000, "--fast-size", "work",
                           "largest lipsdp_fast LMI side (inputs + hidden neurons; the certificate is checked densely)")
+LIPSDP_FO_SIZE = Budget("max_size", 3000, "--fo-size", "work",
+                        "largest lipsdp_fo LMI side (inputs + hidden neurons; the certificate is checked densely)")
+LIPSDP_FO_STEPS = Budget("steps", 300, "--fo-steps", "work",
+                         "first-order steps of lipsdp_fo (Adam on the multipliers; deterministic)")
+#: the default of ``steps`` of lipsdp_fo inside ``compare`` (lipsdp itself is in the same table)
+COMPARE_FO_STEPS = 30
 COMPARE_TIME = Budget("time_limit", None, "--time-limit", "wallclock",
                       "seconds for a whole compare run; rows not started in time are skipped")
 

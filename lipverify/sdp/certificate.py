@@ -10,6 +10,8 @@ only *suggests* multipliers, and this module turns a suggestion into a proof or 
   criterion) or by a verified floating-point Cholesky factorisation of an interval enclosure
   (:func:`lipverify.rigorous.verify_positive_definite`); :func:`float_enclosure` and :func:`prove_shifted`
   do the same for a matrix known in exact rationals (KSDP);
+* :func:`check_diagonal_schur` proves a segment ``W_2 D W_1`` with a diagonal hidden block through its Schur
+  complement, a matrix of the input side only (``lipsdp_fo`` on CNNs, ``proofs/lipsdp_first_order.md`` §6);
 * :func:`first_proven` is the candidate loop shared by both methods, :func:`certify` the LipSDP one.
 
 No cvxpy, no CVXOPT: this module is imported without either (``tests/test_sdp.py``).
@@ -30,9 +32,11 @@ from ..rigorous import (
     UNIT_ROUNDOFF,
     Interval,
     add_up,
+    down,
     float_down,
     float_up,
     fro_sq_upper,
+    interval_product,
     sum_up,
     up,
     verify_positive_definite,
@@ -64,7 +68,9 @@ class LipSDPProblem:
     ``exact[l]`` is the scaled weight as a ``Fraction`` object array when the exact weights are known
     (float weights without radius are exact dyadic rationals), else ``None``; ``radii[l]`` bounds
     ``|exact - weights|`` entrywise (or is ``None``).  ``slopes[l] = (alpha, beta)`` (Fractions) sits between
-    ``weights[l]`` and ``weights[l+1]``.
+    ``weights[l]`` and ``weights[l+1]``.  ``neuron_slopes[l]``, when not ``None``, narrows it per neuron: float
+    arrays ``(alpha_i, beta_i)`` (exact dyadic rationals, inside ``slopes[l]``) used by every block of the LMI instead
+    of the layer's interval (``proofs/lipsdp.md`` §2: the quadratic constraint of neuron ``i`` with its own constants).
     """
 
     weights: tuple[np.ndarray, ...]
@@ -73,6 +79,27 @@ class LipSDPProblem:
     slopes: tuple[tuple[Fraction, Fraction], ...]
     shifts: tuple[int, ...]
     neuron_exps: tuple[np.ndarray, ...] | None = None
+    neuron_slopes: tuple[tuple[np.ndarray, np.ndarray] | None, ...] | None = None
+    #: weighted norms (a segment between max-pool layers, ``proofs/lipsdp_first_order.md`` §6): the input block is
+    #: ``rho diag(input_weight)`` instead of ``rho I`` and the output term ``W_L^T diag(output_weight) W_L`` instead
+    #: of ``W_L^T W_L``; nonnegative float arrays (exact dyadic rationals), ``None`` for ones
+    input_weight: np.ndarray | None = None
+    output_weight: np.ndarray | None = None
+
+    def neuron_pair(self, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The per-neuron slopes ``(alpha, beta)`` (float arrays) of hidden layer ``k`` (0-based), or ``None``
+        when the layer's interval ``slopes[k]`` holds for every neuron."""
+        return None if self.neuron_slopes is None else self.neuron_slopes[k]
+
+    def slope_terms(self, k: int):
+        """Float ``(c, p)`` of hidden layer ``k`` (0-based): ``c = (alpha + beta) / 2``, ``p = alpha beta``, scalars
+        for a layer interval, arrays for per-neuron slopes (rounded to nearest: for solvers and estimates only)."""
+        pair = self.neuron_pair(k)
+        if pair is None:
+            a, b = self.slopes[k]
+            return float((a + b) / 2), float(a * b)
+        lo, hi = pair
+        return (lo + hi) / 2, lo * hi
 
     def original_certificate(self, cert: Certificate) -> Certificate:
         """A certificate of this (scaled) problem as a certificate of the original chain (§3)."""
@@ -139,20 +166,22 @@ def lmi_blocks(problem: LipSDPProblem, lambdas, rho):
     Returns ``(diag, lower)``: ``diag[k]`` is the k-th diagonal block, ``lower[k]`` the block below it
     (rows of block ``k + 1``, columns of block ``k``).
     """
-    ws, sl = problem.weights, problem.slopes
+    ws = problem.weights
     lam = [np.asarray(x, dtype=np.float64) for x in lambdas]
     n = problem.depth
     diag = [np.zeros((s, s)) for s in problem.sizes]
     lower = []
-    diag[0] += float(rho) * np.eye(problem.sizes[0])
+    d_in = np.ones(problem.sizes[0]) if problem.input_weight is None else problem.input_weight
+    diag[0] += np.diag(float(rho) * d_in)
     for k in range(1, n):
-        a, b = sl[k - 1]
+        c, p = problem.slope_terms(k - 1)
         w = ws[k - 1]
         diag[k] += np.diag(lam[k - 1])
-        if a * b != 0:
-            diag[k - 1] += float(a * b) * (w.T @ (lam[k - 1][:, None] * w))
-        lower.append(-float((a + b) / 2) * (lam[k - 1][:, None] * w))
-    diag[n - 1] -= ws[-1].T @ ws[-1]
+        if np.any(p != 0):
+            diag[k - 1] += w.T @ ((p * lam[k - 1])[:, None] * w)
+        lower.append(-((c * lam[k - 1])[:, None] * w))
+    d_out = problem.output_weight
+    diag[n - 1] -= ws[-1].T @ (ws[-1] if d_out is None else d_out[:, None] * ws[-1])
     return diag, lower
 
 
@@ -220,16 +249,33 @@ def _check_exact(problem: LipSDPProblem, cert: Certificate) -> bool:
 
     diag = [flint.fmpq_mat(s, s) for s in sizes]
     lower = []
-    diag[0] += diagm([cert.rho] * sizes[0])
+    if problem.input_weight is None:
+        diag[0] += diagm([cert.rho] * sizes[0])
+    else:
+        diag[0] += diagm([cert.rho * Fraction(float(v)) for v in problem.input_weight])
     for k in range(1, n):
         a, b = problem.slopes[k - 1]
         lam = diagm(cert.lambdas[k - 1])
         lw = lam * ws[k - 1]
         diag[k] += lam
-        if a * b != 0:
-            diag[k - 1] += ws[k - 1].transpose() * lw * _fq(a * b)
-        lower.append(lw * _fq(-(a + b) / 2))
-    diag[n - 1] -= ws[-1].transpose() * ws[-1]
+        pair = problem.neuron_pair(k - 1)
+        if pair is None:
+            if a * b != 0:
+                diag[k - 1] += ws[k - 1].transpose() * lw * _fq(a * b)
+            lower.append(lw * _fq(-(a + b) / 2))
+            continue
+        # per-neuron slopes: the floats are exact dyadic rationals, used exactly
+        al = [Fraction(float(v)) for v in pair[0]]
+        be = [Fraction(float(v)) for v in pair[1]]
+        lam_q = cert.lambdas[k - 1]
+        prod = [x * y * t for x, y, t in zip(al, be, lam_q)]
+        if any(prod):
+            diag[k - 1] += ws[k - 1].transpose() * diagm(prod) * ws[k - 1]
+        lower.append(diagm([-(x + y) / 2 * t for x, y, t in zip(al, be, lam_q)]) * ws[k - 1])
+    if problem.output_weight is None:
+        diag[n - 1] -= ws[-1].transpose() * ws[-1]
+    else:
+        diag[n - 1] -= ws[-1].transpose() * diagm([Fraction(float(v)) for v in problem.output_weight]) * ws[-1]
     size = sum(sizes)
     offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     entries = [flint.fmpq(0)] * (size * size)
@@ -255,6 +301,13 @@ def _check_exact(problem: LipSDPProblem, cert: Certificate) -> bool:
             if perm[i, j] != (1 if i == j else 0):
                 return False  # a row exchange: some leading minor vanishes, so H is not positive definite
     return all(u[i, i] > 0 for i in range(size))
+
+
+def _half_sum(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float bounds of ``(lo + hi) / 2`` entrywise (the sum rounded outward; halving is exact or rounded outward)."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    s_lo, s_hi = down(lo + hi), up(lo + hi)
+    return down(s_lo / 2), up(s_hi / 2)
 
 
 def _iadd(x: Interval, y: Interval) -> Interval:
@@ -296,17 +349,33 @@ def _check_float(problem: LipSDPProblem, cert: Certificate) -> bool:
     ws = [Interval.point(w, r) for w, r in zip(problem.weights, problem.radii)]
     diag = [Interval.point(np.zeros((s, s))) for s in sizes]
     lower = []
-    diag[0] = _idiag(diag[0], np.full(sizes[0], rho), np.full(sizes[0], rho))
+    if problem.input_weight is None:
+        diag[0] = _idiag(diag[0], np.full(sizes[0], rho), np.full(sizes[0], rho))
+    else:  # rho * d_in, rounded outward (rho is already the float below the rational rho: H increases in rho)
+        w_in = np.asarray(problem.input_weight, dtype=np.float64)
+        diag[0] = _idiag(diag[0], down(rho * w_in), up(rho * w_in))
     for k in range(1, n):
         a, b = problem.slopes[k - 1]
         lw = ws[k - 1].scale_rows(lam_lo[k - 1], lam_hi[k - 1])
         diag[k] = _idiag(diag[k], lam_lo[k - 1], lam_hi[k - 1])
-        if a * b != 0:
-            wtlw = lw.left_matmul(problem.weights[k - 1].T, None if problem.radii[k - 1] is None else problem.radii[k - 1].T)
-            diag[k - 1] = _iadd(diag[k - 1], _iscale(wtlw, a * b))
-        lower.append(_iscale(lw, -(a + b) / 2))
+        wt_rad = None if problem.radii[k - 1] is None else problem.radii[k - 1].T
+        pair = problem.neuron_pair(k - 1)
+        if pair is None:
+            if a * b != 0:
+                wtlw = lw.left_matmul(problem.weights[k - 1].T, wt_rad)
+                diag[k - 1] = _iadd(diag[k - 1], _iscale(wtlw, a * b))
+            lower.append(_iscale(lw, -(a + b) / 2))
+            continue
+        # per-neuron slopes (floats): enclose alpha_i beta_i and -(alpha_i + beta_i) / 2 per neuron, scale the rows
+        p_lo, p_hi = interval_product((pair[0], pair[0]), (pair[1], pair[1]))
+        if np.any(p_lo != 0) or np.any(p_hi != 0):
+            wtlw = lw.scale_rows(p_lo, p_hi).left_matmul(problem.weights[k - 1].T, wt_rad)
+            diag[k - 1] = _iadd(diag[k - 1], wtlw)
+        c_lo, c_hi = _half_sum(pair[0], pair[1])
+        lower.append(lw.scale_rows(-c_hi, -c_lo))
     wl = problem.weights[-1]
-    gram = ws[-1].left_matmul(wl.T, None if problem.radii[-1] is None else problem.radii[-1].T)
+    last = ws[-1] if problem.output_weight is None else ws[-1].scale_rows(problem.output_weight, problem.output_weight)
+    gram = last.left_matmul(wl.T, None if problem.radii[-1] is None else problem.radii[-1].T)
     diag[n - 1] = _iadd(diag[n - 1], Interval(-gram.mid, gram.rad))
     mid = assemble([d.mid for d in diag], [c.mid for c in lower])
     rad = assemble([d.rad for d in diag], [c.rad for c in lower])
@@ -317,6 +386,65 @@ def _check_float(problem: LipSDPProblem, cert: Certificate) -> bool:
     if not (np.all(np.isfinite(mid)) and np.all(np.isfinite(rad))):
         return False
     # ||H - T||_2 <= || |H - T| ||_2 <= ||R||_2 <= ||R||_inf (R symmetric and nonnegative)
+    err = float(np.max(sum_up(rad, axis=1))) if rad.size else 0.0
+    return verify_positive_definite(mid, err=err)
+
+
+
+def diagonal_tail(problem: LipSDPProblem) -> bool:
+    """Whether ``problem`` is ``W_2 D W_1`` with at most one nonzero in every row of ``W_2`` (exact; e.g. a segment
+    ``I D W`` ending at a max-pool layer, dead neurons dropped): then the hidden block of ``H`` is diagonal and
+    :func:`check_diagonal_schur` applies."""
+    if problem.depth != 2:
+        return False
+    w, r = problem.weights[-1], problem.radii[-1]
+    if r is not None and np.any(r):
+        return False
+    return bool(np.all(np.count_nonzero(w, axis=1) <= 1))  # W_2^T diag(d) W_2 is then diagonal
+
+
+def check_diagonal_schur(problem: LipSDPProblem, cert: Certificate) -> bool:
+    """Prove ``H(rho, lambda) ≻ 0`` for a :func:`diagonal_tail` problem through its Schur complement
+    (``proofs/lipsdp_first_order.md`` §6): the hidden block ``K = diag(lambda_i - sum_k d_k W2_ki^2)`` is checked ``> 0``
+    exactly (rationals), then ``rho D_in + W_1^T diag(e) W_1 ≻ 0`` with
+    ``e_i = p_i lambda_i - c_i^2 lambda_i^2 / K_i`` (exact, then enclosed by floats) by a verified Cholesky
+    factorisation of an interval enclosure.  ``True`` only when proven."""
+    if not diagonal_tail(problem):
+        raise ValueError("check_diagonal_schur needs a problem W_2 D W_1 with at most one nonzero per row of W_2")
+    (lam,) = cert.lambdas
+    n = problem.hidden[0]
+    if len(lam) != n:
+        raise ValueError(f"certificate has {len(lam)} multipliers, the hidden layer has {n} neurons")
+    if any(x < 0 for x in lam):
+        return False
+    w2 = problem.weights[-1]
+    d_out = np.ones(w2.shape[0]) if problem.output_weight is None else problem.output_weight
+    out_sq = [Fraction(0)] * n  # sum_k d_k W2_ki^2, exactly
+    for k_row, i in zip(*np.nonzero(w2)):
+        out_sq[i] += Fraction(float(d_out[k_row])) * Fraction(float(w2[k_row, i])) ** 2
+    pair = problem.neuron_pair(0)
+    a0, b0 = problem.slopes[0]
+    e_lo, e_hi = np.empty(n), np.empty(n)
+    for i in range(n):
+        k = lam[i] - out_sq[i]
+        if k <= 0:
+            return False
+        a, b = (a0, b0) if pair is None else (Fraction(float(pair[0][i])), Fraction(float(pair[1][i])))
+        e = a * b * lam[i] - ((a + b) / 2) ** 2 * lam[i] ** 2 / k
+        e_lo[i], e_hi[i] = float_down(e), float_up(e)
+    if not (np.all(np.isfinite(e_lo)) and np.all(np.isfinite(e_hi))):
+        return False
+    w1, r1 = problem.weights[0], problem.radii[0]
+    gram = Interval.point(w1, r1).scale_rows(e_lo, e_hi).left_matmul(w1.T, None if r1 is None else r1.T)
+    rho = float_down(cert.rho)
+    w_in = np.ones(w1.shape[1]) if problem.input_weight is None else np.asarray(problem.input_weight, dtype=np.float64)
+    t = _idiag(gram, down(rho * w_in), up(rho * w_in))
+    mid, rad = t.mid.copy(), t.rad.copy()
+    iu = np.triu_indices(mid.shape[0], 1)
+    mid.T[iu] = mid[iu]
+    rad.T[iu] = rad[iu]
+    if not (np.all(np.isfinite(mid)) and np.all(np.isfinite(rad))):
+        return False
     err = float(np.max(sum_up(rad, axis=1))) if rad.size else 0.0
     return verify_positive_definite(mid, err=err)
 

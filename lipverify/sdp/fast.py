@@ -34,7 +34,7 @@ import scipy.sparse.linalg
 from ..bounds.common import require_norm
 from ..bounds.records import LIPSDP_FAST_SIZE, limit_hint
 from ..errors import CertificationError, NotApplicableError, NumericalError
-from ..ir.chain import LinearChain, to_fraction
+from ..ir.chain import LinearChain
 from ..ir.views import linear_chain
 from ..network import Network
 from ..norms import NormLike
@@ -66,24 +66,36 @@ def _dense(w) -> np.ndarray:
 # --------------------------------------------------------------------------- the problem
 
 
-def fast_problem(chain: LinearChain) -> LipSDPProblem:
+def fast_problem(chain: LinearChain, *, per_neuron: bool = False) -> LipSDPProblem:
     """The chain as a :class:`~lipverify.sdp.certificate.LipSDPProblem` in floats with radii (no exact weights):
     linear steps (``α = β = a``) merged into ``a W_{l+1} W_l`` as a rigorous enclosure, every weight scaled by a
     power of two to a spectral norm near ``[1/2, 1)`` (estimated by power
-    iteration) (exact; ``proofs/lipsdp.md`` §1, §3)."""
+    iteration) (exact; ``proofs/lipsdp.md`` §1, §3).  ``per_neuron=True`` keeps per-neuron slopes in the problem
+    (``LipSDPProblem.neuron_slopes``, for :mod:`lipverify.sdp.first_order`); the closed forms read only the layer
+    envelopes ``slopes``."""
+    from .lipsdp import narrow_layer
+
     items = [(_dense(w), None if r is None or not np.any(_dense(r)) else _dense(r)) for w, r in zip(chain.weights, chain.radii)]
     merged = [items[0]]
     slopes: list[tuple[Fraction, Fraction]] = []
+    pairs: list = []
     for s, nxt in zip(chain.slopes, items[1:]):
-        a, b = to_fraction(s.lo), to_fraction(s.hi)
-        if a == b:
-            w1, r1 = merged[-1]
+        # per-neuron slopes (local bounds): dead neurons dropped, the envelope of the others (proof §1)
+        (w1, r1, _), (w2, r2, _), a, b, pair = narrow_layer(s, merged[-1] + (None,), nxt + (None,))
+        merged[-1], nxt = (w1, r1), (w2, r2)
+        if pair is not None and np.array_equal(pair[0], pair[1]):  # every neuron linear: diag(a_i), exact floats
+            enc = Interval.point(w1, r1).scale_rows(pair[0], pair[0]).left_matmul(nxt[0], nxt[1])
+            if not (np.all(np.isfinite(enc.mid)) and np.all(np.isfinite(enc.rad))):
+                raise NumericalError("lipsdp_fast: merging two linear layers overflowed the float range")
+            merged[-1] = (enc.mid, enc.rad if np.any(enc.rad) else None)
+        elif a == b:
             enc = _iscale(Interval.point(w1, r1).left_matmul(nxt[0], nxt[1]), a)
             if not (np.all(np.isfinite(enc.mid)) and np.all(np.isfinite(enc.rad))):
                 raise NumericalError("lipsdp_fast: merging two linear layers overflowed the float range")
             merged[-1] = (enc.mid, enc.rad if np.any(enc.rad) else None)
         else:
             slopes.append((a, b))
+            pairs.append(pair)
             merged.append(nxt)
     weights, radii, shifts = [], [], []
     for w, r in merged:
@@ -93,7 +105,9 @@ def fast_problem(chain: LinearChain) -> LipSDPProblem:
         weights.append(ws)
         radii.append(rs)
         shifts.append(e)
-    return LipSDPProblem(tuple(weights), tuple(radii), None, tuple(slopes), tuple(shifts))
+    keep = per_neuron and any(x is not None for x in pairs)
+    return LipSDPProblem(tuple(weights), tuple(radii), None, tuple(slopes), tuple(shifts), None,
+                         tuple(pairs) if keep else None)
 
 
 def _norm_estimate(w: np.ndarray, iterations: int = 12) -> float:
@@ -448,6 +462,8 @@ def lipsdp_fast(net: Network, norm: NormLike = 2, *, conv: str | None = None, ma
     Cholesky factorisation), for every activation whose difference quotients lie in its declared slope interval
     ``[α, β]`` (any signs: the ``αβ`` term is kept); the value is ``min(sqrt(rho), K1)`` (``details["capped_by"]``).
     Never below LipSDP-Neuron's optimum (a feasible point of the same LMI).  Proof: ``proofs/lipsdp_fast.md``.
+    Per-neuron slopes (local bounds, ``domain=``): dead neurons dropped, linear layers merged, the layer envelope of
+    the other neurons used (the closed forms need one interval per layer; proof §1).
     Fully connected nets, and CNNs through the explicit (sparse) chain; with max pooling, the product of the
     segments' values (each ``min(sqrt(rho), K1)``, or K1 alone when its LMI is larger than ``max_size``) and the
     max-pool norms (proof §5).  The certificate is checked on the dense LMI, so a net without max pooling whose

@@ -98,13 +98,16 @@ def problem_from_chain(chain: LinearChain, *, want_exact: bool = True) -> LipSDP
         items = [(_dense(w), r, None) for w, r in zip(chain.weights, radii0)]
     merged = [items[0]]
     slopes: list[tuple[Fraction, Fraction]] = []
+    pairs: list[tuple[np.ndarray, np.ndarray] | None] = []
     for s, nxt in zip(chain.slopes, items[1:]):
-        a, b = to_fraction(s.lo), to_fraction(s.hi)
-        if a == b:
-            merged[-1] = _merge(nxt, merged[-1], a)
-        else:
-            slopes.append((a, b))
-            merged.append(nxt)
+        prev, nxt, a, b, pair = narrow_layer(s, merged[-1], nxt)
+        if a == b or pair is not None and np.array_equal(pair[0], pair[1]):
+            merged[-1] = _merge(nxt, prev, a if pair is None else [Fraction(float(v)) for v in pair[0]])
+            continue
+        merged[-1] = prev
+        slopes.append((a, b))
+        pairs.append(pair)
+        merged.append(nxt)
     weights, radii, exact, shifts = [], [], [], []
     for w, r, f in merged:
         norm = float(np.linalg.norm(w, 2)) if w.size else 0.0
@@ -114,7 +117,45 @@ def problem_from_chain(chain: LinearChain, *, want_exact: bool = True) -> LipSDP
         radii.append(rs)
         exact.append(fs)
         shifts.append(e)
-    return LipSDPProblem(tuple(weights), tuple(radii), tuple(exact) if use_exact else None, tuple(slopes), tuple(shifts))
+    return LipSDPProblem(tuple(weights), tuple(radii), tuple(exact) if use_exact else None, tuple(slopes), tuple(shifts),
+                         None, tuple(pairs) if any(x is not None for x in pairs) else None)
+
+
+def narrow_layer(s, prev, nxt):
+    """One activation slot ``s`` (:class:`~lipverify.ir.chain.Slopes`) between the (float, radius, Fractions-or-None)
+    weights ``prev`` and ``nxt``, with its per-neuron slopes used (``proofs/lipsdp.md`` §1): neurons with slopes
+    ``[0, 0]`` (``v_i = 0``) are dropped (their row of ``prev``, their column of ``nxt``), and the layer interval
+    becomes the envelope of the remaining neurons.  Returns ``(prev, nxt, alpha, beta, pair)``: ``pair`` is the
+    per-neuron ``(alpha_i, beta_i)`` float arrays, or ``None`` when ``[alpha, beta]`` holds for every neuron (then
+    ``alpha == beta`` means a linear layer); a ``pair`` with ``alpha_i == beta_i`` everywhere is a linear layer
+    ``diag(alpha_i)``."""
+    a, b = to_fraction(s.lo), to_fraction(s.hi)
+    if a == b or s.neuron_lo is None:
+        return prev, nxt, a, b, None
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in (s.neuron_lo, s.neuron_hi))
+    dead = (lo == 0) & (hi == 0)
+    if np.all(dead):
+        return prev, nxt, Fraction(0), Fraction(0), None
+    if np.any(dead):  # v_i = 0 for a neuron with slopes [0, 0]: drop its row of W_l and its column of W_{l+1}
+        keep = ~dead
+        prev, nxt = _rows(prev, keep), _cols(nxt, keep)
+        lo, hi = lo[keep], hi[keep]
+    a, b = Fraction(float(np.min(lo))), Fraction(float(np.max(hi)))
+    if np.all(lo == float(a)) and np.all(hi == float(b)):
+        return prev, nxt, a, b, None
+    return prev, nxt, a, b, (lo, hi)
+
+
+def _rows(item, keep: np.ndarray):
+    """The rows ``keep`` of a (float, radius, Fractions-or-None) weight."""
+    w, r, f = item
+    return w[keep], None if r is None else r[keep], None if f is None else f[keep]
+
+
+def _cols(item, keep: np.ndarray):
+    """The columns ``keep`` of a (float, radius, Fractions-or-None) weight."""
+    w, r, f = item
+    return w[:, keep], None if r is None else r[:, keep], None if f is None else f[:, keep]
 
 
 
@@ -160,7 +201,7 @@ def rebalance(problem: LipSDPProblem, rho: float, lambdas) -> LipSDPProblem | No
         exact.append(got[2])
     shifts = problem.shifts[:-1] + (problem.shifts[-1] + d,)
     return LipSDPProblem(tuple(weights), tuple(radii), None if problem.exact is None else tuple(exact), problem.slopes,
-                         shifts, new)
+                         shifts, new, problem.neuron_slopes)
 
 
 
@@ -171,12 +212,21 @@ def lmi_size(chain: LinearChain) -> int:
 
 
 
-def _merge(second, first, a: Fraction):
-    """``a * second @ first`` for (float, radius, Fractions-or-None) triples, exactly or as an enclosure."""
+def _merge(second, first, a):
+    """``second @ D @ first`` for (float, radius, Fractions-or-None) triples, exactly or as an enclosure, with
+    ``D = a I`` for a Fraction ``a`` or ``D = diag(a)`` for a list of Fractions (per-neuron slopes ``[a_i, a_i]``)."""
     w2, r2, f2 = second
     w1, r1, f1 = first
+    per_neuron = isinstance(a, list)
     if f1 is not None and f2 is not None:
-        prod = _fmpq_matrix(f2) * _fmpq_matrix(f1) * _fq(a)
+        if per_neuron:
+            import flint
+
+            n = len(a)
+            dm = flint.fmpq_mat(n, n, [_fq(a[i]) if i == j else 0 for i in range(n) for j in range(n)])
+            prod = _fmpq_matrix(f2) * dm * _fmpq_matrix(f1)
+        else:
+            prod = _fmpq_matrix(f2) * _fmpq_matrix(f1) * _fq(a)
         f = np.empty((prod.nrows(), prod.ncols()), dtype=object)
         for i in range(prod.nrows()):
             for j in range(prod.ncols()):
@@ -187,7 +237,11 @@ def _merge(second, first, a: Fraction):
         # float(Fraction) is correctly rounded: the error is at most half a gap, below spacing(|w|)
         r = np.where(exact_floats, 0.0, np.spacing(np.abs(w)))
         return w, (r if np.any(r) else None), f
-    enc = _iscale(Interval.point(w1, r1).left_matmul(w2, r2), a)
+    if per_neuron:  # the slopes are floats (exact): scale the rows of W_l, then multiply
+        d = np.array([float(v) for v in a], dtype=np.float64)
+        enc = Interval.point(w1, r1).scale_rows(d, d).left_matmul(w2, r2)
+    else:
+        enc = _iscale(Interval.point(w1, r1).left_matmul(w2, r2), a)
     if not (np.all(np.isfinite(enc.mid)) and np.all(np.isfinite(enc.rad))):
         raise CertificationError("lipsdp: merging two linear layers overflowed the float range")
     return enc.mid, (enc.rad if np.any(enc.rad) else None), None
@@ -205,6 +259,8 @@ def lipsdp(net: Network, norm: NormLike = 2, *, variant: str = "neuron", solver:
     Claim: if ``H(rho, lambda) ≻ 0`` (proven exactly or by a verified Cholesky) then ``L_2 <= sqrt(rho)``, for
     every activation whose derivative lies in its declared slope interval ``[alpha, beta]``.
     ``variant="neuron"`` uses one multiplier per hidden neuron, ``"layer"`` one per layer (never smaller).
+    Per-neuron slopes (local bounds, ``domain=``) enter the LMI neuron by neuron: dead neurons are dropped, linear
+    layers merged, the other neurons keep their own ``[alpha_i, beta_i]`` (``proofs/lipsdp.md`` §1-§2).
     Proof: ``proofs/lipsdp.md``.  Only l2 (other norms raise :class:`NotApplicableError`); nets whose LMI side
     (inputs + hidden neurons) exceeds ``max_neurons`` raise :class:`NotApplicableError`.  The solvers are
     lipverify's structured interior-point method, then CVXOPT, then SCS, unless ``solver`` names one, all on the

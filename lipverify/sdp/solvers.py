@@ -18,6 +18,7 @@ Proofs of what the suggestions are used for: ``proofs/lipsdp.md``, ``proofs/ksdp
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import warnings
 
@@ -147,6 +148,7 @@ def formulate(problem: LipSDPProblem, variant: str = "neuron", margin: float = 0
     diag[0].append(rho * sp.identity(sizes[0], format="csr"))
     for k in range(1, n):
         a, b = sl[k - 1]
+        c, pp = problem.slope_terms(k - 1)
         w = ws[k - 1]
         lam = lams[k - 1]
         m = w.shape[1]
@@ -156,7 +158,7 @@ def formulate(problem: LipSDPProblem, variant: str = "neuron", margin: float = 0
         else:
             diag[k].append(lam * sp.identity(w.shape[0], format="csr"))
             lw = lam * w
-        if a * b != 0:
+        if np.any(pp != 0):
             if variant == "neuron":
                 if w.shape[0] * m * m > FORMULATE_MAX_ENTRIES:
                     raise NotApplicableError(
@@ -164,11 +166,14 @@ def formulate(problem: LipSDPProblem, variant: str = "neuron", margin: float = 0
                         f"{m} inputs) needs a dense {m * m} x {w.shape[0]} coefficient matrix; use solver='CVXOPT'"
                     )
                 g = (w[:, :, None] * w[:, None, :]).reshape(w.shape[0], m * m).T
-                wtlw = cp.reshape(g @ lam, (m, m), order="F")
+                wtlw = cp.reshape((g * pp) @ lam, (m, m), order="F")
             else:
-                wtlw = lam * (w.T @ w)
-            diag[k - 1].append(float(a * b) * wtlw)
-        lower.append(-float((a + b) / 2) * lw)
+                wtlw = lam * (w.T @ (np.broadcast_to(pp, (w.shape[0],))[:, None] * w))
+            diag[k - 1].append(wtlw)
+        if np.ndim(c):
+            lower.append(cp.multiply(-np.broadcast_to(c[:, None], w.shape), lw))
+        else:
+            lower.append(-c * lw)
     diag[n - 1].append(-(ws[-1].T @ ws[-1]))
     if margin:
         for k in range(1, n):
@@ -210,10 +215,11 @@ class StructuredLMI:
         self.n = int(self.offs[-1])
         self.n0 = self.sizes[0]
         self.m = sum(problem.hidden)
-        self.layers = []  # (layer k >= 1, W_k, c_k = (a+b)/2, d_k = ab)
+        self.layers = []  # (layer k >= 1, W_k, c_k = (a+b)/2, d_k = ab): per neuron (arrays) or per layer (floats)
         for k in range(1, problem.depth):
-            a, b = problem.slopes[k - 1]
-            self.layers.append((k, problem.weights[k - 1], float((a + b) / 2), float(a * b)))
+            c, d = problem.slope_terms(k - 1)
+            self.layers.append((k, problem.weights[k - 1], c, d))
+        self.uniform = all(np.ndim(c) == 0 for _, _, c, _ in self.layers)
         if variant == "neuron":
             self.j = sp.identity(self.m, format="csr")
         else:
@@ -239,9 +245,9 @@ class StructuredLMI:
             pos += w.shape[0]
             idx = np.arange(o[k], o[k + 1])
             out[idx, idx] += lk
-            if d != 0.0:
-                out[o[k - 1]:o[k], o[k - 1]:o[k]] += d * (w.T @ (lk[:, None] * w))
-            blk = -c * (lk[:, None] * w)
+            if np.any(d != 0.0):
+                out[o[k - 1]:o[k], o[k - 1]:o[k]] += w.T @ ((d * lk)[:, None] * w)
+            blk = -((c * lk)[:, None] * w)
             out[o[k]:o[k + 1], o[k - 1]:o[k]] += blk
             out[o[k - 1]:o[k], o[k]:o[k + 1]] += blk.T
         return out
@@ -254,7 +260,7 @@ class StructuredLMI:
         for k, w, c, d in self.layers:
             g = np.diag(y[o[k]:o[k + 1], o[k]:o[k + 1]]).copy()
             g -= 2 * c * np.sum(w * y[o[k]:o[k + 1], o[k - 1]:o[k]], axis=1)
-            if d != 0.0:
+            if np.any(d != 0.0):
                 g += d * np.sum(w * (w @ y[o[k - 1]:o[k], o[k - 1]:o[k]]), axis=1)
             parts.append(g)
         return g_rho, (np.concatenate(parts) if parts else np.zeros(0))
@@ -287,7 +293,7 @@ class StructuredLMI:
         for k, w, c, d in self.layers:
             a1_cols.append(rti[o[k]:o[k + 1], :])           # rows: (rti^T e_i)^T
             a2_cols.append(w @ rti[o[k - 1]:o[k], :])        # rows: (rti^T w_i)^T
-            s.append(np.tile(np.array([[1.0, -c], [-c, d]]), (w.shape[0], 1, 1)))
+            s.append(_pair_matrices(c, d, w.shape[0]))
         hn = np.zeros((self.m + 1, self.m + 1))
         r0r0 = r0 @ r0.T
         hn[0, 0] = float(np.sum(r0r0 * r0r0))
@@ -388,7 +394,34 @@ def solve_lipsdp(problem: LipSDPProblem, variant: str, solvers: tuple[str, ...],
     blocks, all on the input-reduced problem (:func:`reduce_input`; the multipliers and ``rho`` are those of the
     full problem).  Returns ``(solver, status, rho, lambdas)``; raises SolverError.  cvxpy is imported only when
     a solver other than IPM and CVXOPT is reached."""
-    problem = reduce_input(problem)
+    if has_linear_neurons(problem):
+        # §2 / widen_linear: the IPM on widened problems (narrowest first, tolerances 1e-6), then the others
+        errors = []
+        loose = {k: v for k, v in IPM_LINEAR_OPTIONS.items() if k not in solver_options and
+                 not (k == "max_iters" and "maxiters" in solver_options)}
+        if "IPM" in solvers:
+            for delta in LINEAR_WIDEN_STEPS:
+                try:
+                    got = _solve_with(reduce_input(widen_linear(problem, delta)), variant, ("IPM",),
+                                      {**solver_options, **loose}, margin)
+                except SolverError as exc:
+                    errors.append(f"widened by {delta:g}: {exc}")
+                    continue
+                return got
+        rest = tuple(x for x in solvers if x != "IPM")
+        if not rest:
+            raise SolverError("lipsdp: " + "; ".join(errors))
+        return _solve_with(reduce_input(widen_linear(problem)), variant, rest, solver_options, margin)
+    return _solve_with(reduce_input(problem), variant, solvers, solver_options, margin)
+
+
+def has_linear_neurons(problem: LipSDPProblem) -> bool:
+    """Whether some neuron of a nonlinear layer has per-neuron slopes ``[a, a]`` with ``a != 0``."""
+    return problem.neuron_slopes is not None and any(
+        pair is not None and bool(np.any((pair[0] == pair[1]) & (pair[0] != 0))) for pair in problem.neuron_slopes)
+
+
+def _solve_with(problem: LipSDPProblem, variant: str, solvers: tuple[str, ...], solver_options: dict, margin: float):
     errors = []
     for name in solvers:
         if name in ("IPM", "CVXOPT"):
@@ -442,7 +475,52 @@ def reduce_input(problem: LipSDPProblem) -> LipSDPProblem:
         return problem
     reduced = u[:, :r] * s[:r]
     return LipSDPProblem((reduced,) + problem.weights[1:], (None,) + problem.radii[1:], None, problem.slopes,
-                         problem.shifts, problem.neuron_exps)
+                         problem.shifts, problem.neuron_exps, problem.neuron_slopes)
+
+
+#: relative half-width given to per-neuron slopes ``[a, a]`` (``a != 0``) in the problem the solvers see
+LINEAR_WIDEN = 2.0**-10
+#: the widths tried with the IPM, narrowest (tightest, worst conditioned) first
+LINEAR_WIDEN_STEPS = (2.0**-12, 2.0**-9, 2.0**-6)
+#: IPM tolerances on a widened problem (its multipliers of linear neurons are ~ 1 / delta^2 times the others)
+IPM_LINEAR_OPTIONS = {"reltol": 1e-6, "feastol": 1e-6}
+
+
+def widen_linear(problem: LipSDPProblem, delta: float | None = None) -> LipSDPProblem:
+    """The problem the solvers see when some neuron of a nonlinear layer has per-neuron slopes ``[a, a]`` (linear,
+    ``a != 0``; e.g. an always-active ReLU on a box): its interval widened to ``[a - delta |a|, a + delta |a|]``.
+
+    With ``[a, a]`` the LipSDP infimum is approached only as that neuron's multiplier grows without bound (its
+    constraint is an equality), so the interior-point solvers do not converge.  The widened problem has an optimum;
+    its multipliers are certified on the *unwidened* problem (``proofs/lipsdp.md`` §2: widening ``[a, a]``
+    symmetrically only subtracts ``lambda_i delta^2 u_i^2`` from the quadratic form, so a certificate of the widened
+    problem is one of the original; in any case the kernel proves the original LMI).  Untrusted, like the solvers."""
+    if problem.neuron_slopes is None:
+        return problem
+    delta = LINEAR_WIDEN if delta is None else delta
+    pairs = []
+    changed = False
+    for pair in problem.neuron_slopes:
+        if pair is None:
+            pairs.append(None)
+            continue
+        lo, hi = pair
+        lin = (lo == hi) & (lo != 0)
+        if np.any(lin):
+            changed = True
+            half = delta * np.abs(lo)
+            lo, hi = np.where(lin, lo - half, lo), np.where(lin, hi + half, hi)
+        pairs.append((lo, hi))
+    return dataclasses.replace(problem, neuron_slopes=tuple(pairs)) if changed else problem
+
+
+def _pair_matrices(c, d, n: int) -> np.ndarray:
+    """``(n, 2, 2)``: ``S_i = [[1, -c_i], [-c_i, d_i]]`` for scalar or per-neuron ``c``, ``d``."""
+    out = np.empty((n, 2, 2))
+    out[:, 0, 0] = 1.0
+    out[:, 0, 1] = out[:, 1, 0] = -np.broadcast_to(c, (n,))
+    out[:, 1, 1] = np.broadcast_to(d, (n,))
+    return out
 
 
 # --------------------------------------------------------------------------- LipSDP: the structured interior-point solver
@@ -474,9 +552,9 @@ class StructuredIPM:
         self.variant = variant
         self.n, self.n0, self.m, self.nv = lmi.n, lmi.n0, lmi.m, lmi.nv
         self.q = -lmi.h[lmi.nv:].reshape(self.n, self.n, order="F")
-        # S_i = [[1, -c], [-c, d]] per neuron, and per layer
-        self.s_layer = [np.array([[1.0, -c], [-c, d]]) for _, _, c, d in lmi.layers]
-        self.s_neuron = (np.concatenate([np.tile(s, (w.shape[0], 1, 1)) for s, (_, w, _, _) in zip(self.s_layer, lmi.layers)])
+        # S_i = [[1, -c], [-c, d]] per neuron, and per layer (the layer form only when every neuron of it shares them)
+        self.s_layer = [np.array([[1.0, -c], [-c, d]]) if np.ndim(c) == 0 else None for _, _, c, d in lmi.layers]
+        self.s_neuron = (np.concatenate([_pair_matrices(c, d, w.shape[0]) for _, w, c, d in lmi.layers])
                          if lmi.layers else np.zeros((0, 2, 2)))
         self.c_neuron = -self.s_neuron[:, 0, 1]
         self.d_neuron = self.s_neuron[:, 1, 1]
@@ -540,15 +618,22 @@ class StructuredIPM:
         n0 = self.n0
         out = np.zeros((self.nv + 1, self.nv + 1))
         out[0, 0] = float(np.sum(x_mat[:n0, :n0] * si[:n0, :n0]))
-        if self.variant == "neuron":
+        if self.variant == "neuron" or not self.lmi.uniform:
             if self.m:
                 # M_ij = sum_{a,e} (U_S^T X U_S)[(i,a),(j,e)] (U^T S^-1 U)[(i,a),(j,e)], U_S = U blkdiag(S_i)
                 xus = self._times_s(self._x_u(x_mat), 2)
                 su = self._x_u(si)
                 gxs = self._times_s(self._ut(xus), 1)
                 gs = self._ut(su)
-                out[1:, 1:] = np.einsum("iaje,iaje->ij", gxs, gs)
-                out[0, 1:] = out[1:, 0] = np.einsum("pib,pib->i", xus[:n0], su[:n0])
+                hn = np.zeros((self.m + 1, self.m + 1))
+                hn[1:, 1:] = np.einsum("iaje,iaje->ij", gxs, gs)
+                hn[0, 1:] = hn[1:, 0] = np.einsum("pib,pib->i", xus[:n0], su[:n0])
+                if self.variant == "neuron":
+                    out[1:, 1:], out[0, 1:], out[1:, 0] = hn[1:, 1:], hn[0, 1:], hn[1:, 0]
+                else:  # per-neuron slopes in LipSDP-Layer: the neuron-size matrix contracted by J (lambda = J mu)
+                    jd = self.lmi.j.toarray()
+                    out[1:, 1:] = jd.T @ hn[1:, 1:] @ jd
+                    out[0, 1:] = out[1:, 0] = jd.T @ hn[0, 1:]
         else:
             rx, rs = self._rows(x_mat), self._rows(si)
             for k, (xk, sk) in enumerate(zip(rx, rs)):
