@@ -17,8 +17,17 @@ removed afterwards; an existing directory is used as it is).  Run from the repos
 
 Not a test, and slow (minutes per side on a busy machine): run it once.
 
-Measured 2026-12-02 (see the numbers below the table printed by the run; 2 cores shared with four other jobs):
-filled in from the run quoted in the session's report.
+Measured 2026-12-02, ``python benchmarks/bench_compare.py --old 58bcf3d --old-dir /work/wt/report_old``, 2 cores
+shared with four other jobs (load average 3.0 at the start, 6.3 at the end).  ``58bcf3d`` is main just before the
+``lowerb`` merge (``93aa660``), the last revision whose ``lower_bound`` pushed the n_in tangent directions of all samples
+at once (the state the issue describes)::
+
+    new (this tree)   13.4 CPU s,  1001 MB peak RSS,  48 rows (lipsdp_fast rows added since)
+    old 58bcf3d      210.3 CPU s,  9845 MB peak RSS,  42 rows (lower_bound rows 231 + 410 + 315 s of wall time)
+    old / new: 15.7x CPU, 9.8x peak RSS; every shared upper-bound row has the same value.
+
+The new peak (1001 MB, under the 1 GiB goal by 2%) comes from K1 in l2 (explicit matrices): ``lipverify bound
+fashion_cnn.onnx --method k1 --norm 2`` alone peaks at 905 MB (``lipsdp_fast``, which takes the min with K1, too).
 """
 
 from __future__ import annotations
