@@ -22,7 +22,7 @@ import sympy
 
 from .bounds import METHODS, bound, row_note
 from .bounds.records import Method
-from .errors import LipVerifyError, NotApplicableError
+from .errors import InternalConsistencyError, LipVerifyError, NotApplicableError
 from .layers import Dense, ReLU
 from .lower import lower_bound
 from .network import Network
@@ -402,10 +402,17 @@ def local_rows(net: Network, x: np.ndarray, y: np.ndarray, eps_values, norms, *,
                 started = time.perf_counter()
                 low = lower_bound(net, p, domain=box, samples=samples, steps=steps, seed=0)
                 t_lo = time.perf_counter() - started
+                # check_consistency: local lower <= global upper.  It compares a local upper only with rows marked
+                # local, which lower_bound's are not; local lower <= local upper (the same box B) is checked below.
                 check_consistency([local, cert.local_upper, low, global_bound])
                 if local.kind not in ("upper", "exact"):
                     raise LipVerifyError(f"report: {method} l{p} on the box of image {i} is a {local.kind} value, "
                                          "not a certified upper bound")
+                if low.kind == "lower" and not float(low.value) <= min(local.float_value(), cert.local_upper.float_value()):
+                    raise InternalConsistencyError(
+                        f"report: on the box of image {i} (eps {eps}, l{p}) the certified lower bound {float(low.value)!r} "
+                        f"exceeds the local upper bound of {method} ({local.float_value()!r}) or of {cmethod} "
+                        f"({cert.local_upper.float_value()!r}): a bug in lipverify, please report it with the image")
                 cols["upper"].append(local.float_value())
                 cols["lower"].append(float(low.value) if low.kind == "lower" else np.nan)
                 cols["radius"].append(float(cert.radius.value))

@@ -134,3 +134,26 @@ def test_local_section_on_two_images_orders_lower_local_global_and_bounds_the_ja
     lines = local_lines(rows)
     assert lines[2].startswith(f"| linf | 0.01 | {np.median(rows[0].upper):.4g} [") and "(k4)" in lines[2]
     assert lines[3].startswith("| l2 | 0.01 |") and "(kstar)" in lines[3]
+
+
+def test_local_rows_refuse_a_local_upper_below_the_local_lower(monkeypatch):
+    """A method whose bound on the box is below the certified lower bound on that box is an internal error of the
+    report (``check_consistency`` alone does not compare a local upper with lower_bound's rows)."""
+    import pytest
+
+    import lipverify as lv
+    from lipverify.bounds import METHODS
+    from lipverify.data import fashion_test
+    from lipverify.errors import InternalConsistencyError
+    from lipverify.local import LocalActivation
+    from lipverify.report import fixture_path, local_rows
+
+    def liar(net, norm="inf", **_):  # honest-looking globally (1e6), far too small on a box (1.0)
+        on_box = any(isinstance(layer, LocalActivation) for layer in net.layers)
+        return lv.Bound.upper_bound(1.0 if on_box else 1e6, norm, "liar", rounding="outward (rigorous float)")
+
+    monkeypatch.setitem(METHODS, "liar", liar)
+    net = lv.load(fixture_path())
+    x, y = fashion_test(1)
+    with pytest.raises(InternalConsistencyError, match=r"image 0 \(eps 0.01, linf\).*exceeds the local upper bound of liar"):
+        local_rows(net, x, y, (0.01,), ("inf",), samples=8, steps=0, upper_methods={"inf": "liar"})
