@@ -14,6 +14,19 @@ Run from the repository root::
     python benchmarks/bench_certify.py [--eps 0.01] [--norms inf 2] [--l2-method kstar] [--images 100]
 
 Not a test; the ``--workers`` ratio only means something on a machine with two idle cores (it prints the load).
+With ``--workers 2`` the loky worker processes count only as far as the command reaped them before it exited.
+
+Measured 2026-12-02, ``python benchmarks/bench_certify.py`` (2 cores shared with four other jobs, load average 7.0 at
+the start, 8.5 at the end), 100 images, eps 0.01::
+
+    | norm | method | workers | s per image (wall) | CPU s per image | peak RSS MB | certified accuracy |
+    | linf | k4     | 1       | 0.355              | 0.051           | 84          | 0.05               |
+    | linf | k4     | 2       | 0.470              | 0.077           | 80          | 0.05               |
+    | l2   | kstar  | 1       | 1.411              | 0.220           | 86          | 0.37               |
+    | l2   | kstar  | 2       | 1.142              | 0.251           | 80          | 0.37               |
+
+    --workers 2 vs 1 (wall): 0.76x (l∞), 1.24x (l2), same results; on a machine this loaded the ratio says little.
+    certify's l2 default (K1) took 26-57 s per image (two images, busy machine): 9 margins × a K1 of 3-6 s.
 """
 
 from __future__ import annotations
