@@ -1,7 +1,8 @@
 """The bound-comparison report: the paper's numerical tests regenerated as Markdown pages with plots.
 
 ``lipverify report --suite paper --out docs/reports`` writes ``index.md`` and one page per test
-(``test1.md`` … ``test4.md``) with tables and PNG plots.  Every run is deterministic (fixed seeds); each
+(``test1.md`` … ``test4.md``) with tables and PNG plots; Test 4 ends with local bounds, certified accuracy and times on
+the shipped Fashion-MNIST test images (:func:`local_rows`).  Every run is deterministic (fixed seeds); each
 page states the package versions and seeds, and checks the paper's claims on the data, reporting a claim
 that does not hold as such.  The ``quick`` suite is a reduced version used by the tests.
 """
@@ -21,7 +22,7 @@ import sympy
 
 from .bounds import METHODS, bound, row_note
 from .bounds.records import Method
-from .errors import LipVerifyError, NotApplicableError
+from .errors import InternalConsistencyError, LipVerifyError, NotApplicableError
 from .layers import Dense, ReLU
 from .lower import lower_bound
 from .network import Network
@@ -48,12 +49,17 @@ class Suite:
     test4_norms: tuple[str, ...] = ("1", "2", "inf")
     test4_samples: int = 64
     test4_steps: int = 10
+    #: Test 4's local section: the first ``local_images`` shipped test images, the radii and the norms
+    local_images: int = 100
+    local_eps: tuple[float, ...] = (0.001, 0.01, 0.03)
+    local_norms: tuple[str, ...] = ("inf", "2")
     seed: int = 0
 
 
 SUITES = {
     "paper": Suite("paper", (2, 3, 4), (2, 3, 5), 30, 12, 20.0),
-    "quick": Suite("quick", (2, 3), (2, 3), 3, 3, 2.0, test4_norms=("inf",), test4_samples=8, test4_steps=0),
+    "quick": Suite("quick", (2, 3), (2, 3), 3, 3, 2.0, test4_norms=("inf",), test4_samples=8, test4_steps=0,
+                   local_images=2, local_eps=(0.01,), local_norms=("inf",)),
 }
 
 Progress = Callable[[str], None]
@@ -311,6 +317,174 @@ def fixture_path() -> Path:
     return Path(__file__).resolve().parent / "data" / "fashion_cnn.onnx"
 
 
+#: Test 4's local section: the method of the local upper bound per norm (``bound(..., domain=box)``) and of
+#: ``certify`` (its certified radii: one bound per margin ``f_y - f_j``, so a fast method; K1/lipsdp_fast take seconds
+#: per call on the Fashion CNN)
+LOCAL_UPPER = {"inf": "k4", "1": "k4", "2": "lipsdp_fast"}
+LOCAL_CERTIFY = {"inf": "k4", "1": "k4", "2": "kstar"}
+
+
+@dataclass(frozen=True)
+class LocalRow:
+    """Test 4's local results at one norm and radius, one entry per image (arrays in image order).
+
+    ``upper``: the certified local upper bound of ``method`` on the box ``B = [down(x - eps), up(x + eps)]``;
+    ``lower``: ``lower_bound`` on ``B`` (NaN where it is only an ``estimate``); ``global_upper``: ``method`` without a
+    domain; ``certified``/``radius``/``predicted``: ``lv.certify`` at ``eps`` with ``certify_method``; ``seconds``: the
+    time per image (local upper + local lower + certify).
+    """
+
+    norm: str
+    eps: float
+    method: str
+    certify_method: str
+    global_upper: float
+    upper: np.ndarray
+    lower: np.ndarray
+    radius: np.ndarray
+    certified: np.ndarray
+    predicted: np.ndarray
+    labels: np.ndarray
+    seconds: np.ndarray
+    seconds_upper: np.ndarray
+    seconds_lower: np.ndarray
+    seconds_certify: np.ndarray
+
+    @property
+    def certified_accuracy(self) -> float:
+        return float(np.mean(self.certified)) if self.certified.size else 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.predicted == self.labels)) if self.labels.size else 0.0
+
+
+def local_rows(net: Network, x: np.ndarray, y: np.ndarray, eps_values, norms, *, samples: int = 64, steps: int = 10,
+               upper_methods: dict[str, str] | None = None, certify_methods: dict[str, str] | None = None,
+               progress: Progress | None = None) -> list[LocalRow]:
+    """Local upper and lower bounds, certified radii and times on the images ``x`` (labels ``y``), one
+    :class:`LocalRow` per norm and radius.
+
+    Both bounds of an image speak of the Lipschitz constant of the network on the same box ``B`` (``x ± eps``
+    rounded outward, as :func:`lipverify.certify` uses; not clipped to [0, 1]), which is the l∞ ball of radius
+    ``eps`` and the smallest box containing the l2 ball of the same radius: each norm uses the same ``eps``.  Every
+    image's rows (local upper, local lower, global upper) go through :func:`~lipverify.result.check_consistency`
+    (local lower ≤ local upper; local lower ≤ global upper).  Proof of the local bounds: ``proofs/local.md``.
+    """
+    from .certify import certify
+    from .rigorous import down, up
+
+    upper_methods = {**LOCAL_UPPER, **(upper_methods or {})}
+    certify_methods = {**LOCAL_CERTIFY, **(certify_methods or {})}
+    progress = progress or (lambda _msg: None)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    rows = []
+    for norm in norms:
+        p = parse_norm(norm)
+        method, cmethod = upper_methods[p], certify_methods[p]
+        global_bound = bound(net, method, norm=p)
+        for eps in eps_values:
+            cols: dict[str, list] = {k: [] for k in ("upper", "lower", "radius", "certified", "predicted", "t_up",
+                                                     "t_lo", "t_cert")}
+            for i, (xi, yi) in enumerate(zip(x, y)):
+                progress(f"Test 4 local: l{p} eps {eps} image {i + 1}/{len(x)}")
+                box = (down(xi - eps), up(xi + eps))
+                started = time.perf_counter()
+                cert = certify(net, [xi], eps, p, labels=[int(yi)], method=cmethod).results[0]
+                t_cert = time.perf_counter() - started
+                if method == cmethod:  # certify computed this very bound on the same box
+                    local, t_up = cert.local_upper, 0.0
+                else:
+                    started = time.perf_counter()
+                    local = bound(net, method, norm=p, domain=box)
+                    t_up = time.perf_counter() - started
+                started = time.perf_counter()
+                low = lower_bound(net, p, domain=box, samples=samples, steps=steps, seed=0)
+                t_lo = time.perf_counter() - started
+                # check_consistency: local lower <= global upper.  It compares a local upper only with rows marked
+                # local, which lower_bound's are not; local lower <= local upper (the same box B) is checked below.
+                check_consistency([local, cert.local_upper, low, global_bound])
+                if local.kind not in ("upper", "exact"):
+                    raise LipVerifyError(f"report: {method} l{p} on the box of image {i} is a {local.kind} value, "
+                                         "not a certified upper bound")
+                if low.kind == "lower" and not float(low.value) <= min(local.float_value(), cert.local_upper.float_value()):
+                    raise InternalConsistencyError(
+                        f"report: on the box of image {i} (eps {eps}, l{p}) the certified lower bound {float(low.value)!r} "
+                        f"exceeds the local upper bound of {method} ({local.float_value()!r}) or of {cmethod} "
+                        f"({cert.local_upper.float_value()!r}): a bug in lipverify, please report it with the image")
+                cols["upper"].append(local.float_value())
+                cols["lower"].append(float(low.value) if low.kind == "lower" else np.nan)
+                cols["radius"].append(float(cert.radius.value))
+                cols["certified"].append(cert.certified)
+                cols["predicted"].append(cert.predicted)
+                cols["t_up"].append(t_up)
+                cols["t_lo"].append(t_lo)
+                cols["t_cert"].append(t_cert)
+            t_up, t_lo, t_cert = (np.array(cols[k]) for k in ("t_up", "t_lo", "t_cert"))
+            rows.append(LocalRow(p, float(eps), method, cmethod, global_bound.float_value(), np.array(cols["upper"]),
+                                 np.array(cols["lower"]), np.array(cols["radius"]), np.array(cols["certified"], dtype=bool),
+                                 np.array(cols["predicted"]), y.copy(), t_up + t_lo + t_cert, t_up, t_lo, t_cert))
+    return rows
+
+
+def _spread(v: np.ndarray) -> str:
+    """``median [min, max]`` of the finite entries (``–`` when there are none)."""
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return "–"
+    return f"{np.median(v):.4g} [{v.min():.4g}, {v.max():.4g}]"
+
+
+def local_lines(rows: list[LocalRow]) -> list[str]:
+    """The Markdown table of :func:`local_rows`: summaries over the images (median [min, max]), not one row each."""
+    lines = ["| norm | ε | local upper (method) | global upper | local lower | upper / lower | certified accuracy "
+             "(certify method) | certified radius | seconds per image | of which upper / lower / certify |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = np.divide(r.upper, r.lower, out=np.full_like(r.upper, np.nan), where=r.lower > 0)
+        n_lower = int(np.isfinite(r.lower).sum())
+        lower = _spread(r.lower) + ("" if n_lower == r.lower.size else f" ({r.lower.size - n_lower} estimates left out)")
+        lines.append(f"| l{r.norm} | {r.eps:g} | {_spread(r.upper)} ({r.method}) | {r.global_upper:.6g} | {lower} | "
+                     f"{_spread(ratio)} | {r.certified_accuracy:.2f} ({r.certify_method}) | {_spread(r.radius)} | "
+                     f"{_spread(r.seconds)} | {np.median(r.seconds_upper):.3g} / {np.median(r.seconds_lower):.3g} / "
+                     f"{np.median(r.seconds_certify):.3g} |")
+    return lines
+
+
+def _local_section(net: Network, suite: Suite, progress: Progress) -> list[str]:
+    """Test 4's local section: :func:`local_rows` on the first ``suite.local_images`` shipped test images."""
+    from .data import fashion_test
+
+    x, y = fashion_test(suite.local_images)
+    started = time.perf_counter()
+    rows = local_rows(net, x, y, suite.local_eps, suite.local_norms, samples=suite.test4_samples,
+                      steps=suite.test4_steps, progress=progress)
+    n = len(x)
+    methods = ", ".join(f"l{p}: {LOCAL_UPPER[p]} (certify: {LOCAL_CERTIFY[p]})" for p in map(parse_norm, suite.local_norms))
+    return [
+        "## Local bounds on test images", "",
+        f"The first {n} Fashion-MNIST test images (`lipverify.data.fashion_test`, pixels / 255); the network classifies "
+        f"{rows[0].accuracy:.2f} of them correctly. For each image `x` and radius ε, on the box `B = [x − ε, x + ε]` "
+        "(rounded outward, not clipped to [0, 1]): the certified **local upper** bound of the Lipschitz constant on B "
+        "(`bound(net, method, norm, domain=B)`), the certified **local lower** bound (`lower_bound(net, norm, domain=B)`, "
+        f"{suite.test4_samples} samples, {suite.test4_steps} hill-climbing steps), and `lv.certify` at ε: the fraction "
+        "of images whose predicted class is the label and is certified on the whole ε-ball (**certified accuracy**), "
+        f"with its certified radius (at most ε). Methods: {methods}. **Radii:** l2 uses the same ε as l∞. B is the l∞ "
+        "ball of radius ε and the smallest box containing the l2 ball of radius ε, so both norms' local constants are "
+        "of the same function on the same set, comparable with each other and with the global bound (the l2 ball of "
+        "radius ε lies inside the l∞ ball; the smallest l2 ball containing the l∞ ball has radius ε·√784 = 28ε). "
+        "Columns show the median [min, max] over the images; seconds are per image (local upper + lower + certify; the "
+        "upper's time is 0 where certify's method is the upper's method and its bound is reused). Every image's local "
+        "lower ≤ local upper and ≤ global upper was checked.", "",
+        *local_lines(rows), "",
+        *[f"l{r.norm}, ε = {r.eps:g}: the local upper bound equals the global {r.method} bound on every image "
+          "(narrowing the slopes on the box did not lower it)." for r in rows
+          if np.all(r.upper >= r.global_upper)],
+        f"{n} images × {len(suite.local_eps)} values of ε × {len(suite.local_norms)} norms in "
+        f"{time.perf_counter() - started:.1f} s.", ""]
+
+
 def test4(out: Path, suite: Suite, progress: Progress) -> Path:
     import matplotlib
 
@@ -367,6 +541,7 @@ def test4(out: Path, suite: Suite, progress: Progress) -> Path:
               "the implicit K\\* uses per-layer bounds computable from the kernels, the explicit one the verified spectral "
               "norm of each sparse matrix. K1 needs products of layer matrices (explicit only); K2 with max pooling and "
               "the FC-only methods say why they do not apply.", ""]
+    lines += _local_section(net, suite, progress)
     page = out / "test4.md"
     page.write_text("\n".join(lines))
     return page
