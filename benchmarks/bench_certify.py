@@ -34,13 +34,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _child import run_child  # benchmarks/_child.py (the script's directory is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "lipverify" / "data" / "fashion_cnn.onnx"
@@ -49,22 +48,10 @@ FIXTURE = ROOT / "lipverify" / "data" / "fashion_test100.npz"
 
 def run_certify(inputs: Path, eps: float, norm: str, method: str, workers: int) -> dict:
     """One ``lipverify certify`` in a child process: its JSON, wall time, CPU seconds and peak RSS (MB)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "lipverify", "certify", str(MODEL), "--inputs", str(inputs), "--eps", str(eps),
            "--norm", norm, "--method", method, "--json", "--workers", str(workers)]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if child.returncode != 0:
-        raise RuntimeError(f"certify exited {child.returncode}: {stderr[-2000:]}")
-    return {"json": json.loads(stdout), "wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
-            "rss_mb": usage.ru_maxrss / 1024}
+    run = run_child(cmd, ROOT, ROOT)
+    return {"json": json.loads(run.pop("stdout")), **run}
 
 
 def main() -> None:

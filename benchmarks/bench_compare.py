@@ -39,33 +39,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _child import run_child  # benchmarks/_child.py (the script's directory is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_compare(tree: Path, model: Path, time_limit: float) -> dict:
     """One ``lipverify compare`` in a child process on ``tree``: its rows, CPU seconds, peak RSS and wall time."""
-    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "lipverify", "compare", str(model), "--json"]
     if "--time-limit" in (tree / "lipverify" / "cli.py").read_text():  # older trees have no time budget at all
         cmd += ["--time-limit", str(time_limit)]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        child = subprocess.Popen(cmd, cwd=tree, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if child.returncode != 0:
-        raise RuntimeError(f"compare on {tree} exited {child.returncode}: {stderr[-2000:]}")
-    rows = json.loads(stdout)["results"]
-    # ru_maxrss is in KiB on Linux
-    return {"tree": str(tree), "rows": rows, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
-            "wall": wall}
+    run = run_child(cmd, tree, tree)
+    return {"tree": str(tree), "rows": json.loads(run.pop("stdout"))["results"], **run}
 
 
 def checkout(rev: str, directory: Path | None) -> tuple[Path, bool]:
