@@ -379,15 +379,7 @@ def _check_float(problem: LipSDPProblem, cert: Certificate) -> bool:
     diag[n - 1] = _iadd(diag[n - 1], Interval(-gram.mid, gram.rad))
     mid = assemble([d.mid for d in diag], [c.mid for c in lower])
     rad = assemble([d.rad for d in diag], [c.rad for c in lower])
-    # symmetrise by mirroring the upper triangle: |H - T| <= R entrywise still holds for the symmetric T
-    iu = np.triu_indices(mid.shape[0], 1)
-    mid.T[iu] = mid[iu]
-    rad.T[iu] = rad[iu]
-    if not (np.all(np.isfinite(mid)) and np.all(np.isfinite(rad))):
-        return False
-    # ||H - T||_2 <= || |H - T| ||_2 <= ||R||_2 <= ||R||_inf (R symmetric and nonnegative)
-    err = float(np.max(sum_up(rad, axis=1))) if rad.size else 0.0
-    return verify_positive_definite(mid, err=err)
+    return _enclosure_positive_definite(mid, rad)
 
 
 
@@ -439,14 +431,7 @@ def check_diagonal_schur(problem: LipSDPProblem, cert: Certificate) -> bool:
     rho = float_down(cert.rho)
     w_in = np.ones(w1.shape[1]) if problem.input_weight is None else np.asarray(problem.input_weight, dtype=np.float64)
     t = _idiag(gram, down(rho * w_in), up(rho * w_in))
-    mid, rad = t.mid.copy(), t.rad.copy()
-    iu = np.triu_indices(mid.shape[0], 1)
-    mid.T[iu] = mid[iu]
-    rad.T[iu] = rad[iu]
-    if not (np.all(np.isfinite(mid)) and np.all(np.isfinite(rad))):
-        return False
-    err = float(np.max(sum_up(rad, axis=1))) if rad.size else 0.0
-    return verify_positive_definite(mid, err=err)
+    return _enclosure_positive_definite(t.mid.copy(), t.rad.copy())
 
 
 
@@ -666,3 +651,18 @@ def _frac_to_float(x: Fraction) -> float:
         return x.numerator / x.denominator  # correctly rounded integer division
     except OverflowError:
         return math.inf if x > 0 else -math.inf
+
+
+def _enclosure_positive_definite(mid: np.ndarray, rad: np.ndarray) -> bool:
+    """True when every symmetric matrix ``H`` with ``|H - mid| <= rad`` entrywise is proven positive definite.
+
+    ``mid`` and ``rad`` (modified in place) are symmetrised by mirroring the upper triangle: ``|H - T| <= R`` still
+    holds for the symmetric ``T``; then ``||H - T||_2 <= || |H - T| ||_2 <= ||R||_2 <= ||R||_inf`` (R symmetric and
+    nonnegative) is the error the verified Cholesky allows for."""
+    iu = np.triu_indices(mid.shape[0], 1)
+    mid.T[iu] = mid[iu]
+    rad.T[iu] = rad[iu]
+    if not (np.all(np.isfinite(mid)) and np.all(np.isfinite(rad))):
+        return False
+    err = float(np.max(sum_up(rad, axis=1))) if rad.size else 0.0
+    return verify_positive_definite(mid, err=err)
