@@ -18,7 +18,7 @@ from .norms import NormLike, parse_norm
 
 #: the upper-bound methods tried, cheapest first (each one that applies; the first at most ``claim`` decides)
 METHODS_BY_NORM = {"1": ("k3", "k4", "kstar", "k1", "kcp"), "inf": ("k3", "k4", "kstar", "k1", "kcp"),
-                   "2": ("kstar", "k1", "lipsdp_fast", "lipsdp")}
+                   "2": ("kstar", "k1", "lipsdp_fast", "lipsdp", "lipsdp_fo")}
 
 
 @dataclass

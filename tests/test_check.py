@@ -68,3 +68,27 @@ def test_cli_check_json_and_exit_codes(tmp_path, capsys):
     assert main(["check", str(path), "--claim", "1.000001", "--norm", "2"]) == 0
     text = capsys.readouterr().out
     assert "<= 1.000001" in text and "<= 1\n" not in text
+
+
+def test_an_l2_claim_only_the_first_order_lipsdp_proves_holds_with_it():
+    """20-120-100-5 ReLU MLP: K1 4.25, lipsdp_fast 3.16, LipSDP refused (LMI side 240 > 200), lipsdp_fo 2.54."""
+    rng = np.random.default_rng(0)
+    sizes = [20, 120, 100, 5]
+    layers = []
+    for i in range(3):
+        layers.append(lv.Dense(rng.normal(size=(sizes[i + 1], sizes[i])) / np.sqrt(sizes[i]), rng.normal(size=sizes[i + 1])))
+        if i < 2:
+            layers.append(lv.ReLU())
+    net = lv.Network(layers)
+    verdict = lv.check_lipschitz(net, 2.8, 2)
+    assert verdict.verdict == "holds" and verdict.upper_method == "lipsdp_fo" and verdict.upper <= 2.8
+    assert verdict.tried["lipsdp_fast"] > 2.8 and "NotApplicableError" in verdict.tried["lipsdp"]
+    # the value is an upper bound: above the spectral norm of the Jacobian at sampled points (written here)
+    for x in rng.normal(size=(20, 20)):
+        j, h = np.eye(20), x
+        for layer in net.layers:
+            if isinstance(layer, lv.Dense):
+                h, j = layer.weight @ h + layer.bias, layer.weight @ j
+            else:
+                j, h = (h > 0)[:, None] * j, np.maximum(h, 0)
+        assert np.linalg.norm(j, 2) <= verdict.upper
