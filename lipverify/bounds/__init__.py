@@ -116,7 +116,7 @@ METHODS: dict[str, Method] = {m.id: m for m in (
            "verified, min with K1",
            norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_FAST_SIZE,),
            extra={"conv_reason": "the certificate is checked on the LipSDP matrix built from the layer matrices"}),
-    Method("lipsdp_fo", lipsdp_fo, ("2",), CNN_STEPS, ("explicit",), "upper", "sdp", "proofs/lipsdp_first_order.md",
+    Method("lipsdp_fo", lipsdp_fo, ("2",), CNN_STEPS, ("explicit",), "upper", "sdp", "proofs/lipsdp_fo.md",
            "first-order LipSDP-Neuron (eigenvalue form, Adam on the multipliers from lipsdp_fast's start; CNNs with "
            "max-pool quadratic constraints), verified",
            norm_reason="LipSDP bounds the spectral (l2) Lipschitz constant only", budgets=(LIPSDP_FO_SIZE, LIPSDP_FO_STEPS),

@@ -11,7 +11,7 @@ only *suggests* multipliers, and this module turns a suggestion into a proof or 
   (:func:`lipverify.rigorous.verify_positive_definite`); :func:`float_enclosure` and :func:`prove_shifted`
   do the same for a matrix known in exact rationals (KSDP);
 * :func:`check_diagonal_schur` proves a segment ``W_2 D W_1`` with a diagonal hidden block through its Schur
-  complement, a matrix of the input side only (``lipsdp_fo`` on CNNs, ``proofs/lipsdp_first_order.md`` §6);
+  complement, a matrix of the input side only (``lipsdp_fo`` on CNNs, ``proofs/lipsdp_fo.md`` §6);
 * :func:`first_proven` is the candidate loop shared by both methods, :func:`certify` the LipSDP one.
 
 No cvxpy, no CVXOPT: this module is imported without either (``tests/test_sdp.py``).
@@ -80,7 +80,7 @@ class LipSDPProblem:
     shifts: tuple[int, ...]
     neuron_exps: tuple[np.ndarray, ...] | None = None
     neuron_slopes: tuple[tuple[np.ndarray, np.ndarray] | None, ...] | None = None
-    #: weighted norms (a segment between max-pool layers, ``proofs/lipsdp_first_order.md`` §6): the input block is
+    #: weighted norms (a segment between max-pool layers, ``proofs/lipsdp_fo.md`` §6): the input block is
     #: ``rho diag(input_weight)`` instead of ``rho I`` and the output term ``W_L^T diag(output_weight) W_L`` instead
     #: of ``W_L^T W_L``; nonnegative float arrays (exact dyadic rationals), ``None`` for ones
     input_weight: np.ndarray | None = None
@@ -397,7 +397,7 @@ def diagonal_tail(problem: LipSDPProblem) -> bool:
 
 def check_diagonal_schur(problem: LipSDPProblem, cert: Certificate) -> bool:
     """Prove ``H(rho, lambda) ≻ 0`` for a :func:`diagonal_tail` problem through its Schur complement
-    (``proofs/lipsdp_first_order.md`` §6): the hidden block ``K = diag(lambda_i - sum_k d_k W2_ki^2)`` is checked ``> 0``
+    (``proofs/lipsdp_fo.md`` §6): the hidden block ``K = diag(lambda_i - sum_k d_k W2_ki^2)`` is checked ``> 0``
     exactly (rationals), then ``rho D_in + W_1^T diag(e) W_1 ≻ 0`` with
     ``e_i = p_i lambda_i - c_i^2 lambda_i^2 / K_i`` (exact, then enclosed by floats) by a verified Cholesky
     factorisation of an interval enclosure.  ``True`` only when proven."""

@@ -1,6 +1,6 @@
 """``lipsdp_fo``: first-order LipSDP-Neuron (eigenvalue optimisation of the multipliers), proven by the kernel.
 
-Proof: ``proofs/lipsdp_first_order.md``.  No SDP solver.  For multipliers ``lambda >= 0`` whose hidden block ``K_rr``
+Proof: ``proofs/lipsdp_fo.md``.  No SDP solver.  For multipliers ``lambda >= 0`` whose hidden block ``K_rr``
 of the LipSDP matrix ``H(rho, lambda) = rho E_0 + K(lambda)`` (:mod:`lipverify.sdp.certificate`) is positive
 definite, the least feasible ``rho`` is the largest eigenvalue
 
@@ -215,7 +215,7 @@ def warm_start(problem: LipSDPProblem):
 
 class SegmentOracle:
     """``t(lambda, d_in, d_out)``: the least ``t`` with ``t diag(d_in) E_0 + K(lambda) - W_L^T diag(d_out) W_L ⪰ 0`` for one
-    segment (``proofs/lipsdp_first_order.md`` §6), with subgradients in ``lambda``, ``d_in`` and ``d_out``; untrusted.
+    segment (``proofs/lipsdp_fo.md`` §6), with subgradients in ``lambda``, ``d_in`` and ``d_out``; untrusted.
     A :func:`~lipverify.sdp.certificate.diagonal_tail` segment (``I D W`` before a max-pool layer) has a diagonal
     hidden block: everything is matrix-free there (the conv matrix times vectors only)."""
 
@@ -412,7 +412,7 @@ def optimise_segments(problems, pools, steps: int, lr: float = LEARNING_RATE):
 
 
 def certify_segments(problems, pools, lams, mus, max_size: int):
-    """Prove every segment's LMI with its weights (``proofs/lipsdp_first_order.md`` §6): the pool multipliers rounded to
+    """Prove every segment's LMI with its weights (``proofs/lipsdp_fo.md`` §6): the pool multipliers rounded to
     dyadic floats ``mu`` (the next segment's input weights), the previous segment's output weights the upward-rounded
     window sums ``S^T mu`` (:meth:`~lipverify.ir.pooling.TensorPool.window_sum_t_up`), the least ``t_j`` re-estimated,
     inflated and proven (verified Cholesky; through the Schur complement on a diagonal tail).  Returns the proven
@@ -542,7 +542,7 @@ def lipsdp_fo(net: Network, norm: NormLike = 2, *, steps: int = DEFAULT_STEPS, m
     Claim: ``L_2 <= sqrt(rho)`` for the proven certificate ``(rho, lambda)`` (``H(rho, lambda) ≻ 0`` by a verified
     Cholesky factorisation of the full LMI), for every activation whose difference quotients lie in its declared slope
     interval (per-neuron slopes of local bounds included).  Never below LipSDP-Neuron's optimum (a feasible point of
-    the same LMI).  Proof: ``proofs/lipsdp_first_order.md``.  Fully connected networks and CNNs (explicit matrices);
+    the same LMI).  Proof: ``proofs/lipsdp_fo.md``.  Fully connected networks and CNNs (explicit matrices);
     with max pooling the network is split at the pools, which enter through the quadratic constraint
     ``Δy_r² <= Σ_{k in window(r)} Δx_k²`` with one multiplier per window, and the value is the product of the
     segments' proven weighted LipSDP values (§6).  An LMI side (inputs + hidden neurons; per segment, unless its
@@ -577,7 +577,7 @@ def lipsdp_fo(net: Network, norm: NormLike = 2, *, steps: int = DEFAULT_STEPS, m
             details["certified_value"] = value
             assumptions = ("segments between max-pool layers: LipSDP-Neuron LMIs with weighted norms at first-order "
                            "optimised multipliers, each proven positive definite (verified Cholesky, Schur complement "
-                           "on a diagonal hidden block); max-pool quadratic constraints (proofs/lipsdp_first_order.md §6)",)
+                           "on a diagonal hidden block); max-pool quadratic constraints (proofs/lipsdp_fo.md §6)",)
             return Bound.upper_bound(value, p, "lipsdp_fo", rounding=OUTWARD, seconds=time.perf_counter() - started,
                                      assumptions=assumptions, details=details)
         from ..ir.views import cnn_chain
