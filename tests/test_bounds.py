@@ -310,3 +310,28 @@ def test_lower_bound_and_exact_take_a_live_torch_module():
     assert e.kind == "exact" and e.value == 1
     lo = lv.lower_bound(module, "inf", input_shape=(1,))
     assert lo.kind == "lower" and float(lo.value) == pytest.approx(1.0, rel=1e-12) and float(lo.value) <= 1.0
+
+
+def test_k1_norm_cache_keys_on_content():
+    """K1's verified norms of partial products are cached by a digest of the weights: the same net gives the same value
+    from the cache; a net of the same shapes with other weights gets its own norms, equal to a cold computation."""
+    import importlib
+
+    k1_module = importlib.import_module("lipverify.bounds.k1")  # the package exports the function k1 under that name
+    rng = np.random.default_rng(3)
+    w1, w2, w3 = rng.standard_normal((6, 5)), rng.standard_normal((4, 6)), rng.standard_normal((2, 4))
+
+    def net(scale):
+        return lv.Network([lv.Dense(w1 * scale), lv.ReLU(), lv.Dense(w2), lv.ReLU(), lv.Dense(w3)])
+
+    k1_module._NORMS.clear()
+    first = lv.bound(net(1.0), "k1", norm=2, arithmetic="float").value
+    filled = len(k1_module._NORMS)
+    assert filled >= 3
+    assert lv.bound(net(1.0), "k1", norm=2, arithmetic="float").value == first
+    assert len(k1_module._NORMS) == filled  # every norm came from the cache
+    warm = lv.bound(net(2.0), "k1", norm=2, arithmetic="float").value  # shares W2, W3 (and W3 W2) with the first net
+    assert len(k1_module._NORMS) > filled
+    k1_module._NORMS.clear()
+    assert warm == lv.bound(net(2.0), "k1", norm=2, arithmetic="float").value
+    assert warm > first

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from fractions import Fraction
+
+import numpy as np
+import scipy.sparse as sp
 
 from ..errors import NotApplicableError
 from ..ir.chain import LinearChain, exact_norm, to_fraction
@@ -72,16 +77,27 @@ def _k1_float(chain: LinearChain, p: str) -> float:
     depth = chain.depth
     c = [float_up(abs(s.center)) for s in chain.slopes]
     r = [float_up(s.half_width) for s in chain.slopes]
-    # norms[j][k]: upper bound of ||W_k ⋯ W_{j+1}|| (1-based k), built by growing products to the left
+    prints = [_fingerprint(w, rad) for w, rad in zip(chain.weights, chain.radii)]
+    # norms[j][k]: upper bound of ||W_k ⋯ W_{j+1}|| (1-based k), built by growing products to the left; a product seen
+    # before (same weights and radii, bit for bit) takes its verified norm from the cache
     norms: dict[tuple[int, int], float] = {}
     for j in range(depth):
         if j >= 1 and r[j - 1] == 0.0:
             continue  # a cut at j contributes nothing
-        prod = Interval.point(_dense(chain.weights[j]), chain.radii[j])
-        norms[(j, j + 1)] = abs_norm_upper(prod.mid, prod.rad, p)
-        for k in range(j + 2, depth + 1):
-            prod = prod.left_matmul(chain.weights[k - 1], chain.radii[k - 1])
-            norms[(j, k)] = abs_norm_upper(prod.mid, prod.rad, p)
+        prod, end = None, j  # prod encloses W_end ⋯ W_{j+1}, grown only when a norm must be computed
+        for k in range(j + 1, depth + 1):
+            key = (p, *prints[j:k])
+            if key in _NORMS:
+                norms[(j, k)] = _NORMS[key]
+                _NORMS.move_to_end(key)
+                continue
+            if prod is None:
+                prod, end = Interval.point(_dense(chain.weights[j]), chain.radii[j]), j + 1
+            while end < k:
+                prod, end = prod.left_matmul(chain.weights[end], chain.radii[end]), end + 1
+            norms[(j, k)] = _NORMS[key] = abs_norm_upper(prod.mid, prod.rad, p)
+            if len(_NORMS) > NORM_CACHE_SIZE:
+                _NORMS.popitem(last=False)
     t = [1.0]
     for k in range(1, depth + 1):
         total = 0.0
@@ -98,6 +114,31 @@ def _k1_float(chain: LinearChain, p: str) -> float:
 
 def _dense(w):
     return w.toarray() if hasattr(w, "toarray") else w
+
+
+#: how many verified norms of partial products :func:`_k1_float` keeps (least recently used dropped first)
+NORM_CACHE_SIZE = 256
+_NORMS: OrderedDict[tuple, float] = OrderedDict()
+
+
+def _fingerprint(w, rad) -> bytes:
+    """A digest of a weight matrix (dense or sparse) and its radii, bit for bit: the cache key of its norms (a
+    cryptographic hash, so two different matrices never share a key in practice; no identity or mutability
+    assumption about the arrays)."""
+    h = hashlib.blake2b(digest_size=20)
+    if sp.issparse(w):
+        w = sp.csr_matrix(w, copy=True)
+        w.sum_duplicates()
+        w.sort_indices()
+        parts = [b"sparse", repr(w.shape).encode(), w.data.astype(np.float64), w.indices.astype(np.int64),
+                 w.indptr.astype(np.int64)]
+    else:
+        parts = [b"dense", repr(np.shape(w)).encode(), np.ascontiguousarray(w, dtype=np.float64)]
+    if rad is not None:
+        parts += [b"radius", np.ascontiguousarray(_dense(rad), dtype=np.float64)]
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.tobytes())
+    return h.digest()
 
 
 def _k1_graph(steps, width: int, p: str, chains: list) -> float:
