@@ -10,18 +10,21 @@ the median of ``--repeat`` runs, on Gaussian nets N(0, 1/fan_in), seeded.
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_lipsdp_fast.py --repeat 5
     PYTHONPATH=. python benchmarks/bench_lipsdp_fast.py --sizes 10-100-100-100-10
 
-Measured 2026-12-02 (one BLAS thread, load average 3.4 on 2 cores shared with other jobs, median of 5):
+Measured 2026-12-02 15:17 UTC (``OPENBLAS_NUM_THREADS=1 PYTHONPATH=.. python bench_lipsdp_fast.py --repeat 5``
+from ``benchmarks/``; load average 0.56, the other core running ``bench_lipsdp.py --big``; median of 5):
 
     net                  ECLipsE-Fast  lipsdp_fast value ratio  t_ecl s t_fast s time ratio
-    10-100-100-100-10         9.28093      6.43373      0.6932    0.003    0.061      23.00
-    784-100-100-10            2.22989      1.84009      0.8252    0.138    0.148       1.08
-    784-500-200-50-10         2.93275      2.19348      0.7479    0.155    0.695       4.48
+    10-100-100-100-10         9.28093      6.43373      0.6932    0.003    0.066      26.22
+    784-100-100-10            2.22989      1.84009      0.8252    0.068    0.064       0.94
+    784-500-200-50-10         2.93275      2.19348      0.7479    0.134    0.338       2.52
 
 (LipSDP's optimum: 4.957 and 1.670 on the first two, issue 15.)  Tighter everywhere; the time goal (<= 3x) holds on
-784-100-100-10 only.  On the large net most of lipsdp_fast's time is the proof (interval enclosure and verified
-Cholesky of the dense LMI of side n_0 + Σ n_l = 1534), on the small one fixed costs (~50 ms against 3 ms); the next
-step is the exact reduction of the input block (for α_1 β_1 = 0 the block is rho I and can be eliminated before the
-proof, leaving side Σ n_l).
+the two MNIST-size nets.  Earlier the same day (busy machine) the large net took 0.695 s, 4.48x: the proof now
+eliminates the input block (rho I for ReLU) by its Schur complement before the verified Cholesky (side 750 instead
+of 1534, ``proofs/lipsdp.md`` §4), the members share ``W_1 W_1ᵀ`` and its top eigenvalue, and ``up``/``down`` work
+on the bit patterns (4x faster than ``numpy.nextafter``).  On the small net the time is fixed costs (six members,
+each with a line search of ~45 Rayleigh quotients, and the proof: ~60 ms against ECLipsE-Fast's 3 ms), which is
+what buys the 31% tighter value; the 3x goal is not met there.
 """
 
 from __future__ import annotations

@@ -202,3 +202,29 @@ def test_subnormal_diagonal_of_the_recursion_is_no_overflow():
     net = lv.Network([lv.Dense(np.array([[1e-155], [1.0]])), lv.ReLU(), lv.Dense(np.array([[1e-155, 1.0]]))])
     b = lv.bound(net, "lipsdp_fast", norm=2)
     assert b.kind == "upper" and 1.0 <= b.value < 1.5
+
+
+def test_the_float_check_with_the_input_block_eliminated_agrees_with_exact_arithmetic():
+    """A wide input (8 > 3 neurons, ReLU: the input block is rho I) makes the float check eliminate the input block by
+    its Schur complement (proofs/lipsdp.md §4).  Around the certificate's threshold rho*, every rho the float check
+    accepts is accepted by the exact Sylvester test written here, and it accepts 1.001 rho*, refuses 0.999 rho*."""
+    from lipverify.sdp.certificate import Certificate, LipSDPProblem, _input_block_is_rho_identity, check_certificate
+
+    net = _net((8, 3, 3, 2), lv.ReLU, seed=5)
+    lams = lipsdp_fast(net).details["certificate"].lambdas
+    weights = [np.asarray(layer.weight, dtype=np.float64) for layer in net.layers if isinstance(layer, lv.Dense)]
+    problem = LipSDPProblem(tuple(weights), (None,) * 3, None, ((Fraction(0), Fraction(1)),) * 2, (0, 0, 0))
+    assert _input_block_is_rho_identity(problem) and problem.sizes[0] > problem.sizes[1]
+    slopes = [(Fraction(0), Fraction(1))] * 2
+    # rho* of these multipliers, in floats: the largest eigenvalue of K_0r K_rr^-1 K_r0 (the hidden block K_rr ≻ 0)
+    h = np.array(_lmi(_fractions(net), slopes, Certificate(Fraction(0), lams)), dtype=np.float64)
+    k_rr, k_r0 = h[8:, 8:], h[8:, :8]
+    rho_star = float(np.max(np.linalg.eigvalsh(k_r0.T @ np.linalg.solve(k_rr, k_r0))))
+    accepted = []
+    for factor in (0.99, 0.999, 0.9999999, 1.0000001, 1.001, 1.01):
+        rho = Fraction(rho_star * factor)
+        ok = check_certificate(problem, Certificate(rho, lams), method="float")
+        if ok:
+            assert _exact_pd(_lmi(_fractions(net), slopes, Certificate(rho, lams)))
+        accepted.append(ok)
+    assert accepted[0] is False and accepted[1] is False and accepted[4] is True and accepted[5] is True

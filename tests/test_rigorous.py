@@ -89,6 +89,51 @@ def test_interval_products_contain_every_member():
         assert all(Fraction(float(l)) <= e <= Fraction(float(h)) for l, e, h in zip(lo.ravel(), exact.ravel(), hi.ravel()))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3, allow_subnormal=True) | st.sampled_from([5e-324, -3e-320, 1e-310, 0.0]),
+                min_size=3, max_size=3),
+       st.lists(st.floats(-1e3, 1e3) | st.sampled_from([2.0**-1070, 0.1, 1 / 3]), min_size=3, max_size=3),
+       st.lists(st.floats(0, 1e-3) | st.just(0.0), min_size=3, max_size=3))
+@example([1e-310, -5e-324, 3.0], [0.1, 2.0**-1070, 1 / 3], [0.0, 0.0, 1e-300])
+@example([1e-310, -5e-324, 3.0], [0.5, 2.0**-1070, -4.0], [0.0, 0.0, 1e-300])  # powers of two, lost bits
+@example([1e-300, -2.0, 3.0], [0.5, 0.25, -4.0], [1e-3, 0.0, 0.5])  # powers of two, exact
+@example([1e300, -2.0, 3.0], [2.0**100, 0.25, -4.0], [0.0, 0.0, 0.0])  # overflow: refused, never inf
+def test_point_row_scaling_encloses_the_exact_products(mid, d, rad):
+    """``scale_rows(d, d)`` (one rounding per product, R7 "point scalings") against exact rational products, with
+    subnormal entries and factors whose products underflow."""
+    x = rg.Interval(np.array(mid)[:, None], np.array(rad)[:, None])
+    try:
+        y = x.scale_rows(np.array(d), np.array(d))
+    except rg.NumericalError:
+        assert any(abs(Fraction(di) * Fraction(m)) > Fraction(np.finfo(float).max) for m, di in zip(mid, d))
+        return
+    lo, hi = y.bounds()
+    for m, r, di, l, h in zip(mid, rad, d, lo.ravel(), hi.ravel()):
+        for member in (Fraction(m) - Fraction(r), Fraction(m), Fraction(m) + Fraction(r)):
+            assert Fraction(float(l)) <= Fraction(di) * member <= Fraction(float(h))
+
+
+_SPECIAL = [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, -2.2250738585072014e-308, 1.7976931348623157e308,
+            -1.7976931348623157e308, np.inf, -np.inf, np.nan, 1.0, -1.0]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(_SPECIAL), min_size=1, max_size=40))
+def test_up_and_down_are_nextafter_bit_for_bit(values):
+    """``up``/``down`` work on the bit patterns; they must equal ``numpy.nextafter`` exactly (signed zeros, subnormals,
+    the largest floats, infinities and NaN included), as arrays of any shape and as scalars."""
+    x = np.array(values + _SPECIAL)
+    with np.errstate(over="ignore"):
+        for ours, direction in ((rg.up, np.inf), (rg.down, -np.inf)):
+            want = np.nextafter(x, direction)
+            got = ours(x)
+            keep = ~np.isnan(x)
+            assert np.array_equal(got[keep].view(np.int64), want[keep].view(np.int64))
+            assert np.isnan(got[~keep]).all()
+            assert np.array_equal(ours(x[::-2].reshape(-1, 1)), want[::-2].reshape(-1, 1), equal_nan=True)  # strided
+            assert ours(x[0]) == want[0] or (np.isnan(x[0]) and np.isnan(ours(x[0])))
+
+
 def test_overflow_raises_instead_of_returning_inf():
     with pytest.raises(rg.NumericalError):
         rg.matmul_up(np.full((2, 2), 1e300), np.full((2, 2), 1e300))

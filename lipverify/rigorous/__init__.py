@@ -72,13 +72,31 @@ def _unscale(x: float, e: int, direction) -> float:
 
 
 def up(x):
-    """The next float above ``x`` (entrywise): an upper bound of any real rounded to nearest as ``x``."""
-    return np.nextafter(x, np.inf)
+    """The next float above ``x`` (entrywise): an upper bound of any real rounded to nearest as ``x``.
+
+    Equal to ``numpy.nextafter(x, inf)`` bit for bit (tested), computed on the IEEE bit patterns (a float's successor
+    is the next integer pattern for ``x > 0`` and the previous one for ``x < 0``), which is about four times faster;
+    zeros, infinities and NaN go to ``nextafter``."""
+    return _step(x, 1)
 
 
 def down(x):
-    """The next float below ``x`` (entrywise)."""
-    return np.nextafter(x, -np.inf)
+    """The next float below ``x`` (entrywise); ``numpy.nextafter(x, -inf)`` bit for bit (see :func:`up`)."""
+    return _step(x, -1)
+
+
+def _step(x, direction: int):
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 0:
+        return np.nextafter(x[()], direction * np.inf)
+    bits = x.view(np.int64)
+    # +1 on the pattern of a positive float moves away from 0, on a negative one towards 0 (sign-magnitude)
+    out = (bits + direction * ((bits >> 63) | 1)).view(np.float64)  # a new array
+    np.copyto(out, direction * ETA, where=x == 0)  # +-0 -> +-the smallest subnormal
+    special = ~np.isfinite(x)
+    if np.any(special):
+        out[special] = np.nextafter(x[special], direction * np.inf)
+    return out
 
 
 def relative_factor(k: int) -> float:
@@ -500,9 +518,12 @@ class Interval:
 
     def scale_rows(self, alpha: Array, beta: Array) -> Interval:
         """Enclosure of ``{D X : D = diag(d), alpha <= d <= beta, X in self}`` (exact interval products)."""
+        shape = (-1, *([1] * (self.mid.ndim - 1)))
+        a = np.asarray(alpha, dtype=np.float64).reshape(shape)
+        b = np.asarray(beta, dtype=np.float64).reshape(shape)
+        if np.array_equal(a, b) and not np.all((a == 0) | (np.abs(a) == 1)):
+            return self._scale_rows_point(a)
         lo, hi = self.bounds()
-        a = np.asarray(alpha, dtype=np.float64).reshape(-1, *([1] * (lo.ndim - 1)))
-        b = np.asarray(beta, dtype=np.float64).reshape(-1, *([1] * (lo.ndim - 1)))
         cands = (a * lo, a * hi, b * lo, b * hi)
         new_lo = down(np.minimum.reduce(cands))
         new_hi = up(np.maximum.reduce(cands))
@@ -517,6 +538,19 @@ class Interval:
         if np.all(same):
             return Interval(np.asarray(a * self.mid, dtype=np.float64), np.zeros_like(self.mid))
         return Interval.from_bounds(new_lo, new_hi)
+
+    def _scale_rows_point(self, d: Array) -> Interval:
+        """:meth:`scale_rows` by one float per row: ``fl(d x)`` is within ``u |fl(d x)| + eta`` of ``d x`` (one
+        rounding to nearest, gradual underflow), so ``mid' = fl(d mid)`` and
+        ``rad' >= |d| rad + u |mid'| + eta``, every term rounded upward (R7 of ``proofs/rigorous_arithmetic.md``)."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            mid = np.asarray(d * self.mid, dtype=np.float64)
+            if np.all(np.frexp(d)[0] == 0.5 * np.sign(d)) and np.all(d != 0):  # powers of two: exact unless under-
+                rad = np.abs(d) * self.rad  # or overflow, which dividing back detects (the division is exact)
+                if np.array_equal(mid / d, self.mid) and np.array_equal(rad / np.abs(d), self.rad):
+                    return Interval(_check_finite(mid, "interval row scaling"), rad)
+            rad = add_up(up(np.abs(d) * self.rad), up(UNIT_ROUNDOFF * np.abs(mid)), ETA)
+        return Interval(_check_finite(mid, "interval row scaling"), _check_finite(rad, "interval row scaling"))
 
 
 # --------------------------------------------------------------------------- nonnegative operator passes

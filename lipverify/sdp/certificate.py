@@ -339,7 +339,10 @@ def _idiag(x: Interval, lo: np.ndarray, hi: np.ndarray) -> Interval:
 
 def _check_float(problem: LipSDPProblem, cert: Certificate) -> bool:
     """Interval enclosure of every block of ``H`` (weights with their radii), symmetrised, then
-    :func:`~lipverify.rigorous.verify_positive_definite` with the spectral radius bound of the enclosure."""
+    :func:`~lipverify.rigorous.verify_positive_definite` with the spectral radius bound of the enclosure.  When the
+    input block is ``rho I`` and wider than the first hidden layer, it is eliminated first: ``H ≻ 0`` iff ``rho > 0``
+    and the rest minus ``B Bᵀ / rho`` is ``≻ 0`` (``B`` the block below it), proven on that smaller matrix."""
+    eliminate_input = _input_block_is_rho_identity(problem) and problem.sizes[0] > problem.sizes[1]
     # rationals that are not floats are enclosed: rho only increases H, so its lower float is enough
     lam_lo = [np.array([float_down(t) for t in x], dtype=np.float64) for x in cert.lambdas]
     lam_hi = [np.array([float_up(t) for t in x], dtype=np.float64) for x in cert.lambdas]
@@ -377,9 +380,31 @@ def _check_float(problem: LipSDPProblem, cert: Certificate) -> bool:
     last = ws[-1] if problem.output_weight is None else ws[-1].scale_rows(problem.output_weight, problem.output_weight)
     gram = last.left_matmul(wl.T, None if problem.radii[-1] is None else problem.radii[-1].T)
     diag[n - 1] = _iadd(diag[n - 1], Interval(-gram.mid, gram.rad))
+    if n >= 2 and eliminate_input:
+        # the input block is rho I: its Schur complement (proofs/lipsdp.md §4, step 4, "input block eliminated")
+        if not rho > 0:
+            return False
+        b = lower[0]  # the block below the input block, enclosed: B = -C Lambda_1 W_1
+        bbt = Interval(b.mid.T, b.rad.T).left_matmul(b.mid, b.rad)  # encloses B1 B2^T for all B1, B2 in the enclosure
+        inv_lo, inv_hi = _fraction_interval(1 / Fraction(rho))
+        bbt = bbt.scale_rows(np.full(sizes[1], inv_lo), np.full(sizes[1], inv_hi))
+        diag[1] = _iadd(diag[1], Interval(-bbt.mid, bbt.rad))
+        diag, lower = diag[1:], lower[1:]
     mid = assemble([d.mid for d in diag], [c.mid for c in lower])
     rad = assemble([d.rad for d in diag], [c.rad for c in lower])
     return _enclosure_positive_definite(mid, rad)
+
+
+def _input_block_is_rho_identity(problem: LipSDPProblem) -> bool:
+    """Whether block 0 of ``H`` is ``rho I`` exactly: no input weight and ``alpha_1 beta_1 = 0`` (per neuron too), so
+    the float check may eliminate it by its Schur complement (``proofs/lipsdp.md`` §4)."""
+    if problem.input_weight is not None or problem.depth < 2:
+        return False
+    pair = problem.neuron_pair(0)
+    if pair is None:
+        a, b = problem.slopes[0]
+        return a * b == 0
+    return bool(np.all((pair[0] == 0) | (pair[1] == 0)))
 
 
 

@@ -151,19 +151,24 @@ def _scaling(k: np.ndarray, scaling: str) -> np.ndarray:
     return np.ones(k.shape[0])
 
 
-def _layer(k: np.ndarray, w_next: np.ndarray, slopes, c: float, scaling: str):
+def _layer(k: np.ndarray, w_next: np.ndarray, slopes, c: float, scaling: str, top: dict | None = None):
     """One step of the recursion for a hidden layer that is not the last (proof §2): from
     ``K = W_k P_{k-1}^{-1} W_kᵀ`` to the normalised multipliers ``λ S`` and ``K' = W_{k+1} P_k^{-1} W_{k+1}ᵀ``, with
     ``P_k^{-1} = S^{-1/2} ((m²/r²) C^{-1} - (p/r²) I) S^{-1/2} / λ``, ``C = I - r² λ K̃``, ``K̃ = S^{1/2} K S^{1/2}``.
-    ``None`` when the member is not admissible (``C`` not numerically positive definite)."""
+    ``None`` when the member is not admissible (``C`` not numerically positive definite).  ``top``, when given, keeps
+    ``λ_max(K̃)`` per scaling (the first layer's ``K`` is the same for every member)."""
     m, r, p, c_max = _slope_constants(*slopes)
     s = _scaling(k, scaling)
     rs = np.sqrt(s)
     kt = rs[:, None] * k * rs[None, :]
     kt = (kt + kt.T) / 2
     n = kt.shape[0]
-    kmax = float(scipy.linalg.eigh(kt, eigvals_only=True, subset_by_index=[n - 1, n - 1], check_finite=False)[0]) \
-        if n else 0.0
+    kmax = None if top is None else top.get(scaling)
+    if kmax is None:
+        kmax = float(scipy.linalg.eigh(kt, eigvals_only=True, subset_by_index=[n - 1, n - 1], check_finite=False)[0]) \
+            if n else 0.0
+        if top is not None:
+            top[scaling] = kmax
     lam = 1.0 if kmax <= 0 else min(c, 0.98 * c_max) / (r * (abs(m) + r)) / kmax
     try:
         chol = scipy.linalg.cholesky(np.eye(n) - (r * r * lam) * kt, lower=True, check_finite=False)
@@ -194,15 +199,19 @@ def _finish(kappa, u, rs, s, kmax, m, r, p, c):
     return lam * s, v, f
 
 
-def _member(problem: LipSDPProblem, factor: float, scaling: str):
-    """One member: normalised multipliers (``rho = 1``) and ``rho``, the last factor found by a line search."""
+def _member(problem: LipSDPProblem, factor: float, scaling: str, shared: dict | None = None):
+    """One member: normalised multipliers (``rho = 1``) and ``rho``, the last factor found by a line search.
+    ``shared`` carries what every member has in common (``W_1 W_1ᵀ`` and its top eigenvalue per scaling)."""
     ws, sl = problem.weights, problem.slopes
     if problem.depth == 1:
         return [], float(np.linalg.norm(ws[0], 2)) ** 2
-    k = ws[0] @ ws[0].T
+    shared = {} if shared is None else shared
+    if "gram" not in shared:
+        shared["gram"], shared["top"] = ws[0] @ ws[0].T, {}
+    k = shared["gram"]
     lams = []
     for idx in range(1, problem.depth - 1):
-        got = _layer(k, ws[idx], sl[idx - 1], factor, scaling)
+        got = _layer(k, ws[idx], sl[idx - 1], factor, scaling, shared["top"] if idx == 1 else None)
         if got is None:
             return None
         lam, k = got
@@ -279,12 +288,12 @@ def _largest_eigenvalue(mat: np.ndarray) -> float:
 
 def members(problem: LipSDPProblem, factors=FACTORS, scalings=SCALINGS):
     """Every admissible member ``(rho_estimate, normalised multipliers, name)``, best (smallest rho) first."""
-    out = []
+    out, shared = [], {}
     for scaling in scalings:
         for c in factors:
             # a member is only a candidate (the kernel proves or refuses it): overflow inside one discards it
             with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
-                got = _member(problem, c, scaling)
+                got = _member(problem, c, scaling, shared)
             if got is not None and math.isfinite(got[1]) and got[1] >= 0:
                 out.append((got[1], got[0], f"{scaling}, c={c:g}"))
     return sorted(out, key=lambda x: x[0])
