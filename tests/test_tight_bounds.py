@@ -310,16 +310,25 @@ def test_loss_above_1e_4_is_said_in_status_and_note():
     assert _loss_report(100.0, 100.0 - 1e-5) == (None, None)
 
 
-@pytest.mark.parametrize("k", [3, 4])
-def test_anchor_repair_certifies_a_boundary_optimum_near_the_solver_value(k):
+def test_anchor_repair_certifies_a_boundary_optimum_near_the_solver_value():
     # on the sawtooth the optimum lies on the boundary (the hidden block is singular): the solver's own multipliers
-    # give no Schur certificate and the residual bound t + rho B loses 7e-7 to 3e-5; mixing toward the strictly
-    # feasible anchor (proofs/ksdp.md §3 step 5) certifies within 1e-6 of the solver's value, and above K2 = 4^k
-    chain = linear_chain(sawtooth(k))
-    relax = _Relaxation(_Layout(chain), _exact_weights(chain), chain.slopes)
-    hint = relax._solve(0, "CLARABEL")
-    plain = relax.certify_row(0, relax.norm_bound(), "CLARABEL", hint=hint, repair=False)
-    repaired = relax.certify_row(0, relax.norm_bound(), "CLARABEL", hint=hint, repair=True)
-    assert plain.method == "rho" and plain.value > hint[0] * (1 + 3e-7)
-    assert repaired.method == "schur" and repaired.mix > 0
-    assert 4**k <= repaired.value <= hint[0] * (1 + 1e-6)
+    # may give no Schur certificate, and then the residual bound t + rho B loses 7e-7 to 3e-5; mixing toward the
+    # strictly feasible anchor (proofs/ksdp.md §3 step 5) certifies within 1e-6 of the solver's value, and above
+    # K2 = 4^k.  Whether the plain multipliers fail depends on the solver's last digits (Clarabel 0.11.1: k = 4 fails,
+    # k = 3 passes), so the test asks that at least one of the nets needs the repair.
+    needed_repair = []
+    for k in (3, 4):
+        chain = linear_chain(sawtooth(k))
+        relax = _Relaxation(_Layout(chain), _exact_weights(chain), chain.slopes)
+        hint = relax._solve(0, "CLARABEL")
+        plain = relax.certify_row(0, relax.norm_bound(), "CLARABEL", hint=hint, repair=False)
+        repaired = relax.certify_row(0, relax.norm_bound(), "CLARABEL", hint=hint, repair=True)
+        assert repaired.method == "schur"
+        assert 4**k <= repaired.value <= hint[0] * (1 + 1e-6)
+        assert repaired.value <= plain.value
+        if plain.method == "rho":
+            assert plain.value > hint[0] * (1 + 3e-7) and repaired.mix > 0
+            needed_repair.append(k)
+    assert needed_repair, "no net needed the anchor repair: the test no longer exercises it"
+
+

@@ -702,15 +702,15 @@ class StructuredIPM:
                 break
             st = (x_mat, x_lp, s_lp, si, factor, rp, rd, rd_lp, x_mat @ rd @ si)
             dy, dx, dx_lp, ds, ds_lp = self._direction(st, 0.0, None, None)
-            ap = min(1.0, _max_step(lx, dx, x_lp, dx_lp))
-            ad = min(1.0, _max_step(ls, ds, s_lp, ds_lp))
+            ap = _max_step(lx, dx, x_lp, dx_lp, 1.0)
+            ad = _max_step(ls, ds, s_lp, ds_lp, 1.0)
             aff = float(gap + ad * np.vdot(x_mat, ds) + ap * np.vdot(dx, s_mat) + ap * ad * np.vdot(dx, ds)
                         + (x_lp + ap * dx_lp) @ (s_lp + ad * ds_lp) - x_lp @ s_lp)
             sigma = min(1.0, max(0.0, aff / gap)) ** max(1.0, 3 * min(ap, ad) ** 2)
             dy, dx, dx_lp, ds, ds_lp = self._direction(st, sigma * mu, dx @ ds, dx_lp * ds_lp)
             gamma = 0.9 + 0.09 * min(ap, ad)
-            ap = min(1.0, gamma * _max_step(lx, dx, x_lp, dx_lp))
-            ad = min(1.0, gamma * _max_step(ls, ds, s_lp, ds_lp))
+            ap = min(1.0, gamma * _max_step(lx, dx, x_lp, dx_lp, 1.0 / gamma))
+            ad = min(1.0, gamma * _max_step(ls, ds, s_lp, ds_lp, 1.0 / gamma))
             x_mat = x_mat + ap * dx
             x_mat = (x_mat + x_mat.T) / 2
             x_lp = x_lp + ap * dx_lp
@@ -762,13 +762,25 @@ def _inverse_factor(a: np.ndarray) -> np.ndarray:
     return np.tril(inv)
 
 
-def _max_step(linv: np.ndarray, d: np.ndarray, v: np.ndarray, dv: np.ndarray) -> float:
-    """Largest ``a`` with ``L L^T + a d ⪰ 0`` and ``v + a dv >= 0`` (``inf`` if unbounded), ``linv = L^-1``."""
+def _max_step(linv: np.ndarray, d: np.ndarray, v: np.ndarray, dv: np.ndarray, limit: float = math.inf) -> float:
+    """``min(limit, a)`` for the largest ``a`` with ``L L^T + a d ⪰ 0`` and ``v + a dv >= 0`` (``inf`` if unbounded),
+    ``linv = L^-1``.  When ``I + limit T`` (``T = L^-1 d L^-T``) has a Cholesky factor, ``a >= limit`` and the smallest
+    eigenvalue of ``T`` is not computed (a factorisation is a few times cheaper than the eigenvalue)."""
     t = scipy.linalg.blas.dtrmm(1.0, linv, d, side=0, lower=1)          # L^-1 d
     t = scipy.linalg.blas.dtrmm(1.0, linv, t, side=1, lower=1, trans_a=1)  # (L^-1 d) L^-T
-    lam = float(scipy.linalg.eigvalsh((t + t.T) / 2, subset_by_index=[0, 0])[0]) if t.size else 0.0
-    a = -1.0 / lam if lam < 0 else math.inf
+    t = (t + t.T) / 2
+    a = math.inf
+    if t.size and not (math.isfinite(limit) and _positive_definite(np.eye(t.shape[0]) + limit * t)):
+        lam = float(scipy.linalg.eigvalsh(t, subset_by_index=[0, 0])[0])
+        a = -1.0 / lam if lam < 0 else math.inf
+    a = min(a, limit)
     neg = dv < 0
     if np.any(neg):
         a = min(a, float(np.min(-v[neg] / dv[neg])))
     return a
+
+
+def _positive_definite(a: np.ndarray) -> bool:
+    """Whether LAPACK's Cholesky factorisation of ``a`` succeeds (untrusted floats: a step-length decision only)."""
+    _, info = scipy.linalg.lapack.dpotrf(a, lower=1, clean=0, overwrite_a=1)
+    return info == 0
