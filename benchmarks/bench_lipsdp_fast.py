@@ -22,9 +22,10 @@ from ``benchmarks/``; load average 0.56, the other core running ``bench_lipsdp.p
 the two MNIST-size nets.  Earlier the same day (busy machine) the large net took 0.695 s, 4.48x: the proof now
 eliminates the input block (rho I for ReLU) by its Schur complement before the verified Cholesky (side 750 instead
 of 1534, ``proofs/lipsdp.md`` §4), the members share ``W_1 W_1ᵀ`` and its top eigenvalue, and ``up``/``down`` work
-on the bit patterns (4x faster than ``numpy.nextafter``).  On the small net the time is fixed costs (six members,
-each with a line search of ~45 Rayleigh quotients, and the proof: ~60 ms against ECLipsE-Fast's 3 ms), which is
-what buys the 31% tighter value; the 3x goal is not met there.
+on the bit patterns (4x faster than ``numpy.nextafter``).  On the small net the time is fixed costs: the six members
+(each with a line search of ~45 Rayleigh quotients) take ~46 ms and buy the 31% tighter value, and the proof alone
+(interval enclosure and verified Cholesky of the LMI of side 310) takes ~23 ms, 7.7x ECLipsE-Fast's uncertified 3 ms:
+the 3x goal cannot be met there by any certified value of this kind.
 """
 
 from __future__ import annotations
