@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from fractions import Fraction
@@ -87,17 +88,22 @@ def _k1_float(chain: LinearChain, p: str) -> float:
         prod, end = None, j  # prod encloses W_end ⋯ W_{j+1}, grown only when a norm must be computed
         for k in range(j + 1, depth + 1):
             key = (p, *prints[j:k])
-            if key in _NORMS:
-                norms[(j, k)] = _NORMS[key]
-                _NORMS.move_to_end(key)
+            with _NORMS_LOCK:
+                cached = _NORMS.get(key)
+                if cached is not None:
+                    _NORMS.move_to_end(key)
+            if cached is not None:
+                norms[(j, k)] = cached
                 continue
             if prod is None:
                 prod, end = Interval.point(_dense(chain.weights[j]), chain.radii[j]), j + 1
             while end < k:
                 prod, end = prod.left_matmul(chain.weights[end], chain.radii[end]), end + 1
-            norms[(j, k)] = _NORMS[key] = abs_norm_upper(prod.mid, prod.rad, p)
-            if len(_NORMS) > NORM_CACHE_SIZE:
-                _NORMS.popitem(last=False)
+            norms[(j, k)] = abs_norm_upper(prod.mid, prod.rad, p)
+            with _NORMS_LOCK:
+                _NORMS[key] = norms[(j, k)]
+                while len(_NORMS) > NORM_CACHE_SIZE:
+                    _NORMS.popitem(last=False)
     t = [1.0]
     for k in range(1, depth + 1):
         total = 0.0
@@ -119,6 +125,7 @@ def _dense(w):
 #: how many verified norms of partial products :func:`_k1_float` keeps (least recently used dropped first)
 NORM_CACHE_SIZE = 256
 _NORMS: OrderedDict[tuple, float] = OrderedDict()
+_NORMS_LOCK = threading.Lock()  # a bound may be computed from several threads at once
 
 
 def _fingerprint(w, rad) -> bytes:
